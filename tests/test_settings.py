@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from tools.errors import ConfigError
+from tools.settings import Resolution, load_settings
+
+
+def write_config(home: Path, text: str) -> Path:
+    path = home / ".anime-config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file(tmp_path):
+    settings = load_settings(env={}, home=tmp_path)
+    assert settings.output.resolution == Resolution(512, 768)
+    assert settings.models.ipadapter_weight == 0.95
+    assert settings.quality.min_consistency == 0.90
+    assert settings.worker.keep_alive == 600
+    assert settings.paths.characters == tmp_path / ".anime-characters"
+
+
+def test_anime_home_relocates_everything(tmp_path):
+    settings = load_settings(env={"ANIME_HOME": str(tmp_path)})
+    assert settings.home == tmp_path
+    assert settings.paths.output == tmp_path / "anime-output"
+
+
+def test_seed_keys_from_file(tmp_path):
+    write_config(
+        tmp_path,
+        "models:\n  checkpoint: counterfeit_v3.safetensors\n  ipadapter_weight: 0.8\n"
+        "  controlnet_strength: 0.6\noutput:\n  resolution: 768x1024\n  organize_by_date: false\n"
+        "worker:\n  hang_timeout: 90s\n  keep_alive: 2m\n",
+    )
+    settings = load_settings(env={}, home=tmp_path)
+    assert settings.models.checkpoint == "counterfeit_v3.safetensors"
+    assert settings.models.controlnet_strength == 0.6
+    assert settings.output.resolution == Resolution(768, 1024)
+    assert settings.output.organize_by_date is False
+    assert settings.worker.hang_timeout == 90
+    assert settings.worker.keep_alive == 120
+
+
+def test_precedence_flag_over_env_over_file(tmp_path):
+    write_config(tmp_path, "llm:\n  model: from-file\noutput:\n  resolution: 512x512\n")
+    env = {"ANIME_LLM_MODEL": "from-env", "ANIME_OUTPUT_RESOLUTION": "640x640"}
+    settings = load_settings(overrides={"llm": {"model": "from-flag"}}, env=env, home=tmp_path)
+    assert settings.llm.model == "from-flag"
+    assert settings.output.resolution == Resolution(640, 640)
+
+
+def test_ollama_host_env_fills_unset_host(tmp_path):
+    settings = load_settings(env={"OLLAMA_HOST": "http://127.0.0.1:9"}, home=tmp_path)
+    assert settings.ollama_host() == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("models: [unclosed\n", "not valid YAML"),
+        ("models:\n  chekpoint: x\n", "unknown key 'models.chekpoint'"),
+        ("output:\n  resolution: big\n", "output.resolution"),
+        ("output:\n  resolution: 100000x5\n", "output.resolution"),
+        ("models:\n  ipadapter_weight: lots\n", "models.ipadapter_weight"),
+        ("worker:\n  hang_timeout: soon\n", "worker.hang_timeout"),
+        ("colours: {}\n", "unknown key 'colours'"),
+        ("- a\n- b\n", "expected a mapping"),
+    ],
+)
+def test_bad_file_names_file_and_key(tmp_path, text, expected):
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, home=tmp_path)
+    message = err.value.message
+    assert str(path) in message
+    assert expected in message
+    assert "\n" not in message

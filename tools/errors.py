@@ -1,0 +1,38 @@
+"""Errors split by who fixes them.
+
+`UserError` is something the person can fix (unknown character, bad config value): the CLIs print
+its one-line message and hint, never a traceback, and exit 1. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix; `hint` says how."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class ConfigError(UserError):
+    """The config file or an override is invalid."""
+
+
+class UnknownCharacterError(UserError):
+    """A character name that is not in the library."""
+
+    def __init__(self, name: str, suggestions: list[str]) -> None:
+        hint = (
+            f"did you mean {', '.join(suggestions)}?"
+            if suggestions
+            else "see `anime-gen characters list`, or add one with "
+            "`anime-gen characters add NAME --image PATH`"
+        )
+        super().__init__(f"unknown character '{name}'", hint)
+        self.name = name
+        self.suggestions = suggestions

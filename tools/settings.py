@@ -1,0 +1,267 @@
+"""One `Settings` model, resolved once: CLI flag > environment > config file > default.
+
+Home is `$ANIME_HOME` if set, else `~`; every path the project touches lives below it (see
+`Paths`). The config file is `<home>/.anime-config.yaml`. Environment overrides are named
+`ANIME_<SECTION>_<KEY>` (e.g. `ANIME_OUTPUT_RESOLUTION=768x1024`); `OLLAMA_HOST` fills
+`llm.host` when the file leaves it unset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
+
+from tools.errors import ConfigError
+
+CONFIG_FILENAME = ".anime-config.yaml"
+DEFAULT_CHECKPOINT = "gsdf/Counterfeit-V2.5"
+DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_openpose"
+DEFAULT_IPADAPTER = "h94/IP-Adapter"
+
+MIN_SIDE, MAX_SIDE = 64, 2048
+
+
+@dataclass(frozen=True)
+class Resolution:
+    width: int
+    height: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+def parse_resolution(value: Any) -> Resolution:
+    if isinstance(value, Resolution):
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(value))
+    if not match:
+        raise ValueError(f"'{value}' is not WIDTHxHEIGHT, e.g. 512x768")
+    width, height = int(match[1]), int(match[2])
+    for side in (width, height):
+        if not MIN_SIDE <= side <= MAX_SIDE or side % 8:
+            raise ValueError(
+                f"'{value}': each side must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE}"
+            )
+    return Resolution(width, height)
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value: Any) -> float:
+    """'10m', '120s', '1.5h' or a number of seconds → seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
+        if not match:
+            raise ValueError(f"'{value}' is not a duration like 30s, 10m or 1h")
+        seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    if seconds <= 0:
+        raise ValueError(f"'{value}' must be longer than zero")
+    return seconds
+
+
+ResolutionField = Annotated[
+    Resolution, BeforeValidator(parse_resolution), PlainSerializer(str, return_type=str)
+]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Section):
+    checkpoint: str = DEFAULT_CHECKPOINT
+    controlnet: str = DEFAULT_CONTROLNET
+    ipadapter: str = DEFAULT_IPADAPTER
+    ipadapter_subfolder: str = "models"
+    ipadapter_weight_name: str = "ip-adapter_sd15.safetensors"
+    image_encoder_folder: str = "image_encoder"
+    ipadapter_weight: float = Field(0.95, ge=0.0, le=2.0)
+    controlnet_strength: float = Field(0.5, ge=0.0, le=2.0)
+    clip_skip: int = Field(2, ge=1, le=4)
+    device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
+
+
+class OutputSettings(_Section):
+    resolution: ResolutionField = Resolution(512, 768)
+    organize_by_date: bool = True
+    steps: int = Field(25, ge=1, le=150)
+    guidance_scale: float = Field(7.0, ge=0.0, le=30.0)
+    sampler: Literal["euler_a", "euler", "dpmpp_2m", "ddim"] = "euler_a"
+    max_batch: int = Field(100, ge=1, le=1000)
+
+
+class QualitySettings(_Section):
+    enabled: bool = True
+    min_consistency: float = Field(0.90, ge=0.0, le=1.0)
+    max_attempts: int = Field(3, ge=1, le=20)
+    require_face: bool = True
+    aesthetic_model: str | None = None
+    min_aesthetic: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class LLMSettings(_Section):
+    model: str = "qwen2.5:7b"
+    host: str | None = None
+    unload_before_generate: bool = False
+
+
+class WorkerSettings(_Section):
+    keep_alive: Duration = 600.0
+    hang_timeout: Duration = 120.0
+    max_attempts: int = Field(3, ge=1, le=20)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every location below home, in one place."""
+
+    home: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / CONFIG_FILENAME
+
+    @property
+    def characters(self) -> Path:
+        return self.home / ".anime-characters"
+
+    @property
+    def output(self) -> Path:
+        return self.home / "anime-output"
+
+    @property
+    def state(self) -> Path:
+        return self.home / ".anime-chat"
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def user_poses(self) -> Path:
+        return self.state / "poses"
+
+
+class Settings(_Section):
+    models: ModelSettings = ModelSettings()
+    output: OutputSettings = OutputSettings()
+    quality: QualitySettings = QualitySettings()
+    llm: LLMSettings = LLMSettings()
+    worker: WorkerSettings = WorkerSettings()
+    home: Path = Field(default_factory=Path.home, exclude=True)
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.home)
+
+    def ollama_host(self) -> str:
+        return self.llm.host or "http://localhost:11434"
+
+
+_SECTIONS = ("models", "output", "quality", "llm", "worker")
+
+
+def resolve_home(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    home = env.get("ANIME_HOME")
+    return Path(home).expanduser() if home else Path.home()
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(
+            f"{path}: not valid YAML{where}",
+            "fix the syntax or move the file away to use the defaults",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(_SECTIONS)})")
+    return data
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    layer: dict[str, dict[str, str]] = {}
+    for section in _SECTIONS:
+        fields = Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+        for key in fields:
+            value = env.get(f"ANIME_{section}_{key}".upper())
+            if value is not None:
+                layer.setdefault(section, {})[key] = value
+    return layer
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _explain(error: ValidationError, source: str) -> ConfigError:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        section = first["loc"][0] if len(first["loc"]) > 1 else None
+        known = (
+            Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+            if section in _SECTIONS
+            else _SECTIONS
+        )
+        return ConfigError(f"{source}: unknown key '{key}'", f"known keys: {', '.join(known)}")
+    message = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{source}: {key}: {message}")
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> Settings:
+    """Resolve settings once. `overrides` are CLI flags as nested sections."""
+    env = os.environ if env is None else env
+    home = home or resolve_home(env)
+    path = home / CONFIG_FILENAME
+    file_layer = _read_file(path)
+    try:
+        Settings.model_validate(file_layer)
+    except ValidationError as exc:
+        raise _explain(exc, str(path)) from None
+
+    merged = _merge(file_layer, _env_layer(env))
+    if env.get("OLLAMA_HOST") and not merged.get("llm", {}).get("host"):
+        merged = _merge(merged, {"llm": {"host": env["OLLAMA_HOST"]}})
+    merged = _merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate({**merged, "home": home})
+    except ValidationError as exc:
+        raise _explain(exc, "environment or command-line override") from None

@@ -88,6 +88,8 @@ class _Section(BaseModel):
 
 class ModelSettings(_Section):
     checkpoint: str = DEFAULT_CHECKPOINT
+    # Architecture configs for a single-file checkpoint: a diffusers folder or hub id.
+    checkpoint_config: str | None = None
     controlnet: str = DEFAULT_CONTROLNET
     ipadapter: str = DEFAULT_IPADAPTER
     ipadapter_subfolder: str = "models"

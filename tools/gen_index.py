@@ -1,0 +1,132 @@
+"""The generation index: one SQLite row per image written (accepted or rejected).
+
+It is the store's source of truth for names (a path is reserved here before its file is
+written) and what later features query: "3 more of that", history, reproducing a seed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT UNIQUE,
+    path TEXT UNIQUE NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    created TEXT NOT NULL,
+    request_id TEXT,
+    character TEXT NOT NULL,
+    posture TEXT NOT NULL,
+    pose_id TEXT,
+    seed INTEGER,
+    accepted INTEGER NOT NULL DEFAULT 1,
+    collection TEXT,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_character ON images(character, id);
+CREATE INDEX IF NOT EXISTS images_request ON images(request_id, id);
+"""
+
+
+class GenerationIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA busy_timeout=30000")
+        connection.executescript(SCHEMA)
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: one writer at a time across processes."""
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        finally:
+            connection.close()
+
+    def reserve(
+        self, connection: sqlite3.Connection, path: Path, key: str | None, record: dict[str, Any]
+    ) -> None:
+        connection.execute(
+            "INSERT INTO images (key, path, status, created, request_id, character, posture,"
+            " pose_id, seed, accepted, collection, record)"
+            " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                str(path),
+                datetime.now(UTC).isoformat(timespec="seconds"),
+                record.get("request_id"),
+                record["character"],
+                record["posture"],
+                record["pose"]["id"],
+                record["seed"],
+                int(record.get("accepted", True)),
+                record.get("collection"),
+                json.dumps(record),
+            ),
+        )
+
+    def paths_with_prefix(
+        self, connection: sqlite3.Connection, folder: Path, stem: str
+    ) -> list[str]:
+        like = str(folder / stem).replace("%", r"\%").replace("_", r"\_") + r"\_%"
+        rows = connection.execute("SELECT path FROM images WHERE path LIKE ? ESCAPE '\\'", (like,))
+        return [row["path"] for row in rows]
+
+    def mark_saved(self, path: Path) -> None:
+        with self.transaction() as connection:
+            connection.execute("UPDATE images SET status = 'saved' WHERE path = ?", (str(path),))
+
+    def by_key(self, key: str) -> dict[str, Any] | None:
+        with self.transaction() as connection:
+            row = connection.execute("SELECT * FROM images WHERE key = ?", (key,)).fetchone()
+        return _row(row) if row else None
+
+    def recent(
+        self, limit: int = 20, character: str | None = None, accepted_only: bool = True
+    ) -> list[dict[str, Any]]:
+        """Saved images, newest first."""
+        query = "SELECT * FROM images WHERE status = 'saved'"
+        params: list[Any] = []
+        if character:
+            query += " AND character = ?"
+            params.append(character)
+        if accepted_only:
+            query += " AND accepted = 1"
+        query += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self.transaction() as connection:
+            rows = connection.execute(query, params).fetchall()
+        return [_row(row) for row in rows]
+
+    def by_request(self, request_id: str) -> list[dict[str, Any]]:
+        with self.transaction() as connection:
+            rows = connection.execute(
+                "SELECT * FROM images WHERE request_id = ? AND status = 'saved' ORDER BY id",
+                (request_id,),
+            ).fetchall()
+        return [_row(row) for row in rows]
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    data["record"] = json.loads(data["record"])
+    return data

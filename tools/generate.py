@@ -1,0 +1,256 @@
+"""From a request ("sakura, sitting reading, 3 images") to images on disk.
+
+`Generator.plan` resolves the character, a pose per image and a seed per image (seed S+i, so the
+same request with the same seed gives the same pixels) into `ImageSpec`s, which are plain data the
+job journal can store. `Generator.produce` turns one spec into one saved, scored image; it is
+idempotent on the spec's key.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from prompts import load_prompt
+from tools.engine import SAMPLERS, RenderJob, StepCallback
+from tools.errors import UserError
+from tools.quality import Scores
+
+if TYPE_CHECKING:
+    from posebank import Pose
+    from tools.runtime import Runtime
+
+SEED_LIMIT = 2**32
+# A re-roll after a rejection moves the seed by a large odd stride so it never meets S+i.
+REROLL_STRIDE = 1_000_003
+
+
+class GenerationRequest(BaseModel):
+    character: str
+    pose: str | None = None
+    random_pose: bool = False
+    posture: str | None = None
+    prompt: str = ""
+    count: int = 1
+    seed: int | None = None
+    collection: str | None = None
+    request_id: str | None = None
+
+
+class PoseRef(BaseModel):
+    id: str
+    tags: list[str]
+
+
+class ImageSpec(BaseModel):
+    """Everything needed to draw one image again, exactly."""
+
+    key: str
+    request_id: str
+    index: int
+    character: str
+    pose: PoseRef
+    posture: str
+    user_prompt: str = ""
+    seed: int
+    collection: str | None = None
+
+
+class OutputRecord(BaseModel):
+    """One entry of the contract's `outputs` list."""
+
+    path: str | None
+    character: str
+    pose: PoseRef
+    seed: int
+    scores: Scores = Field(default_factory=Scores)
+    accepted: bool = True
+    attempts: int = 1
+    reasons: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
+    seconds: float | None = None
+
+
+ImageCallback = Callable[[OutputRecord], None]
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count < 1:
+        raise UserError(f"count must be at least 1 (got {count})", "e.g. --batch 3")
+    if count > limit:
+        raise UserError(
+            f"count {count} is more than output.max_batch ({limit})",
+            "split the request, or raise output.max_batch in the config",
+        )
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"seed must be between 0 and {SEED_LIMIT - 1} (got {seed})")
+
+
+def compose_prompt(character_tags: str, character_name: str, pose: Pose, user_prompt: str) -> str:
+    """Quality tags, the character, the pose in words, then what the user asked for."""
+    pose_words = ", ".join(tag.replace("_", " ") for tag in pose.tags)
+    parts = [
+        load_prompt("quality_tags"),
+        character_tags or character_name,
+        pose_words,
+        user_prompt.strip(),
+    ]
+    return ", ".join(part for part in parts if part)
+
+
+class Generator:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+
+    # -- planning ------------------------------------------------------------------------------
+    def plan(self, request: GenerationRequest) -> list[ImageSpec]:
+        _check_count(request.count, self.settings.output.max_batch)
+        _check_seed(request.seed)
+        character, _ = self.runtime.characters.resolve(request.character)
+        base_seed = request.seed if request.seed is not None else secrets.randbelow(SEED_LIMIT)
+        poses = self._poses_for(request, base_seed)
+        request_id = request.request_id or uuid.uuid4().hex[:12]
+        return [
+            ImageSpec(
+                key=f"{request_id}:{index}",
+                request_id=request_id,
+                index=index,
+                character=character.name,
+                pose=PoseRef(id=pose.id, tags=list(pose.tags)),
+                posture=pose.posture,
+                user_prompt=request.prompt,
+                seed=(base_seed + index) % SEED_LIMIT,
+                collection=request.collection,
+            )
+            for index, pose in enumerate(poses)
+        ]
+
+    def _poses_for(self, request: GenerationRequest, base_seed: int) -> list[Pose]:
+        bank = self.runtime.poses
+        if request.pose and not request.random_pose:
+            match = bank.search(request.pose, k=1, posture=request.posture)
+            if not match:
+                raise UserError(f"no pose matches '{request.pose}'", "see `anime-gen poses list`")
+            return [match[0].pose] * request.count
+        rng = random.Random(base_seed)
+        return bank.variations(request.count, rng, posture=request.posture)
+
+    # -- producing -----------------------------------------------------------------------------
+    def metadata(self, spec: ImageSpec, seed: int) -> dict[str, Any]:
+        character = self.runtime.characters.get(spec.character)
+        pose = self.runtime.poses.get(spec.pose.id)
+        models, output = self.settings.models, self.settings.output
+        engine = self.runtime.engine
+        return {
+            "key": spec.key,
+            "request_id": spec.request_id,
+            "character": spec.character,
+            "posture": spec.posture,
+            "pose": spec.pose.model_dump(),
+            "prompt": compose_prompt(character.prompt_tags, character.name, pose, spec.user_prompt),
+            "negative_prompt": load_prompt("negative_tags"),
+            "user_prompt": spec.user_prompt,
+            "seed": seed,
+            "steps": output.steps,
+            "sampler": SAMPLERS[output.sampler][1],
+            "guidance_scale": output.guidance_scale,
+            "width": output.resolution.width,
+            "height": output.resolution.height,
+            "model": engine.checkpoint.label,
+            "clip_skip": models.clip_skip,
+            "controlnet": engine.controlnet_source.label,
+            "controlnet_strength": models.controlnet_strength,
+            "ipadapter": f"{engine.ipadapter_source.label}/{models.ipadapter_weight_name}",
+            "ipadapter_weight": models.ipadapter_weight,
+            "collection": spec.collection,
+        }
+
+    def produce(self, spec: ImageSpec, on_step: StepCallback | None = None) -> OutputRecord:
+        """Render, score, re-roll rejects and save one image. Safe to call again after a crash."""
+        saved = self.runtime.index.by_key(spec.key)
+        if saved and saved["status"] == "saved" and Path(saved["path"]).exists():
+            return OutputRecord.model_validate({**saved["record"]["output"], "path": saved["path"]})
+        started = time.perf_counter()
+        runtime = self.runtime
+        character = runtime.characters.get(spec.character)
+        pose = runtime.poses.get(spec.pose.id)
+        from posebank.render import render_pose
+
+        resolution = self.settings.output.resolution
+        pose_image = render_pose(pose, resolution.width, resolution.height)
+        max_attempts = self.settings.quality.max_attempts
+        rejected: list[str] = []
+        reasons: list[str] = []
+        for attempt in range(1, max_attempts + 1):
+            seed = (spec.seed + (attempt - 1) * REROLL_STRIDE) % SEED_LIMIT
+            meta = self.metadata(spec, seed)
+            image = runtime.engine.render(
+                [
+                    RenderJob(
+                        prompt=meta["prompt"],
+                        negative_prompt=meta["negative_prompt"],
+                        pose_image=pose_image,
+                        reference=character.reference_path,
+                        seed=seed,
+                    )
+                ],
+                width=resolution.width,
+                height=resolution.height,
+                ipadapter_weight=self.settings.models.ipadapter_weight,
+                controlnet_strength=self.settings.models.controlnet_strength,
+                on_step=on_step,
+            )[0]
+            verdict = runtime.gate.evaluate(image, character, list(pose.tags))
+            last = attempt == max_attempts
+            record = OutputRecord(
+                path=None,
+                character=spec.character,
+                pose=spec.pose,
+                seed=seed,
+                scores=verdict.scores,
+                accepted=verdict.accepted,
+                attempts=attempt,
+                reasons=reasons + verdict.reasons,
+                rejected=list(rejected),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+            key = spec.key if verdict.accepted or last else f"{spec.key}#rejected{attempt}"
+            path = runtime.store.save(
+                image,
+                {
+                    **meta,
+                    "scores": verdict.scores.model_dump(),
+                    "accepted": verdict.accepted,
+                    "attempts": attempt,
+                    "output": record.model_dump(mode="json"),
+                },
+                key=key,
+            )
+            record.path = str(path)
+            if verdict.accepted or last:
+                return record
+            rejected.append(str(path))
+            reasons.extend(verdict.reasons)
+        raise AssertionError("unreachable: the last attempt always returns")
+
+    def run(
+        self, request: GenerationRequest, on_image: ImageCallback | None = None
+    ) -> list[OutputRecord]:
+        records = []
+        for spec in self.plan(request):
+            record = self.produce(spec)
+            records.append(record)
+            if on_image is not None:
+                on_image(record)
+        return records

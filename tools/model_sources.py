@@ -1,0 +1,117 @@
+"""Where model weights come from: a hub id, a local diffusers folder, or a single checkpoint file.
+
+Local things are found as given or under `<home>/models/`. Hub ids are served from the Hugging
+Face cache when present; the first download prints one line with its size, then shows progress.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tools.errors import UserError
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+# Architecture configs for converting a single-file checkpoint when the user named none.
+SD15_CONFIG_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+CONFIG_PATTERNS = ["*.json", "*.txt"]
+WEIGHT_PREFERENCE = (
+    "diffusion_pytorch_model.safetensors",
+    "model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "pytorch_model.bin",
+)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: Literal["hub", "dir", "file"]
+    location: str
+
+    @property
+    def label(self) -> str:
+        """A short name for metadata: the hub id, or the file/folder name."""
+        return self.location if self.kind == "hub" else Path(self.location).name
+
+
+def resolve_source(value: str, models_dir: Path, what: str) -> ModelSource:
+    """Classify `value` (a setting) as a local dir, a local file, or a hub id."""
+    given = Path(value).expanduser()
+    candidates = [given] if given.is_absolute() else [given, models_dir / given]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return ModelSource("dir", str(candidate.resolve()))
+        if candidate.is_file():
+            if candidate.suffix.lower() not in CHECKPOINT_SUFFIXES:
+                raise UserError(
+                    f"{what}: {candidate} is not a .safetensors or .ckpt file",
+                    "name a checkpoint file, a diffusers folder, or a hub id",
+                )
+            return ModelSource("file", str(candidate.resolve()))
+    if given.suffix.lower() in CHECKPOINT_SUFFIXES or given.is_absolute() or value.startswith("."):
+        looked = " or ".join(str(c) for c in candidates)
+        raise UserError(
+            f"{what} not found: {looked}",
+            f"put the file in {models_dir} or set models.{what} to its full path",
+        )
+    if value.count("/") == 1 and all(value.split("/")):
+        return ModelSource("hub", value)
+    raise UserError(
+        f"{what} '{value}' is neither a local path nor a hub id (owner/name)",
+        f"put the model in {models_dir} or use a hub id",
+    )
+
+
+def _pick_weights(files: list[str], patterns: list[str]) -> list[str]:
+    """Config files plus, per folder, the one preferred weights file."""
+    chosen = [f for f in files if any(fnmatch.fnmatch(f, p) for p in CONFIG_PATTERNS)]
+    by_folder: dict[str, list[str]] = {}
+    for name in files:
+        if any(fnmatch.fnmatch(name, p) for p in patterns):
+            folder, _, base = name.rpartition("/")
+            by_folder.setdefault(folder, []).append(base)
+    for folder, names in by_folder.items():
+        for preferred in WEIGHT_PREFERENCE:
+            if preferred in names:
+                chosen.append(f"{folder}/{preferred}" if folder else preferred)
+                break
+        else:
+            chosen.extend(f"{folder}/{n}" if folder else n for n in names)
+    return chosen
+
+
+def fetch_hub(repo_id: str, weight_patterns: list[str], what: str) -> Path:
+    """A local snapshot of `repo_id`: from the cache, else downloaded with a size note."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    try:
+        info = HfApi().model_info(repo_id, files_metadata=True)
+    except Exception as exc:  # network down, repo gone, auth: all are "cannot download"
+        raise UserError(
+            f"{what} '{repo_id}' is not downloaded and cannot be fetched "
+            f"({exc.__class__.__name__})",
+            "connect to the internet once, or point the setting at a local file or folder "
+            "(see `anime-gen doctor`)",
+        ) from None
+    sizes = {s.rfilename: s.size or 0 for s in info.siblings or []}
+    wanted = _pick_weights(list(sizes), weight_patterns)
+    total = sum(sizes[name] for name in wanted)
+    print(
+        f"downloading {what} {repo_id} ({total / 1e9:.2f} GB) into the Hugging Face cache, once",
+        file=sys.stderr,
+    )
+    return Path(snapshot_download(repo_id, allow_patterns=wanted))
+
+
+def local_path(source: ModelSource, weight_patterns: list[str], what: str) -> Path:
+    if source.kind == "hub":
+        return fetch_hub(source.location, weight_patterns, what)
+    return Path(source.location)

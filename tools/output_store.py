@@ -1,0 +1,114 @@
+"""Where images land: `<home>/anime-output/YYYY-MM-DD/<character>_<posture>_<NNN>.png`.
+
+A name is reserved in the generation index (one writer at a time, across processes) before the
+file is written, so two runs never pick the same name and nothing is overwritten. The file is
+written to a temp name and renamed into place; only then is the row marked saved. A reserved
+key (one image of one job) always maps to the same path, which makes a retry after a crash
+rewrite that image instead of adding a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from tools.atomic import write_atomic
+from tools.gen_index import GenerationIndex
+from tools.settings import Settings
+
+METADATA_KEY = "anime-chat"
+
+
+def png_parameters(meta: dict[str, Any]) -> str:
+    """The `parameters` text in the layout A1111/Forge and image viewers read."""
+    fields = [
+        ("Steps", meta["steps"]),
+        ("Sampler", meta["sampler"]),
+        ("CFG scale", meta["guidance_scale"]),
+        ("Seed", meta["seed"]),
+        ("Size", f"{meta['width']}x{meta['height']}"),
+        ("Model", meta["model"]),
+        ("Clip skip", meta["clip_skip"]),
+        ("ControlNet", meta["controlnet"]),
+        ("ControlNet strength", meta["controlnet_strength"]),
+        ("IP-Adapter", meta["ipadapter"]),
+        ("IP-Adapter weight", meta["ipadapter_weight"]),
+        ("Pose", meta["pose"]["id"]),
+        ("Pose tags", "|".join(meta["pose"]["tags"])),
+        ("Character", meta["character"]),
+    ]
+    body = ", ".join(f"{name}: {value}" for name, value in fields)
+    return f"{meta['prompt']}\nNegative prompt: {meta['negative_prompt']}\n{body}"
+
+
+def read_png_metadata(path: Path) -> dict[str, str]:
+    with Image.open(path) as image:
+        return dict(getattr(image, "text", {}))
+
+
+class OutputStore:
+    def __init__(self, settings: Settings, index: GenerationIndex) -> None:
+        self.root = settings.paths.output
+        self.organize_by_date = settings.output.organize_by_date
+        self.index = index
+
+    def folder_for(self, accepted: bool, day: date | None = None) -> Path:
+        base = self.root if accepted else self.root / "rejected"
+        if self.organize_by_date:
+            return base / (day or date.today()).isoformat()
+        return base
+
+    def save(self, image: Image.Image, meta: dict[str, Any], key: str | None = None) -> Path:
+        """Write one image with its metadata; returns its final path."""
+        accepted = bool(meta.get("accepted", True))
+        path = self._reserve(meta, key, accepted)
+        info = PngInfo()
+        info.add_text("parameters", png_parameters(meta))
+        info.add_text(METADATA_KEY, json.dumps({**meta, "path": str(path)}))
+        write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
+        self.index.mark_saved(path)
+        if accepted:
+            self._link(path, self.root / "characters" / meta["character"])
+            if meta.get("collection"):
+                self._link(path, self.root / "collections" / meta["collection"])
+        return path
+
+    def _reserve(self, meta: dict[str, Any], key: str | None, accepted: bool) -> Path:
+        folder = self.folder_for(accepted)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{meta['character']}_{meta['posture']}"
+        with self.index.transaction() as connection:
+            if key is not None:
+                row = connection.execute("SELECT path FROM images WHERE key = ?", (key,)).fetchone()
+                if row:
+                    return Path(row["path"])
+            taken = self.index.paths_with_prefix(connection, folder, stem)
+            taken += [str(p) for p in folder.glob(f"{stem}_*.png")]
+            number = 1 + max((_number(stem, p) for p in taken), default=0)
+            path = folder / f"{stem}_{number:03d}.png"
+            self.index.reserve(connection, path, key, {**meta, "accepted": accepted})
+        return path
+
+    @staticmethod
+    def _link(target: Path, view: Path) -> None:
+        view.mkdir(parents=True, exist_ok=True)
+        link = view / target.name
+        if link.is_symlink() or link.exists():
+            return
+        relative = os.path.relpath(target, view)
+        try:
+            link.symlink_to(relative)
+        except OSError:
+            os.link(target, link)
+
+
+def _number(stem: str, path: str) -> int:
+    match = re.fullmatch(re.escape(stem) + r"_(\d+)\.png", Path(path).name)
+    return int(match[1]) if match else 0

@@ -1,0 +1,58 @@
+"""Shared fixtures. Each block below belongs to one concern; add new ones as their own block."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# huggingface_hub reads these once, at import: set them before anything imports it, so no test
+# can reach the network. `anime_home` sets them again for subprocesses started by a test.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+# --- Tiny models and an isolated home ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory of tiny random-weight models (built once per session) and its anime-config.yaml."""
+    from evals.tiny_models import build_tiny_models
+
+    directory = tmp_path_factory.mktemp("tiny-models")
+    build_tiny_models(directory)
+    return directory
+
+
+@pytest.fixture
+def anime_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models: Path) -> Path:
+    """A fresh home whose config points at the tiny models; offline, so nothing downloads."""
+    from evals.tiny_models import CONFIG_NAME
+    from tools.settings import CONFIG_FILENAME
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(tiny_models / CONFIG_NAME, home / CONFIG_FILENAME)
+    monkeypatch.setenv("ANIME_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture
+def reference_image(tmp_path: Path) -> Path:
+    """A small coloured drawing (96×128 PNG) to use as a character's reference."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (96, 128), (245, 235, 220))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((28, 10, 68, 50), fill=(250, 210, 180), outline=(60, 40, 30))  # face
+    draw.rectangle((22, 8, 74, 22), fill=(200, 40, 60))  # hair
+    draw.rectangle((30, 52, 66, 100), fill=(40, 80, 200))  # dress
+    draw.line((30, 60, 12, 90), fill=(250, 210, 180), width=5)  # arms
+    draw.line((66, 60, 84, 90), fill=(250, 210, 180), width=5)
+    path = tmp_path / "reference.png"
+    image.save(path)
+    return path

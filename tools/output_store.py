@@ -96,10 +96,11 @@ class OutputStore:
             self.index.reserve(connection, path, key, {**meta, "accepted": accepted})
         return path
 
-    @staticmethod
-    def _link(target: Path, view: Path) -> None:
+    def _link(self, target: Path, view: Path) -> None:
         view.mkdir(parents=True, exist_ok=True)
-        link = view / target.name
+        # Names repeat across days; the view is flat, so it carries the day in the name.
+        name = f"{target.parent.name}_{target.name}" if self.organize_by_date else target.name
+        link = view / name
         if link.is_symlink() or link.exists():
             return
         relative = os.path.relpath(target, view)

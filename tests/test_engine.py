@@ -1,0 +1,80 @@
+"""The real diffusers loading and rendering paths, on the tiny models."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tools.engine import Engine, RenderJob
+from tools.errors import UserError
+from tools.settings import load_settings
+
+pytestmark = pytest.mark.slow
+
+
+def engine_for(home: Path, **models) -> Engine:
+    return Engine(load_settings(overrides={"models": models}, home=home))
+
+
+def draw(
+    engine: Engine, reference: Path | None, seed: int = 1, prompt: str = "1girl"
+) -> np.ndarray:
+    job = RenderJob(prompt, "lowres", Image.new("RGB", (128, 192)), reference, seed)
+    image = engine.render(
+        [job], width=128, height=192, ipadapter_weight=0.9, controlnet_strength=0.5
+    )[0]
+    return np.asarray(image)
+
+
+def test_single_file_checkpoint_loads_offline_and_matches_folder(
+    anime_home, tiny_models, reference_image
+):
+    folder = engine_for(anime_home)
+    single = engine_for(
+        anime_home,
+        checkpoint=str(tiny_models / "sd15.safetensors"),
+        checkpoint_config=str(tiny_models / "sd15"),
+    )
+    assert single.checkpoint.kind == "file"
+    assert np.array_equal(draw(folder, reference_image), draw(single, reference_image))
+    assert single.info.model == "sd15.safetensors"
+
+
+def test_checkpoint_found_under_home_models(anime_home, tiny_models):
+    models = anime_home / "models"
+    models.mkdir()
+    (models / "counterfeit_v3.safetensors").symlink_to(tiny_models / "sd15.safetensors")
+    engine = engine_for(anime_home, checkpoint="counterfeit_v3.safetensors")
+    assert engine.checkpoint.location == str((tiny_models / "sd15.safetensors").resolve())
+
+
+def test_missing_checkpoint_file_is_a_user_error(anime_home):
+    with pytest.raises(UserError, match="checkpoint not found"):
+        engine_for(anime_home, checkpoint="nothing_here.safetensors")
+
+
+def test_reference_embedding_is_computed_once(anime_home, reference_image):
+    engine = engine_for(anime_home)
+    first = draw(engine, reference_image, seed=3)
+    second = draw(engine, reference_image, seed=3)
+    assert engine.encoder_calls == 1
+    assert np.array_equal(first, second)
+    restarted = engine_for(anime_home)
+    assert np.array_equal(draw(restarted, reference_image, seed=3), first)
+    assert restarted.encoder_calls == 0, "the on-disk cache should serve a new process"
+    assert len(list((anime_home / ".anime-chat" / "embeddings").glob("*.safetensors"))) == 1
+
+
+def test_reference_changes_the_image(anime_home, reference_image, tmp_path):
+    engine = engine_for(anime_home)
+    other = tmp_path / "other.png"
+    Image.new("RGB", (96, 128), (10, 200, 30)).save(other)
+    assert not np.array_equal(draw(engine, reference_image), draw(engine, other))
+
+
+def test_clip_skip_two_uses_penultimate_layer(anime_home):
+    skip1 = engine_for(anime_home, clip_skip=1)._encode_prompt("1girl, pink hair")
+    skip2 = engine_for(anime_home, clip_skip=2)._encode_prompt("1girl, pink hair")
+    assert skip1.shape == skip2.shape
+    assert not np.allclose(skip1.numpy(), skip2.numpy())

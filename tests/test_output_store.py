@@ -1,0 +1,118 @@
+import json
+import multiprocessing
+from pathlib import Path
+
+from PIL import Image
+
+from tools.gen_index import GenerationIndex
+from tools.output_store import OutputStore, read_png_metadata
+from tools.settings import load_settings
+
+
+def make_store(home: Path) -> OutputStore:
+    settings = load_settings(env={}, home=home)
+    return OutputStore(settings, GenerationIndex(settings.paths.state / "generations.sqlite"))
+
+
+def meta(character: str = "sakura", posture: str = "standing", **extra) -> dict:
+    return {
+        "character": character,
+        "posture": posture,
+        "pose": {"id": f"{posture}_basic", "tags": [posture]},
+        "prompt": "masterpiece, sakura",
+        "negative_prompt": "lowres",
+        "seed": 7,
+        "steps": 4,
+        "sampler": "Euler a",
+        "guidance_scale": 7.0,
+        "width": 64,
+        "height": 64,
+        "model": "tiny",
+        "clip_skip": 2,
+        "controlnet": "cn",
+        "controlnet_strength": 0.5,
+        "ipadapter": "ip",
+        "ipadapter_weight": 0.95,
+        **extra,
+    }
+
+
+def image(colour: str = "red") -> Image.Image:
+    return Image.new("RGB", (64, 64), colour)
+
+
+def test_names_count_per_character_and_posture(tmp_path):
+    store = make_store(tmp_path)
+    paths = [store.save(image(), meta()) for _ in range(3)]
+    other = store.save(image(), meta(posture="sitting"))
+    assert [p.name for p in paths] == [f"sakura_standing_00{i}.png" for i in (1, 2, 3)]
+    assert other.name == "sakura_sitting_001.png"
+    assert paths[0].parent.parent == tmp_path / "anime-output"
+
+
+def test_never_overwrites_files_it_did_not_write(tmp_path):
+    store = make_store(tmp_path)
+    folder = store.folder_for(accepted=True)
+    folder.mkdir(parents=True)
+    (folder / "sakura_standing_001.png").write_bytes(b"someone else's")
+    path = store.save(image(), meta())
+    assert path.name == "sakura_standing_002.png"
+    assert (folder / "sakura_standing_001.png").read_bytes() == b"someone else's"
+
+
+def test_parameters_chunk_and_views(tmp_path):
+    store = make_store(tmp_path)
+    path = store.save(image(), meta(collection="beach"))
+    text = read_png_metadata(path)
+    assert text["parameters"].startswith("masterpiece, sakura\nNegative prompt: lowres\n")
+    for field in (
+        "Steps: 4",
+        "Sampler: Euler a",
+        "CFG scale: 7.0",
+        "Seed: 7",
+        "Size: 64x64",
+        "Model: tiny",
+        "Pose: standing_basic",
+        "IP-Adapter weight: 0.95",
+        "ControlNet strength: 0.5",
+    ):
+        assert field in text["parameters"]
+    assert json.loads(text["anime-chat"])["path"] == str(path)
+    assert (
+        tmp_path / "anime-output" / "characters" / "sakura"
+    ).iterdir().__next__().resolve() == path
+    assert next((tmp_path / "anime-output" / "collections" / "beach").iterdir()).resolve() == path
+
+
+def test_same_key_rewrites_same_path(tmp_path):
+    store = make_store(tmp_path)
+    first = store.save(image("red"), meta(), key="job1:0")
+    again = store.save(image("blue"), meta(), key="job1:0")
+    assert first == again
+    assert len(list(first.parent.glob("*.png"))) == 1
+    assert store.index.by_key("job1:0")["status"] == "saved"
+
+
+def test_rejected_images_go_to_rejected(tmp_path):
+    store = make_store(tmp_path)
+    path = store.save(image(), meta(accepted=False))
+    assert "rejected" in path.parts
+    assert not (tmp_path / "anime-output" / "characters").exists()
+
+
+def _save_many(home: str, count: int) -> None:
+    store = make_store(Path(home))
+    for _ in range(count):
+        store.save(image(), meta())
+
+
+def test_concurrent_processes_never_clash(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_save_many, args=(str(tmp_path), 5)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    names = sorted(p.name for p in make_store(tmp_path).folder_for(True).glob("*.png"))
+    assert names == [f"sakura_standing_{i:03d}.png" for i in range(1, 16)]

@@ -1,0 +1,76 @@
+"""One conversation: plan a request, run it with a progress bar, answer, remember the turn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from assistant.context import planner_context
+from assistant.executor import CallOutcome, execute, expected_images
+from assistant.planners.base import Plan, Planner
+from assistant.session import Session
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tools.runtime import Runtime
+    from tools.settings import Settings
+
+
+@dataclass
+class Turn:
+    plan: Plan
+    outcomes: list[CallOutcome] = field(default_factory=list)
+    text: str = ""
+    images: list[Any] = field(default_factory=list)
+
+
+class Conversation:
+    def __init__(self, settings: Settings, planner: Planner) -> None:
+        self.settings = settings
+        self.planner = planner
+        self.session = Session()
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        from tools.runtime import Runtime
+
+        return Runtime(self.settings)
+
+    def plan(self, text: str) -> Plan:
+        return self.planner.plan(text, planner_context(self.runtime, self.session.previous))
+
+    def run(self, text: str, console: Console) -> Turn:
+        """Plan and execute; Ctrl-C (KeyboardInterrupt) propagates to the caller to cancel."""
+        from assistant import reply
+
+        plan = self.plan(text)
+        total = expected_images(plan)
+        if total and self.settings.llm.unload_before_generate:
+            self._unload_llm()
+        outcomes = self._execute(plan, total, console)
+        for outcome in outcomes:
+            if outcome.result is not None:
+                self.session.remember(outcome.call, outcome.result.outputs)
+        paths = reply.image_paths(outcomes)
+        sheet = reply.contact_sheet(paths, self.settings.paths.output / "contact-sheets")
+        text = "\n".join(part for part in (plan.reply, reply.answer(outcomes, sheet)) if part)
+        images = [record for o in outcomes if o.result for record in o.result.outputs]
+        return Turn(plan, outcomes, text, images)
+
+    def _execute(self, plan: Plan, total: int, console: Console) -> list[CallOutcome]:
+        if not total:
+            return execute(plan, self.runtime)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("rendering", total=total)
+            return execute(plan, self.runtime, on_image=lambda _: progress.advance(task))
+
+    def _unload_llm(self) -> None:
+        from assistant.planners.ollama_planner import OllamaPlanner, unload
+
+        if isinstance(self.planner, OllamaPlanner):
+            unload(self.planner.client, self.planner.model)

@@ -1,0 +1,96 @@
+"""What every planner shares: the plan it returns, the context it reads, and the protocol.
+
+Planners are pure: they see the character names, a pose lookup and the previous turn through a
+`PlannerContext`, and return a `Plan` of validated tool calls. Nothing here touches a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+POSTURES = (
+    "standing",
+    "sitting",
+    "kneeling",
+    "lying",
+    "walking",
+    "running",
+    "jumping",
+    "crouching",
+)
+
+
+class PlannedCall(BaseModel):
+    tool: str
+    args: dict[str, Any]
+    resolved: dict[str, Any] | None = None
+
+    def contract(self) -> dict[str, Any]:
+        shape: dict[str, Any] = {"tool": self.tool, "args": self.args}
+        if self.resolved is not None:
+            shape["resolved"] = self.resolved
+        return shape
+
+
+class Plan(BaseModel):
+    planner: str
+    reply: str
+    calls: list[PlannedCall] = []
+
+    def contract(self) -> dict[str, Any]:
+        """The `--plan-only --json` shape of the contract."""
+        return {
+            "planner": self.planner,
+            "reply": self.reply,
+            "calls": [call.contract() for call in self.calls],
+        }
+
+
+@dataclass(frozen=True)
+class PoseRef:
+    """A pose as the plan reports it: the bank's id (None when no bank answered) and its tags."""
+
+    id: str | None
+    tags: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "tags": list(self.tags)}
+
+
+@dataclass(frozen=True)
+class PreviousImage:
+    """One image of the previous turn, for "the second one again"."""
+
+    seed: int | None
+    pose_id: str | None
+    pose_tags: list[str]
+    character: str
+
+
+@dataclass(frozen=True)
+class PreviousTurn:
+    """The last generating call and what it made, for "3 more of that"."""
+
+    call: PlannedCall
+    images: list[PreviousImage] = field(default_factory=list)
+
+
+FindPose = Callable[[str], PoseRef | None]
+
+
+@dataclass
+class PlannerContext:
+    characters: list[str]
+    find_pose: FindPose
+    postures: tuple[str, ...] = POSTURES
+    previous: PreviousTurn | None = None
+
+
+class Planner(Protocol):
+    name: str
+
+    def plan(self, text: str, context: PlannerContext) -> Plan: ...

@@ -1,0 +1,131 @@
+"""Turn raw tool calls into validated, resolved `PlannedCall`s; shared by both planners.
+
+Characters are matched exactly (case-insensitive), then fuzzily; a correction is reported and an
+unknown name drops its call with the closest names in the reply. Poses go through the pose bank.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from assistant.planners.base import PlannedCall, PlannerContext
+from tools.toolbox import BatchArgs, GenerateArgs
+
+FUZZY_CUTOFF = 0.75
+
+
+@dataclass(frozen=True)
+class NameMatch:
+    name: str | None
+    corrected: bool = False
+    suggestions: list[str] = field(default_factory=list)
+
+
+def match_character(word: str, characters: list[str], cutoff: float = FUZZY_CUTOFF) -> NameMatch:
+    folded = word.strip().lower()
+    by_fold = {name.lower(): name for name in characters}
+    if folded in by_fold:
+        return NameMatch(by_fold[folded])
+    close = difflib.get_close_matches(folded, list(by_fold), n=3, cutoff=cutoff)
+    if close:
+        return NameMatch(by_fold[close[0]], corrected=True)
+    suggestions = difflib.get_close_matches(folded, list(by_fold), n=3, cutoff=0.4)
+    return NameMatch(None, suggestions=[by_fold[s] for s in suggestions])
+
+
+def unknown_note(word: str, match: NameMatch, characters: list[str]) -> str:
+    closest = match.suggestions or characters[:3]
+    if closest:
+        return f"I don't know a character called '{word}' (closest: {', '.join(closest)})."
+    return (
+        f"I don't know a character called '{word}', and the library is empty: add one with "
+        "`anime-gen characters add NAME --image PATH`."
+    )
+
+
+@dataclass
+class Resolved:
+    calls: list[PlannedCall] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _resolve_name(word: str, context: PlannerContext, notes: list[str]) -> str | None:
+    match = match_character(word, context.characters)
+    if match.name is None:
+        notes.append(unknown_note(word, match, context.characters))
+    elif match.corrected:
+        notes.append(f"Taking '{word}' as {match.name}.")
+    return match.name
+
+
+def _pose(pose: str | None, context: PlannerContext) -> dict[str, Any] | None:
+    if pose is None:
+        return None
+    ref = context.find_pose(pose)
+    return ref.as_dict() if ref else None
+
+
+def resolve_call(tool: str, args: BaseModel, context: PlannerContext, out: Resolved) -> None:
+    """Append the resolved call (or nothing, for an unknown character) and any notes to `out`."""
+    if isinstance(args, GenerateArgs):
+        name = _resolve_name(args.character, context, out.notes)
+        if name is None:
+            return
+        args = args.model_copy(update={"character": name})
+        resolved = {"characters": [name], "pose": _pose(args.pose, context)}
+        out.calls.append(PlannedCall(tool=tool, args=args.model_dump(), resolved=resolved))
+    elif isinstance(args, BatchArgs):
+        if args.characters == "all":
+            names = list(context.characters)
+        else:
+            found = [_resolve_name(word, context, out.notes) for word in args.characters]
+            names = list(dict.fromkeys(name for name in found if name))
+            if not names:
+                return
+            args = args.model_copy(update={"characters": names})
+        resolved = {"characters": names, "pose": _pose(args.pose, context)}
+        out.calls.append(PlannedCall(tool=tool, args=args.model_dump(), resolved=resolved))
+    else:
+        out.calls.append(PlannedCall(tool=tool, args=args.model_dump()))
+
+
+def _images(count: int) -> str:
+    return f"{count} image" + ("" if count == 1 else "s")
+
+
+def describe_call(call: PlannedCall) -> str:
+    args = call.args
+    if call.tool in ("generate", "batch"):
+        if call.tool == "generate":
+            who = args["character"]
+            total = args["count"]
+        else:
+            names = (call.resolved or {}).get("characters") or []
+            who = ", ".join(names) if args["characters"] != "all" else f"all ({', '.join(names)})"
+            total = args["count"] * max(len(names), 1)
+        pose = (call.resolved or {}).get("pose")
+        pose_text = ", ".join(pose["tags"]) if pose else (args["pose"] or "a random pose")
+        scene = f", {args['prompt']}" if args.get("prompt") else ""
+        seed = f", seed {args['seed']}" if args.get("seed") is not None else ""
+        return f"Drawing {_images(total)} of {who}: {pose_text}{scene}{seed}."
+    if call.tool == "list_characters":
+        return "Listing your characters."
+    if call.tool == "create_character":
+        named = f" named {args['name']}" if args.get("name") else ""
+        return f"Creating a new character{named}: {args['description']}."
+    if call.tool == "find_pose":
+        return f"Searching the pose bank for '{args['query']}'."
+    if call.tool == "show_results":
+        return "Showing recent results."
+    return f"Calling {call.tool}."
+
+
+def compose_reply(resolved: Resolved, fallback: str = "") -> str:
+    lines = [describe_call(call) for call in resolved.calls] + resolved.notes
+    if not lines and fallback:
+        lines.append(fallback)
+    return " ".join(lines)

@@ -1,0 +1,126 @@
+"""Words the rule planner understands, as data: numbers, postures, actions, fillers.
+
+Each table maps what people type to the canonical word the pose bank and the tools use.
+"""
+
+from __future__ import annotations
+
+UNITS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+    "nineteen": 19,
+}  # fmt: skip
+TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
+        "eighty": 80, "ninety": 90}  # fmt: skip
+# Multi-word quantities, longest first so "half a dozen" wins over "a dozen".
+QUANTITY_PHRASES = {
+    "half a dozen": 6, "a dozen": 12, "dozen": 12, "a couple of": 2, "a couple": 2,
+    "couple of": 2, "couple": 2, "a pair of": 2, "a pair": 2, "pair of": 2, "a few": 3,
+    "few": 3, "several": 3, "a handful of": 5, "a handful": 5, "handful of": 5, "a single": 1,
+    "single": 1, "twice": 2, "thrice": 3, "a hundred": 100, "hundred": 100,
+}  # fmt: skip
+# Nouns that follow a count ("5 variations"); consumed with it.
+COUNT_NOUNS = {
+    "variation", "variations", "variant", "variants", "version", "versions", "image", "images",
+    "picture", "pictures", "pic", "pics", "photo", "photos", "drawing", "drawings", "shot",
+    "shots", "copy", "copies", "take", "takes", "option", "options", "render", "renders",
+    "illustration", "illustrations", "time", "times", "more", "each", "of", "them", "sketch",
+    "sketches", "portraits", "portrait", "ones", "one", "x", "per", "character", "apiece",
+}  # fmt: skip
+
+ORDINALS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+    "eighth": 8, "ninth": 9, "tenth": 10, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5,
+    "6th": 6, "7th": 7, "8th": 8, "9th": 9, "10th": 10, "last": -1,
+}  # fmt: skip
+
+POSTURE_WORDS = {
+    "standing": "standing", "stand": "standing", "stands": "standing", "stood": "standing",
+    "upright": "standing", "sitting": "sitting", "sit": "sitting", "sits": "sitting",
+    "seated": "sitting", "sat": "sitting", "kneeling": "kneeling", "kneel": "kneeling",
+    "kneels": "kneeling", "knelt": "kneeling", "lying": "lying", "lie": "lying",
+    "lies": "lying", "laying": "lying", "reclining": "lying", "walking": "walking",
+    "walk": "walking", "walks": "walking", "strolling": "walking", "stroll": "walking",
+    "running": "running", "run": "running", "runs": "running", "sprinting": "running",
+    "sprint": "running", "jogging": "running", "jumping": "jumping", "jump": "jumping",
+    "jumps": "jumping", "leaping": "jumping", "leap": "jumping", "hopping": "jumping",
+    "crouching": "crouching", "crouch": "crouching", "crouched": "crouching",
+    "squatting": "crouching", "squat": "crouching", "squats": "crouching",
+}  # fmt: skip
+# Phrases that name a posture in several words.
+POSTURE_PHRASES = {
+    "on her knees": "kneeling", "on his knees": "kneeling", "on their knees": "kneeling",
+    "lying down": "lying", "laying down": "lying", "sitting down": "sitting",
+    "standing up": "standing", "on her feet": "standing", "on his feet": "standing",
+    "lying on her back": "lying", "lying on his back": "lying", "mid air": "jumping",
+    "mid-air": "jumping",
+}  # fmt: skip
+
+ACTION_WORDS = {
+    "reading": "reading", "read": "reading", "reads": "reading", "waving": "waving",
+    "wave": "waving", "waves": "waving", "dancing": "dancing", "dance": "dancing",
+    "dances": "dancing", "fighting": "fighting", "fight": "fighting", "punching": "fighting",
+    "kicking": "fighting", "pointing": "pointing", "point": "pointing", "points": "pointing",
+    "stretching": "stretching", "stretch": "stretching", "thinking": "thinking",
+    "pondering": "thinking", "praying": "praying", "pray": "praying", "eating": "eating",
+    "eat": "eating", "drinking": "drinking", "drink": "drinking", "singing": "singing",
+    "sing": "singing", "sleeping": "sleeping", "asleep": "sleeping", "sleep": "sleeping",
+    "napping": "sleeping", "cheering": "cheering", "cheer": "cheering", "saluting": "saluting",
+    "salute": "saluting", "bowing": "bowing", "bow": "bowing", "writing": "writing",
+    "hugging": "hugging", "hug": "hugging", "posing": "posing", "relaxing": "relaxing",
+    "relaxed": "relaxing", "studying": "reading", "meditating": "meditating",
+    "yoga": "stretching", "celebrating": "cheering", "victory": "cheering",
+}  # fmt: skip
+ACTION_PHRASES = {
+    "peace sign": "peace sign", "v sign": "peace sign", "arms crossed": "arms crossed",
+    "crossed arms": "arms crossed", "arms folded": "arms crossed", "hands on hips": "hands on hips",
+    "hand on hip": "hands on hips", "looking back": "looking back", "from behind": "back view",
+    "back view": "back view", "side view": "side view", "from the side": "side view",
+    "arms up": "arms raised", "arms raised": "arms raised", "hands up": "arms raised",
+    "looking up": "looking up", "fighting stance": "fighting", "battle stance": "fighting",
+    "reading a book": "reading", "reading the book": "reading", "reading a manga": "reading",
+    "reading manga": "reading", "reading a novel": "reading", "with a book": "reading",
+    "holding a book": "reading", "cross-legged": "cross-legged", "cross legged": "cross-legged",
+}  # fmt: skip
+# An action that implies its posture when none is said ("yuki sleeping" lies down).
+ACTION_POSTURE = {"sleeping": "lying", "bowing": "standing", "saluting": "standing"}
+
+RANDOM_POSE_PHRASES = (
+    "random pose", "any pose", "whatever pose", "random poses", "surprise me", "pose at random",
+    "a random pose", "different poses", "various poses", "random posture", "poses at random",
+    "randomly posed", "random position",
+)  # fmt: skip
+
+ALL_PHRASES = (
+    "every character", "every single character", "all characters", "all the characters",
+    "all my characters", "all of my characters", "all of the characters", "all of them",
+    "each character", "each of them", "each of my characters", "everyone", "everybody",
+    "every one of them", "the whole cast", "whole cast", "the entire cast", "entire cast",
+    "the whole roster", "all my ocs", "all of my ocs", "every oc", "all the girls",
+    "every girl", "all the ocs", "the whole library", "all of 'em", "all my girls",
+    "the whole crew", "all the gang", "the whole gang", "whole gang",
+)  # fmt: skip
+
+DRAW_VERBS = {
+    "draw", "make", "generate", "create", "paint", "sketch", "render", "produce", "give",
+    "show", "do", "want", "need", "illustrate", "doodle", "imagine", "get", "gen",
+}  # fmt: skip
+
+# Words that carry no scene meaning; dropped from the edges of a leftover span.
+FILLERS = {
+    "i", "i'd", "id", "i'm", "im", "me", "us", "we", "please", "pls", "plz", "can", "could",
+    "would", "will", "you", "like", "love", "some", "of", "a", "an", "the", "and", "her",
+    "his", "him", "them", "their", "she", "he", "it", "its", "is", "are", "be", "being",
+    "pose", "poses", "posed", "doing", "while", "who", "that", "this", "these", "those", "now",
+    "just", "quick", "quickly", "also", "another", "more", "for", "to", "let's", "lets", "try",
+    "how", "about", "okay", "ok", "hey", "hi", "then", "so", "but", "again", "same", "one",
+    "ones", "thing", "something", "kind", "sort", "maybe", "really", "very", "up", "out",
+    "with", "in", "at", "on", "by", "as", "my", "our", "your", "variation", "variations",
+    "version", "versions", "picture", "pictures", "image", "images", "pic", "pics", "drawing",
+    "drawings", "art", "artwork", "illustration", "illustrations", "shot", "shots", "time",
+    "times", "each", "per", "character", "characters", "position", "posture", "way", "style",
+    "all", "every", "both", "instead", "please.", "thanks", "thank", "too", "here", "there",
+    "what", "where", "when", "go", "ahead", "put", "have", "has", "had", "got", "let", "see",
+    "new", "different", "other", "else", "same.", "yes", "no", "not", "don't", "dont",
+} | DRAW_VERBS  # fmt: skip

@@ -1,0 +1,234 @@
+"""The tools a planner can call: one pydantic `Args` model per tool, and its implementation.
+
+The `Args` models are the single source of truth: the JSON schema the LLM sees is generated from
+them (descriptions from `prompts/tool_<name>.txt`), both planners validate with them, and the
+executor runs them. Implementations take a `Runtime` and touch the heavy services only when run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prompts import load_prompt
+from tools.errors import UserError
+
+if TYPE_CHECKING:
+    from tools.runtime import Runtime
+
+MAX_COUNT = 100
+
+
+class _Args(BaseModel):
+    # Small models add stray keys; ignoring them beats failing a good call.
+    model_config = ConfigDict(extra="ignore")
+
+
+class GenerateArgs(_Args):
+    character: str = Field(min_length=1, description="a character name from the library")
+    pose: str | None = Field(
+        None, description='posture and action words, e.g. "sitting reading"; null = random pose'
+    )
+    prompt: str = Field("", description="scene, outfit, expression, background; may be empty")
+    count: int = Field(1, ge=1, le=MAX_COUNT, description="how many images")
+    seed: int | None = Field(None, description="seed to reproduce a result; null = new seeds")
+
+
+class BatchArgs(_Args):
+    characters: list[str] | Literal["all"] = Field(
+        description='character names from the library, or "all"'
+    )
+    pose: str | None = Field(None, description="posture and action words; null = random pose")
+    prompt: str = Field("", description="scene, outfit, expression, background; may be empty")
+    count: int = Field(1, ge=1, le=MAX_COUNT, description="how many images per character")
+
+
+class CreateCharacterArgs(_Args):
+    name: str | None = Field(None, description="the new character's name, if the person gave one")
+    description: str = Field(min_length=1, description="what the character looks like")
+
+
+class ListCharactersArgs(_Args):
+    pass
+
+
+class FindPoseArgs(_Args):
+    query: str = Field(min_length=1, description="posture and action words")
+    k: int = Field(3, ge=1, le=20, description="how many poses to return")
+
+
+class ShowResultsArgs(_Args):
+    character: str | None = Field(None, description="only this character's images; null = all")
+    limit: int = Field(8, ge=1, le=100, description="how many recent images")
+
+
+@dataclass
+class ToolResult:
+    """What one executed call produced: a line for the reply, images made, and raw data."""
+
+    text: str
+    outputs: list[Any] = field(default_factory=list)
+    data: Any = None
+    seconds: float = 0.0
+
+
+OnImage = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    args_model: type[_Args]
+    run: Callable[[Runtime, Any, OnImage | None], ToolResult]
+
+    @property
+    def description(self) -> str:
+        return load_prompt(f"tool_{self.name}")
+
+    def schema(self) -> dict[str, Any]:
+        """The function schema in the shape Ollama (and OpenAI) tool calling expects."""
+        parameters = self.args_model.model_json_schema()
+        parameters.pop("title", None)
+        for prop in parameters.get("properties", {}).values():
+            prop.pop("title", None)
+        parameters.setdefault("properties", {})
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": parameters,
+            },
+        }
+
+
+def _generation_request(character: str, pose: str | None, prompt: str, count: int, seed):
+    from tools.generate import GenerationRequest
+
+    return GenerationRequest(
+        character=character,
+        pose=pose,
+        random_pose=pose is None,
+        prompt=prompt,
+        count=count,
+        seed=seed,
+        collection=None,
+    )
+
+
+def _render(runtime: Runtime, request: Any, on_image: OnImage | None) -> list[Any]:
+    return list(runtime.generator.run(request, on_image=on_image))
+
+
+def _summary(records: list[Any], what: str, seconds: float) -> str:
+    accepted = sum(1 for record in records if record.accepted)
+    return f"{what}: {accepted} accepted, {len(records) - accepted} rejected in {seconds:.1f} s"
+
+
+def run_generate(runtime: Runtime, args: GenerateArgs, on_image: OnImage | None) -> ToolResult:
+    started = time.monotonic()
+    request = _generation_request(args.character, args.pose, args.prompt, args.count, args.seed)
+    records = _render(runtime, request, on_image)
+    seconds = time.monotonic() - started
+    return ToolResult(_summary(records, args.character, seconds), records, seconds=seconds)
+
+
+def _batch_names(runtime: Runtime, characters: list[str] | Literal["all"]) -> list[str]:
+    if characters == "all":
+        names = [character.name for character in runtime.characters.list()]
+        if not names:
+            raise UserError(
+                "the character library is empty",
+                "add one with `anime-gen characters add NAME --image PATH`",
+            )
+        return names
+    return list(characters)
+
+
+def run_batch(runtime: Runtime, args: BatchArgs, on_image: OnImage | None) -> ToolResult:
+    started = time.monotonic()
+    records: list[Any] = []
+    for name in _batch_names(runtime, args.characters):
+        request = _generation_request(name, args.pose, args.prompt, args.count, None)
+        records.extend(_render(runtime, request, on_image))
+    seconds = time.monotonic() - started
+    return ToolResult(_summary(records, "batch", seconds), records, seconds=seconds)
+
+
+def _find_character_sheet() -> Callable[..., Any] | None:
+    """The text-to-character function, once another module provides it."""
+    try:
+        from tools import character_sheet  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return getattr(character_sheet, "create_character", None)
+
+
+def run_create_character(
+    runtime: Runtime, args: CreateCharacterArgs, on_image: OnImage | None
+) -> ToolResult:
+    create = _find_character_sheet()
+    if create is None:
+        name = args.name or "NAME"
+        raise UserError(
+            "creating a character from text alone is not available yet: it needs a reference image",
+            f"add one with `anime-gen characters add {name} --image PATH`",
+        )
+    character = create(runtime, description=args.description, name=args.name)
+    return ToolResult(f"created character {character.name}", data=character)
+
+
+def run_list_characters(
+    runtime: Runtime, args: ListCharactersArgs, on_image: OnImage | None
+) -> ToolResult:
+    characters = runtime.characters.list()
+    if not characters:
+        return ToolResult(
+            "no characters yet: add one with `anime-gen characters add NAME --image PATH`", data=[]
+        )
+    lines = [f"  {c.name}" + (f": {c.description}" if c.description else "") for c in characters]
+    return ToolResult(f"{len(characters)} characters:\n" + "\n".join(lines), data=characters)
+
+
+def run_find_pose(runtime: Runtime, args: FindPoseArgs, on_image: OnImage | None) -> ToolResult:
+    matches = runtime.poses.search(args.query, k=args.k)
+    lines = [f"  {m.pose.id}  {', '.join(m.pose.tags)}  (score {m.score:.2f})" for m in matches]
+    return ToolResult(f"poses for '{args.query}':\n" + "\n".join(lines), data=matches)
+
+
+def run_show_results(
+    runtime: Runtime, args: ShowResultsArgs, on_image: OnImage | None
+) -> ToolResult:
+    from tools.generate import OutputRecord
+
+    rows = runtime.index.recent(limit=args.limit, character=args.character)
+    records = [OutputRecord.model_validate(row["record"]) for row in rows]
+    if not records:
+        return ToolResult("nothing made yet", data=[])
+    return ToolResult(f"{len(records)} recent images", outputs=records, data=records)
+
+
+TOOLS: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (
+        Tool("generate", GenerateArgs, run_generate),
+        Tool("batch", BatchArgs, run_batch),
+        Tool("create_character", CreateCharacterArgs, run_create_character),
+        Tool("list_characters", ListCharactersArgs, run_list_characters),
+        Tool("find_pose", FindPoseArgs, run_find_pose),
+        Tool("show_results", ShowResultsArgs, run_show_results),
+    )
+}
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    return [tool.schema() for tool in TOOLS.values()]
+
+
+def validate_args(name: str, arguments: dict[str, Any]) -> _Args:
+    """Validated `Args` for a call; raises `KeyError` for an unknown tool, pydantic's error else."""
+    return TOOLS[name].args_model.model_validate(arguments)

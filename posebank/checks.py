@@ -132,14 +132,19 @@ def posture_fits(body: Body, posture: str) -> bool:
         return not kneeling and min(knees) < 0.95 and drop < 2.5
     upright = drop > 1.9 and not kneeling
     if posture == "standing":
-        return upright and min(knees) > 1.2 and max(_knee_bends(m), default=0) < 35
+        # At least one straight leg carries the weight; the other may be lifted (dancing).
+        return upright and any(
+            m.below_hip(knee) > 1.2 and bend < 35
+            for (_, knee, _), bend in zip(_LEGS, _knee_bends(m), strict=False)
+            if m.below_hip(knee) is not None
+        )
     if posture == "walking":
         bend = max(_knee_bends(m), default=0)
         return upright and min(knees) > 0.9 and (_stride(m) > 1.3 or 12 < bend <= 50)
     if posture == "running":
         return upright and max(_knee_bends(m), default=0) > 50
     if posture == "jumping":
-        return drop > 1.2 and (max(_knee_bends(m), default=0) > 25 or _stride(m) > 1.0)
+        return drop > 0.6 and (max(_knee_bends(m), default=0) > 25 or _stride(m) > 1.0)
     raise ValueError(f"unknown posture '{posture}'")
 
 

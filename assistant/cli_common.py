@@ -1,0 +1,73 @@
+"""What both CLIs share: user-error handling, bug logging, JSON printing, settings from flags."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from tools.errors import UserError
+from tools.settings import load_settings, resolve_home
+
+log = logging.getLogger("anime")
+
+
+def user_error_types() -> tuple[type[Exception], ...]:
+    from posebank.errors import PoseBankError
+
+    return (UserError, PoseBankError)
+
+
+def print_user_error(error: Exception) -> None:
+    message = getattr(error, "message", str(error))
+    hint = getattr(error, "hint", None)
+    typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+
+
+def log_bug(error: BaseException) -> None:
+    """Append the traceback to `<state>/logs/errors.log` so a bug report has it."""
+    try:
+        folder = resolve_home() / ".anime-chat" / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "errors.log", "a", encoding="utf-8") as handle:
+            handle.write(f"--- {datetime.now(UTC).isoformat()} {' '.join(sys.argv)}\n")
+            handle.write("".join(traceback.format_exception(error)))
+    except OSError:
+        pass
+
+
+class GuardedGroup(TyperGroup):
+    """User errors become one line + hint and exit 1; bugs keep their traceback and are logged."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except user_error_types() as error:
+            print_user_error(error)
+            raise typer.Exit(1) from None
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            log_bug(error)
+            raise
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def settings_from_flags(**sections: dict[str, Any]) -> Any:
+    overrides = {
+        name: {k: v for k, v in values.items() if v is not None}
+        for name, values in sections.items()
+    }
+    return load_settings(overrides={k: v for k, v in overrides.items() if v})

@@ -1,0 +1,145 @@
+"""`anime-gen doctor`: what is installed, reachable and configured, and what to do about it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import shutil
+import urllib.request
+from dataclasses import dataclass
+from typing import Literal
+
+from tools.errors import UserError
+from tools.model_sources import resolve_source
+from tools.settings import Settings
+
+Status = Literal["ok", "warn", "fail"]
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    detail: str
+    action: str = ""
+
+    def line(self) -> str:
+        text = f"[{self.status:>4}] {self.name}: {self.detail}"
+        return f"{text} -> {self.action}" if self.action else text
+
+
+def check_python() -> Check:
+    version = platform.python_version()
+    ok = tuple(int(p) for p in version.split(".")[:2]) >= (3, 11)
+    return Check("python", "ok" if ok else "fail", version, "" if ok else "use Python 3.11+")
+
+
+def check_torch() -> Check:
+    try:
+        import torch
+    except ImportError:
+        return Check("torch", "fail", "not installed", "pip install torch torchvision")
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return Check(
+            "torch",
+            "ok",
+            f"{torch.__version__}, CUDA {torch.version.cuda}: {props.name}, "
+            f"{props.total_memory / 2**30:.0f} GiB",
+        )
+    return Check(
+        "torch",
+        "warn",
+        f"{torch.__version__}, no CUDA GPU: CPU fp32 works but takes minutes an image",
+        "install a CUDA build of torch on a machine with an NVIDIA GPU",
+    )
+
+
+def _hub_cached(repo_id: str) -> bool:
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo_id, local_files_only=True)
+        return True
+    except Exception:
+        return False
+
+
+def check_model(settings: Settings, key: str) -> Check:
+    value = getattr(settings.models, key)
+    try:
+        source = resolve_source(value, settings.paths.models, key)
+    except UserError as error:
+        return Check(f"models.{key}", "fail", error.message, error.hint or "")
+    if source.kind != "hub":
+        return Check(f"models.{key}", "ok", f"local {source.kind}: {source.location}")
+    if _hub_cached(source.location):
+        return Check(f"models.{key}", "ok", f"{source.location} (in the Hugging Face cache)")
+    return Check(
+        f"models.{key}",
+        "warn",
+        f"{source.location} is not downloaded yet",
+        "it downloads on the first image (needs internet once)",
+    )
+
+
+def check_ollama(settings: Settings) -> Check:
+    host = settings.ollama_host().rstrip("/")
+    if "://" not in host:
+        host = f"http://{host}"
+    try:
+        with urllib.request.urlopen(f"{host}/api/tags", timeout=2) as response:
+            models = [m.get("name", "") for m in json.load(response).get("models", [])]
+    except (OSError, ValueError):
+        return Check(
+            "ollama",
+            "warn",
+            f"not reachable at {host}; chat uses the built-in rule planner",
+            "install Ollama and run `ollama serve`",
+        )
+    wanted = settings.llm.model
+    if any(name == wanted or name.split(":")[0] == wanted for name in models):
+        return Check("ollama", "ok", f"{host}, model {wanted} pulled")
+    return Check(
+        "ollama", "warn", f"{host} is up but {wanted} is not pulled", f"ollama pull {wanted}"
+    )
+
+
+def check_disk(settings: Settings) -> Check:
+    home = settings.paths.home
+    free = shutil.disk_usage(home if home.exists() else home.parent).free / 2**30
+    if free < 2:
+        return Check("disk", "fail", f"{free:.1f} GiB free at {home}", "free some space")
+    if free < 15:
+        return Check("disk", "warn", f"{free:.1f} GiB free at {home}", "models need about 6 GiB")
+    return Check("disk", "ok", f"{free:.0f} GiB free at {home}")
+
+
+def check_config(settings: Settings) -> Check:
+    path = settings.paths.config_file
+    if path.exists():
+        return Check("config", "ok", f"{path} is valid")
+    return Check("config", "ok", f"no {path}; using defaults")
+
+
+def check_packages() -> Check:
+    versions = []
+    for name in ("diffusers", "transformers", "chromadb", "ollama"):
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            return Check("packages", "fail", f"{name} missing", "pip install -e .")
+    return Check("packages", "ok", ", ".join(versions))
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    return [
+        check_python(),
+        check_config(settings),
+        check_packages(),
+        check_torch(),
+        *(check_model(settings, key) for key in ("checkpoint", "controlnet", "ipadapter")),
+        check_ollama(settings),
+        check_disk(settings),
+    ]

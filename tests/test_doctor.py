@@ -1,0 +1,37 @@
+from assistant.doctor import check_model, check_ollama, run_checks
+from tools.settings import load_settings
+
+
+def test_doctor_lines_on_tiny_home(anime_home, monkeypatch):
+    monkeypatch.setenv("ANIME_LLM_HOST", "http://127.0.0.1:9")
+    checks = {check.name: check for check in run_checks(load_settings())}
+    assert checks["models.checkpoint"].status == "ok"
+    assert "local dir" in checks["models.checkpoint"].detail
+    assert checks["ollama"].status == "warn"
+    assert "ollama serve" in checks["ollama"].line()
+    assert checks["python"].status == "ok"
+
+
+def test_doctor_says_what_to_do_for_missing_file(anime_home):
+    settings = load_settings(overrides={"models": {"checkpoint": "gone.safetensors"}})
+    check = check_model(settings, "checkpoint")
+    assert check.status == "fail"
+    assert str(anime_home / "models") in check.line()
+
+
+def test_doctor_hub_model_not_downloaded_is_a_warning(anime_home):
+    settings = load_settings(overrides={"models": {"controlnet": "someone/not-cached"}})
+    check = check_model(settings, "controlnet")
+    assert check.status == "warn" and "downloads on the first image" in check.action
+
+
+def test_ollama_reachable_with_and_without_model(anime_home):
+    from tests.fake_ollama import FakeOllama
+
+    with FakeOllama(models=("qwen2.5:7b",)) as server:
+        pulled = check_ollama(load_settings(overrides={"llm": {"host": server.host}}))
+        missing = check_ollama(
+            load_settings(overrides={"llm": {"host": server.host, "model": "llama3:8b"}})
+        )
+    assert pulled.status == "ok"
+    assert missing.status == "warn" and missing.action == "ollama pull llama3:8b"

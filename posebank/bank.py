@@ -38,7 +38,7 @@ class PoseBank:
         if self._poses is None:
             poses = {p.id: p for p in load_builtin()}
             for pose in load_user(self.user_dir):
-                poses[pose.id] = pose  # a user pose may deliberately replace a built-in one
+                poses.setdefault(pose.id, pose)  # a built-in id always means the built-in
             self._poses = poses
         return self._poses
 
@@ -164,7 +164,8 @@ class PoseBank:
     def add(self, name: str, source: Path) -> Pose:
         from posebank.importer import import_pose
 
-        pose = import_pose(name, Path(source), self.user_dir, existing=set(self._library()))
+        builtin = {p.id for p in load_builtin()}
+        pose = import_pose(name, Path(source), self.user_dir, reserved=builtin)
         self.reload()
         return self.get(pose.id)
 

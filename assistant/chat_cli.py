@@ -92,3 +92,7 @@ def _one_shot(conversation, text: str, plan_only: bool, as_json: bool) -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

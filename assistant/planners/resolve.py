@@ -25,12 +25,28 @@ class NameMatch:
     suggestions: list[str] = field(default_factory=list)
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: a swapped pair of letters is one typo."""
+    rows = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            rows[i][j] = min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                rows[i][j] = min(rows[i][j], rows[i - 2][j - 2] + 1)
+    return rows[-1][-1]
+
+
 def match_character(word: str, characters: list[str], cutoff: float = FUZZY_CUTOFF) -> NameMatch:
     folded = word.strip().lower()
     by_fold = {name.lower(): name for name in characters}
     if folded in by_fold:
         return NameMatch(by_fold[folded])
-    close = difflib.get_close_matches(folded, list(by_fold), n=3, cutoff=cutoff)
+    close = [
+        name
+        for name in difflib.get_close_matches(folded, list(by_fold), n=3, cutoff=cutoff)
+        if edit_distance(folded, name) <= (1 if len(name) <= 5 else 2)
+    ]
     if close:
         return NameMatch(by_fold[close[0]], corrected=True)
     suggestions = difflib.get_close_matches(folded, list(by_fold), n=3, cutoff=0.4)

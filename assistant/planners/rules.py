@@ -204,11 +204,21 @@ def _take_names(tokens: Tokens, characters: list[str], request: Request) -> None
             request.characters.append(folded[word])
 
 
+# A word after these is a thing, not a person ("in the rain" is not a typo for rin).
+NOT_BEFORE_NAME = {
+    "the", "a", "an", "in", "at", "on", "under", "into", "her", "his", "their", "my", "its",
+    "some", "wearing", "holding", "by", "near", "during",
+}  # fmt: skip
+NOT_NAME_SUFFIXES = ("ing", "ly")
+
+
 def _take_fuzzy_names(tokens: Tokens, characters: list[str], request: Request) -> None:
     for i, word in enumerate(tokens.words):
         if not tokens.free(i) or _vocabulary_word(word) or len(word) < NAME_MIN_FUZZY:
             continue
-        if not re.fullmatch(r"[a-z][a-z0-9_-]*", word):
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", word) or word.endswith(NOT_NAME_SUFFIXES):
+            continue
+        if i > 0 and tokens.words[i - 1] in NOT_BEFORE_NAME:
             continue
         match = match_character(word, characters)
         if match.name:
@@ -419,7 +429,7 @@ class RulePlanner:
         elif request.random_pose:
             args["pose"] = None
         elif image is not None:
-            args["pose"] = image.pose_id or " ".join(image.pose_tags) or None
+            args["pose"] = " ".join(image.pose_tags) or None
         if request.prompt:
             args["prompt"] = ", ".join(p for p in (args.get("prompt"), request.prompt) if p)
         single = image is not None or re.search(r"\banother\b", norm) is not None

@@ -122,5 +122,6 @@ FILLERS = {
     "times", "each", "per", "character", "characters", "position", "posture", "way", "style",
     "all", "every", "both", "instead", "please.", "thanks", "thank", "too", "here", "there",
     "what", "where", "when", "go", "ahead", "put", "have", "has", "had", "got", "let", "see",
-    "new", "different", "other", "else", "same.", "yes", "no", "not", "don't", "dont",
+    "new", "different", "other", "else", "yes", "no", "not", "don't", "dont", "redo", "repeat",
+    "reroll", "re-roll", "re-do", "similar", "previous", "last", "before",
 } | DRAW_VERBS  # fmt: skip

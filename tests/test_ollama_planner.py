@@ -1,0 +1,142 @@
+"""The real `ollama` client against a fake Ollama server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import ollama
+import pytest
+
+from assistant.planners import PlannerContext, PoseRef, RulePlanner, choose_planner
+from assistant.planners.ollama_planner import OllamaPlanner, OllamaUnavailable, unload
+from tests.fake_ollama import FakeOllama
+
+MODEL = "qwen2.5:7b"
+
+
+def find_pose(query: str) -> PoseRef:
+    return PoseRef(id=f"bank-{query.split()[0]}", tags=query.split())
+
+
+@pytest.fixture
+def context() -> PlannerContext:
+    return PlannerContext(characters=["yuki", "sakura"], find_pose=find_pose)
+
+
+@pytest.fixture
+def fake():
+    with FakeOllama(models=(MODEL,)) as server:
+        yield server
+
+
+def planner_for(fake: FakeOllama) -> OllamaPlanner:
+    return OllamaPlanner(ollama.Client(host=fake.host), MODEL, fake.host)
+
+
+GENERATE = {"character": "yuki", "pose": "sitting reading", "prompt": "", "count": 5, "seed": None}
+
+
+def test_native_tool_call_is_validated_and_resolved(fake, context):
+    fake.reply_tool_calls(("generate", GENERATE))
+    plan = planner_for(fake).plan("draw yuki sitting reading, 5 variations", context)
+    assert plan.planner == "ollama"
+    [call] = plan.calls
+    assert call.args == GENERATE
+    assert call.resolved == {
+        "characters": ["yuki"],
+        "pose": {"id": "bank-sitting", "tags": ["sitting", "reading"]},
+    }
+    [sent] = fake.bodies("/api/chat")
+    assert {tool["function"]["name"] for tool in sent["tools"]} >= {"generate", "batch"}
+    assert "yuki, sakura" in sent["messages"][0]["content"]
+
+
+def test_tool_call_written_as_json_text_is_accepted(fake, context):
+    text = '```json\n{"name": "generate", "arguments": {"character": "sakura", "count": 2}}\n```'
+    fake.reply_text(text)
+    plan = planner_for(fake).plan("two of sakura", context)
+    assert [(c.tool, c.args["character"], c.args["count"]) for c in plan.calls] == [
+        ("generate", "sakura", 2)
+    ]
+
+
+def test_invalid_arguments_are_reasked_with_the_error(fake, context):
+    fake.reply_tool_calls(("generate", {"character": "yuki", "count": 0}))
+    fake.reply_tool_calls(("generate", {"character": "yuki", "count": 3}))
+    plan = planner_for(fake).plan("yuki three times", context)
+    assert plan.calls[0].args["count"] == 3
+    first, second = fake.bodies("/api/chat")
+    reask = second["messages"][-1]["content"]
+    assert "count" in reask and "greater than or equal to 1" in reask
+    assert len(second["messages"]) == len(first["messages"]) + 2
+
+
+def test_reasks_are_bounded(fake, context):
+    for _ in range(3):
+        fake.reply_tool_calls(("generate", {"count": 2}))
+    fake.reply_tool_calls(("generate", GENERATE))
+    plan = planner_for(fake).plan("draw", context)
+    assert plan.calls == []
+    assert len(fake.bodies("/api/chat")) == 3
+    assert "invalid" in plan.reply
+
+
+def test_unknown_character_plans_nothing_and_names_the_closest(fake, context):
+    fake.reply_tool_calls(("generate", {**GENERATE, "character": "zelda"}))
+    plan = planner_for(fake).plan("draw zelda", context)
+    assert plan.calls == []
+    assert "zelda" in plan.reply and "yuki" in plan.reply
+
+
+def test_model_not_pulled_says_how_to_pull(fake):
+    with pytest.raises(OllamaUnavailable) as error:
+        choose_planner("ollama", fake.host, "llama3.2:1b", notice=print)
+    assert error.value.hint == "run `ollama pull llama3.2:1b`"
+    notices: list[str] = []
+    planner = choose_planner("auto", fake.host, "llama3.2:1b", notice=notices.append)
+    assert isinstance(planner, RulePlanner)
+    assert len(notices) == 1 and "ollama pull llama3.2:1b" in notices[0]
+
+
+def test_model_removed_after_check_is_reported_on_chat(fake, context):
+    planner = OllamaPlanner(ollama.Client(host=fake.host), "gone:1b", fake.host)
+    with pytest.raises(OllamaUnavailable, match="not pulled"):
+        planner.plan("draw yuki", context)
+
+
+def closed_port_host() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_connection_refused_falls_back_to_rules_in_auto_only():
+    host = closed_port_host()
+    notices: list[str] = []
+    assert isinstance(choose_planner("auto", host, MODEL, notices.append), RulePlanner)
+    assert len(notices) == 1 and "ollama serve" in notices[0]
+    with pytest.raises(OllamaUnavailable, match="not reachable"):
+        choose_planner("ollama", host, MODEL, notices.append)
+
+
+def test_available_model_gives_the_ollama_planner(fake):
+    assert isinstance(choose_planner("auto", fake.host, "qwen2.5:7b", print), OllamaPlanner)
+
+
+def test_unload_asks_for_keep_alive_zero(fake):
+    unload(ollama.Client(host=fake.host), MODEL)
+    [body] = fake.bodies("/api/generate")
+    assert body["model"] == MODEL and body["keep_alive"] == 0
+
+
+def test_follow_up_context_reaches_the_model(fake, context):
+    from assistant.planners.base import PlannedCall, PreviousImage, PreviousTurn
+
+    call = PlannedCall(tool="generate", args=GENERATE)
+    context.previous = PreviousTurn(call, [PreviousImage(7, "p1", ["sitting"], "yuki")])
+    fake.reply_tool_calls(("generate", {**GENERATE, "count": 3}))
+    planner_for(fake).plan("3 more of that", context)
+    system = fake.bodies("/api/chat")[0]["messages"][0]["content"]
+    assert json.dumps(GENERATE) in system and "seed 7" in system

@@ -1,0 +1,118 @@
+"""The rule planner: the eval set as a gate, and the behaviours the contract names."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.planners.base import (
+    PlannedCall,
+    PlannerContext,
+    PoseRef,
+    PreviousImage,
+    PreviousTurn,
+)
+from assistant.planners.resolve import edit_distance, match_character
+from assistant.planners.rules import RulePlanner
+from evals.chat_cases import load_cases, score
+
+LIBRARY = ["yuki", "sakura", "rin", "rin_tohsaka"]
+
+
+def context(previous: PreviousTurn | None = None) -> PlannerContext:
+    def find_pose(query: str) -> PoseRef:
+        return PoseRef(id="pose-" + query.replace(" ", "-"), tags=query.split())
+
+    return PlannerContext(characters=LIBRARY, find_pose=find_pose, previous=previous)
+
+
+def plan(text: str, previous: PreviousTurn | None = None):
+    return RulePlanner().plan(text, context(previous))
+
+
+def test_eval_cases_pass_rate_is_at_least_95_percent(capsys):
+    cases = load_cases()
+    assert len(cases) >= 80
+    assert score(RulePlanner(), cases) >= 0.95
+    assert capsys.readouterr().out.splitlines()[-1].startswith("pass rate: ")
+
+
+def test_contract_example_plan_shape():
+    shape = plan("draw yuki sitting reading, 5 variations").contract()
+    assert shape["planner"] == "rules"
+    assert shape["calls"] == [
+        {
+            "tool": "generate",
+            "args": {
+                "character": "yuki",
+                "pose": "sitting reading",
+                "prompt": "",
+                "count": 5,
+                "seed": None,
+            },  # fmt: skip
+            "resolved": {
+                "characters": ["yuki"],
+                "pose": {"id": "pose-sitting-reading", "tags": ["sitting", "reading"]},
+            },
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [("yuki, 5 variations", 5), ("three of yuki", 3), ("a dozen yuki", 12), ("yuki", 1),
+     ("twenty one yuki", 21), ("half a dozen yuki", 6), ("yuki x7", 7), ("yuki, a couple", 2)],
+)  # fmt: skip
+def test_counts_in_digits_and_words(text, count):
+    assert plan(text).calls[0].args["count"] == count
+
+
+def test_scene_words_go_to_the_prompt_and_posture_to_the_pose():
+    [call] = plan("draw sakura standing in the rain, 2 variations").calls
+    assert call.args["pose"] == "standing" and call.args["prompt"] == "in the rain"
+
+
+def test_a_scene_word_close_to_a_short_name_is_not_a_typo():
+    [call] = plan("yuki standing in the rain").calls
+    assert call.args["character"] == "yuki" and "rain" in call.args["prompt"]
+
+
+def test_multiword_names_and_fuzzy_names_are_reported():
+    assert plan("rin tohsaka sitting").calls[0].args["character"] == "rin_tohsaka"
+    result = plan("draw sakrua waving")
+    assert result.calls[0].args["character"] == "sakura"
+    assert "sakrua" in result.reply
+
+
+def test_unknown_character_plans_nothing_and_names_the_closest():
+    result = plan("draw yukiko-chan sitting")
+    assert result.calls == []
+    assert "yukiko-chan" in result.reply and "yuki" in result.reply
+
+
+def test_every_character_is_a_batch_resolved_to_the_library():
+    [call] = plan("every character waving, 2 each").calls
+    assert call.tool == "batch" and call.args["characters"] == "all"
+    assert call.resolved["characters"] == LIBRARY and call.args["count"] == 2
+
+
+def test_follow_up_reuses_seed_and_pose_of_the_chosen_image():
+    previous = PreviousTurn(
+        PlannedCall(
+            tool="generate",
+            args={"character": "yuki", "pose": "sitting", "prompt": "", "count": 3, "seed": None},
+        ),  # fmt: skip
+        [
+            PreviousImage(11, "a", ["sitting"], "yuki"),
+            PreviousImage(12, "b", ["sitting", "reading"], "yuki"),
+        ],
+    )
+    [call] = plan("the second one again but smiling", previous).calls
+    assert call.args == {"character": "yuki", "pose": "sitting reading", "prompt": "smiling",
+                         "count": 1, "seed": 12}  # fmt: skip
+    assert "no image 5" in plan("the fifth one again", previous).reply.lower()
+
+
+def test_edit_distance_counts_a_swap_as_one_typo():
+    assert edit_distance("sakrua", "sakura") == 1
+    assert match_character("rain", ["rin"]).name == "rin"  # alone it is a plausible typo
+    assert match_character("zzz", ["rin"]).name is None

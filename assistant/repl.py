@@ -84,7 +84,7 @@ def run_repl(conversation: Conversation, console: Console | None = None) -> None
             answer = handle_command(line, conversation)
             if answer is None:
                 break
-            console.print(answer, markup=False, highlight=False)
+            console.print(answer, markup=False, highlight=False, soft_wrap=True)
             continue
         try:
             turn = conversation.run(line, console)
@@ -97,6 +97,6 @@ def run_repl(conversation: Conversation, console: Console | None = None) -> None
                 markup=False,
             )
             continue
-        console.print(turn.text, markup=False, highlight=False)
+        console.print(turn.text, markup=False, highlight=False, soft_wrap=True)
         protocol = reply.terminal_protocol(sys.stdout)
         sys.stdout.write(reply.inline_thumbnails(reply.image_paths(turn.outcomes), protocol))

@@ -1,0 +1,104 @@
+"""The REPL driven through stdin: commands, answers with paths, conversation memory, Ctrl-C.
+
+The generator (the GPU boundary) is replaced by one that writes small PNGs and records requests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from assistant.chat_cli import app
+from assistant.planners.base import PoseRef
+from tests.test_ollama_planner import closed_port_host
+from tools.generate import OutputRecord
+from tools.generate import PoseRef as RecordPose
+
+
+class FakeGenerator:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.requests = []
+        self.interrupt_next = False
+
+    def run(self, request, on_image=None):
+        if self.interrupt_next:
+            self.interrupt_next = False
+            raise KeyboardInterrupt
+        self.requests.append(request)
+        records = []
+        for i in range(request.count):
+            path = self.folder / f"{request.character}_{len(self.requests)}_{i}.png"
+            Image.new("RGB", (32, 48), (40 * i % 255, 90, 160)).save(path)
+            tags = (request.pose or "standing").split()
+            record = OutputRecord(path=str(path), character=request.character,
+                                  pose=RecordPose(id=f"{tags[0]}_{i}", tags=tags),
+                                  seed=(request.seed or 100) + i)  # fmt: skip
+            records.append(record)
+            if on_image:
+                on_image(record)
+        return records
+
+
+@pytest.fixture
+def generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGenerator:
+    from tools.characters import CharacterLibrary
+    from tools.runtime import Runtime
+    from tools.settings import load_settings
+
+    monkeypatch.setenv("ANIME_HOME", str(tmp_path))
+    monkeypatch.setenv("OLLAMA_HOST", closed_port_host())
+    monkeypatch.setenv("ANIME_CHAT_IMAGES", "off")
+    CharacterLibrary(load_settings().paths).add("yuki", Image.new("RGB", (64, 64), "pink"))
+    monkeypatch.setattr(
+        "assistant.context.pose_lookup",
+        lambda runtime: lambda query: PoseRef(id=None, tags=query.split()),
+    )
+    fake = FakeGenerator(tmp_path)
+    monkeypatch.setattr(Runtime, "generator", property(lambda self: fake))
+    return fake
+
+
+def repl(*lines: str):
+    return CliRunner().invoke(app, ["--planner", "rules"], input="".join(f"{x}\n" for x in lines))
+
+
+def test_commands_and_a_request_with_paths_and_contact_sheet(generator, tmp_path):
+    result = repl("/help", "/characters", "draw yuki sitting in the rain, 2 variations", "/quit")
+    assert result.exit_code == 0, result.output
+    assert "/characters" in result.output and "yuki" in result.output
+    [request] = generator.requests
+    assert (request.character, request.pose, request.prompt, request.count) == (
+        "yuki", "sitting", "in the rain", 2)  # fmt: skip
+    for i in range(2):
+        assert str(tmp_path / f"yuki_1_{i}.png") in result.output
+    assert "2 accepted, 0 rejected" in result.output
+    [sheet] = (tmp_path / "anime-output" / "contact-sheets").glob("*.png")
+    assert str(sheet) in result.output and Image.open(sheet).size == (512, 256)
+
+
+def test_follow_ups_reuse_the_previous_request_and_seeds(generator):
+    result = repl("draw yuki sitting, 2 variations, seed 7", "3 more of that",
+                  "the second one again but smiling")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    first, more, again = generator.requests
+    assert (more.character, more.pose, more.count) == ("yuki", "sitting", 3)
+    # "the second one" is the second image of the latest result (seeds 100, 101, 102)
+    assert (again.count, again.seed, again.prompt) == (1, 101, "smiling")
+
+
+def test_ctrl_c_cancels_the_request_and_keeps_the_session(generator):
+    generator.interrupt_next = True
+    result = repl("draw yuki standing", "draw yuki waving", "/jobs")
+    assert result.exit_code == 0, result.output
+    assert "cancelled" in result.output
+    assert [r.pose for r in generator.requests] == ["waving"]
+
+
+def test_unknown_command_and_end_of_input_exit_cleanly(generator):
+    result = repl("/frobnicate")
+    assert result.exit_code == 0
+    assert "unknown command /frobnicate" in result.output

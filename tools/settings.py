@@ -129,6 +129,8 @@ class WorkerSettings(_Section):
     keep_alive: Duration = 600.0
     hang_timeout: Duration = 120.0
     max_attempts: int = Field(3, ge=1, le=20)
+    # Wait before retrying a failed job: retry_backoff, then doubled per further attempt.
+    retry_backoff: Duration = 2.0
 
 
 @dataclass(frozen=True)

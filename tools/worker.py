@@ -1,0 +1,244 @@
+"""The worker: the one process that owns the GPU. It claims jobs from the journal and runs them.
+
+It is started (and watched, and restarted) by `tools.supervisor`; it beats once per denoising step
+so the supervisor can tell a hang from slow work. Each image goes through `Generator.produce`,
+which is idempotent on the image's key: a job retried after a crash skips the images the journal
+has as done and redraws the interrupted one under the same name, so nothing is duplicated.
+After `worker.keep_alive` without work it exits, which frees the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from tools.faults import FaultPlan, InjectedOutOfMemory
+from tools.jobs import DONE, RUNNING, Job, JobJournal
+from tools.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from tools.runtime import Runtime
+
+log = logging.getLogger("anime.worker")
+
+POLL_SECONDS = 0.2
+BEAT_EVERY = 0.25  # seconds between journal writes; the watchdog allows hang_timeout
+EXIT_IDLE, EXIT_RESTART = 0, 3
+
+
+class RunEnded(Exception):
+    """The job was cancelled, or its run was taken away (the watchdog gave up on it)."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, InjectedOutOfMemory):
+        return True
+    return "out of memory" in str(error).lower() and isinstance(error, RuntimeError)
+
+
+def is_device_broken(error: BaseException) -> bool:
+    """A CUDA error other than OOM leaves the context unusable: only a new process helps."""
+    return "cuda error" in str(error).lower() or "device-side assert" in str(error).lower()
+
+
+class Heartbeat:
+    """The step callback: records progress at most every BEAT_EVERY s, stops cancelled runs."""
+
+    def __init__(self, journal: JobJournal, job: Job) -> None:
+        self.journal = journal
+        self.job = job
+        self.progress: dict[str, Any] = {}
+        self._last = 0.0
+
+    def beat(self, force: bool = False, **progress: Any) -> None:
+        self.progress.update(progress)
+        now = time.monotonic()
+        if not force and now - self._last < BEAT_EVERY:
+            return
+        self._last = now
+        if self.journal.beat(self.job, dict(self.progress)) != RUNNING:
+            raise RunEnded(self.job.id)
+
+    def on_step(self, step: int, steps: int) -> None:
+        self.beat(step=step, steps=steps)
+
+
+class Keepalive:
+    """Beats from a thread while models load: no step callback runs then, and loading is slow."""
+
+    def __init__(self, heartbeat: Heartbeat) -> None:
+        self.heartbeat = heartbeat
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.heartbeat.journal.beat(self.heartbeat.job, {"phase": "loading"})
+            except Exception:  # a failed beat only makes the watchdog stricter
+                log.exception("heartbeat while loading failed")
+
+    def __enter__(self) -> Keepalive:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Worker:
+    def __init__(self, settings: Settings, faults: FaultPlan | None = None) -> None:
+        from tools.runtime import Runtime
+
+        self.settings = settings
+        self.journal = JobJournal.for_state(settings.paths.state)
+        self.faults = faults or FaultPlan([])
+        self.base = Runtime(settings)
+        self._runtimes: dict[str, Runtime] = {}
+        self.low_memory = False
+
+    def runtime_for(self, overrides: dict[str, Any]) -> Runtime:
+        """The runtime for a job's settings; every one shares the base's warm engine."""
+        import json
+
+        from tools.runtime import Runtime
+
+        if not overrides:
+            return self.base
+        key = json.dumps(overrides, sort_keys=True)
+        if key not in self._runtimes:
+            settings = load_settings(overrides=overrides, env={}, home=self.settings.home)
+            runtime = Runtime(settings)
+            if settings.models == self.settings.models:
+                runtime.__dict__["engine"] = self.base.engine
+            self._runtimes[key] = runtime
+        return self._runtimes[key]
+
+    # -- the loop ------------------------------------------------------------------------------
+    def serve(self, parent_pid: int | None = None) -> int:
+        keep_alive = self.settings.worker.keep_alive
+        idle_since = time.monotonic()
+        while True:
+            if parent_pid is not None and os.getppid() != parent_pid:
+                return EXIT_IDLE  # the supervisor is gone; it will recover our job
+            job = self.journal.claim(os.getpid())
+            if job is None:
+                if time.monotonic() - idle_since > keep_alive:
+                    log.info("idle for %.0f s: unloading and exiting", keep_alive)
+                    return EXIT_IDLE
+                time.sleep(POLL_SECONDS)
+                continue
+            if not self.run_job(job):
+                return EXIT_RESTART
+            idle_since = time.monotonic()
+
+    def run_job(self, job: Job) -> bool:
+        """Run one claimed job to its end; False when this process must be replaced."""
+        from tools.errors import UserError
+        from tools.generate import ImageSpec
+
+        worker = self.settings.worker
+        heartbeat = Heartbeat(self.journal, job)
+        log.info("job %s attempt %d: %d images", job.id, job.attempts, len(job.images))
+        try:
+            runtime = self.runtime_for(job.request.get("overrides") or {})
+            self._warm(runtime, heartbeat, job.low_memory)
+            for image in job.images:
+                if image.state == DONE:
+                    continue
+                heartbeat.beat(force=True, image=image.index, step=0, phase="rendering")
+                self.faults.before_image(job.id, image.index, job.attempts)
+                spec = ImageSpec.model_validate(image.spec)
+                record = runtime.generator.produce(spec, on_step=heartbeat.on_step)
+                self.journal.image_done(
+                    job, image.index, record.path, record.model_dump(mode="json")
+                )
+            self.journal.finish(job)
+            log.info("job %s done", job.id)
+            return True
+        except RunEnded:
+            log.info("job %s was cancelled or taken over; stopping it", job.id)
+            return True
+        except UserError as error:
+            # Retrying cannot fix what the user must fix (a removed character, a bad setting).
+            self.journal.attempt_failed(job.id, job.run_token, error.message, 0, 0)
+            return True
+        except Exception as error:
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            oom = is_out_of_memory(error)
+            reason = f"{type(error).__name__}: {error}"
+            self.journal.attempt_failed(
+                job.id,
+                job.run_token,
+                reason,
+                worker.max_attempts,
+                worker.retry_backoff,
+                low_memory=oom,
+            )
+            if oom:
+                _free_device_memory()
+            return not is_device_broken(error)
+
+    def _warm(self, runtime: Runtime, heartbeat: Heartbeat, low_memory: bool) -> None:
+        engine = runtime.engine
+        if not engine.loaded:
+            with Keepalive(heartbeat):
+                engine.pipe  # noqa: B018  (loading is the point)
+                runtime.gate  # noqa: B018
+        if low_memory and not self.low_memory:
+            _use_less_memory(engine.pipe)
+            self.low_memory = True
+
+
+def _use_less_memory(pipe: Any) -> None:
+    """After an out-of-memory error: decode the VAE in slices and slice attention."""
+    pipe.vae.enable_slicing()
+    pipe.enable_attention_slicing()
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process if the supervisor dies, so no orphan holds the GPU."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The GPU worker (started by tools.supervisor).")
+    parser.add_argument("--parent", type=int, default=None, help="the supervisor's pid")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker[{os.getpid()}] %(message)s")
+    if args.parent is not None:
+        _die_with_parent()
+        if os.getppid() != args.parent:
+            return EXIT_IDLE
+    faults = FaultPlan.from_env()
+    if faults.active:
+        log.warning("FAULT INJECTION ACTIVE: %s", os.environ.get("ANIME_WORKER_FAULTS"))
+    return Worker(load_settings(), faults).serve(args.parent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,6 +31,7 @@ CONFIG_FILENAME = ".anime-config.yaml"
 DEFAULT_CHECKPOINT = "gsdf/Counterfeit-V2.5"
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_openpose"
 DEFAULT_IPADAPTER = "h94/IP-Adapter"
+DEFAULT_AESTHETIC_MODEL = "cafeai/cafe_aesthetic"
 
 MIN_SIDE, MAX_SIDE = 64, 2048
 
@@ -115,8 +116,11 @@ class QualitySettings(_Section):
     min_consistency: float = Field(0.90, ge=0.0, le=1.0)
     max_attempts: int = Field(3, ge=1, le=20)
     require_face: bool = True
-    aesthetic_model: str | None = None
+    # An image classifier (hub id or local dir); unavailable means the gate runs without it.
+    aesthetic_model: str | None = DEFAULT_AESTHETIC_MODEL
     min_aesthetic: float = Field(0.0, ge=0.0, le=1.0)
+    # A CLIP vision model for consistency; null reuses the IP-Adapter's image encoder.
+    consistency_model: str | None = None
 
 
 class LLMSettings(_Section):

@@ -1,0 +1,109 @@
+"""The quality gate: consistency (calibrated per character), face and aesthetic checks."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from evals.gate_separation import draw_character, generated_like, make_designs
+from tools.aesthetic import AestheticScorer, aesthetic_status
+from tools.characters import CharacterLibrary
+from tools.consistency import ClipEncoder, character_crop
+from tools.quality import QualityGate, face_expected
+from tools.settings import load_settings
+
+
+def _settings(home: Path, **quality: object):
+    return load_settings(overrides={"quality": quality}, env={}, home=home)
+
+
+@pytest.fixture
+def encoder(tiny_models: Path) -> ClipEncoder:
+    return ClipEncoder(str(tiny_models / "ip-adapter" / "models" / "image_encoder"), tiny_models)
+
+
+@pytest.fixture
+def library_with_two(anime_home: Path) -> CharacterLibrary:
+    library = CharacterLibrary(load_settings().paths)
+    first, second = make_designs(2)
+    library.add("aiko", draw_character(first))
+    library.add("beni", draw_character(second))
+    return library
+
+
+def _gate(home: Path, encoder: ClipEncoder, **quality: object) -> QualityGate:
+    settings = _settings(home, **quality)
+    return QualityGate(settings, None, encoder=encoder, library=CharacterLibrary(settings.paths))
+
+
+def test_face_expected_for_front_views_and_upper_body_not_back_views() -> None:
+    assert face_expected(["standing", "front view", "waving"])
+    assert face_expected(["sitting", "upper_body"])
+    assert not face_expected(["standing", "looking back", "back view", "front view"])
+    assert not face_expected(["walking", "side view"])
+
+
+def test_character_crop_finds_the_figure_on_a_plain_background() -> None:
+    image = Image.new("RGB", (100, 200), "white")
+    image.paste(Image.new("RGB", (20, 40), "red"), (30, 100))
+    assert character_crop(image).size == (20 + 2 * 4, 40 + 2 * 8)  # plus a 4% margin
+    assert character_crop(Image.new("RGB", (100, 200), "white")).size == (100, 200)
+
+
+def test_threshold_comes_from_config_and_baseline_is_stored(
+    anime_home: Path, encoder: ClipEncoder, library_with_two: CharacterLibrary
+) -> None:
+    aiko = library_with_two.get("aiko")
+    assert aiko.consistency_baseline is None
+    other = generated_like(make_designs(2)[1], random.Random(3))
+    probe = _gate(anime_home, encoder, min_consistency=0.0, aesthetic_model=None)
+    score = probe.evaluate(other, aiko, []).scores.consistency
+    assert score is not None and 0.0 < score < 1.0
+
+    baseline = library_with_two.get("aiko").consistency_baseline
+    assert baseline is not None and 0.0 < baseline <= 1.0
+    stored = json.loads(library_with_two.index_path.read_text())["characters"]
+    assert [c["consistency_baseline"] is not None for c in stored] == [True, False]
+
+    aiko = library_with_two.get("aiko")
+    strict = _gate(anime_home, encoder, min_consistency=score + 0.005, aesthetic_model=None)
+    verdict = strict.evaluate(other, aiko, [])
+    assert not verdict.accepted and "consistency" in verdict.reasons[0]
+    lenient = _gate(anime_home, encoder, min_consistency=score - 0.005, aesthetic_model=None)
+    assert lenient.evaluate(other, aiko, []).accepted
+
+
+def test_face_required_only_where_the_pose_shows_it(
+    anime_home: Path, encoder: ClipEncoder, library_with_two: CharacterLibrary
+) -> None:
+    gate = _gate(anime_home, encoder, min_consistency=0.0, require_face=True, aesthetic_model=None)
+    faceless = Image.new("RGB", (128, 192), (230, 230, 240))
+    aiko = library_with_two.get("aiko")
+    front = gate.evaluate(faceless, aiko, ["standing", "front view"])
+    assert not front.accepted and front.scores.face == 0.0
+    assert any("face" in reason for reason in front.reasons)
+    assert gate.evaluate(faceless, aiko, ["standing", "back view"]).accepted
+
+
+def test_aesthetic_scores_with_the_tiny_classifier_and_rejects_below_minimum(
+    anime_home: Path, encoder: ClipEncoder, library_with_two: CharacterLibrary
+) -> None:
+    image = draw_character(make_designs(1)[0])
+    gate = _gate(anime_home, encoder, min_consistency=0.0, min_aesthetic=0.999)
+    verdict = gate.evaluate(image, library_with_two.get("aiko"), [])
+    assert verdict.scores.aesthetic is not None and 0.0 < verdict.scores.aesthetic < 0.999
+    assert not verdict.accepted and verdict.reasons[0].startswith("aesthetic")
+    assert aesthetic_status(gate.settings)[0] == "ok"
+
+
+def test_missing_aesthetic_model_is_skipped_and_reported(anime_home: Path) -> None:
+    settings = _settings(anime_home, aesthetic_model=str(anime_home / "no-such-model"))
+    scorer = AestheticScorer(settings)
+    assert scorer.score(Image.new("RGB", (64, 64))) is None
+    assert "not found" in (scorer.unavailable or "")
+    assert aesthetic_status(settings)[0] == "warn"
+    assert aesthetic_status(_settings(anime_home, aesthetic_model=None))[0] == "off"

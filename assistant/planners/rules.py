@@ -23,6 +23,7 @@ from assistant.planners.resolve import (
     resolve_call,
     unknown_note,
 )
+from posebank.lexicon import posture_of
 from tools.toolbox import MAX_COUNT, validate_args
 
 TOKEN = re.compile(r"#?[A-Za-z0-9][A-Za-z0-9_'’\-]*|[,.;:!?&]")
@@ -148,6 +149,8 @@ def _take_count(tokens: Tokens) -> int | None:
         match = re.fullmatch(r"x?(\d+)x?", word)
         if match:
             value, length = int(match[1]), 1
+        elif word in ("x", "×") and tokens.free(i + 1) and words[i + 1].isdigit():
+            value, length = int(words[i + 1]), 2
         elif (number := _number_word(words, i)) is not None:
             value, length = number
         else:
@@ -321,12 +324,16 @@ def parse(text: str, context: PlannerContext) -> Request:
     _take_unknown_names(tokens, request)
     request.characters = list(dict.fromkeys(request.characters))
     request.prompt = _leftover_prompt(tokens)
+    if request.posture is None and not request.random_pose:
+        # Places imply postures ("on a sofa" sits, "in bed" lies); the words stay in the prompt.
+        request.posture = posture_of(request.prompt)
     return request
 
 
 LIST_PATTERNS = (
     r"\bwho (do|have|can|is|are|did|else)\b",
     r"\bwho's (in|there|available)\b",
+    r"\bwho\b.*\b(library|characters|cast|roster|ocs)\b",
     r"\b(list|show|see|display|view|what are|tell me)\b.*\b(characters|cast|roster|ocs|library)\b",
     r"\b(what|which) (characters|ocs)\b",
     r"\bhow many characters\b",

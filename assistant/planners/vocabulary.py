@@ -70,7 +70,8 @@ ACTION_WORDS = {
     "salute": "saluting", "bowing": "bowing", "bow": "bowing", "writing": "writing",
     "hugging": "hugging", "hug": "hugging", "posing": "posing", "relaxing": "relaxing",
     "relaxed": "relaxing", "studying": "reading", "meditating": "meditating",
-    "yoga": "stretching", "celebrating": "cheering", "victory": "cheering",
+    "yoga": "stretching", "leaning": "leaning", "leans": "leaning", "celebrating": "cheering",
+    "victory": "cheering",
 }  # fmt: skip
 ACTION_PHRASES = {
     "peace sign": "peace sign", "v sign": "peace sign", "arms crossed": "arms crossed",

@@ -86,6 +86,22 @@ def worker_running(state: Path) -> bool:
     return False
 
 
+def stop_worker(state: Path, timeout: float = 10.0) -> bool:
+    """Ask the running worker to stop (SIGTERM: its job goes back to the queue uncounted)."""
+    pid_file = state / PID_NAME
+    if not worker_running(state) or not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while worker_running(state):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    return True
+
+
 def _child_env(env: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
@@ -237,16 +253,20 @@ def wait_for_job(
     job_id: str,
     on_update: Callable[[Job], None] | None = None,
     poll: float = 0.2,
+    timeout: float | None = None,
 ) -> Job:
     """Poll the journal until the job finishes, restarting the worker if it went away."""
     journal = JobJournal.for_state(settings.paths.state)
     restarts, last_check = 0, time.monotonic()
+    deadline = None if timeout is None else last_check + timeout
     while True:
         job = journal.get(job_id)
         if on_update is not None:
             on_update(job)
         if job.finished:
             return job
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} is still {job.state} after {timeout:g} s")
         if time.monotonic() - last_check > 2.0:
             last_check = time.monotonic()
             if not worker_running(settings.paths.state):

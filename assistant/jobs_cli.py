@@ -1,0 +1,138 @@
+"""`anime-gen jobs ...` (the queue and its history) and `anime-gen worker` (the warm worker)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from assistant.cli_common import GuardedGroup, print_json, settings_from_flags
+
+if TYPE_CHECKING:
+    from tools.jobs import Job, JobJournal
+
+jobs_app = typer.Typer(
+    cls=GuardedGroup,
+    help="The job queue and its history.",
+    invoke_without_command=True,
+)
+
+
+def _journal() -> JobJournal:
+    from tools.jobs import JobJournal
+
+    return JobJournal.for_state(settings_from_flags().paths.state)
+
+
+def _job(journal: JobJournal, job_id: str) -> Job:
+    from tools.errors import UserError
+
+    job = journal.find(job_id)
+    if job is None:
+        raise UserError(
+            f"no job '{job_id}' (or the prefix matches several)", "see `anime-gen jobs`"
+        )
+    return job
+
+
+def _line(job: Job) -> str:
+    request = job.request
+    what = f"{','.join(request['characters'])} / {request['pose']}"
+    error = f"  {job.error}" if job.error and job.state != "done" else ""
+    return (
+        f"{job.id}  {job.state:<9} {job.done_count}/{len(job.images)} images"
+        f"  attempts {job.attempts}  {what}{error}"
+    )
+
+
+@jobs_app.callback()
+def jobs_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="How many jobs to show.")] = 50,
+) -> None:
+    """Show the queue (next first), then the finished jobs (newest first)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tools.supervisor import worker_running
+
+    settings = settings_from_flags()
+    jobs = _journal().list(limit)
+    if as_json:
+        print_json([job.summary() for job in jobs])
+        return
+    typer.echo("worker: " + ("running" if worker_running(settings.paths.state) else "not running"))
+    if not jobs:
+        typer.echo("no jobs yet")
+    for job in jobs:
+        typer.echo(_line(job))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Cancel a queued or running job (done images stay)."""
+    from tools.errors import UserError
+
+    journal = _journal()
+    job = _job(journal, job_id)
+    if not journal.cancel(job.id):
+        raise UserError(f"job {job.id} is already {job.state}")
+    typer.echo(f"cancelled {job.id}")
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Queue a failed or cancelled job again; it resumes at its first image not yet done."""
+    from tools.errors import UserError
+    from tools.supervisor import ensure_worker
+
+    journal = _journal()
+    job = _job(journal, job_id)
+    if not journal.retry(job.id):
+        raise UserError(f"job {job.id} is {job.state}; only failed or cancelled jobs are retried")
+    ensure_worker(settings_from_flags())
+    typer.echo(f"queued {job.id} again")
+
+
+@jobs_app.command("wait")
+def jobs_wait(
+    job_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Wait for a job (or every unfinished job), with progress; exit 1 if one did not finish."""
+    from assistant.progress import wait_with_progress
+    from tools.runtime import Runtime
+    from tools.supervisor import ensure_worker
+
+    runtime = Runtime(settings_from_flags())
+    journal = _journal()
+    if job_id is not None:
+        ids = [_job(journal, job_id).id]
+    else:
+        ids = [job.id for job in journal.list(1000) if not job.finished]
+    if ids:
+        ensure_worker(runtime.settings)
+    finished = [wait_with_progress(runtime, one, quiet=as_json) for one in ids]
+    if as_json:
+        print_json([job.summary() for job in finished])
+    else:
+        for job in finished:
+            typer.echo(_line(job))
+    if any(job.state != "done" for job in finished):
+        raise typer.Exit(1)
+
+
+def worker_command() -> None:
+    """Run the warm worker in the foreground (the CLIs start one in the background anyway)."""
+    import logging
+
+    from tools.supervisor import Supervisor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = settings_from_flags()
+    typer.echo(
+        f"worker for {settings.paths.state}: keep_alive {settings.worker.keep_alive:g} s, "
+        f"hang_timeout {settings.worker.hang_timeout:g} s (Ctrl-C stops it)",
+        err=True,
+    )
+    raise typer.Exit(Supervisor(settings).run())

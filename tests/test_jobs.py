@@ -1,0 +1,134 @@
+"""The job journal on its own: queue order, runs, retries with backoff, cancel, concurrency."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from tools.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobJournal
+
+
+def specs(count: int, request_id: str = "r1") -> list[dict]:
+    return [
+        {
+            "key": f"{request_id}:{index}",
+            "request_id": request_id,
+            "index": index,
+            "character": "sakura",
+            "pose": {"id": "standing_neutral", "tags": ["standing"]},
+            "posture": "standing",
+            "user_prompt": "",
+            "seed": 7 + index,
+            "collection": None,
+        }
+        for index in range(count)
+    ]
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> JobJournal:
+    return JobJournal.for_state(tmp_path / "state")
+
+
+def test_submit_stores_images_one_by_one_and_summarises(journal):
+    job_id = journal.submit(specs(3), label="test", overrides={"output": {"steps": 4}})
+    job = journal.get(job_id)
+    assert job.state == QUEUED and job.attempts == 0
+    assert [image.key for image in job.images] == ["r1:0", "r1:1", "r1:2"]
+    assert job.request["count"] == 3 and job.request["characters"] == ["sakura"]
+    assert job.request["overrides"] == {"output": {"steps": 4}}
+    assert journal.find(job_id[:6]).id == job_id
+
+
+def test_interactive_requests_go_ahead_of_large_batches(journal):
+    batch = journal.submit(specs(10, "big"))
+    small = journal.submit(specs(2, "small"))
+    second_small = journal.submit(specs(1, "small2"))
+    order = [journal.claim(worker_pid=1).id for _ in range(3)]
+    assert order == [small, second_small, batch]
+    assert journal.claim(worker_pid=1) is None
+
+
+def test_a_run_finishes_only_when_every_image_is_done(journal):
+    journal.submit(specs(2))
+    job = journal.claim(1)
+    assert job.state == RUNNING and job.attempts == 1
+    journal.image_done(job, 0, "/out/a.png", {"path": "/out/a.png"})
+    with pytest.raises(RuntimeError, match="1 images to do"):
+        journal.finish(job)
+    journal.image_done(job, 1, "/out/b.png", {"path": "/out/b.png"})
+    assert journal.finish(job)
+    done = journal.get(job.id)
+    assert done.state == DONE and done.summary()["outputs"] == ["/out/a.png", "/out/b.png"]
+
+
+def test_failed_attempts_back_off_then_fail_with_the_reason(journal):
+    job_id = journal.submit(specs(1))
+    run = journal.claim(1)
+    assert journal.attempt_failed(job_id, run.run_token, "boom", 2, backoff=30) == QUEUED
+    waiting = journal.get(job_id)
+    assert waiting.error == "boom" and waiting.not_before > time.time() + 25
+    assert journal.claim(1) is None  # still backing off
+    journal.retry(job_id)  # only failed/cancelled jobs are retried: no effect
+    assert journal.get(job_id).not_before > time.time()
+    with journal.transaction() as db:
+        db.execute("UPDATE jobs SET not_before = 0")
+    second = journal.claim(1)
+    assert second.attempts == 2
+    assert journal.attempt_failed(job_id, second.run_token, "boom again", 2, backoff=30) == FAILED
+    failed = journal.get(job_id)
+    assert failed.state == FAILED and "boom again" in failed.error and "2 attempts" in failed.error
+    assert journal.retry(job_id) and journal.get(job_id).attempts == 0
+
+
+def test_a_stale_run_cannot_touch_the_job_again(journal):
+    job_id = journal.submit(specs(1))
+    first = journal.claim(1)
+    journal.attempt_failed(job_id, first.run_token, "hung", 3, backoff=0)
+    second = journal.claim(2)
+    assert journal.beat(first, {"step": 3}) is None
+    assert journal.attempt_failed(job_id, first.run_token, "late", 3, backoff=0) is None
+    journal.image_done(second, 0, "/out/a.png", {})
+    assert not journal.finish(first)
+    assert journal.finish(second)
+
+
+def test_cancel_reaches_the_running_worker_through_its_heartbeat(journal):
+    job_id = journal.submit(specs(2))
+    run = journal.claim(1)
+    assert journal.beat(run, {"step": 1}) == RUNNING
+    assert journal.cancel(job_id)
+    assert journal.beat(run, {"step": 2}) == CANCELLED
+    assert not journal.cancel(job_id)
+    assert journal.retry(job_id) and journal.get(job_id).state == QUEUED
+
+
+def test_release_gives_the_run_back_uncounted(journal):
+    job_id = journal.submit(specs(1))
+    run = journal.claim(1)
+    assert journal.release(job_id, run.run_token)
+    job = journal.get(job_id)
+    assert job.state == QUEUED and job.attempts == 0
+
+
+def _submit_many(path: str, tag: str) -> None:
+    journal = JobJournal(Path(path))
+    for number in range(10):
+        journal.submit(specs(2, f"{tag}{number}"))
+
+
+def test_processes_submitting_at_once_lose_nothing(journal):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_submit_many, args=(str(journal.path), t)) for t in "ab"]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(60)
+        assert process.exitcode == 0
+    claimed = []
+    while (job := journal.claim(1)) is not None:
+        claimed.append(job.request["count"])
+    assert len(claimed) == 20

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # ranks first and tag words the query names break ties between similar poses.
 POSTURE_BONUS = 1.0
 TAG_BONUS = 0.08
+# With no posture named, people mostly mean standing ("texting on her phone"): a mild prior.
+DEFAULT_POSTURE, DEFAULT_BONUS = "standing", 0.12
 
 
 class PoseBank:
@@ -147,6 +149,8 @@ class PoseBank:
             score = semantic.get(pose.id, 0.0)
             if wanted is not None and pose.posture == wanted:
                 score += POSTURE_BONUS
+            elif wanted is None and pose.posture == DEFAULT_POSTURE:
+                score += DEFAULT_BONUS
             score += TAG_BONUS * len(query_words & _tag_words(pose))
             matches.append(PoseMatch(pose, round(score, 4)))
         matches.sort(key=lambda m: (-m.score, m.pose.id))

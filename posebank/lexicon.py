@@ -23,8 +23,9 @@ POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
         PLACE: ("bench", "chair", "couch", "sofa", "stool", "desk", "throne", "swing",
                 "bleachers", "windowsill", "armchair", "on the floor", "on the ground",
                 "on the edge", "at a table", "at the table", "on a step", "on the stairs",
-                "on the steps", "in a car", "on a bike", "on a wall", "picnic", "booth"),
-        STATE: ("lap", "seat", "table"),
+                "on the steps",
+            "seat", "in a car", "on a bike", "on a wall", "picnic", "booth"),
+        STATE: ("lap", "table"),
     },
     "kneeling": {
         VERB: ("kneel", "kneels", "kneeling", "knelt", "seiza", "genuflect", "genuflecting"),

@@ -107,3 +107,36 @@ def test_missing_aesthetic_model_is_skipped_and_reported(anime_home: Path) -> No
     assert "not found" in (scorer.unavailable or "")
     assert aesthetic_status(settings)[0] == "warn"
     assert aesthetic_status(_settings(anime_home, aesthetic_model=None))[0] == "off"
+
+
+@pytest.mark.slow
+def test_rejects_are_rerolled_up_to_max_attempts_and_kept_with_scores(
+    anime_home: Path, reference_image: Path
+) -> None:
+    from tools.generate import GenerationRequest
+    from tools.output_store import read_png_metadata
+    from tools.runtime import Runtime
+
+    # No probability reaches 1.0, so every attempt fails the aesthetic minimum.
+    runtime = Runtime(
+        load_settings(overrides={"quality": {"min_aesthetic": 1.0, "max_attempts": 3}})
+    )
+    runtime.characters.add("sakura", reference_image)
+    spec = runtime.generator.plan(GenerationRequest(character="sakura", seed=5))[0]
+    record = runtime.generator.produce(spec)
+
+    assert not record.accepted and record.attempts == 3
+    assert len(record.rejected) == 2 and record.path not in record.rejected
+    rejected_dir = anime_home / "anime-output" / "rejected"
+    files = sorted(rejected_dir.rglob("*.png"))
+    assert sorted(map(str, files)) == sorted([*record.rejected, record.path])
+    seeds = set()
+    for path in files:
+        meta = json.loads(read_png_metadata(path)["anime-chat"])
+        assert meta["accepted"] is False
+        assert meta["scores"]["aesthetic"] is not None and meta["scores"]["consistency"] is not None
+        seeds.add(meta["seed"])
+    assert len(seeds) == 3  # each attempt had its own seed
+    indexed = runtime.index.by_key(spec.key)
+    assert indexed is not None and indexed["record"]["scores"] == record.scores.model_dump()
+    assert not list((anime_home / "anime-output").glob("20*/*.png"))  # nothing passed as kept

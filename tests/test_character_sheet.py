@@ -1,0 +1,65 @@
+"""`create_character_sheet`: a complete character from one sentence, never overwriting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tools.character_sheet import VIEWS, create_character_sheet, derive_name, description_tags
+from tools.errors import UserError
+from tools.runtime import Runtime
+from tools.settings import load_settings
+
+
+def test_tags_and_names_come_from_the_description() -> None:
+    assert description_tags("a new character with pink hair, blue eyes") == "pink hair blue eyes"
+    assert derive_name("new pink hair girl", set()) == "pink-hair-girl"
+    assert derive_name("new pink hair girl", {"pink-hair-girl"}) == "pink-hair-girl-2"
+    with pytest.raises(UserError):
+        description_tags("a new character")
+
+
+@pytest.mark.slow
+def test_character_sheet_creates_a_complete_character_folder(anime_home: Path) -> None:
+    runtime = Runtime(load_settings())
+    events: list[str] = []
+    character = create_character_sheet(
+        runtime, "new pink hair girl", seed=11, candidates=2, on_event=events.append
+    )
+    assert character.name == "pink-hair-girl"
+    assert character.description == "new pink hair girl"
+    assert character.prompt_tags == "pink hair girl"
+    assert character.consistency_baseline is not None
+    folder = character.folder
+    with Image.open(folder / "reference.png") as reference:
+        assert reference.size == (128, 192)
+    sheet = folder / "sheet"
+    for view in VIEWS:
+        assert (sheet / f"{view.name}.png").is_file()
+    with Image.open(sheet / "sheet.png") as strip:
+        assert strip.size == (128 * len(VIEWS), 192)
+    chosen = json.loads((sheet / "candidates.json").read_text())
+    assert len(chosen["candidates"]) == 2
+    assert (sheet / "candidates" / chosen["chosen"]).is_file()
+    assert (folder / "variations").is_dir() and (folder / "poses").is_dir()
+    listed = {c.name: c for c in runtime.characters.list()}
+    assert listed["pink-hair-girl"].reference_path == folder / "reference.png"
+    assert not [p for p in runtime.characters.root.iterdir() if ".sheet-" in p.name]
+    assert len(events) == 2 + 1 + len(VIEWS)
+
+
+def test_an_existing_character_is_never_overwritten(
+    anime_home: Path, reference_image: Path
+) -> None:
+    runtime = Runtime(load_settings())
+    runtime.characters.add("momo", reference_image, description="the original")
+    before = (runtime.characters.root / "momo" / "reference.png").read_bytes()
+    with pytest.raises(UserError, match="already exists"):
+        create_character_sheet(runtime, "new pink hair girl", name="Momo")
+    assert runtime.characters.get("momo").description == "the original"
+    assert (runtime.characters.root / "momo" / "reference.png").read_bytes() == before
+    assert not (runtime.characters.root / "momo" / "sheet").exists()
+    assert runtime.engine.loaded is False  # refused before drawing anything

@@ -17,6 +17,8 @@ from posebank.library import library_hash
 from posebank.pose import Pose
 
 MODEL_NAME = "all-MiniLM-L6-v2"
+# Embeddings of the built-in pose texts, shipped so a new home indexes without running the model.
+BUILTIN_EMBEDDINGS = Path(__file__).parent / "data" / "builtin_embeddings.npz"
 SCHEMA = "v1"  # bump when the row layout changes
 INDEX_DIR = "pose_index"
 _PREFIX = "poses_"
@@ -35,6 +37,38 @@ def load_embedder() -> Any:
     hf_logging.disable_progress_bar()  # a weight-loading bar on every search is noise
     # sentence-transformers 6 wants a str path, not a Path.
     return SentenceTransformer(str(get_model_path()), device="cpu")
+
+
+def embed_texts(embedder: Any, texts: list[str]) -> list[list[float]]:
+    if not texts:
+        return []
+    vectors = embedder.encode(
+        texts, normalize_embeddings=True, batch_size=64, convert_to_numpy=True
+    )
+    return vectors.tolist()
+
+
+def load_builtin_embeddings() -> dict[str, list[float]]:
+    import numpy as np
+
+    if not BUILTIN_EMBEDDINGS.exists():
+        return {}
+    with np.load(BUILTIN_EMBEDDINGS) as data:
+        return dict(
+            zip(data["texts"].tolist(), data["vectors"].astype("float32").tolist(), strict=True)
+        )
+
+
+def write_builtin_embeddings() -> Path:
+    """Recompute the shipped embeddings after editing `data/poses.yaml`."""
+    import numpy as np
+
+    from posebank.library import load_builtin
+
+    texts = sorted({text for pose in load_builtin() for text in pose_texts(pose)})
+    vectors = np.asarray(embed_texts(load_embedder(), texts), dtype="float16")
+    np.savez_compressed(BUILTIN_EMBEDDINGS, texts=np.asarray(texts), vectors=vectors)
+    return BUILTIN_EMBEDDINGS
 
 
 class PoseIndex:
@@ -85,10 +119,10 @@ class PoseIndex:
                 self._client.delete_collection(name)
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
-        vectors = self._embedder.encode(
-            texts, normalize_embeddings=True, batch_size=64, convert_to_numpy=True
-        )
-        return vectors.tolist()
+        shipped = load_builtin_embeddings()
+        missing = [text for text in texts if text not in shipped]
+        computed = dict(zip(missing, embed_texts(self._embedder, missing), strict=True))
+        return [shipped[text] if text in shipped else computed[text] for text in texts]
 
     def similarities(self, query: str) -> dict[str, float]:
         """Cosine similarity of the query to each pose (its best-matching text)."""
@@ -102,3 +136,7 @@ class PoseIndex:
             pose_id = str(meta["pose_id"])
             best[pose_id] = max(best.get(pose_id, -1.0), 1.0 - float(distance))
         return best
+
+
+if __name__ == "__main__":
+    print(write_builtin_embeddings())

@@ -139,12 +139,26 @@ class Generator:
     def _poses_for(self, request: GenerationRequest, base_seed: int) -> list[Pose]:
         bank = self.runtime.poses
         if request.pose and not request.random_pose:
+            exact = self._pose_by_id(request.pose)
+            if exact is not None:
+                return [exact] * request.count
             match = bank.search(request.pose, k=1, posture=request.posture)
             if not match:
                 raise UserError(f"no pose matches '{request.pose}'", "see `anime-gen poses list`")
             return [match[0].pose] * request.count
         rng = random.Random(base_seed)
         return bank.variations(request.count, rng, posture=request.posture)
+
+    def _pose_by_id(self, text: str) -> Pose | None:
+        """A recorded pose id (from a previous image) reproduces that exact skeleton."""
+        from posebank.errors import PoseBankError
+
+        if " " in text.strip():
+            return None
+        try:
+            return self.runtime.poses.get(text.strip())
+        except PoseBankError:
+            return None
 
     # -- producing -----------------------------------------------------------------------------
     def metadata(self, spec: ImageSpec, seed: int) -> dict[str, Any]:
@@ -185,10 +199,14 @@ class Generator:
         runtime = self.runtime
         character = runtime.characters.get(spec.character)
         pose = runtime.poses.get(spec.pose.id)
+        from posebank.export import write_pose_files
         from posebank.render import render_pose
 
         resolution = self.settings.output.resolution
         pose_image = render_pose(pose, resolution.width, resolution.height)
+        # The character folder keeps every pose it was drawn in, as data and as the skeleton.
+        if not (character.folder / "poses" / f"{pose.id}.json").exists():
+            write_pose_files(pose, character.folder / "poses", resolution.width, resolution.height)
         max_attempts = self.settings.quality.max_attempts
         rejected: list[str] = []
         reasons: list[str] = []

@@ -1,0 +1,207 @@
+"""`anime-gen`: generate images of library characters, manage the library, check the setup.
+
+A thin typer layer: every command parses flags, builds `Settings` once and calls into `tools/`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from assistant.cli_common import GuardedGroup, print_json, settings_from_flags
+from assistant.jobs_cli import jobs_app, worker_command
+from assistant.poses_cli import poses_app
+
+
+class DefaultToGenerate(GuardedGroup):
+    """`anime-gen sakura "sitting"` and `anime-gen --character sakura` mean `generate`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["generate", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=DefaultToGenerate,
+    help="Generate consistent anime images of your characters. "
+    "Without a command, the arguments go to `generate`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+characters_app = typer.Typer(cls=GuardedGroup, help="Manage the character library.")
+app.add_typer(characters_app, name="characters")
+app.add_typer(poses_app, name="poses", help="Search, show and add poses.")
+app.add_typer(jobs_app, name="jobs")
+app.command("worker")(worker_command)
+
+
+def _runtime(**overrides: dict[str, Any]) -> Any:
+    from tools.runtime import Runtime
+
+    return Runtime(settings_from_flags(**overrides))
+
+
+# -- generate ------------------------------------------------------------------------------------
+@app.command()
+def generate(
+    name: Annotated[str | None, typer.Argument(help="Character (same as --character).")] = None,
+    pose_text: Annotated[
+        str | None, typer.Argument(metavar="POSE", help="Pose in words (same as --pose).")
+    ] = None,
+    character: Annotated[str | None, typer.Option("--character", "-c")] = None,
+    pose: Annotated[str | None, typer.Option("--pose", "-p", help="Pose in words.")] = None,
+    random_pose: Annotated[bool, typer.Option("--random-pose", help="A random pose.")] = False,
+    prompt: Annotated[str, typer.Option("--prompt", help="Scene, outfit, mood...")] = "",
+    batch: Annotated[int, typer.Option("--batch", "-n", help="How many images.")] = 1,
+    seed: Annotated[int | None, typer.Option("--seed", help="Image i uses seed+i.")] = None,
+    collection: Annotated[
+        str | None, typer.Option("--collection", help="Also file under collections/NAME.")
+    ] = None,
+    resolution: Annotated[
+        str | None, typer.Option("--resolution", help="WIDTHxHEIGHT, e.g. 512x768.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the contract JSON.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; draw nothing.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Queue the job, print its id and return.")
+    ] = False,
+) -> None:
+    """Draw BATCH images of a character in a pose."""
+    from tools.errors import UserError
+    from tools.generate import GenerationRequest
+
+    who = character or name
+    if not who:
+        raise UserError("no character named", "anime-gen --character NAME, or anime-gen NAME")
+    if pose and pose_text:
+        raise UserError("the pose is given twice", "use either POSE or --pose")
+    if collection is not None:
+        from tools.characters import normalize_name
+
+        collection = normalize_name(collection)
+    runtime = _runtime(output={"resolution": resolution})
+    resolved, corrected = runtime.characters.resolve(who)
+    if corrected:
+        typer.echo(f"note: using '{resolved.name}' for '{who}'", err=True)
+    request = GenerationRequest(
+        character=resolved.name,
+        pose=pose or pose_text,
+        random_pose=random_pose,
+        prompt=prompt,
+        count=batch,
+        seed=seed,
+        collection=collection,
+    )
+    specs = runtime.generator.plan(request)
+    if dry_run:
+        planned = [
+            {
+                "path": None,
+                "character": spec.character,
+                "pose": spec.pose.model_dump(),
+                "seed": spec.seed,
+                "scores": {"consistency": None, "face": None, "aesthetic": None},
+                "accepted": False,
+                "attempts": 0,
+            }
+            for spec in specs
+        ]
+        if as_json:
+            print_json({"outputs": planned})
+        else:
+            for spec in specs:
+                typer.echo(f"would draw {spec.character} / {spec.pose.id} / seed {spec.seed}")
+        return
+    from assistant.progress import render_with_progress, submit_detached
+
+    if detach:
+        job_id = submit_detached(runtime, specs)
+        if as_json:
+            print_json({"job": job_id})
+        else:
+            typer.echo(f"queued job {job_id} (anime-gen jobs wait {job_id})")
+        return
+    records = render_with_progress(runtime, specs, quiet=as_json)
+    if as_json:
+        print_json({"outputs": [record.model_dump(mode="json") for record in records]})
+    else:
+        for record in records:
+            mark = "saved" if record.accepted else "REJECTED"
+            typer.echo(f"{mark} {record.path}")
+    if not any(record.accepted for record in records):
+        raise typer.Exit(1)
+
+
+# -- characters ----------------------------------------------------------------------------------
+@characters_app.command("add")
+def characters_add(
+    name: str,
+    image: Annotated[Path, typer.Option("--image", "-i", help="Reference image file.")],
+    description: Annotated[str, typer.Option("--description", "-d")] = "",
+    tags: Annotated[str, typer.Option("--tags", help="Prompt tags, e.g. 'pink hair'.")] = "",
+) -> None:
+    """Add a character from one reference image."""
+    from tools.characters import load_reference_image, normalize_name
+    from tools.faces import detect_faces
+
+    runtime = _runtime()
+    normalize_name(name)
+    picture = load_reference_image(image)
+    added = runtime.characters.add(name, picture, description=description, prompt_tags=tags)
+    if not detect_faces(picture):
+        typer.echo(
+            "warning: no face found in the reference; kept anyway (fine for back views/chibi)",
+            err=True,
+        )
+    typer.echo(f"added {added.name}: {added.reference_path}")
+
+
+@characters_app.command("list")
+def characters_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the characters in the library."""
+    runtime = _runtime()
+    entries = [
+        {"name": c.name, "description": c.description, "reference": str(c.reference_path)}
+        for c in runtime.characters.list()
+    ]
+    if as_json:
+        print_json(entries)
+        return
+    if not entries:
+        typer.echo("no characters yet: anime-gen characters add NAME --image PATH")
+    for entry in entries:
+        typer.echo(f"{entry['name']:<20} {entry['description']}")
+
+
+@characters_app.command("remove")
+def characters_remove(name: str) -> None:
+    """Remove a character (its folder moves to the library's .trash)."""
+    removed = _runtime().characters.remove(name)
+    typer.echo(f"removed {removed.name} (folder kept in .anime-characters/.trash)")
+
+
+# -- doctor --------------------------------------------------------------------------------------
+@app.command()
+def doctor() -> None:
+    """Check Python, torch/CUDA, models, Ollama and disk; each line says what to do."""
+    from assistant.doctor import run_checks
+
+    checks = run_checks(settings_from_flags())
+    for check in checks:
+        typer.echo(check.line())
+    if any(check.status == "fail" for check in checks):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app(prog_name="anime-gen")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

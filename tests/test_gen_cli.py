@@ -1,0 +1,193 @@
+"""`anime-gen` end to end through typer's runner, on the tiny models."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from assistant.gen_cli import app
+from tools.gen_index import GenerationIndex
+from tools.output_store import read_png_metadata
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def snapshot(home: Path) -> dict[str, bytes]:
+    """Every file under the library and output, with contents (to prove nothing changed)."""
+    files = {}
+    for root in (home / ".anime-characters", home / "anime-output"):
+        if root.exists():
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    files[str(path)] = path.read_bytes()
+    return files
+
+
+@pytest.fixture
+def sakura(anime_home, reference_image):
+    result = run("characters", "add", "sakura", "--image", str(reference_image), "-d", "pink hair")
+    assert result.exit_code == 0, result.output
+    return anime_home
+
+
+@pytest.mark.slow
+def test_batch_json_names_metadata_index_and_reproducibility(sakura):
+    result = run(
+        "--character", "sakura", "--pose", "standing", "--batch", "3", "--seed", "42", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    outputs = json.loads(result.stdout)["outputs"]
+    assert len(outputs) == 3
+    day_folder = Path(outputs[0]["path"]).parent
+    assert day_folder.parent == sakura / "anime-output"
+    assert [Path(o["path"]).name for o in outputs] == [
+        f"sakura_standing_00{i}.png" for i in (1, 2, 3)
+    ]
+    for number, output in enumerate(outputs):
+        assert output["character"] == "sakura"
+        assert output["seed"] == 42 + number
+        assert "standing" in output["pose"]["tags"]
+        assert set(output["scores"]) == {"consistency", "face", "aesthetic"}
+        assert output["accepted"] is True and output["attempts"] >= 1
+        parameters = read_png_metadata(Path(output["path"]))["parameters"]
+        assert f"Seed: {42 + number}" in parameters
+        assert f"Pose: {output['pose']['id']}" in parameters
+    index = GenerationIndex(sakura / ".anime-chat" / "generations.sqlite")
+    assert len(index.recent(character="sakura")) == 3
+
+    again = json.loads(
+        run("sakura", "--pose", "standing", "--batch", "3", "--seed", "42", "--json").stdout
+    )["outputs"]
+    assert [Path(o["path"]).name for o in again] == [
+        f"sakura_standing_00{i}.png" for i in (4, 5, 6)
+    ]
+    for first, second in zip(outputs, again, strict=True):
+        assert np.array_equal(
+            np.asarray(Image.open(first["path"])), np.asarray(Image.open(second["path"]))
+        )
+
+
+@pytest.mark.slow
+def test_positional_form_and_collection(sakura):
+    result = run("sakura", "sitting reading book", "--collection", "Library", "--json")
+    assert result.exit_code == 0, result.output
+    output = json.loads(result.stdout)["outputs"][0]
+    assert Path(output["path"]).name == "sakura_sitting_001.png"
+    assert "sitting" in output["pose"]["tags"]
+    assert len(list((sakura / "anime-output" / "collections" / "library").iterdir())) == 1
+
+
+def test_dry_run_plans_without_drawing(sakura):
+    result = run(
+        "--character",
+        "sakura",
+        "--random-pose",
+        "--batch",
+        "2",
+        "--seed",
+        "1",
+        "--json",
+        "--dry-run",
+    )
+    assert result.exit_code == 0, result.output
+    outputs = json.loads(result.stdout)["outputs"]
+    assert [o["path"] for o in outputs] == [None, None]
+    assert [o["seed"] for o in outputs] == [1, 2]
+    assert not (sakura / "anime-output").exists()
+
+
+def test_characters_list_json(sakura):
+    entries = json.loads(run("characters", "list", "--json").stdout)
+    assert entries == [
+        {
+            "name": "sakura",
+            "description": "pink hair",
+            "reference": str(sakura / ".anime-characters" / "sakura" / "reference.png"),
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--character", "sakrua", "--dry-run"], "using 'sakura' for 'sakrua'"),
+        (["--character", "nobody", "--pose", "standing"], "unknown character 'nobody'"),
+        (["--character", "sakura", "--batch", "0"], "count must be at least 1"),
+        (["--character", "sakura", "--batch", "-1"], "count must be at least 1"),
+        (["--character", "sakura", "--batch", "100000"], "max_batch"),
+        (["--character", "sakura", "--resolution", "99999x5"], "output.resolution"),
+        (["--character", "sakura", "--seed", "-4"], "seed must be"),
+        (["characters", "add", "../evil", "--image", "x.png"], "invalid character name"),
+        (["characters", "remove", "ghost"], "unknown character 'ghost'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_1_and_changes_nothing(sakura, args, expected):
+    before = snapshot(sakura)
+    result = run(*args)
+    if "using" in expected:  # a small typo is corrected with a note, not refused
+        assert result.exit_code == 0, result.output
+        assert expected in result.stderr
+        return
+    assert result.exit_code == 1, result.output
+    assert f"error: {expected}" in result.stderr or expected in result.stderr
+    assert "Traceback" not in result.output
+    assert snapshot(sakura) == before
+
+
+def test_unknown_character_suggests_closest(sakura):
+    result = run("--character", "sxkxra", "--pose", "standing")
+    assert result.exit_code == 1
+    assert "hint: did you mean sakura?" in result.stderr
+
+
+def test_bad_config_names_file_and_key(sakura):
+    config = sakura / ".anime-config.yaml"
+    config.write_text(config.read_text() + "\nbogus: 1\n")
+    result = run("characters", "list")
+    assert result.exit_code == 1
+    assert f"{config}: unknown key 'bogus'" in result.stderr
+
+
+def test_corrupt_index_is_reported(sakura, reference_image):
+    index = sakura / ".anime-characters" / "characters.json"
+    index.write_text("[oops")
+    result = run("characters", "add", "yuki", "--image", str(reference_image))
+    assert result.exit_code == 1
+    assert f"character index is corrupt: {index}" in result.stderr
+    assert index.read_text() == "[oops"
+
+
+def test_unreadable_reference_image(anime_home, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    result = run("characters", "add", "yuki", "--image", str(bad))
+    assert result.exit_code == 1
+    assert "not a readable image" in result.stderr
+    assert not (anime_home / ".anime-characters" / "yuki").exists()
+
+
+@pytest.mark.parametrize("command", ["anime-gen", "anime-chat"])
+def test_help_does_not_import_torch_or_diffusers(command):
+    module = "assistant.gen_cli" if command == "anime-gen" else "assistant.chat_cli"
+    code = (
+        "import sys\n"
+        f"from {module} import main\n"
+        f"sys.argv = ['{command}', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('torch', 'diffusers', 'transformers', 'chromadb')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr

@@ -100,6 +100,13 @@ class ModelSettings(_Section):
     controlnet_strength: float = Field(0.5, ge=0.0, le=2.0)
     clip_skip: int = Field(2, ge=1, le=4)
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
+    # Speed and memory (docs/PERFORMANCE.md): "auto" picks the SD1.5/SDXL pipelines from the
+    # checkpoint; low_vram offloads idle models to the CPU (8 GB cards); compile warms up once.
+    family: Literal["auto", "sd15", "sdxl"] = "auto"
+    fuse_qkv: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    low_vram: bool = False
 
 
 class OutputSettings(_Section):
@@ -109,6 +116,8 @@ class OutputSettings(_Section):
     guidance_scale: float = Field(7.0, ge=0.0, le=30.0)
     sampler: Literal["euler_a", "euler", "dpmpp_2m", "ddim"] = "euler_a"
     max_batch: int = Field(100, ge=1, le=1000)
+    # Stop classifier-free guidance after this fraction of the steps (e.g. 0.4); unset: never.
+    cfg_cutoff: float | None = Field(None, gt=0.0, le=1.0)
 
 
 class QualitySettings(_Section):

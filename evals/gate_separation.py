@@ -259,6 +259,16 @@ def roc_auc(positives: list[float], negatives: list[float]) -> float:
     return wins / (len(positives) * len(negatives))
 
 
+def best_threshold(positives: list[float], negatives: list[float]) -> tuple[float, float]:
+    """The threshold with the best balanced accuracy over the observed scores, and that accuracy."""
+    best = (0.0, 0.0)
+    for threshold in sorted(set(positives) | set(negatives)):
+        accept = sum(p >= threshold for p in positives) / len(positives)
+        reject = sum(n < threshold for n in negatives) / len(negatives)
+        best = max(best, ((accept + reject) / 2, threshold))
+    return best[1], best[0]
+
+
 def measure(
     encoder, home: Path, threshold: float, characters: int, samples: int, seed: int
 ) -> dict:
@@ -294,6 +304,7 @@ def measure(
     baselines = [library.get(name).consistency_baseline for name in names]
     same_scores = [v.scores.consistency for v in same]
     other_scores = [v.scores.consistency for v in other]
+    suggested, balanced = best_threshold(same_scores, other_scores)
     return {
         "encoder": encoder.name,
         "threshold": threshold,
@@ -305,6 +316,8 @@ def measure(
         "auc_raw": round(roc_auc(raw_same, raw_other), 3),
         "mean_same": round(sum(same_scores) / len(same_scores), 4),
         "mean_other": round(sum(other_scores) / len(other_scores), 4),
+        "best_threshold": round(suggested, 4),
+        "best_balanced_accuracy": round(balanced, 3),
         "baselines": {"min": min(baselines), "max": max(baselines)},
     }
 
@@ -383,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"ROC AUC calibrated {result['auc_calibrated']:.3f}, raw {result['auc_raw']:.3f}; "
             f"mean score same {result['mean_same']:.3f}, other {result['mean_other']:.3f}"
+        )
+        print(
+            f"best threshold for these images: {result['best_threshold']:.3f} "
+            f"(balanced accuracy {result['best_balanced_accuracy']:.1%})"
         )
     return 0
 

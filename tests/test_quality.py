@@ -140,3 +140,13 @@ def test_rejects_are_rerolled_up_to_max_attempts_and_kept_with_scores(
     indexed = runtime.index.by_key(spec.key)
     assert indexed is not None and indexed["record"]["scores"] == record.scores.model_dump()
     assert not list((anime_home / "anime-output").glob("20*/*.png"))  # nothing passed as kept
+
+
+def test_gate_separation_eval_measures_rates(tmp_path: Path, encoder: ClipEncoder) -> None:
+    from evals.gate_separation import measure, roc_auc
+
+    assert roc_auc([0.9, 0.8], [0.1, 0.8]) == 0.875
+    result = measure(encoder, tmp_path / "home", 0.0, characters=3, samples=2, seed=0)
+    assert result["images_per_kind"] == 6
+    assert result["same_accept_rate"] == 1.0 and result["other_reject_rate"] == 0.0
+    assert 0.0 <= result["auc_calibrated"] <= 1.0 and result["best_balanced_accuracy"] >= 0.5

@@ -71,52 +71,66 @@ def generate(
     detach: Annotated[
         bool, typer.Option("--detach", help="Queue the job, print its id and return.")
     ] = False,
+    variations: Annotated[
+        tuple[str, int] | None,
+        typer.Option("--variations", metavar="NAME N", help="N images of NAME in varied poses."),
+    ] = None,
+    all_characters: Annotated[
+        bool, typer.Option("--all-characters", help="BATCH images of every character.")
+    ] = False,
+    character_sheet: Annotated[
+        str | None,
+        typer.Option("--character-sheet", metavar="TEXT", help="New character from a sentence."),
+    ] = None,
+    new_name: Annotated[
+        str | None, typer.Option("--name", help="Name for --character-sheet.")
+    ] = None,
 ) -> None:
     """Draw BATCH images of a character in a pose."""
     from tools.errors import UserError
-    from tools.generate import GenerationRequest
 
-    who = character or name
-    if not who:
-        raise UserError("no character named", "anime-gen --character NAME, or anime-gen NAME")
     if pose and pose_text:
         raise UserError("the pose is given twice", "use either POSE or --pose")
+    pose = pose or pose_text
     if collection is not None:
         from tools.characters import normalize_name
 
         collection = normalize_name(collection)
     runtime = _runtime(output={"resolution": resolution})
-    resolved, corrected = runtime.characters.resolve(who)
-    if corrected:
-        typer.echo(f"note: using '{resolved.name}' for '{who}'", err=True)
-    request = GenerationRequest(
-        character=resolved.name,
-        pose=pose or pose_text,
-        random_pose=random_pose,
-        prompt=prompt,
-        count=batch,
-        seed=seed,
-        collection=collection,
-    )
-    specs = runtime.generator.plan(request)
+    if character_sheet is not None:
+        _character_sheet(runtime, character_sheet, new_name, seed, as_json, dry_run)
+        return
+    if variations is not None:
+        from tools.library_runs import plan_variations
+
+        who = _resolve_character(runtime, variations[0])
+        specs = plan_variations(
+            runtime, who, variations[1], posture=_posture_word(pose), prompt=prompt, seed=seed
+        )
+    elif all_characters:
+        from tools.library_runs import plan_all_characters
+
+        specs = plan_all_characters(
+            runtime, pose=pose, prompt=prompt, count=batch, seed=seed, collection=collection
+        )
+    else:
+        from tools.generate import GenerationRequest
+
+        who = character or name
+        if not who:
+            raise UserError("no character named", "anime-gen --character NAME, or anime-gen NAME")
+        request = GenerationRequest(
+            character=_resolve_character(runtime, who),
+            pose=pose,
+            random_pose=random_pose,
+            prompt=prompt,
+            count=batch,
+            seed=seed,
+            collection=collection,
+        )
+        specs = runtime.generator.plan(request)
     if dry_run:
-        planned = [
-            {
-                "path": None,
-                "character": spec.character,
-                "pose": spec.pose.model_dump(),
-                "seed": spec.seed,
-                "scores": {"consistency": None, "face": None, "aesthetic": None},
-                "accepted": False,
-                "attempts": 0,
-            }
-            for spec in specs
-        ]
-        if as_json:
-            print_json({"outputs": planned})
-        else:
-            for spec in specs:
-                typer.echo(f"would draw {spec.character} / {spec.pose.id} / seed {spec.seed}")
+        _print_plan(specs, as_json)
         return
     from assistant.progress import render_with_progress, submit_detached
 
@@ -128,6 +142,10 @@ def generate(
             typer.echo(f"queued job {job_id} (anime-gen jobs wait {job_id})")
         return
     records = render_with_progress(runtime, specs, quiet=as_json)
+    if variations is not None:
+        from tools.library_runs import link_variations
+
+        link_variations(runtime, records)
     if as_json:
         print_json({"outputs": [record.model_dump(mode="json") for record in records]})
     else:
@@ -136,6 +154,64 @@ def generate(
             typer.echo(f"{mark} {record.path}")
     if not any(record.accepted for record in records):
         raise typer.Exit(1)
+
+
+def _resolve_character(runtime: Any, who: str) -> str:
+    resolved, corrected = runtime.characters.resolve(who)
+    if corrected:
+        typer.echo(f"note: using '{resolved.name}' for '{who}'", err=True)
+    return resolved.name
+
+
+def _posture_word(pose: str | None) -> str | None:
+    """`--variations sakura 5 --pose sitting` keeps the posture and varies the rest."""
+    from posebank.pose import POSTURES
+
+    return pose.strip().lower() if pose and pose.strip().lower() in POSTURES else None
+
+
+def _print_plan(specs: list[Any], as_json: bool) -> None:
+    if not as_json:
+        for spec in specs:
+            typer.echo(f"would draw {spec.character} / {spec.pose.id} / seed {spec.seed}")
+        return
+    planned = [
+        {
+            "path": None,
+            "character": spec.character,
+            "pose": spec.pose.model_dump(),
+            "seed": spec.seed,
+            "scores": {"consistency": None, "face": None, "aesthetic": None},
+            "accepted": False,
+            "attempts": 0,
+        }
+        for spec in specs
+    ]
+    print_json({"outputs": planned})
+
+
+def _character_sheet(
+    runtime: Any, description: str, name: str | None, seed: int | None, as_json: bool, dry_run: bool
+) -> None:
+    from tools.character_sheet import create_character_sheet, derive_name
+
+    if dry_run:
+        planned = name or derive_name(description, set(runtime.characters.names()))
+        typer.echo(f"would create character '{planned}' from: {description}")
+        return
+    created = create_character_sheet(
+        runtime, description, name, seed=seed, on_event=lambda m: typer.echo(m, err=True)
+    )
+    if as_json:
+        print_json(
+            {
+                "name": created.name,
+                "description": created.description,
+                "reference": str(created.reference_path),
+            }
+        )
+    else:
+        typer.echo(f"created {created.name}: {created.folder}")
 
 
 # -- characters ----------------------------------------------------------------------------------

@@ -191,3 +191,31 @@ def test_help_does_not_import_torch_or_diffusers(command):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_variations_give_distinct_poses_linked_into_the_character(sakura):
+    result = run("--variations", "sakura", "5", "--seed", "3", "--json")
+    assert result.exit_code == 0, result.output
+    outputs = json.loads(result.stdout)["outputs"]
+    assert len({o["pose"]["id"] for o in outputs}) == 5
+    links = list((sakura / ".anime-characters" / "sakura" / "variations").iterdir())
+    assert sorted(link.resolve() for link in links) == sorted(
+        Path(o["path"]).resolve() for o in outputs
+    )
+
+
+def test_character_sheet_never_overwrites_an_existing_character(sakura):
+    before = snapshot(sakura)
+    result = run("--character-sheet", "pink hair girl", "--name", "sakura")
+    assert result.exit_code == 1
+    assert "already exists" in result.stderr
+    assert snapshot(sakura) == before
+
+
+def test_all_characters_dry_run_covers_the_library(sakura, reference_image):
+    assert run("characters", "add", "yuki", "--image", str(reference_image)).exit_code == 0
+    result = run("--all-characters", "--pose", "standing", "--dry-run", "--json", "--seed", "9")
+    outputs = json.loads(result.stdout)["outputs"]
+    assert [o["character"] for o in outputs] == ["sakura", "yuki"]
+    assert all("standing" in o["pose"]["tags"] for o in outputs)

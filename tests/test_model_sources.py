@@ -49,3 +49,60 @@ def test_pick_weights_prefers_one_safetensors_per_folder():
     assert "unet/diffusion_pytorch_model.bin" not in chosen
     assert "vae/diffusion_pytorch_model.bin" in chosen
     assert "safety_checker/model.safetensors" not in chosen
+
+
+def test_first_download_prints_size_then_fetches_only_chosen_files(monkeypatch, tmp_path, capsys):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from tools.model_sources import fetch_hub
+
+    calls = []
+
+    def fake_snapshot(repo_id, local_files_only=False, allow_patterns=None):
+        calls.append((local_files_only, allow_patterns))
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        return str(tmp_path)
+
+    class Sibling:
+        def __init__(self, name, size):
+            self.rfilename, self.size = name, size
+
+    class FakeApi:
+        def model_info(self, repo_id, files_metadata=False):
+            siblings = [
+                Sibling("model_index.json", 1_000),
+                Sibling("unet/diffusion_pytorch_model.safetensors", 1_700_000_000),
+                Sibling("unet/diffusion_pytorch_model.bin", 3_400_000_000),
+            ]
+            return type("Info", (), {"siblings": siblings})()
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert fetch_hub("someone/anime", ["unet/*"], "checkpoint") == tmp_path
+    assert "downloading checkpoint someone/anime (1.70 GB)" in capsys.readouterr().err
+    assert calls[-1] == (
+        False,
+        ["model_index.json", "unet/diffusion_pytorch_model.safetensors"],
+    )
+
+
+def test_offline_hub_model_is_a_user_error_with_a_way_out(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from tools.model_sources import fetch_hub
+
+    def not_cached(*args, **kwargs):
+        raise LocalEntryNotFoundError("not cached")
+
+    class OfflineApi:
+        def model_info(self, *args, **kwargs):
+            raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_cached)
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    with pytest.raises(UserError, match="cannot be fetched") as err:
+        fetch_hub("someone/anime", [], "checkpoint")
+    assert "local file or folder" in err.value.hint

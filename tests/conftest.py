@@ -56,3 +56,18 @@ def reference_image(tmp_path: Path) -> Path:
     path = tmp_path / "reference.png"
     image.save(path)
     return path
+
+
+# --- Worker processes (job queue) --------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _short_lived_workers(monkeypatch: pytest.MonkeyPatch):
+    """Workers that a test starts in the background idle out soon and stop when the test ends."""
+    monkeypatch.setenv("ANIME_WORKER_KEEP_ALIVE", "20s")
+    yield
+    home = os.environ.get("ANIME_HOME")
+    if home:
+        from tools.supervisor import stop_worker
+
+        stop_worker(Path(home) / ".anime-chat")

@@ -103,6 +103,7 @@ class Worker:
         self.base = Runtime(settings)
         self._runtimes: dict[str, Runtime] = {}
         self.low_memory = False
+        self._calibrated: set[str] = set()
 
     def runtime_for(self, overrides: dict[str, Any]) -> Runtime:
         """The runtime for a job's settings; every one shares the base's warm engine."""
@@ -149,7 +150,7 @@ class Worker:
         log.info("job %s attempt %d: %d images", job.id, job.attempts, len(job.images))
         try:
             runtime = self.runtime_for(job.request.get("overrides") or {})
-            self._warm(runtime, heartbeat, job.low_memory)
+            self._warm(runtime, job, heartbeat, job.low_memory)
             for image in job.images:
                 if image.state == DONE:
                     continue
@@ -186,12 +187,18 @@ class Worker:
                 _free_device_memory()
             return not is_device_broken(error)
 
-    def _warm(self, runtime: Runtime, heartbeat: Heartbeat, low_memory: bool) -> None:
-        engine = runtime.engine
-        if not engine.loaded:
+    def _warm(self, runtime: Runtime, job: Job, heartbeat: Heartbeat, low_memory: bool) -> None:
+        """Load models and calibrate the job's characters while a thread beats for us."""
+        engine, gate = runtime.engine, runtime.gate
+        characters = [runtime.characters.get(name) for name in job.request["characters"]]
+        cold = [c for c in characters if c.name not in self._calibrated]
+        if not engine.loaded or cold:
             with Keepalive(heartbeat):
                 engine.pipe  # noqa: B018  (loading is the point)
-                runtime.gate  # noqa: B018
+                gate.aesthetic  # noqa: B018
+                for character in cold:
+                    gate.baseline(character)
+                    self._calibrated.add(character.name)
         if low_memory and not self.low_memory:
             _use_less_memory(engine.pipe)
             self.low_memory = True

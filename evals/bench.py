@@ -206,11 +206,19 @@ def cpu_bench(images: int, workdir: Path, threads: int = 1) -> dict[str, Any]:
     """
     import torch
 
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _cpu_bench(images, workdir, threads)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _cpu_bench(images: int, workdir: Path, threads: int) -> dict[str, Any]:
     from evals.tiny_models import CONFIG_NAME, build_tiny_models
     from tools.engine import Engine
     from tools.settings import CONFIG_FILENAME, load_settings
 
-    torch.set_num_threads(threads)
     models_dir = workdir / "tiny-models"
     build_tiny_models(models_dir)
     home = workdir / "home"

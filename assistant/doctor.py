@@ -84,6 +84,20 @@ def check_model(settings: Settings, key: str) -> Check:
     )
 
 
+def check_aesthetic(settings: Settings) -> Check:
+    from tools.aesthetic import aesthetic_status
+
+    status, detail = aesthetic_status(settings)
+    if status == "warn":
+        return Check(
+            "quality.aesthetic_model",
+            "warn",
+            detail,
+            "set quality.aesthetic_model to a local classifier folder or a hub id",
+        )
+    return Check("quality.aesthetic_model", "ok", detail)
+
+
 def check_ollama(settings: Settings) -> Check:
     host = settings.ollama_host().rstrip("/")
     if "://" not in host:
@@ -140,6 +154,7 @@ def run_checks(settings: Settings) -> list[Check]:
         check_packages(),
         check_torch(),
         *(check_model(settings, key) for key in ("checkpoint", "controlnet", "ipadapter")),
+        check_aesthetic(settings),
         check_ollama(settings),
         check_disk(settings),
     ]

@@ -55,3 +55,18 @@ def test_thumbnails_and_contact_sheet(tmp_path):
     assert contact_sheet(paths[:1], tmp_path / "sheets") is None
     sheet = contact_sheet(paths, tmp_path / "sheets")
     assert Image.open(sheet).size == (4 * 256, 2 * 256)
+
+
+def test_create_character_tool_calls_the_character_sheet_and_never_overwrites(
+    anime_home, reference_image
+):
+    from tools.errors import UserError
+    from tools.runtime import Runtime
+    from tools.settings import load_settings
+    from tools.toolbox import run_create_character
+
+    runtime = Runtime(load_settings())
+    runtime.characters.add("momo", reference_image)
+    args = validate_args("create_character", {"name": "momo", "description": "pink hair girl"})
+    with pytest.raises(UserError, match="already exists"):
+        run_create_character(runtime, args, None)

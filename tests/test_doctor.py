@@ -35,3 +35,11 @@ def test_ollama_reachable_with_and_without_model(anime_home):
         )
     assert pulled.status == "ok"
     assert missing.status == "warn" and missing.action == "ollama pull llama3:8b"
+
+
+def test_doctor_reports_the_aesthetic_model(anime_home):
+    checks = {check.name: check for check in run_checks(load_settings())}
+    assert checks["quality.aesthetic_model"].status == "ok"
+    missing = load_settings(overrides={"quality": {"aesthetic_model": "/nowhere/model"}})
+    check = {c.name: c for c in run_checks(missing)}["quality.aesthetic_model"]
+    assert check.status == "warn" and "quality.aesthetic_model" in check.action

@@ -44,6 +44,8 @@ def png_parameters(meta: dict[str, Any]) -> str:
         ("Pose tags", "|".join(meta["pose"]["tags"])),
         ("Character", meta["character"]),
     ]
+    scores = meta.get("scores") or {}
+    fields += [(name.capitalize(), value) for name, value in scores.items() if value is not None]
     body = ", ".join(f"{name}: {value}" for name, value in fields)
     return f"{meta['prompt']}\nNegative prompt: {meta['negative_prompt']}\n{body}"
 

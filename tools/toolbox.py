@@ -159,27 +159,17 @@ def run_batch(runtime: Runtime, args: BatchArgs, on_image: OnImage | None) -> To
     return ToolResult(_summary(records, "batch", seconds), records, seconds=seconds)
 
 
-def _find_character_sheet() -> Callable[..., Any] | None:
-    """The text-to-character function, once another module provides it."""
-    try:
-        from tools import character_sheet  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(character_sheet, "create_character", None)
-
-
 def run_create_character(
     runtime: Runtime, args: CreateCharacterArgs, on_image: OnImage | None
 ) -> ToolResult:
-    create = _find_character_sheet()
-    if create is None:
-        name = args.name or "NAME"
-        raise UserError(
-            "creating a character from text alone is not available yet: it needs a reference image",
-            f"add one with `anime-gen characters add {name} --image PATH`",
-        )
-    character = create(runtime, description=args.description, name=args.name)
-    return ToolResult(f"created character {character.name}", data=character)
+    from tools.character_sheet import create_character_sheet
+
+    character = create_character_sheet(runtime, args.description, args.name)
+    return ToolResult(
+        f"created character {character.name} (reference and turnaround sheet in "
+        f"{character.folder})",
+        data=character,
+    )
 
 
 def run_list_characters(

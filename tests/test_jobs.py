@@ -132,3 +132,23 @@ def test_processes_submitting_at_once_lose_nothing(journal):
     while (job := journal.claim(1)) is not None:
         claimed.append(job.request["count"])
     assert len(claimed) == 20
+
+
+def test_jobs_cli_lists_and_cancels(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from assistant.jobs_cli import jobs_app
+
+    monkeypatch.setenv("ANIME_HOME", str(tmp_path))
+    journal = JobJournal.for_state(tmp_path / ".anime-chat")
+    job_id = journal.submit(specs(2))
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(jobs_app, ["--json"]).output)
+    assert [(job["id"], job["state"], job["images"]) for job in listed] == [(job_id, QUEUED, 2)]
+    assert runner.invoke(jobs_app, ["cancel", job_id[:5]]).exit_code == 0
+    again = runner.invoke(jobs_app, ["cancel", job_id])
+    assert again.exit_code == 1 and "already cancelled" in again.output
+    assert runner.invoke(jobs_app, ["cancel", "nope"]).exit_code == 1
+    assert "cancelled" in runner.invoke(jobs_app, []).output

@@ -106,19 +106,25 @@ class Worker:
         self._calibrated: set[str] = set()
 
     def runtime_for(self, overrides: dict[str, Any]) -> Runtime:
-        """The runtime for a job's settings; every one shares the base's warm engine."""
+        """The runtime for a job's settings (config file + the submitter's overrides).
+
+        Jobs whose settings render alike share the warm engine; one that needs another engine
+        (other models or sampling) replaces it, so two pipelines never sit on the GPU at once.
+        """
         import json
 
         from tools.runtime import Runtime
 
-        if not overrides:
-            return self.base
         key = json.dumps(overrides, sort_keys=True)
         if key not in self._runtimes:
             settings = load_settings(overrides=overrides, env={}, home=self.settings.home)
             runtime = Runtime(settings)
-            if settings.models == self.settings.models:
+            if _engine_key(settings) == _engine_key(self.base.settings):
                 runtime.__dict__["engine"] = self.base.engine
+            else:
+                self._runtimes.clear()
+                self.base = runtime
+                self.low_memory = False
             self._runtimes[key] = runtime
         return self._runtimes[key]
 
@@ -202,6 +208,12 @@ class Worker:
         if low_memory and not self.low_memory:
             _use_less_memory(engine.pipe)
             self.low_memory = True
+
+
+def _engine_key(settings: Settings) -> tuple[Any, ...]:
+    """What the engine bakes in when it loads and renders."""
+    output = settings.output
+    return (settings.models, output.steps, output.guidance_scale, output.sampler)
 
 
 def _use_less_memory(pipe: Any) -> None:

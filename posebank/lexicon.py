@@ -82,6 +82,14 @@ POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
     },
 }  # fmt: skip
 
+CUE_WORDS = frozenset(
+    cue
+    for cues in POSTURE_CUES.values()
+    for group in cues.values()
+    for cue in group
+    if " " not in cue
+)
+
 _PATTERNS: dict[int, dict[str, re.Pattern[str]]] = {
     strength: {
         posture: re.compile(r"\b(" + "|".join(re.escape(c) for c in cues[strength]) + r")\b")
@@ -92,7 +100,39 @@ _PATTERNS: dict[int, dict[str, re.Pattern[str]]] = {
 
 
 def normalise(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9'-]+", text.lower()))
+    return " ".join(spelled(w, CUE_WORDS) for w in re.findall(r"[a-z0-9'-]+", text.lower()))
+
+
+# Typos are read only past the first letters, where people rarely slip, so "waking" never
+# becomes "walking"; real words one typo from a cue are listed so they stay themselves.
+TYPO_FROM = 3
+MIN_TYPO_LENGTH = 6
+REAL_WORDS = frozenset({"hoping", "siting", "staring", "sanding", "paying", "waking", "seeping"})
+
+
+def spelled(word: str, vocabulary: frozenset[str]) -> str:
+    """`word`, or the vocabulary word it is a typo of: a dropped g ("sittin'"), or one letter
+    missing, added or swapped ("standng", "jumpping", "sititng")."""
+    word = word.rstrip("'")
+    if word in vocabulary or word in REAL_WORDS or len(word) < MIN_TYPO_LENGTH:
+        return word
+    if word.endswith("in") and word + "g" in vocabulary:
+        return word + "g"
+    for guess in _one_typo_away(word):
+        if guess in vocabulary:
+            return guess
+    return word
+
+
+def _one_typo_away(word: str) -> list[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    missing = [word[:i] + c + word[i:] for i in range(TYPO_FROM, len(word) + 1) for c in letters]
+    added = [word[:i] + word[i + 1 :] for i in range(TYPO_FROM, len(word))]
+    swapped = [
+        word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+        for i in range(TYPO_FROM - 1, len(word) - 1)
+    ]
+    return missing + added + swapped
 
 
 def posture_of(text: str) -> str | None:

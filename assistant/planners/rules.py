@@ -36,11 +36,12 @@ class Tokens:
     words: list[str]
     original: list[str]
     used: list[bool]
+    names: set[int] = field(default_factory=set)  # positions claimed by character names
 
     @classmethod
     def of(cls, text: str) -> Tokens:
         original = [t.replace("’", "'") for t in TOKEN.findall(text)]
-        words = [re.sub(r"'s$", "", t.lower()) if len(t) > 3 else t.lower() for t in original]
+        words = [_normal_word(t.lower()) for t in original]
         return cls(words, original, [w in PUNCTUATION for w in words])
 
     def free(self, i: int) -> bool:
@@ -61,6 +62,22 @@ class Tokens:
 
     def text(self) -> str:
         return " ".join(self.words)
+
+
+HONORIFIC = re.compile(r"-(chan|kun|san|sama|senpai|sensei|tan|chi)$")
+
+
+def _normal_word(word: str) -> str:
+    """Drop a possessive 's; spell out a mistyped vocabulary word ('sittin', 'standng')."""
+    if len(word) > 3:
+        word = re.sub(r"'s$", "", word)
+    return v.known_spelling(word)
+
+
+def _name_forms(word: str) -> tuple[str, ...]:
+    """The word as typed, then without an honorific ('sakura-chan' is sakura)."""
+    bare = HONORIFIC.sub("", word)
+    return (word, bare) if bare != word else (word,)
 
 
 @dataclass
@@ -199,12 +216,15 @@ def _take_names(tokens: Tokens, characters: list[str], request: Request) -> None
                 joined = words[i] + joiner + words[i + 1]
                 if joined in folded:
                     tokens.used[i] = tokens.used[i + 1] = True
+                    tokens.names.update((i, i + 1))
                     request.characters.append(folded[joined])
                     break
     for i, word in enumerate(words):
-        if tokens.free(i) and word in folded:
+        form = next((f for f in _name_forms(word) if f in folded), None)
+        if tokens.free(i) and form:
             tokens.used[i] = True
-            request.characters.append(folded[word])
+            tokens.names.add(i)
+            request.characters.append(folded[form])
 
 
 # A word after these is a thing, not a person ("in the rain" is not a typo for rin).
@@ -223,9 +243,10 @@ def _take_fuzzy_names(tokens: Tokens, characters: list[str], request: Request) -
             continue
         if i > 0 and tokens.words[i - 1] in NOT_BEFORE_NAME:
             continue
-        match = match_character(word, characters)
+        match = match_character(_name_forms(word)[-1], characters)
         if match.name:
             tokens.used[i] = True
+            tokens.names.add(i)
             request.characters.append(match.name)
             request.notes.append(f"Taking '{word}' as {match.name}.")
 
@@ -279,7 +300,7 @@ def _leftover_prompt(tokens: Tokens) -> str:
 
 
 SCENE_PREPOSITIONS = {
-    "in", "at", "on", "under", "by", "near", "inside", "outside", "during", "wearing", "with",
+    "in", "at", "to", "on", "under", "by", "near", "inside", "outside", "during", "wearing", "with",
     "beside", "behind", "through", "into", "across", "among", "against", "over", "above",
     "below", "around", "underneath", "in front of", "before", "after", "from", "without",
 }  # fmt: skip
@@ -287,17 +308,47 @@ SCENE_PREPOSITIONS = {
 
 NAME_SLOT_FILLERS = {
     "me", "a", "an", "some", "of", "picture", "pictures", "image", "images", "pic", "pics",
-    "please", "the", "us",
+    "please", "the", "us", "my", "our", "character", "oc", "named", "called", "pls",
 }  # fmt: skip
+LIST_JOINERS = {",", "and", "&"}
+
+
+def _name_candidate(tokens: Tokens, i: int) -> bool:
+    """Could the free word at i be a character's name? Not vocabulary, and not a thing."""
+    word = tokens.words[i]
+    if not tokens.free(i) or _vocabulary_word(word) or word in SCENE_PREPOSITIONS:
+        return False
+    if i > 0 and tokens.words[i - 1] in NOT_BEFORE_NAME:
+        return False
+    return re.fullmatch(r"[a-z][a-z0-9_-]{1,39}", word) is not None
+
+
+def _listed_with_a_name(tokens: Tokens) -> set[int]:
+    """Candidate words in a list of names joined by 'and' ('yuki and bob', 'bob, rin and mei')."""
+    found: set[int] = set()
+    i = 0
+    while i < len(tokens.words):
+        items, joiners, j = [], [], i
+        while j < len(tokens.words) and (j in tokens.names or _name_candidate(tokens, j)):
+            items.append(j)
+            if j + 1 < len(tokens.words) and tokens.words[j + 1] in LIST_JOINERS:
+                joiners.append(tokens.words[j + 1])
+                j += 2
+            else:
+                break
+        named = any(item in tokens.names for item in items)
+        if len(items) > 1 and named and set(joiners) - {","}:
+            found.update(item for item in items if item not in tokens.names)
+        i = max(j, i) + 1
+    return found
 
 
 def _take_unknown_names(tokens: Tokens, request: Request) -> None:
-    """Words in a name slot ('draw X', 'of X', 'and X' next to a name) that match nothing."""
+    """Words in a name slot ('draw X', 'of X', 'X and yuki') that match no character."""
     words = tokens.words
-    for i, word in enumerate(words):
-        if not tokens.free(i) or _vocabulary_word(word) or word in SCENE_PREPOSITIONS:
-            continue
-        if not re.fullmatch(r"[a-z][a-z0-9_-]{1,39}", word):
+    listed = _listed_with_a_name(tokens)
+    for i in range(len(words)):
+        if not _name_candidate(tokens, i):
             continue
         j = i - 1
         while j >= 0 and words[j] in NAME_SLOT_FILLERS:
@@ -305,10 +356,14 @@ def _take_unknown_names(tokens: Tokens, request: Request) -> None:
         before = words[j] if j >= 0 else ""
         capitalised = tokens.original[i][:1].isupper()
         slot = before in v.DRAW_VERBS or (j < i - 1 and words[i - 1] == "of")
-        beside_name = before in ("and", "&", ",", "with") and j > 0 and tokens.used[j - 1]
-        if (slot and not request.characters) or (capitalised and (beside_name or slot or i == 0)):
+        beside_name = before == "with" and j > 0 and j - 1 in tokens.names
+        if (
+            i in listed
+            or (slot and not request.characters)
+            or (capitalised and (beside_name or slot or i == 0))
+        ):
             tokens.used[i] = True
-            request.unknown.append(word)
+            request.unknown.append(words[i])
 
 
 def parse(text: str, context: PlannerContext) -> Request:
@@ -317,8 +372,9 @@ def parse(text: str, context: PlannerContext) -> Request:
     request.seed = _take_seed(tokens)
     _take_names(tokens, context.characters, request)
     request.image_ref = _take_image_ref(tokens)
-    request.count = _take_count(tokens)
+    # Before counts, so "every single character" is not a count of one.
     request.all_characters = bool(tokens.take_phrases(v.ALL_PHRASES))
+    request.count = _take_count(tokens)
     _take_pose(tokens, request)
     _take_fuzzy_names(tokens, context.characters, request)
     _take_unknown_names(tokens, request)
@@ -330,14 +386,15 @@ def parse(text: str, context: PlannerContext) -> Request:
     return request
 
 
+CAST = r"(characters|chars|cast|roster|ocs|library|people|girls)"
 LIST_PATTERNS = (
     r"\bwho (do|have|can|is|are|did|else)\b",
     r"\bwho's (in|there|available)\b",
-    r"\bwho\b.*\b(library|characters|cast|roster|ocs)\b",
-    r"\b(list|show|see|display|view|what are|tell me)\b.*\b(characters|cast|roster|ocs|library)\b",
-    r"\b(what|which) (characters|ocs)\b",
-    r"\bhow many characters\b",
-    r"\bcharacters (do )?(i|we) have\b",
+    rf"\bwho\b.*\b{CAST}\b",
+    rf"\b(list|show|see|display|view|what are|tell me)\b.*\b{CAST}\b",
+    rf"\b(what|which) {CAST}\b",
+    rf"\bhow many {CAST}\b",
+    rf"\b{CAST} (do |did )?(i|we) (have|got|made)\b",
 )
 CREATE_PATTERNS = (
     r"\bnew (character|oc|girl|boy|person|heroine|hero)\b",
@@ -345,13 +402,17 @@ CREATE_PATTERNS = (
 )
 SHOW_PATTERNS = (
     r"\b(show|open|see|display|view)\b.*\b(results|outputs?|last|latest|recent|previous|made)\b",
-    r"\bwhat (did|have) (you|we) (make|made|draw|drawn|done|generate|generated)\b",
+    r"\bwhat (did|have|has) (you|we|it) (just |already |last )?"
+    r"(make|made|draw|drawn|done|generate|generated|create|created)\b",
 )
 FIND_POSE_PATTERNS = (
     r"\b(find|search|look ?up|lookup|which|what|list|show|any|suggest)\b.*\bposes?\b",
 )
 FOLLOW_UP_PATTERNS = (
     r"\b(more|again|another|same|redo|repeat|similar|re-?do|re-?roll|reroll)\b",
+    r"^(and |ok |okay |cool |great |nice )?(now|then|next)\b",
+    r"\b(what|how) about\b",
+    r"\b(too|also|as well|instead|this time)\b",
     r"\blike (that|before|the last|those)\b",
     r"\b(that|this) one\b",
 )
@@ -397,7 +458,7 @@ class RulePlanner:
     def _draw(self, request: Request, context: PlannerContext, resolved: Resolved) -> None:
         resolved.notes.extend(request.notes)
         for word in request.unknown:
-            match = match_character(word, context.characters)
+            match = match_character(_name_forms(word)[-1], context.characters)
             resolved.notes.append(unknown_note(word, match, context.characters))
         if not request.characters and not request.all_characters:
             if not request.unknown:
@@ -438,7 +499,7 @@ class RulePlanner:
         elif image is not None:
             args["pose"] = " ".join(image.pose_tags) or None
         if request.prompt:
-            args["prompt"] = ", ".join(p for p in (args.get("prompt"), request.prompt) if p)
+            args["prompt"] = _merge_prompt(args.get("prompt") or "", request.prompt)
         single = image is not None or re.search(r"\banother\b", norm) is not None
         args["count"] = request.count or (1 if single else args.get("count", 1))
         names = request.characters
@@ -458,6 +519,24 @@ class RulePlanner:
             return
         args["seed"] = request.seed if request.seed is not None else (image.seed if image else None)
         self._add(resolved, "generate", args, context)
+
+
+def _is_place(scene: str) -> bool:
+    """'at the beach' is a place; 'at night' and 'in a kimono' are not."""
+    words = scene.split()
+    return (
+        bool(words)
+        and words[0] in v.PLACE_PREPOSITIONS
+        and not any(w in v.ATMOSPHERE or w in v.CLOTHING for w in words)
+    )
+
+
+def _merge_prompt(old: str, new: str) -> str:
+    """A follow-up's scene adds to the last one, except that a new place replaces the old."""
+    kept = [part for part in old.split(", ") if part]
+    if _is_place(new.split(", ")[0]):
+        kept = [part for part in kept if not _is_place(part)]
+    return ", ".join(dict.fromkeys([*kept, new]))
 
 
 def _pick_image(images: list[PreviousImage], ref: int | None) -> PreviousImage | None:

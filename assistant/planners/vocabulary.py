@@ -5,6 +5,8 @@ Each table maps what people type to the canonical word the pose bank and the too
 
 from __future__ import annotations
 
+from posebank.lexicon import CUE_WORDS, spelled
+
 UNITS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
@@ -54,7 +56,13 @@ POSTURE_PHRASES = {
     "lying down": "lying", "laying down": "lying", "sitting down": "sitting",
     "standing up": "standing", "on her feet": "standing", "on his feet": "standing",
     "lying on her back": "lying", "lying on his back": "lying", "mid air": "jumping",
-    "mid-air": "jumping",
+    "mid-air": "jumping", "on one knee": "kneeling", "down on one knee": "kneeling",
+    "on both knees": "kneeling", "on all fours": "crouching", "in the air": "jumping",
+    "kneeling down": "kneeling", "kneel down": "kneeling", "crouching down": "crouching",
+    "crouched down": "crouching", "crouch down": "crouching", "squatting down": "crouching",
+    "squat down": "crouching", "squatted down": "crouching", "sat down": "sitting",
+    "sit down": "sitting", "lie down": "lying", "lay down": "lying", "stood up": "standing",
+    "stand up": "standing", "standing tall": "standing", "jumping for joy": "jumping",
 }  # fmt: skip
 
 ACTION_WORDS = {
@@ -124,5 +132,38 @@ FILLERS = {
     "all", "every", "both", "instead", "please.", "thanks", "thank", "too", "here", "there",
     "what", "where", "when", "go", "ahead", "put", "have", "has", "had", "got", "let", "see",
     "new", "different", "other", "else", "yes", "no", "not", "don't", "dont", "redo", "repeat",
-    "reroll", "re-roll", "re-do", "similar", "previous", "last", "before",
+    "reroll", "re-roll", "re-do", "similar", "previous", "last", "before", "together",
+    # chat slang
+    "u", "ur", "gimme", "lemme", "wanna", "gonna", "lol", "lmao", "haha", "thx", "ty", "omg",
+    "ya", "yeah", "hello", "sure", "btw", "rn", "tho", "k", "xd", "uwu", "hmm", "um", "uh",
 } | DRAW_VERBS  # fmt: skip
+
+# Scene words that add to a place rather than replace it ("same but at night" keeps the cafe).
+ATMOSPHERE = {
+    "night", "nighttime", "day", "daytime", "morning", "evening", "afternoon", "noon",
+    "midnight", "sunset", "sunrise", "dusk", "dawn", "twilight", "moonlight", "sunlight",
+    "rain", "rainy", "snow", "snowy", "fog", "foggy", "storm", "mist", "winter", "summer",
+    "autumn", "fall", "spring", "golden", "hour", "light", "lighting", "dark", "weather",
+}  # fmt: skip
+CLOTHING = {
+    "kimono", "yukata", "dress", "uniform", "swimsuit", "bikini", "pajamas", "pyjamas",
+    "hoodie", "outfit", "clothes", "suit", "coat", "jacket", "armor", "armour", "costume",
+    "hat", "glasses", "sweater", "skirt", "shirt", "jeans", "gown", "apron", "scarf", "boots",
+    "maid", "wearing", "cosplay", "tuxedo", "cape", "robe", "sundress", "overalls",
+}  # fmt: skip
+PLACE_PREPOSITIONS = {
+    "in", "at", "on", "under", "inside", "outside", "by", "near", "beside", "behind",
+    "through", "to", "across", "into", "around", "underneath", "among", "along",
+}  # fmt: skip
+
+# Words worth correcting when mistyped: only long ones, so short names and fillers stay as typed.
+SPELLED_WORDS = frozenset(
+    word
+    for word in (*POSTURE_WORDS, *ACTION_WORDS, *CUE_WORDS)
+    if len(word) >= 6 and " " not in word
+)
+
+
+def known_spelling(word: str) -> str:
+    """The vocabulary word `word` is a typo of ("sittin", "standng"), else `word` itself."""
+    return spelled(word, SPELLED_WORDS)

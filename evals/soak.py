@@ -141,6 +141,15 @@ def check(settings: object, ids: list[str]) -> tuple[dict[str, int], list[str]]:
     return counts, problems
 
 
+def reasons(settings: object, ids: list[str]) -> Counter[str]:
+    """The failed jobs' reasons, with image and job details cut so that alike ones group."""
+    from tools.jobs import JobJournal
+
+    journal = JobJournal.for_state(settings.paths.state)
+    errors = [job.error or "" for job in map(journal.get, ids) if job.state == "failed"]
+    return Counter(re.sub(r"image \d+", "image N", error) for error in errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100)
@@ -167,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(f"{key}={value}" for key, value in counts.items()))
         if not finished:
             problems.append(f"time budget of {args.budget:g} s ran out")
+        for reason, count in reasons(settings, ids).most_common():
+            print(f"  failed x{count}: {reason}")
         for problem in problems:
             print(f"FAIL: {problem}")
         if not problems:

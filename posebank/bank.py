@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 # Search score = semantic similarity (0..1) + these bonuses, so the asked-for posture always
 # ranks first and tag words the query names break ties between similar poses.
 POSTURE_BONUS = 1.0
-TAG_BONUS = 0.08
+TAG_BONUS = 0.16
 # With no posture named, people mostly mean standing ("texting on her phone"): a mild prior.
-DEFAULT_POSTURE, DEFAULT_BONUS = "standing", 0.12
+DEFAULT_POSTURE, DEFAULT_BONUS = "standing", 0.2
 
 
 class PoseBank:

@@ -1,15 +1,16 @@
 """Words that name a posture, in three strengths.
 
 Retrieval puts the posture first, so the posture a query asks for is read from these cues:
-verbs ("kneeling") beat places that imply a posture ("on a bench" is sitting), which beat states
-("asleep" is usually lying). Within a strength the earliest mention wins.
+named positions ("seiza" is kneeling even when "sitting in seiza") beat verbs ("kneeling"),
+which beat places that imply a posture ("on a bench" is sitting), which beat states ("asleep"
+is usually lying). Within a strength the earliest mention wins.
 """
 
 from __future__ import annotations
 
 import re
 
-VERB, PLACE, STATE = 0, 1, 2
+NAMED, VERB, PLACE, STATE = 0, 1, 2, 3
 
 POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
     "standing": {
@@ -18,6 +19,7 @@ POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
         STATE: ("full height", "idle", "t-pose", "a-pose", "tall"),
     },
     "sitting": {
+        NAMED: ("yokozuwari", "indian style", "criss-cross"),
         VERB: ("sit", "sits", "sitting", "sat", "seated", "sitting down", "sit down", "perched",
                "perch", "perching", "cross-legged", "cross legged", "crosslegged", "lounging"),
         PLACE: ("bench", "chair", "couch", "sofa", "stool", "desk", "throne", "swing",
@@ -28,9 +30,10 @@ POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
         STATE: ("lap", "table"),
     },
     "kneeling": {
-        VERB: ("kneel", "kneels", "kneeling", "knelt", "seiza", "genuflect", "genuflecting"),
-        PLACE: ("on her knees", "on his knees", "on their knees", "on one knee", "on my knees",
-                "on both knees", "one knee down", "knee down"),
+        NAMED: ("seiza", "on one knee", "one knee down", "knee down", "down on one knee"),
+        VERB: ("kneel", "kneels", "kneeling", "knelt", "genuflect", "genuflecting"),
+        PLACE: ("on her knees", "on his knees", "on their knees", "on my knees",
+                "on both knees"),
         STATE: ("proposal", "proposing", "knighted", "kowtow", "bowing down"),
     },
     "lying": {
@@ -68,7 +71,8 @@ POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
                "springing", "pouncing", "pounce"),
         PLACE: ("midair", "mid-air", "in the air", "airborne", "off the ground",
                 "trampoline"),
-        STATE: ("flying kick", "jump kick", "cheerleader", "cheer"),
+        NAMED: ("star jump", "jumping jack", "jumping jacks", "flying kick", "jump kick"),
+        STATE: ("cheerleader", "cheer"),
     },
     "crouching": {
         VERB: ("crouch", "crouches", "crouching", "crouched", "squat", "squats", "squatting",
@@ -94,8 +98,9 @@ _PATTERNS: dict[int, dict[str, re.Pattern[str]]] = {
     strength: {
         posture: re.compile(r"\b(" + "|".join(re.escape(c) for c in cues[strength]) + r")\b")
         for posture, cues in POSTURE_CUES.items()
+        if cues.get(strength)
     }
-    for strength in (VERB, PLACE, STATE)
+    for strength in (NAMED, VERB, PLACE, STATE)
 }
 
 
@@ -138,7 +143,7 @@ def _one_typo_away(word: str) -> list[str]:
 def posture_of(text: str) -> str | None:
     """The posture a text asks for, or None when it names none."""
     text = normalise(text)
-    for strength in (VERB, PLACE, STATE):
+    for strength in (NAMED, VERB, PLACE, STATE):
         found = [
             (match.start(), posture)
             for posture, pattern in _PATTERNS[strength].items()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # ranks first and tag words the query names break ties between similar poses.
 POSTURE_BONUS = 1.0
 TAG_BONUS = 0.16
+ACTION_BONUS = 0.1  # more on top for a tag the query's action word names ("reading")
 # With no posture named, people mostly mean standing ("texting on her phone"): a mild prior.
 DEFAULT_POSTURE, DEFAULT_BONUS = "standing", 0.2
 
@@ -142,6 +143,7 @@ class PoseBank:
         wanted = posture or lexicon.posture_of(query)
         semantic = self.index().similarities(query)
         query_words = lexicon.words(query)
+        query_actions = lexicon.action_words(query)
         matches = []
         for pose in self.list():
             if posture is not None and pose.posture != posture:
@@ -151,7 +153,9 @@ class PoseBank:
                 score += POSTURE_BONUS
             elif wanted is None and pose.posture == DEFAULT_POSTURE:
                 score += DEFAULT_BONUS
-            score += TAG_BONUS * len(query_words & _tag_words(pose))
+            tag_words = _tag_words(pose)
+            score += TAG_BONUS * len(query_words & tag_words)
+            score += ACTION_BONUS * len(query_actions & tag_words)
             matches.append(PoseMatch(pose, round(score, 4)))
         matches.sort(key=lambda m: (-m.score, m.pose.id))
         return matches[: max(k, 0)]

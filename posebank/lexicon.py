@@ -39,7 +39,8 @@ POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
     "lying": {
         VERB: ("lie", "lies", "lying", "lay", "laying", "lays", "lain", "lying down",
                "lie down", "reclining", "reclined", "recline", "sprawled", "sprawling",
-               "sprawl", "sunbathing", "sunbathe", "floating"),
+               "sprawl", "sunbathing", "sunbathe", "floating", "passed out", "collapsed",
+               "fainted", "unconscious", "lying flat", "flat on her back", "flat on his back"),
         PLACE: ("in bed", "on the bed", "on a bed", "bed", "futon", "hammock",
                 "on her back", "on his back", "on their back", "on my back", "on her stomach",
                 "on his stomach", "on their stomach", "on her belly", "on his belly",
@@ -52,7 +53,7 @@ POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
         VERB: ("walk", "walks", "walking", "walked", "stroll", "strolls", "strolling",
                "stride", "striding", "stepping", "wander", "wandering", "wanders", "march",
                "marching", "hiking", "hike", "pacing", "sauntering", "strut", "strutting",
-               "strolls", "trudging", "ambling", "promenade"),
+               "strolls", "trudging", "ambling", "promenade", "tiptoe", "tiptoeing"),
         PLACE: ("on the way", "down the street", "down the road", "along the", "crosswalk",
                 "walkway", "sidewalk", "path", "commute", "commuting"),
         STATE: ("step", "steps", "footsteps", "catwalk", "runway"),
@@ -132,7 +133,8 @@ def spelled(word: str, vocabulary: frozenset[str]) -> str:
 def _one_typo_away(word: str) -> list[str]:
     letters = "abcdefghijklmnopqrstuvwxyz"
     missing = [word[:i] + c + word[i:] for i in range(TYPO_FROM, len(word) + 1) for c in letters]
-    added = [word[:i] + word[i + 1 :] for i in range(TYPO_FROM, len(word))]
+    # A trailing s is a plural, not a typo ("tiptoes" are feet).
+    added = [word[:i] + word[i + 1 :] for i in range(TYPO_FROM, len(word) - word.endswith("s"))]
     swapped = [
         word[:i] + word[i + 1] + word[i] + word[i + 2 :]
         for i in range(TYPO_FROM - 1, len(word) - 1)
@@ -157,6 +159,24 @@ def posture_of(text: str) -> str | None:
 def words(text: str) -> set[str]:
     """Content words with a crude stem, for tag overlap."""
     return {_stem(w) for w in normalise(text).split() if w not in _STOP}
+
+
+def action_words(text: str) -> set[str]:
+    """Stems of the -ing words that name an action, not a posture ("reading", not "sitting"):
+    what someone does outranks where they are when tags break a tie."""
+    return {
+        _stem(w)
+        for w in normalise(text).split()
+        if w.endswith("ing") and w not in CUE_WORDS and w not in _NOT_ACTIONS
+    }
+
+
+# -ing words that say how or what, not what someone does.
+_NOT_ACTIONS = frozenset(
+    {"looking", "wearing", "feeling", "being", "having", "getting", "going", "doing", "making",
+     "trying", "coming", "something", "nothing", "everything", "morning", "evening", "ceiling",
+     "building", "clothing", "ring", "king", "thing", "wing", "spring", "string", "posing"}
+)  # fmt: skip
 
 
 def _stem(word: str) -> str:

@@ -1,6 +1,7 @@
 """The REPL driven through stdin: commands, answers with paths, conversation memory, Ctrl-C.
 
-The generator (the GPU boundary) is replaced by one that writes small PNGs and records requests.
+Rendering (the worker boundary, `tools.toolbox._render`) is replaced by a fake generator that
+writes small PNGs and records requests.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ class FakeGenerator:
 @pytest.fixture
 def generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGenerator:
     from tools.characters import CharacterLibrary
-    from tools.runtime import Runtime
     from tools.settings import load_settings
 
     monkeypatch.setenv("ANIME_HOME", str(tmp_path))
@@ -58,7 +58,9 @@ def generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGenerator:
         lambda runtime: lambda query: PoseRef(id=None, tags=query.split()),
     )
     fake = FakeGenerator(tmp_path)
-    monkeypatch.setattr(Runtime, "generator", property(lambda self: fake))
+    monkeypatch.setattr(
+        "tools.toolbox._render", lambda runtime, request, on_image: fake.run(request, on_image)
+    )
     return fake
 
 

@@ -302,8 +302,13 @@ def run_in_worker(
     specs: list[ImageSpec],
     on_image: Callable[[OutputRecord], None] | None = None,
     label: str | None = None,
+    cancel_on_interrupt: bool = False,
 ) -> list[OutputRecord]:
-    """Submit the specs as one job, make sure a worker runs, wait; the records in spec order."""
+    """Submit the specs as one job, make sure a worker runs, wait; the records in spec order.
+
+    Ctrl-C stops waiting; with `cancel_on_interrupt` it also cancels the job (the chat's
+    "cancel the current request"), otherwise the job keeps running in the worker.
+    """
     from tools.generate import OutputRecord
 
     _, job_id = submit_job(settings, specs, label)
@@ -317,7 +322,12 @@ def run_in_worker(
                 if on_image is not None:
                     on_image(OutputRecord.model_validate(image.record))
 
-    job = wait_for_job(settings, job_id, report)
+    try:
+        job = wait_for_job(settings, job_id, report)
+    except KeyboardInterrupt:
+        if cancel_on_interrupt:
+            JobJournal.for_state(settings.paths.state).cancel(job_id)
+        raise
     raise_unless_done(job, settings.paths.state)
     return job_records(job)
 

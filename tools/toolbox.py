@@ -121,7 +121,11 @@ def _generation_request(character: str, pose: str | None, prompt: str, count: in
 
 
 def _render(runtime: Runtime, request: Any, on_image: OnImage | None) -> list[Any]:
-    return list(runtime.generator.run(request, on_image=on_image))
+    """Images are drawn by the warm worker (one process owns the GPU), never in the chat."""
+    from tools.supervisor import run_in_worker
+
+    specs = runtime.generator.plan(request)
+    return run_in_worker(runtime.settings, specs, on_image, cancel_on_interrupt=True)
 
 
 def _summary(records: list[Any], what: str, seconds: float) -> str:

@@ -116,3 +116,19 @@ def test_concurrent_processes_never_clash(tmp_path):
         assert worker.exitcode == 0
     names = sorted(p.name for p in make_store(tmp_path).folder_for(True).glob("*.png"))
     assert names == [f"sakura_standing_{i:03d}.png" for i in range(1, 16)]
+
+
+def test_stale_temp_files_from_killed_writes_are_swept(tmp_path):
+    import os
+    import time
+
+    store = make_store(tmp_path)
+    kept = store.save(image(), meta())
+    stale = kept.parent / ".sakura_standing_002.png.abc.tmp"
+    fresh = kept.parent / ".sakura_standing_003.png.def.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    assert store.sweep_stale_temp_files(older_than=600) == 1
+    assert not stale.exists() and fresh.exists() and kept.exists()

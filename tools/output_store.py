@@ -9,9 +9,11 @@ rewrite that image instead of adding a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,19 @@ class OutputStore:
             if meta.get("collection"):
                 self._link(path, self.root / "collections" / meta["collection"])
         return path
+
+    def sweep_stale_temp_files(self, older_than: float = 600.0) -> int:
+        """Remove temp files left by a write that was killed mid-way (they are never images)."""
+        if not self.root.exists():
+            return 0
+        cutoff = time.time() - older_than
+        removed = 0
+        for temp in self.root.rglob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if temp.stat().st_mtime < cutoff:
+                    temp.unlink()
+                    removed += 1
+        return removed
 
     def _reserve(self, meta: dict[str, Any], key: str | None, accepted: bool) -> Path:
         folder = self.folder_for(accepted)

@@ -131,6 +131,9 @@ class Worker:
     # -- the loop ------------------------------------------------------------------------------
     def serve(self, parent_pid: int | None = None) -> int:
         keep_alive = self.settings.worker.keep_alive
+        swept = self.base.store.sweep_stale_temp_files()
+        if swept:
+            log.info("removed %d temp files left by interrupted writes", swept)
         idle_since = time.monotonic()
         while True:
             if parent_pid is not None and os.getppid() != parent_pid:

@@ -1,1 +1,1 @@
-"""What the planner can call: character library, generation engine, quality gate, output store, jobs."""
+"""What the planner can call: characters, engine, quality gate, output store, jobs."""

@@ -12,16 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-POSTURES = (
-    "standing",
-    "sitting",
-    "kneeling",
-    "lying",
-    "walking",
-    "running",
-    "jumping",
-    "crouching",
-)
+from posebank.pose import POSTURES
 
 
 class PlannedCall(BaseModel):

@@ -116,3 +116,42 @@ def test_edit_distance_counts_a_swap_as_one_typo():
     assert edit_distance("sakrua", "sakura") == 1
     assert match_character("rain", ["rin"]).name == "rin"  # alone it is a plausible typo
     assert match_character("zzz", ["rin"]).name is None
+
+
+def test_an_unknown_name_beside_a_known_one_is_reported_not_drawn():
+    result = plan("draw yuki and bob at the beach")
+    [call] = result.calls
+    assert call.args["character"] == "yuki" and call.args["prompt"] == "at the beach"
+    assert "'bob'" in result.reply and "closest" in result.reply
+    result = plan("draw luffy, sakura and rin sitting")
+    assert result.calls[0].args["characters"] == ["sakura", "rin"] and "luffy" in result.reply
+
+
+def test_honorifics_and_mistyped_posture_words():
+    [call] = plan("Sakura-chan standin in the snow").calls
+    assert call.args["character"] == "sakura" and call.args["pose"] == "standing"
+    assert call.args["prompt"] == "in the snow"
+
+
+def test_every_single_character_is_everyone_not_a_count_of_one():
+    [call] = plan("every single character in a school uniform, 3 each").calls
+    assert call.args["characters"] == "all" and call.args["count"] == 3
+
+
+def test_listing_all_characters_is_not_drawing_them():
+    assert plan("list all characters").calls[0].tool == "list_characters"
+    assert plan("show all characters waving").calls[0].tool == "batch"
+
+
+def test_a_follow_up_place_replaces_the_old_one_and_a_time_adds_to_it():
+    previous = PreviousTurn(
+        PlannedCall(
+            tool="generate",
+            args={"character": "yuki", "pose": "sitting", "prompt": "in a cafe", "count": 2},
+        ),
+        [],
+    )
+    assert plan("same but at the beach", previous).calls[0].args["prompt"] == "at the beach"
+    assert plan("same but at night", previous).calls[0].args["prompt"] == "in a cafe, at night"
+    [call] = plan("now do sakura", previous).calls
+    assert call.args["character"] == "sakura" and call.args["pose"] == "sitting"

@@ -113,3 +113,28 @@ def test_help_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_named_action_outranks_the_place(bank):
+    top = bank.search("reading a newspaper on a park bench")[0].pose
+    assert top.posture == "sitting" and "reading" in top.tags
+    assert bank.search("sitting in seiza on a tatami mat")[0].pose.posture == "kneeling"
+
+
+@pytest.mark.parametrize("cases", ["pose_retrieval_cases.yaml", "pose_retrieval_blind.yaml"])
+def test_retrieval_eval_top1_posture_is_at_least_95_percent(cases, capsys):
+    from evals.pose_retrieval import run
+
+    assert run(Path(__file__).parents[1] / "evals" / cases, verbose=False) >= 0.95
+    assert capsys.readouterr().out.splitlines()[-1].startswith("top-1 posture accuracy: ")
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("kneelin", "kneeling"), ("sittin'", "sitting"), ("standng", "standing"),
+     ("jumpping", "jumping"), ("knees", "knees"), ("waking", "waking"), ("tiptoes", "tiptoes")],
+)  # fmt: skip
+def test_typos_of_posture_words_are_read_but_real_words_stay(typed, meant):
+    from posebank.lexicon import normalise
+
+    assert normalise(typed) == meant

@@ -422,6 +422,18 @@ def _matches(patterns: tuple[str, ...], text: str) -> bool:
     return any(re.search(pattern, text) for pattern in patterns)
 
 
+LIST_VERBS = {"list", "show", "see", "display", "view", "tell", "which", "what", "who", "name"}
+
+
+def _asks_for_the_list(request: Request, norm: str) -> bool:
+    """'list all characters' lists them; 'show all characters waving' draws them."""
+    if request.characters or request.has_pose_words or not _matches(LIST_PATTERNS, norm):
+        return False
+    if not request.all_characters:
+        return True
+    return request.count is None and set(request.prompt.split()) <= LIST_VERBS
+
+
 class RulePlanner:
     name = "rules"
 
@@ -432,7 +444,7 @@ class RulePlanner:
         no_target = not request.characters and not request.all_characters
         if _matches(CREATE_PATTERNS, norm):
             self._add(resolved, "create_character", _creation_args(text), context)
-        elif no_target and _matches(LIST_PATTERNS, norm) and not request.has_pose_words:
+        elif _asks_for_the_list(request, norm):
             self._add(resolved, "list_characters", {}, context)
         elif no_target and _matches(SHOW_PATTERNS, norm) and not request.has_pose_words:
             self._add(resolved, "show_results", {"limit": request.count or 8}, context)

@@ -35,16 +35,6 @@ def _job(journal: JobJournal, job_id: str) -> Job:
     return job
 
 
-def _line(job: Job) -> str:
-    request = job.request
-    what = f"{','.join(request['characters'])} / {request['pose']}"
-    error = f"  {job.error}" if job.error and job.state != "done" else ""
-    return (
-        f"{job.id}  {job.state:<9} {job.done_count}/{len(job.images)} images"
-        f"  attempts {job.attempts}  {what}{error}"
-    )
-
-
 @jobs_app.callback()
 def jobs_list(
     ctx: typer.Context,
@@ -65,7 +55,7 @@ def jobs_list(
     if not jobs:
         typer.echo("no jobs yet")
     for job in jobs:
-        typer.echo(_line(job))
+        typer.echo(job.describe())
 
 
 @jobs_app.command("cancel")
@@ -117,7 +107,7 @@ def jobs_wait(
         print_json([job.summary() for job in finished])
     else:
         for job in finished:
-            typer.echo(_line(job))
+            typer.echo(job.describe())
     if any(job.state != "done" for job in finished):
         raise typer.Exit(1)
 

@@ -45,10 +45,12 @@ def _characters(conversation: Conversation) -> str:
 
 
 def _jobs(conversation: Conversation) -> str:
-    rows = conversation.runtime.index.recent(limit=10, accepted_only=False)
-    if not rows:
-        return "no images made yet"
-    return "\n".join(f"{row['record'].get('path')}  ({row['character']})" for row in rows)
+    from tools.jobs import JobJournal
+
+    jobs = JobJournal.for_state(conversation.settings.paths.state).list(10)
+    if not jobs:
+        return "no jobs yet"
+    return "\n".join(job.describe() for job in jobs)
 
 
 def handle_command(line: str, conversation: Conversation) -> str | None:

@@ -132,3 +132,10 @@ def test_stale_temp_files_from_killed_writes_are_swept(tmp_path):
     os.utime(stale, (old, old))
     assert store.sweep_stale_temp_files(older_than=600) == 1
     assert not stale.exists() and fresh.exists() and kept.exists()
+
+
+def test_index_records_carry_their_final_path(tmp_path):
+    store = make_store(tmp_path)
+    path = store.save(image(), meta())
+    (row,) = store.index.recent()
+    assert row["record"]["path"] == str(path) == row["path"]

@@ -104,3 +104,9 @@ def test_unknown_command_and_end_of_input_exit_cleanly(generator):
     result = repl("/frobnicate")
     assert result.exit_code == 0
     assert "unknown command /frobnicate" in result.output
+
+
+def test_jobs_command_reads_the_job_queue(generator):
+    result = repl("/jobs")
+    assert result.exit_code == 0
+    assert "no jobs yet" in result.output

@@ -113,5 +113,6 @@ class GenerationIndex:
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     data = dict(row)
-    data["record"] = json.loads(data["record"])
+    # The row's path is the truth: the record was written before its name was reserved.
+    data["record"] = {**json.loads(data["record"]), "path": data["path"]}
     return data

@@ -95,6 +95,15 @@ class Job:
     def finished(self) -> bool:
         return self.state in FINISHED
 
+    def describe(self) -> str:
+        """One line for `anime-gen jobs` and the chat's /jobs."""
+        what = f"{','.join(self.request['characters'])} / {self.request['pose']}"
+        error = f"  {self.error}" if self.error and self.state != DONE else ""
+        return (
+            f"{self.id}  {self.state:<9} {self.done_count}/{len(self.images)} images"
+            f"  attempts {self.attempts}  {what}{error}"
+        )
+
     def summary(self) -> dict[str, Any]:
         """The `anime-gen jobs --json` shape of one job."""
         return {

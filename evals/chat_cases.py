@@ -4,8 +4,8 @@
 
 Each case is {"text", "expect", "previous"?, "characters"?}. `expect` keys: tool, calls (how
 many), character, characters, count, seed, pose (null = random), posture, tags, prompt_has,
-reply_has, name, description_has, query_has. The library defaults to `LIBRARY`, and poses resolve
-to their own words so the score measures the planner, not the pose bank.
+prompt_lacks, reply_has, name, description_has, query_has. The library defaults to `LIBRARY`,
+and poses resolve to their own words so the score measures the planner, not the pose bank.
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ def check(plan: Plan, expect: dict[str, Any]) -> list[str]:
                        ("query_has", "query")):  # fmt: skip
         if key in expect and not _has_all(args.get(field, ""), expect[key]):
             problems.append(f"{field} {args.get(field)!r} lacks {expect[key]}")
+    prompt = str(args.get("prompt", "")).lower()
+    for word in expect.get("prompt_lacks", []):
+        if word.lower() in prompt:
+            problems.append(f"prompt {prompt!r} should not contain {word!r}")
     return problems
 
 

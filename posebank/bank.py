@@ -34,6 +34,7 @@ class PoseBank:
         self.user_dir = Path(user_dir)
         self._poses: dict[str, Pose] | None = None
         self._index: PoseIndex | None = None
+        self._tag_words: dict[str, set[str]] = {}
 
     # -- the library -------------------------------------------------------------------------
 
@@ -48,6 +49,7 @@ class PoseBank:
     def reload(self) -> None:
         self._poses = None
         self._index = None
+        self._tag_words = {}
 
     def list(self) -> list[Pose]:
         return sorted(self._library().values(), key=lambda p: (POSTURES.index(p.posture), p.id))
@@ -153,7 +155,9 @@ class PoseBank:
                 score += POSTURE_BONUS
             elif wanted is None and pose.posture == DEFAULT_POSTURE:
                 score += DEFAULT_BONUS
-            tag_words = _tag_words(pose)
+            if pose.id not in self._tag_words:
+                self._tag_words[pose.id] = _tag_words(pose)
+            tag_words = self._tag_words[pose.id]
             score += TAG_BONUS * len(query_words & tag_words)
             score += ACTION_BONUS * len(query_actions & tag_words)
             matches.append(PoseMatch(pose, round(score, 4)))

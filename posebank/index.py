@@ -107,7 +107,7 @@ class PoseIndex:
                 ids.append(f"{pose.id}#{i}")
                 texts.append(text)
                 metadatas.append({"pose_id": pose.id, "posture": pose.posture})
-        embeddings = self._embed(texts)
+        embeddings = self._embed_pose_texts(texts)
         self._collection.upsert(
             ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings
         )
@@ -118,7 +118,8 @@ class PoseIndex:
             if name.startswith(_PREFIX) and name != self.name:
                 self._client.delete_collection(name)
 
-    def _embed(self, texts: list[str]) -> list[list[float]]:
+    def _embed_pose_texts(self, texts: list[str]) -> list[list[float]]:
+        """Shipped vectors for built-in texts; the model only for user poses."""
         shipped = load_builtin_embeddings()
         missing = [text for text in texts if text not in shipped]
         computed = dict(zip(missing, embed_texts(self._embedder, missing), strict=True))
@@ -127,7 +128,7 @@ class PoseIndex:
     def similarities(self, query: str) -> dict[str, float]:
         """Cosine similarity of the query to each pose (its best-matching text)."""
         result = self._collection.query(
-            query_embeddings=self._embed([query]),
+            query_embeddings=embed_texts(self._embedder, [query]),
             n_results=self.rows,
             include=["distances", "metadatas"],
         )

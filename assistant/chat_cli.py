@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import typer
 
-from tools.errors import UserError
+from assistant.cli_common import log_bug, print_user_error, user_error_types
 
 
 class PlannerChoice(StrEnum):
@@ -22,13 +22,6 @@ class PlannerChoice(StrEnum):
 
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
-
-
-def _fail(error: UserError) -> None:
-    typer.echo(f"error: {error.message}", err=True)
-    if error.hint:
-        typer.echo(f"hint: {error.hint}", err=True)
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -48,13 +41,13 @@ def chat(
             run_repl(conversation)
             return
         _one_shot(conversation, command, plan_only, as_json)
-    except UserError as error:
-        _fail(error)
+    except user_error_types() as error:
+        print_user_error(error)
+        raise typer.Exit(1) from None
+    except typer.Exit:
+        raise
     except Exception as error:
-        from posebank.errors import PoseBankError
-
-        if isinstance(error, PoseBankError):
-            _fail(UserError(error.message, error.hint))
+        log_bug(error)
         raise
 
 

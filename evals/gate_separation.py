@@ -26,10 +26,10 @@ import math
 import random
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageOps
 
 SIZE = (192, 288)
 PALETTE_HAIR = [
@@ -82,7 +82,7 @@ def make_designs(count: int, seed: int = 0) -> list[Design]:
             hair_style=("long", "short", "twintails")[i % 3],
             eyes=rng.choice(PALETTE_OUTFIT),
             skin=SKIN[i % len(SKIN)],
-            outfit=outfits[(i * 3) % len(outfits)],
+            outfit=outfits[i % len(outfits)],
             skirt=i % 2 == 0,
             accessory=("none", "ribbon", "hat")[(i // 3) % 3],
         )
@@ -240,12 +240,81 @@ def draw_character(
     return image
 
 
-def generated_like(design: Design, rng: random.Random) -> Image.Image:
-    """A stand-in for a generated image: new pose, place, background, mirror and colour shift."""
+def palette_twin(design: Design) -> Design:
+    """Another character in the same colours: other hair style, skirt and accessory."""
+    styles = ("long", "short", "twintails")
+    accessories = ("none", "ribbon", "hat")
+    return replace(
+        design,
+        hair_style=styles[(styles.index(design.hair_style) + 1) % 3],
+        skirt=not design.skirt,
+        accessory=accessories[(accessories.index(design.accessory) + 1) % 3],
+    )
+
+
+def make_cast(count: int, twins: int, seed: int = 0) -> list[Design]:
+    """`count - twins` designs in distinct colours, then `twins` palette twins of the first ones."""
+    distinct = make_designs(count - twins, seed)
+    return distinct + [palette_twin(design) for design in distinct[:twins]]
+
+
+def _same_colours(first: Design, second: Design) -> bool:
+    return (first.hair, first.eyes, first.skin, first.outfit) == (
+        second.hair,
+        second.eyes,
+        second.skin,
+        second.outfit,
+    )
+
+
+def hair_swapped(design: Design, rng: random.Random) -> Design:
+    """The design with another hair colour: the IP-Adapter drift the palette should catch."""
+    return replace(design, hair=rng.choice([c for c in PALETTE_HAIR if c != design.hair]))
+
+
+def _scene(size: tuple[int, int], rng: random.Random) -> Image.Image:
+    """A place stand-in: sky, ground at a random horizon, a few coloured blocks (trees, walls)."""
+    width, height = size
+    scene = Image.new("RGB", size, tuple(rng.randrange(120, 256) for _ in range(3)))
+    draw = ImageDraw.Draw(scene)
+    horizon = rng.uniform(0.55, 0.85) * height
+    draw.rectangle(
+        [0, horizon, width, height], fill=tuple(rng.randrange(60, 200) for _ in range(3))
+    )
+    for _ in range(rng.randrange(0, 3)):
+        x, w = rng.uniform(0, width), rng.uniform(0.1, 0.3) * width
+        top = rng.uniform(0.2, 0.5) * height
+        colour = tuple(rng.randrange(40, 220) for _ in range(3))
+        draw.rectangle([x, top, x + w, horizon], fill=colour)
+    return scene
+
+
+def _shade(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Light from one side: brightness falls off linearly across the image."""
+    width, height = image.size
+    strength = rng.uniform(0.0, 0.25)
+    ramp = Image.linear_gradient("L").resize(image.size)
+    if rng.random() < 0.5:
+        ramp = ramp.rotate(90, expand=False).resize(image.size)
+    dark = ImageEnhance.Brightness(image).enhance(1 - strength)
+    return Image.composite(image, dark, ramp)
+
+
+def generated_like(design: Design, rng: random.Random, scene_chance: float = 0.0) -> Image.Image:
+    """A stand-in for a generated image: new pose, place, background, mirror, light and colour.
+
+    With `scene_chance`, the plain background is sometimes a scene instead (the figure's colours
+    then compete with the place's, as in a real generation "at the beach").
+    """
     background = tuple(rng.randrange(170, 256) for _ in range(3))
     image = draw_character(design, rng, background)  # type: ignore[arg-type]
+    if rng.random() < scene_chance:
+        plain = Image.new("RGB", image.size, background)  # type: ignore[arg-type]
+        mask = ImageChops.difference(image, plain).convert("L").point(lambda v: 255 * (v > 0))
+        image = Image.composite(image, _scene(image.size, rng), mask)
     if rng.random() < 0.5:
         image = ImageOps.mirror(image)
+    image = _shade(image, rng)
     image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.9, 1.1))
     return ImageEnhance.Color(image).enhance(rng.uniform(0.85, 1.15))
 
@@ -269,56 +338,141 @@ def best_threshold(positives: list[float], negatives: list[float]) -> tuple[floa
     return best[1], best[0]
 
 
+@dataclass
+class Sample:
+    """One scored image: which set it belongs to and what each check said."""
+
+    kind: str  # same, other (distinct colours), twin (other, same colours), drift (hair swap)
+    consistency: float
+    palette: float
+    raw_consistency: float
+    accepted: bool
+
+
+KINDS = ("same", "other", "twin", "drift")
+
+
+def _rates(samples: list[Sample], accepts) -> dict:
+    """Accept rate of `same`, reject rates of the others, under the decision `accepts`."""
+    rates: dict = {}
+    for kind in KINDS:
+        chosen = [s for s in samples if s.kind == kind]
+        if not chosen:
+            continue
+        accepted = sum(accepts(s) for s in chosen) / len(chosen)
+        key = "same_accept_rate" if kind == "same" else f"{kind}_reject_rate"
+        rates[key] = round(accepted if kind == "same" else 1 - accepted, 3)
+    return rates
+
+
+def _separation(samples: list[Sample], score) -> dict:
+    same = [score(s) for s in samples if s.kind == "same"]
+    others = [score(s) for s in samples if s.kind in ("other", "twin")]
+    suggested, balanced = best_threshold(same, others)
+    return {
+        "auc": round(roc_auc(same, others), 3),
+        "mean_same": round(sum(same) / len(same), 4),
+        "mean_other": round(sum(others) / len(others), 4),
+        "best_threshold": round(suggested, 4),
+        "best_balanced_accuracy": round(balanced, 3),
+    }
+
+
 def measure(
-    encoder, home: Path, threshold: float, characters: int, samples: int, seed: int
+    encoder,
+    home: Path,
+    threshold: float,
+    characters: int,
+    samples: int,
+    seed: int,
+    palette_threshold: float | None = None,
+    twins: int = 2,
+    scene_chance: float = 0.3,
 ) -> dict:
+    """Score same / other / twin / drift images through the real gate; rates per check."""
     from tools.characters import CharacterLibrary
     from tools.quality import QualityGate
-    from tools.settings import load_settings
+    from tools.settings import QualitySettings, load_settings
 
+    if palette_threshold is None:
+        palette_threshold = QualitySettings().min_palette
     home.mkdir(parents=True, exist_ok=True)
     config = {
-        "quality": {"min_consistency": threshold, "require_face": False, "aesthetic_model": None}
+        "quality": {
+            "min_consistency": threshold,
+            "min_palette": palette_threshold,
+            "require_face": False,
+            "aesthetic_model": None,
+        }
     }
     (home / ".anime-config.yaml").write_text(json.dumps(config), encoding="utf-8")
     settings = load_settings(home=home, env={})
     library = CharacterLibrary(settings.paths)
     gate = QualityGate(settings, None, encoder=encoder, library=library)
-    designs = make_designs(characters, seed)
+    twins = min(twins, characters // 2)
+    designs = make_cast(characters, twins, seed)
     names = [f"char{i}" for i in range(characters)]
     for name, design in zip(names, designs, strict=True):
         library.add(name, draw_character(design))
     rng = random.Random(seed + 1)
-    same, other, raw_same, raw_other = [], [], [], []
+    scored: list[Sample] = []
     for index, name in enumerate(names):
+        gate.baseline(library.get(name))
         character = library.get(name)
-        baseline = gate.baseline(character)
-        character = character.model_copy(update={"consistency_baseline": baseline})
+        twin_of = {
+            j for j in range(characters) if j != index and _same_colours(designs[j], designs[index])
+        }
         for _ in range(samples):
-            for own, bucket, raw_bucket in ((True, same, raw_same), (False, other, raw_other)):
-                pick = index if own else rng.choice([j for j in range(characters) if j != index])
-                image = generated_like(designs[pick], rng)
+            pick = rng.choice([j for j in range(characters) if j != index])
+            cases = [
+                ("same", designs[index]),
+                ("twin" if pick in twin_of else "other", designs[pick]),
+                ("drift", hair_swapped(designs[index], rng)),
+            ]
+            if twin_of:
+                cases.append(("twin", designs[rng.choice(sorted(twin_of))]))
+            for kind, design in cases:
+                image = generated_like(design, rng, scene_chance)
                 verdict = gate.evaluate(image, character, [])
-                bucket.append(verdict)
-                raw_bucket.append(gate.raw_consistency(image, character))
-    baselines = [library.get(name).consistency_baseline for name in names]
-    same_scores = [v.scores.consistency for v in same]
-    other_scores = [v.scores.consistency for v in other]
-    suggested, balanced = best_threshold(same_scores, other_scores)
+                assert verdict.scores.consistency is not None and verdict.scores.palette is not None
+                scored.append(
+                    Sample(
+                        kind,
+                        verdict.scores.consistency,
+                        verdict.scores.palette,
+                        gate.raw_consistency(image, character),
+                        verdict.accepted,
+                    )
+                )
+    stored = library.list()
+    clip_baselines = [c.consistency_baseline or 0.0 for c in stored]
+    palette_baselines = [c.palette_baseline or 0.0 for c in stored]
+    counts = {kind: sum(s.kind == kind for s in scored) for kind in KINDS}
+    combined = _rates(scored, lambda s: s.accepted)
+    others = [s for s in scored if s.kind in ("other", "twin")]
     return {
         "encoder": encoder.name,
         "threshold": threshold,
+        "palette_threshold": palette_threshold,
         "characters": characters,
-        "images_per_kind": len(same),
-        "same_accept_rate": round(sum(v.accepted for v in same) / len(same), 3),
-        "other_reject_rate": round(sum(not v.accepted for v in other) / len(other), 3),
-        "auc_calibrated": round(roc_auc(same_scores, other_scores), 3),
-        "auc_raw": round(roc_auc(raw_same, raw_other), 3),
-        "mean_same": round(sum(same_scores) / len(same_scores), 4),
-        "mean_other": round(sum(other_scores) / len(other_scores), 4),
-        "best_threshold": round(suggested, 4),
-        "best_balanced_accuracy": round(balanced, 3),
-        "baselines": {"min": min(baselines), "max": max(baselines)},
+        "palette_twins": twins,
+        "scene_chance": scene_chance,
+        "images": counts,
+        "images_per_kind": counts["same"],
+        "clip": {
+            **_rates(scored, lambda s: s.consistency >= threshold),
+            **_separation(scored, lambda s: s.consistency),
+            "auc_raw": _separation(scored, lambda s: s.raw_consistency)["auc"],
+        },
+        "palette": {
+            **_rates(scored, lambda s: s.palette >= palette_threshold),
+            **_separation(scored, lambda s: s.palette),
+        },
+        "combined": combined,
+        "same_accept_rate": combined["same_accept_rate"],
+        "other_reject_rate": round(sum(not s.accepted for s in others) / len(others), 3),
+        "baselines": {"min": min(clip_baselines), "max": max(clip_baselines)},
+        "palette_baselines": {"min": min(palette_baselines), "max": max(palette_baselines)},
     }
 
 
@@ -340,6 +494,27 @@ def _encoder_from_config():
     return ClipEncoder(str(encoder_dir), models_dir), settings
 
 
+ROW_LABELS = {
+    "same_accept_rate": ("same character accepted", "same"),
+    "other_reject_rate": ("other character rejected", "other"),
+    "twin_reject_rate": ("other, same colours, rejected", "twin"),
+    "drift_reject_rate": ("same, hair colour swapped, rejected", "drift"),
+}
+
+
+def _print_check(title: str, figures: dict, images: dict) -> None:
+    print(f"{title}:")
+    for key, (label, kind) in ROW_LABELS.items():
+        if key in figures:
+            print(f"  {label + ':':37} {figures[key]:6.1%} of {images[kind]}")
+    if "auc" in figures:
+        print(
+            f"  ROC AUC same vs other {figures['auc']:.3f}; mean same {figures['mean_same']:.3f}, "
+            f"other {figures['mean_other']:.3f}; best threshold {figures['best_threshold']:.3f} "
+            f"(balanced accuracy {figures['best_balanced_accuracy']:.1%})"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     from tools.consistency import ClipEncoder
 
@@ -354,7 +529,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the encoder the gate uses under $ANIME_HOME's config",
     )
     parser.add_argument("--threshold", type=float, help="min_consistency (default: config's)")
+    parser.add_argument("--palette-threshold", type=float, help="min_palette (default: config's)")
     parser.add_argument("--characters", type=int, default=8)
+    parser.add_argument("--twins", type=int, default=2, help="characters sharing a palette")
+    parser.add_argument(
+        "--scenes", type=float, default=0.3, help="share of images on a scene background"
+    )
     parser.add_argument("--samples", type=int, default=6, help="images per kind per character")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
@@ -362,11 +542,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from tools.settings import QualitySettings
 
-    threshold = args.threshold
+    threshold, palette_threshold = args.threshold, args.palette_threshold
     with tempfile.TemporaryDirectory(prefix="gate-separation-") as scratch:
         if args.from_config:
             encoder, settings = _encoder_from_config()
             threshold = threshold if threshold is not None else settings.quality.min_consistency
+            if palette_threshold is None:
+                palette_threshold = settings.quality.min_palette
         elif args.encoder:
             encoder = ClipEncoder(args.encoder, Path.cwd() / "models")
         else:
@@ -378,29 +560,34 @@ def main(argv: list[str] | None = None) -> int:
         if threshold is None:
             threshold = QualitySettings().min_consistency
         result = measure(
-            encoder, Path(scratch) / "home", threshold, args.characters, args.samples, args.seed
+            encoder,
+            Path(scratch) / "home",
+            threshold,
+            args.characters,
+            args.samples,
+            args.seed,
+            palette_threshold=palette_threshold,
+            twins=args.twins,
+            scene_chance=args.scenes,
         )
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"encoder: {result['encoder']}")
-        print(f"threshold (quality.min_consistency): {result['threshold']:.2f}")
-        print(
-            f"same-character images accepted:  {result['same_accept_rate']:.1%} "
-            f"of {result['images_per_kind']}"
-        )
-        print(
-            f"other-character images rejected: {result['other_reject_rate']:.1%} "
-            f"of {result['images_per_kind']}"
-        )
-        print(
-            f"ROC AUC calibrated {result['auc_calibrated']:.3f}, raw {result['auc_raw']:.3f}; "
-            f"mean score same {result['mean_same']:.3f}, other {result['mean_other']:.3f}"
-        )
-        print(
-            f"best threshold for these images: {result['best_threshold']:.3f} "
-            f"(balanced accuracy {result['best_balanced_accuracy']:.1%})"
-        )
+        return 0
+    print(f"encoder: {result['encoder']}")
+    print(
+        f"{result['characters']} characters ({result['palette_twins']} share another's colours), "
+        f"{result['scene_chance']:.0%} of images on a scene background"
+    )
+    images = result["images"]
+    _print_check(
+        f"CLIP alone (quality.min_consistency {result['threshold']:.2f})", result["clip"], images
+    )
+    _print_check(
+        f"palette alone (quality.min_palette {result['palette_threshold']:.2f})",
+        result["palette"],
+        images,
+    )
+    _print_check("combined gate (both)", result["combined"], images)
     return 0
 
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 # Bump when anything below changes what is written, so stale builds are rebuilt.
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 STAMP_NAME = ".tiny-models-version"
 CONFIG_NAME = "anime-config.yaml"
 RESOLUTION = (128, 192)  # width, height of the config's default output
@@ -107,6 +107,7 @@ def _write_config(directory: Path) -> Path:
         "output": {"resolution": f"{width}x{height}", "steps": 4},
         "quality": {
             "min_consistency": 0.0,
+            "min_palette": 0.0,
             "require_face": False,
             "aesthetic_model": str(directory / "aesthetic"),
             "min_aesthetic": 0.0,

@@ -146,7 +146,12 @@ def test_gate_separation_eval_measures_rates(tmp_path: Path, encoder: ClipEncode
     from evals.gate_separation import measure, roc_auc
 
     assert roc_auc([0.9, 0.8], [0.1, 0.8]) == 0.875
-    result = measure(encoder, tmp_path / "home", 0.0, characters=3, samples=2, seed=0)
-    assert result["images_per_kind"] == 6
+    result = measure(
+        encoder, tmp_path / "home", 0.0, characters=4, samples=2, seed=0, palette_threshold=0.0
+    )
+    assert result["images"]["same"] == result["images"]["drift"] == 8
+    assert result["images"]["twin"] >= 2  # a palette twin is always among the other characters
     assert result["same_accept_rate"] == 1.0 and result["other_reject_rate"] == 0.0
-    assert 0.0 <= result["auc_calibrated"] <= 1.0 and result["best_balanced_accuracy"] >= 0.5
+    for check in ("clip", "palette", "combined"):
+        assert result[check]["same_accept_rate"] == 1.0
+    assert 0.0 <= result["clip"]["auc"] <= 1.0 and result["palette"]["auc"] > 0.5

@@ -6,6 +6,9 @@ against its references, estimated from re-framed, flipped, cropped, rotated and 
 views of the references themselves. Calibrated consistency = raw / baseline (capped at 1), so
 0.90 reads "90% as close to the references as the character's own re-drawings are".
 The baseline is stored in `characters.json` (`consistency_baseline`) once per character.
+
+The palette signal (`tools/palette.py`) is calibrated the same way into `palette_baseline`, but
+from re-framed, cropped, rotated and blurred views only: recolouring is what it must catch.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
+from tools import palette
 from tools.consistency import ImageEncoder, character_crop, similarity_to_references
 
 if TYPE_CHECKING:
@@ -67,17 +71,20 @@ def _soften(image: Image.Image, rng: random.Random) -> Image.Image:
 
 
 AUGMENTATIONS = (_reframe, _crop, _rotate, _recolour, _soften)
+SHAPE_AUGMENTATIONS = (_reframe, _crop, _rotate, _soften)
 
 
-def augmented_views(image: Image.Image, count: int, seed: int) -> list[Image.Image]:
-    """`count` deterministic re-drawing-like views: each mirrored or not, with two changes."""
+def augmented_views(
+    image: Image.Image, count: int, seed: int, changes: tuple = AUGMENTATIONS
+) -> list[Image.Image]:
+    """`count` deterministic re-drawing-like views: each mirrored or not, with two `changes`."""
     rng = random.Random(seed)
     views = []
     for index in range(count):
         view = image.convert("RGB")
         if index % 2:
             view = ImageOps.mirror(view)
-        for change in rng.sample(AUGMENTATIONS, 2):
+        for change in rng.sample(changes, 2):
             view = change(view, rng)
         views.append(view)
     return views
@@ -99,6 +106,20 @@ def compute_baseline(encoder: ImageEncoder, references: list[Image.Image]) -> fl
     return max(MIN_BASELINE, sum(scores) / len(scores))
 
 
+def compute_palette_baseline(references: list[Image.Image]) -> float:
+    """Mean best-reference palette similarity of re-framed (never recoloured) reference views."""
+    targets = [palette.palette_histogram(image) for image in references]
+    views = [
+        view
+        for number, image in enumerate(references)
+        for view in augmented_views(
+            image, VIEWS_PER_REFERENCE, CALIBRATION_SEED + number, SHAPE_AUGMENTATIONS
+        )
+    ]
+    scores = palette.similarity_to_references(views, targets)
+    return max(MIN_BASELINE, sum(scores) / len(scores))
+
+
 def calibrated(raw: float, baseline: float) -> float:
     return max(0.0, min(1.0, raw / max(baseline, MIN_BASELINE)))
 
@@ -111,5 +132,15 @@ def calibrate_character(
     baseline = round(compute_baseline(encoder, references), 4)
     current = library.get(character.name)
     updated = current.model_copy(update={"consistency_baseline": baseline})
+    library.update(updated)
+    return updated
+
+
+def calibrate_palette(library: CharacterLibrary, character: Character) -> Character:
+    """Compute the character's palette baseline and store it in characters.json."""
+    references = [Image.open(path).convert("RGB") for path in character.reference_paths]
+    baseline = round(compute_palette_baseline(references), 4)
+    current = library.get(character.name)
+    updated = current.model_copy(update={"palette_baseline": baseline})
     library.update(updated)
     return updated

@@ -40,6 +40,7 @@ class Character(BaseModel):
     created: str
     references: list[str] = Field(default_factory=lambda: [REFERENCE_FILENAME])
     consistency_baseline: float | None = None
+    palette_baseline: float | None = None
     folder: Path = Field(exclude=True)
 
     @property

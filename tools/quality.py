@@ -2,6 +2,9 @@
 
 - consistency: CLIP similarity of the output's character crop to the character's references,
   calibrated per character (`tools/calibration.py`), against `quality.min_consistency`;
+- palette: colour-palette similarity of the figure to the character's references
+  (`tools/palette.py`, no model weights), calibrated per character like consistency, against
+  `quality.min_palette`; it catches what CLIP misses most, the wrong hair or outfit colour;
 - face: the best `animeface` likelihood (0 when none); a pose whose framing shows the face
   (front views, upper body) must have one when `quality.require_face`; back views are exempt;
 - aesthetic: P(good) from `quality.aesthetic_model` against `quality.min_aesthetic`, skipped
@@ -20,6 +23,7 @@ from pydantic import BaseModel, Field
 from tools.settings import Settings
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from tools.aesthetic import AestheticScorer
@@ -38,6 +42,7 @@ class Scores(BaseModel):
     consistency: float | None = None
     face: float | None = None
     aesthetic: float | None = None
+    palette: float | None = None
 
 
 class Verdict(BaseModel):
@@ -75,6 +80,8 @@ class QualityGate:
         self._aesthetic: AestheticScorer | None = None
         self._reference_cache: dict[tuple, torch.Tensor] = {}
         self._baselines: dict[str, float] = {}
+        self._palette_cache: dict[tuple, list[np.ndarray]] = {}
+        self._palette_baselines: dict[str, float] = {}
 
     # -- parts, created on first use -------------------------------------------------------
     @property
@@ -117,7 +124,12 @@ class QualityGate:
         return similarity_to_references(self.encoder, [image], self._references(character))[0]
 
     def baseline(self, character: Character) -> float:
-        """The character's stored baseline; computed and stored on first use."""
+        """The character's stored consistency baseline; computed and stored on first use.
+
+        Calibrates the palette too, so that warming a character up (worker, character sheet)
+        stores both baselines.
+        """
+        self.palette_baseline(character)
         if character.consistency_baseline is not None:
             return character.consistency_baseline
         if character.name not in self._baselines:
@@ -134,6 +146,40 @@ class QualityGate:
 
         return calibrated(self.raw_consistency(image, character), self.baseline(character))
 
+    def _palette_references(self, character: Character) -> list[np.ndarray]:
+        key = tuple((str(p), *_stamp(p)) for p in character.reference_paths)
+        if key not in self._palette_cache:
+            from tools.palette import palette_histogram
+
+            self._palette_cache[key] = [
+                palette_histogram(Image.open(path).convert("RGB"))
+                for path in character.reference_paths
+            ]
+        return self._palette_cache[key]
+
+    def raw_palette(self, image: Image.Image, character: Character) -> float:
+        from tools.palette import similarity_to_references
+
+        return similarity_to_references([image], self._palette_references(character))[0]
+
+    def palette_baseline(self, character: Character) -> float:
+        """The character's stored palette baseline; computed and stored on first use."""
+        if character.palette_baseline is not None:
+            return character.palette_baseline
+        if character.name not in self._palette_baselines:
+            from tools.calibration import calibrate_palette
+
+            updated = calibrate_palette(self.library, character)
+            assert updated.palette_baseline is not None
+            log.info("calibrated %s: palette baseline %.4f", updated.name, updated.palette_baseline)
+            self._palette_baselines[character.name] = updated.palette_baseline
+        return self._palette_baselines[character.name]
+
+    def palette(self, image: Image.Image, character: Character) -> float:
+        from tools.calibration import calibrated
+
+        return calibrated(self.raw_palette(image, character), self.palette_baseline(character))
+
     # -- the decision ------------------------------------------------------------------------
     def evaluate(self, image: Image.Image, character: Character, pose_tags: list[str]) -> Verdict:
         if not self.quality.enabled:
@@ -143,6 +189,7 @@ class QualityGate:
             consistency=round(self.consistency(image, character), 4),
             face=face_score(image),
             aesthetic=None if aesthetic is None else round(aesthetic, 4),
+            palette=round(self.palette(image, character), 4),
         )
         quality = self.quality
         reasons = []
@@ -150,6 +197,11 @@ class QualityGate:
             reasons.append(
                 f"consistency {scores.consistency:.2f} < {quality.min_consistency:.2f} "
                 f"(off-model for {character.name})"
+            )
+        if scores.palette is not None and scores.palette < quality.min_palette:
+            reasons.append(
+                f"palette {scores.palette:.2f} < {quality.min_palette:.2f} "
+                f"(colours off-model for {character.name}: hair, eyes or outfit)"
             )
         if quality.require_face and not scores.face and face_expected(pose_tags):
             reasons.append("no face found, but the pose shows the face")

@@ -123,6 +123,8 @@ class OutputSettings(_Section):
 class QualitySettings(_Section):
     enabled: bool = True
     min_consistency: float = Field(0.90, ge=0.0, le=1.0)
+    # Colour-palette similarity (calibrated like consistency; no model weights), 0 turns it off.
+    min_palette: float = Field(0.70, ge=0.0, le=1.0)
     max_attempts: int = Field(3, ge=1, le=20)
     require_face: bool = True
     # An image classifier (hub id or local dir); unavailable means the gate runs without it.

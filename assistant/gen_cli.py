@@ -181,7 +181,7 @@ def _print_plan(specs: list[Any], as_json: bool) -> None:
             "character": spec.character,
             "pose": spec.pose.model_dump(),
             "seed": spec.seed,
-            "scores": {"consistency": None, "face": None, "aesthetic": None},
+            "scores": {"consistency": None, "face": None, "aesthetic": None, "palette": None},
             "accepted": False,
             "attempts": 0,
         }

@@ -56,7 +56,7 @@ def test_batch_json_names_metadata_index_and_reproducibility(sakura):
         assert output["character"] == "sakura"
         assert output["seed"] == 42 + number
         assert "standing" in output["pose"]["tags"]
-        assert set(output["scores"]) == {"consistency", "face", "aesthetic"}
+        assert set(output["scores"]) >= {"consistency", "face", "aesthetic"}
         assert output["accepted"] is True and output["attempts"] >= 1
         parameters = read_png_metadata(Path(output["path"]))["parameters"]
         assert f"Seed: {42 + number}" in parameters

@@ -21,7 +21,6 @@ from typing import Any
 
 STAMP_NAME = ".bench-models"
 BUILD_VERSION = "1"
-IP_TOKENS = 4
 
 
 @dataclass(frozen=True)
@@ -332,26 +331,12 @@ def _controlnet(arch: Architecture, unet: Any) -> Any:
 
 
 def _ip_adapter(arch: Architecture, unet: Any) -> tuple[Any, dict[str, Any]]:
-    import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**arch.vision))
-    cross = unet.config.cross_attention_dim
-    embed = arch.vision["projection_dim"]
+    from evals.tiny_models import ip_adapter_weights
 
-    def random(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape) * 0.02
-
-    weights = {
-        "image_proj.proj.weight": random(IP_TOKENS * cross, embed),
-        "image_proj.proj.bias": torch.zeros(IP_TOKENS * cross),
-        "image_proj.norm.weight": torch.ones(cross),
-        "image_proj.norm.bias": torch.zeros(cross),
-    }
-    # The loader numbers the cross-attention processors 1, 3, 5, … in `attn_processors` order.
-    names = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
-    for index, name in enumerate(names):
-        hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
-        weights[f"ip_adapter.{2 * index + 1}.to_k_ip.weight"] = random(hidden, cross)
-        weights[f"ip_adapter.{2 * index + 1}.to_v_ip.weight"] = random(hidden, cross)
+    weights = ip_adapter_weights(
+        unet, unet.config.cross_attention_dim, arch.vision["projection_dim"]
+    )
     return encoder, weights

@@ -328,24 +328,33 @@ def _build_ip_adapter(unet: Any, models: Path) -> None:
     ).save_pretrained(models / "image_encoder")
 
     generator = torch.Generator().manual_seed(6)
+    weights = ip_adapter_weights(unet, CROSS_DIM, IMAGE_EMBED_DIM, generator)
+    save_file(weights, str(models / "ip-adapter_sd15.safetensors"))
+
+
+def ip_adapter_weights(
+    unet: Any, cross_dim: int, embed_dim: int, generator: Any = None
+) -> dict[str, Any]:
+    """A plain IP-Adapter state dict (random, small) matching `unet`'s cross-attention layers."""
+    import torch
 
     def random(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator) * 0.02
 
     weights = {
-        "image_proj.proj.weight": random(IP_TOKENS * CROSS_DIM, IMAGE_EMBED_DIM),
-        "image_proj.proj.bias": torch.zeros(IP_TOKENS * CROSS_DIM),
-        "image_proj.norm.weight": torch.ones(CROSS_DIM),
-        "image_proj.norm.bias": torch.zeros(CROSS_DIM),
+        "image_proj.proj.weight": random(IP_TOKENS * cross_dim, embed_dim),
+        "image_proj.proj.bias": torch.zeros(IP_TOKENS * cross_dim),
+        "image_proj.norm.weight": torch.ones(cross_dim),
+        "image_proj.norm.bias": torch.zeros(cross_dim),
     }
     # The loader numbers the cross-attention processors 1, 3, 5, … in `attn_processors` order.
     cross_attentions = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
     for index, name in enumerate(cross_attentions):
         hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
         key = 2 * index + 1
-        weights[f"ip_adapter.{key}.to_k_ip.weight"] = random(hidden, CROSS_DIM)
-        weights[f"ip_adapter.{key}.to_v_ip.weight"] = random(hidden, CROSS_DIM)
-    save_file(weights, str(models / "ip-adapter_sd15.safetensors"))
+        weights[f"ip_adapter.{key}.to_k_ip.weight"] = random(hidden, cross_dim)
+        weights[f"ip_adapter.{key}.to_v_ip.weight"] = random(hidden, cross_dim)
+    return weights
 
 
 def _build_aesthetic(folder: Path) -> None:

@@ -88,6 +88,13 @@ def check_aesthetic(settings: Settings) -> Check:
     from tools.aesthetic import aesthetic_status
 
     status, detail = aesthetic_status(settings)
+    if status == "download":
+        return Check(
+            "quality.aesthetic_model",
+            "warn",
+            detail,
+            "it downloads on the first image (needs internet once)",
+        )
     if status == "warn":
         return Check(
             "quality.aesthetic_model",

@@ -43,3 +43,9 @@ def test_doctor_reports_the_aesthetic_model(anime_home):
     missing = load_settings(overrides={"quality": {"aesthetic_model": "/nowhere/model"}})
     check = {c.name: c for c in run_checks(missing)}["quality.aesthetic_model"]
     assert check.status == "warn" and "quality.aesthetic_model" in check.action
+
+
+def test_doctor_aesthetic_hub_model_not_downloaded_says_it_downloads(anime_home):
+    settings = load_settings(overrides={"quality": {"aesthetic_model": "someone/not-cached"}})
+    check = {c.name: c for c in run_checks(settings)}["quality.aesthetic_model"]
+    assert check.status == "warn" and "downloads on the first image" in check.action

@@ -34,7 +34,7 @@ def _positive_index(id2label: dict[int, str]) -> int | None:
 
 
 def aesthetic_status(settings: Settings) -> tuple[str, str]:
-    """('ok' | 'warn' | 'off', detail) for doctor, without loading the model."""
+    """('ok' | 'warn' | 'off' | 'download', detail) for doctor, without loading the model."""
     value = settings.quality.aesthetic_model
     if not value:
         return "off", "quality.aesthetic_model is not set; images are not scored for looks"
@@ -59,7 +59,7 @@ def aesthetic_status(settings: Settings) -> tuple[str, str]:
     try:
         snapshot_download(value, local_files_only=True)
     except Exception:
-        return "warn", f"{value} is not downloaded yet; it downloads on the first image"
+        return "download", f"{value} is not downloaded yet"
     return "ok", f"{value} (in the Hugging Face cache)"
 
 

@@ -152,3 +152,19 @@ def test_jobs_cli_lists_and_cancels(tmp_path, monkeypatch):
     assert again.exit_code == 1 and "already cancelled" in again.output
     assert runner.invoke(jobs_app, ["cancel", "nope"]).exit_code == 1
     assert "cancelled" in runner.invoke(jobs_app, []).output
+
+
+def test_a_user_error_in_the_worker_reaches_the_cli_with_its_own_hint(journal, tmp_path):
+    from tools.errors import UserError
+    from tools.supervisor import raise_unless_done
+
+    job_id = journal.submit(specs(1))
+    claimed = journal.claim(worker_pid=1)
+    problem = UserError("checkpoint not found: x.safetensors", "put the file in ~/models")
+    journal.attempt_failed(job_id, claimed.run_token, str(problem), 0, 0)
+    failed = journal.find(job_id)
+    assert failed.state == FAILED
+    with pytest.raises(UserError) as err:
+        raise_unless_done(failed, tmp_path)
+    assert err.value.message == f"job {job_id} failed: checkpoint not found: x.safetensors"
+    assert err.value.hint == f"put the file in ~/models; then anime-gen jobs retry {job_id}"

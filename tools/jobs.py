@@ -316,7 +316,9 @@ class JobJournal:
                 return None
             attempts = row["attempts"]
             if attempts >= max_attempts:
-                state, error = FAILED, f"{reason} (gave up after {attempts} attempts)"
+                # max_attempts 0 means "not worth retrying" (a user error): no give-up count.
+                note = f" (gave up after {attempts} attempts)" if max_attempts else ""
+                state, error = FAILED, f"{reason}{note}"
                 not_before = 0.0
             else:
                 state, error = QUEUED, reason

@@ -291,9 +291,12 @@ def raise_unless_done(job: Job, state: Path) -> None:
         return
     if job.state == CANCELLED:
         raise UserError(f"job {job.id} was cancelled", f"anime-gen jobs retry {job.id}")
+    # A user error keeps its own hint (`UserError.__str__` is "message\nhint: ...").
+    reason, _, fix = (job.error or "").partition("\nhint: ")
+    retry = f"anime-gen jobs retry {job.id}"
     raise UserError(
-        f"job {job.id} failed: {job.error}",
-        f"anime-gen jobs retry {job.id} (the worker's log: {log_path(state)})",
+        f"job {job.id} failed: {reason}",
+        f"{fix}; then {retry}" if fix else f"{retry} (the worker's log: {log_path(state)})",
     )
 
 

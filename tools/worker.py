@@ -1,9 +1,10 @@
 """The worker: the one process that owns the GPU. It claims jobs from the journal and runs them.
 
 It is started (and watched, and restarted) by `tools.supervisor`; it beats once per denoising step
-so the supervisor can tell a hang from slow work. Each image goes through `Generator.produce`,
-which is idempotent on the image's key: a job retried after a crash skips the images the journal
-has as done and redraws the interrupted one under the same name, so nothing is duplicated.
+so the supervisor can tell a hang from slow work. Images go through `Generator.produce_batch`,
+`batch_size` at a time, which is idempotent on each image's key: a job retried after a crash skips
+the images the journal has as done and redraws the interrupted ones under the same names, so
+nothing is duplicated. Out of memory halves the batch; at one image, the retry slices the VAE.
 After `worker.keep_alive` without work it exits, which frees the GPU.
 """
 
@@ -103,6 +104,8 @@ class Worker:
         self.base = Runtime(settings)
         self._runtimes: dict[str, Runtime] = {}
         self.low_memory = False
+        # Images per engine call after an out-of-memory error halved it; None: the setting's.
+        self.batch_limit: int | None = None
         self._calibrated: set[str] = set()
 
     def runtime_for(self, overrides: dict[str, Any]) -> Runtime:
@@ -125,6 +128,7 @@ class Worker:
                 self._runtimes.clear()
                 self.base = runtime
                 self.low_memory = False
+                self.batch_limit = None
             self._runtimes[key] = runtime
         return self._runtimes[key]
 
@@ -160,16 +164,33 @@ class Worker:
         try:
             runtime = self.runtime_for(job.request.get("overrides") or {})
             self._warm(runtime, job, heartbeat, job.low_memory)
-            for image in job.images:
-                if image.state == DONE:
+            pending = [image for image in job.images if image.state != DONE]
+            while pending:
+                size = min(self.batch_limit or runtime.generator.batch_size, len(pending))
+                chunk = pending[:size]
+                try:
+                    for image in chunk:
+                        heartbeat.beat(force=True, image=image.index, step=0, phase="rendering")
+                        self.faults.before_image(job.id, image.index, job.attempts)
+                    specs = [ImageSpec.model_validate(image.spec) for image in chunk]
+                    records = runtime.generator.produce_batch(specs, on_step=heartbeat.on_step)
+                except Exception as error:
+                    if size == 1 or not is_out_of_memory(error):
+                        raise
+                    # Smaller batches first; VAE slicing/tiling (a retry) only once at one image.
+                    self.batch_limit = size // 2
+                    log.warning(
+                        "job %s: out of memory at batch %d; trying %d", job.id, size, size // 2
+                    )
+                    _free_device_memory()
                     continue
-                heartbeat.beat(force=True, image=image.index, step=0, phase="rendering")
-                self.faults.before_image(job.id, image.index, job.attempts)
-                spec = ImageSpec.model_validate(image.spec)
-                record = runtime.generator.produce(spec, on_step=heartbeat.on_step)
-                self.journal.image_done(
-                    job, image.index, record.path, record.model_dump(mode="json")
-                )
+                # An image is done when its file is on disk (produce_batch saved it) and its row
+                # is committed; a crash between the two redraws nothing (the key is saved).
+                for image, record in zip(chunk, records, strict=True):
+                    self.journal.image_done(
+                        job, image.index, record.path, record.model_dump(mode="json")
+                    )
+                pending = pending[size:]
             self.journal.finish(job)
             log.info("job %s done", job.id)
             return True
@@ -178,7 +199,7 @@ class Worker:
             return True
         except UserError as error:
             # Retrying cannot fix what the user must fix (a removed character, a bad setting).
-            self.journal.attempt_failed(job.id, job.run_token, error.message, 0, 0)
+            self.journal.attempt_failed(job.id, job.run_token, str(error), 0, 0)
             return True
         except Exception as error:
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
@@ -215,8 +236,9 @@ class Worker:
 
 def _engine_key(settings: Settings) -> tuple[Any, ...]:
     """What the engine bakes in when it loads and renders."""
-    output = settings.output
-    return (settings.models, output.steps, output.guidance_scale, output.sampler)
+    from tools.engine import sampling_for
+
+    return (settings.models, sampling_for(settings))
 
 
 def _use_less_memory(pipe: Any) -> None:

@@ -11,14 +11,12 @@ if TYPE_CHECKING:
 
 
 def pose_lookup(runtime: Runtime):
-    """`find_pose(query) -> PoseRef | None` over the pose bank; words as tags if it is absent."""
+    """`find_pose(query) -> PoseRef | None` over the pose bank."""
     from posebank.errors import PoseBankError
 
     def find_pose(query: str) -> PoseRef | None:
         try:
             matches = runtime.poses.search(query, k=1)
-        except (ImportError, AttributeError):
-            return PoseRef(id=None, tags=query.split())
         except PoseBankError:
             return None
         if not matches:

@@ -49,6 +49,31 @@ SAMPLERS = {
     "dpmpp_2m": ("DPMSolverMultistepScheduler", "DPM++ 2M"),
     "ddim": ("DDIMScheduler", "DDIM"),
 }
+# Few-step mode: the scheduler each kind of distilled LoRA was trained with (Hyper-SD: TCD).
+FAST_SAMPLERS = {
+    "lcm": ("LCMScheduler", "LCM"),
+    "tcd": ("TCDScheduler", "TCD"),
+}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How many steps, at what guidance, with which scheduler: normal or few-step mode."""
+
+    steps: int
+    guidance_scale: float
+    scheduler_class: str
+    sampler: str
+    fast_lora: str | None = None
+
+
+def sampling_for(settings: Settings) -> Sampling:
+    output, fast_lora = settings.output, settings.models.fast_lora
+    if fast_lora:
+        class_name, label = FAST_SAMPLERS[output.fast_sampler]
+        return Sampling(output.fast_steps, output.fast_guidance_scale, class_name, label, fast_lora)
+    class_name, label = SAMPLERS[output.sampler]
+    return Sampling(output.steps, output.guidance_scale, class_name, label)
 
 
 @dataclass(frozen=True)
@@ -153,6 +178,12 @@ class Engine:
         self.ipadapter_source = resolve_source(
             self.models.ipadapter, settings.paths.models, "ipadapter"
         )
+        self.fast_lora_source = (
+            resolve_source(self.models.fast_lora, settings.paths.models, "fast_lora")
+            if self.models.fast_lora
+            else None
+        )
+        self.sampling = sampling_for(settings)
         self.embedding_dir = settings.paths.state / "embeddings"
         self._pipe: Any = None
         self._device: Any = None
@@ -237,6 +268,8 @@ class Engine:
             )
             pipe = pipeline_class.from_pretrained(checkpoint_dir, **common)
         pipe.scheduler = self._scheduler(pipe.scheduler.config)
+        if self.fast_lora_source is not None:
+            self._fuse_fast_lora(pipe)
         if self.models.fuse_qkv:
             # Before the IP-Adapter: its loader keeps the self-attention processors (fused) and
             # swaps only the cross-attention ones.
@@ -313,8 +346,29 @@ class Engine:
     def _scheduler(self, config: Any) -> Any:
         import diffusers
 
-        class_name, _ = SAMPLERS[self.settings.output.sampler]
-        return getattr(diffusers, class_name).from_config(config)
+        return getattr(diffusers, self.sampling.scheduler_class).from_config(config)
+
+    def _fuse_fast_lora(self, pipe: Any) -> None:
+        """Merge the few-step LoRA into the UNet's weights (needs `peft`). Before QKV fusion:
+        fused projections are new layers the LoRA's to_q/to_k/to_v keys would miss."""
+        source = self.fast_lora_source
+        assert source is not None
+        try:
+            import peft  # noqa: F401
+        except ImportError as error:
+            raise UserError(
+                "models.fast_lora needs the peft package", "pip install peft"
+            ) from error
+        location = local_path(source, ["*.safetensors"], "fast_lora")
+        if location.is_file():
+            pipe.load_lora_weights(
+                str(location.parent), weight_name=location.name, adapter_name="fast"
+            )
+        else:
+            pipe.load_lora_weights(str(location), adapter_name="fast")
+        pipe.fuse_lora(adapter_names=["fast"])
+        # The merged weights stay; peft's wrapper layers go, so the UNet runs as fast as before.
+        pipe.unload_lora_weights()
 
     # -- embeddings --------------------------------------------------------------------------
     def _encode_prompt(self, prompt: str) -> torch.Tensor:
@@ -461,9 +515,10 @@ class Engine:
             negatives.append(negative[None, :])
         with_references = any(job.reference is not None for job in jobs)
         pipe.set_ip_adapter_scale(ipadapter_weight if with_references else 0.0)
-        guided = output.guidance_scale > 1.0
+        sampling = self.sampling
+        guided = sampling.guidance_scale > 1.0
         ip_embeds = torch.cat(negatives + positives) if guided else torch.cat(positives)
-        steps = output.steps
+        steps = sampling.steps
         cutoff = math.ceil(output.cfg_cutoff * steps) if guided and output.cfg_cutoff else None
         cut_inputs = [name for name in self._cut_tensor_names() if guided]
 
@@ -486,7 +541,7 @@ class Engine:
                 ip_adapter_image_embeds=[ip_embeds],
                 controlnet_conditioning_scale=controlnet_strength,
                 num_inference_steps=steps,
-                guidance_scale=output.guidance_scale,
+                guidance_scale=sampling.guidance_scale,
                 width=width,
                 height=height,
                 generator=generators,

@@ -107,6 +107,9 @@ class ModelSettings(_Section):
     channels_last: bool = True
     compile: bool = False
     low_vram: bool = False
+    # Few-step mode: an LCM, TCD or Hyper-SD LoRA (hub id, folder or .safetensors) fused into the
+    # UNet; unset: off. Its sampler, steps and guidance are output.fast_*.
+    fast_lora: str | None = None
 
 
 class OutputSettings(_Section):
@@ -118,6 +121,12 @@ class OutputSettings(_Section):
     max_batch: int = Field(100, ge=1, le=1000)
     # Stop classifier-free guidance after this fraction of the steps (e.g. 0.4); unset: never.
     cfg_cutoff: float | None = Field(None, gt=0.0, le=1.0)
+    # Images drawn together in one engine call; "auto": 4 on CUDA (1 with low_vram), 1 elsewhere.
+    batch_size: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"
+    # With models.fast_lora: steps, guidance and the scheduler that LoRA was distilled for.
+    fast_steps: int = Field(6, ge=1, le=50)
+    fast_guidance_scale: float = Field(1.5, ge=0.0, le=30.0)
+    fast_sampler: Literal["lcm", "tcd"] = "lcm"
 
 
 class QualitySettings(_Section):

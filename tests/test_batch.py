@@ -1,0 +1,126 @@
+"""A request's images drawn several per engine call: same records, same files, exactly once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tools.generate import GenerationRequest
+from tools.runtime import Runtime
+from tools.settings import load_settings
+
+pytestmark = pytest.mark.slow
+
+
+def runtime_for(home: Path, reference: Path, **output) -> Runtime:
+    runtime = Runtime(load_settings(overrides={"output": output}, home=home, env={}))
+    if "sakura" not in runtime.characters.names():
+        runtime.characters.add("sakura", reference)
+    return runtime
+
+
+def unet_batches(runtime: Runtime) -> list[int]:
+    batches: list[int] = []
+    runtime.engine.pipe.unet.register_forward_pre_hook(
+        lambda _module, args: batches.append(args[0].shape[0])
+    )
+    return batches
+
+
+def pixels(path: str) -> np.ndarray:
+    return np.asarray(Image.open(path), dtype=np.int16)
+
+
+def test_a_batch_renders_together_saves_each_image_and_skips_saved_keys(
+    anime_home, reference_image
+):
+    runtime = runtime_for(anime_home, reference_image, batch_size=2)
+    specs = runtime.generator.plan(GenerationRequest(character="sakura", count=3, seed=7))
+    batches = unet_batches(runtime)
+    records = runtime.generator.produce_batch(specs)
+    # Two images (each with its negative) for four steps, then the third alone.
+    assert batches == [4] * 4 + [2] * 4
+    assert [r.seed for r in records] == [7, 8, 9]
+    assert len({r.path for r in records}) == 3 and all(Path(r.path).exists() for r in records)
+    batches.clear()
+    again = runtime.generator.produce_batch([specs[2], specs[0]])
+    assert batches == [] and [r.path for r in again] == [records[2].path, records[0].path]
+
+
+def test_batch_pixels_repeat_exactly_and_differ_from_single_images_by_rounding_only(
+    anime_home, tmp_path, reference_image
+):
+    request = GenerationRequest(character="sakura", count=2, seed=11, request_id="r")
+    batched = runtime_for(anime_home, reference_image, batch_size=2)
+    first = batched.generator.produce_batch(batched.generator.plan(request))
+    second_home = tmp_path / "second"
+    second_home.mkdir()
+    (second_home / ".anime-config.yaml").write_bytes(
+        (anime_home / ".anime-config.yaml").read_bytes()
+    )
+    rerun = runtime_for(second_home, reference_image, batch_size=2)
+    repeat = rerun.generator.produce_batch(rerun.generator.plan(request))
+    single = runtime_for(second_home, reference_image, batch_size=1)
+    alone = [
+        single.generator.produce(spec)
+        for spec in single.generator.plan(request.model_copy(update={"request_id": "s"}))
+    ]
+    for a, b, c in zip(first, repeat, alone, strict=True):
+        assert np.array_equal(pixels(a.path), pixels(b.path))
+        assert np.abs(pixels(a.path) - pixels(c.path)).mean() < 3.0
+
+
+def test_rejected_images_of_a_batch_are_rerolled_one_at_a_time(anime_home, reference_image):
+    runtime = Runtime(
+        load_settings(
+            overrides={
+                "output": {"batch_size": 2},
+                "quality": {"min_aesthetic": 1.0, "max_attempts": 2},
+            },
+            home=anime_home,
+            env={},
+        )
+    )
+    runtime.characters.add("sakura", reference_image)
+    specs = runtime.generator.plan(GenerationRequest(character="sakura", count=2, seed=3))
+    batches = unet_batches(runtime)
+    records = runtime.generator.produce_batch(specs)
+    assert batches == [4] * 4 + [2] * 8
+    assert [(r.accepted, r.attempts, len(r.rejected)) for r in records] == [(False, 2, 1)] * 2
+    assert len({r.seed for r in records}) == 2 and {r.seed for r in records}.isdisjoint({3, 4})
+
+
+def test_worker_halves_the_batch_on_out_of_memory_and_draws_each_image_once(
+    anime_home, reference_image
+):
+    from tools.jobs import DONE
+    from tools.supervisor import submit_job
+    from tools.worker import Worker
+
+    settings = load_settings(overrides={"output": {"batch_size": 4}}, home=anime_home, env={})
+    runtime = runtime_for(anime_home, reference_image, batch_size=4)
+    specs = runtime.generator.plan(GenerationRequest(character="sakura", count=4, seed=21))
+    journal, job_id = submit_job(settings, specs)
+    worker = Worker(settings)
+    generator = worker.runtime_for({"output": {"batch_size": 4}}).generator
+    real = generator.produce_batch
+    sizes: list[int] = []
+
+    def tight_memory(batch, on_step=None):
+        sizes.append(len(batch))
+        if len(batch) > 1:  # what a small card says to a batch it cannot hold
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(batch, on_step)
+
+    generator.produce_batch = tight_memory
+    job = journal.claim(os.getpid())
+    assert worker.run_job(job) is True
+    done = journal.get(job_id)
+    assert done.state == DONE and done.attempts == 1 and worker.batch_limit == 1
+    assert sizes == [4, 2, 1, 1, 1, 1]  # halved twice, then each image once
+    paths = [image.path for image in done.images]
+    assert len(set(paths)) == 4 and all(Path(p).exists() for p in paths)

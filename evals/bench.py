@@ -4,15 +4,18 @@
     python -m evals.bench --gpu          # full-size SD1.5 (random fp16 weights), 512x768, 25 steps
     python -m evals.bench --gpu --family sdxl --resolution 832x1216
     python -m evals.bench --gpu --tiny   # the GPU bench's code paths at toy size (any machine)
+    python -m evals.bench --fast-quality [--config FILE --fast-lora LORA]  # few-step quality cost
 
 The CPU bench runs a whole request both ways: raw diffusers written the obvious way (pipeline,
 `load_ip_adapter`, prompt strings, the reference image on every call, PNG saved) against
 `Generator.plan` + `Generator.produce` (pose rendering, scoring, saving, indexing included), from
 cold start to the last image. Its last line is `overhead_ratio=X` (project / raw).
 
-The GPU bench times `Engine.render` per setting (fused QKV, CFG cutoff, torch.compile, low-VRAM)
-against the raw pipeline at batch 1 and 4; its last line is `speedup=X` (raw / best setting).
-Both print a table and the JSON report (also written with `--json PATH`).
+The GPU bench times `Engine.render` per setting (fused QKV, CFG cutoff, torch.compile, low-VRAM,
+few-step LoRA) against the raw pipeline at batch 1 and 4; its last line is `speedup=X` (raw / best
+setting). `--fast-quality` draws one request with and without the few-step LoRA and prints the
+gate's mean scores of each; its last line is `fast_consistency_delta=X`. Each prints a table and
+the JSON report (also written with `--json PATH`).
 """
 
 from __future__ import annotations
@@ -351,6 +354,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "engine-compile": ({"compile": True}, {}),
     "engine-compile-cfg-cutoff-0.4": ({"compile": True}, {"cfg_cutoff": 0.4}),
     "engine-low-vram": ({"low_vram": True}, {}),
+    # A random LoRA of the bench UNet's shape stands in for LCM/TCD/Hyper-SD: same cost.
+    "engine-fast-lora-6-steps": ({"fast_lora": "bench"}, {"fast_steps": 6}),
 }
 CUDA_ONLY = {"engine-compile", "engine-compile-cfg-cutoff-0.4", "engine-low-vram"}
 
@@ -428,6 +433,13 @@ def gpu_bench(
         if name in CUDA_ONLY and device != "cuda":
             continue
         model_overrides, output_overrides = VARIANTS[name]
+        if model_overrides.get("fast_lora") == "bench":
+            from evals.tiny_lora import build_tiny_lora
+
+            lora = build_tiny_lora(
+                Path(models["checkpoint"]) / "unet", models_dir / "fast.safetensors"
+            )
+            model_overrides = {**model_overrides, "fast_lora": str(lora)}
         measure(
             name,
             lambda mo=model_overrides, oo=output_overrides: _warm_engine(
@@ -512,6 +524,80 @@ def _engine_draw(
     )
 
 
+# --- few-step mode: what it costs in the gate's scores ------------------------------------------
+
+SCORE_NAMES = ("consistency", "palette", "aesthetic")
+
+
+def fast_quality_bench(
+    images: int, workdir: Path, config: Path | None, fast_lora: str | None
+) -> dict[str, Any]:
+    """One request drawn normally and in few-step mode; the gate's mean scores of each.
+
+    Without `config` it runs on the tiny models and a tiny random LoRA: the path runs, the
+    figures mean nothing. With a real config and LoRA the difference is the quality cost.
+    """
+    from evals.tiny_lora import build_tiny_lora
+    from evals.tiny_models import build_tiny_models
+    from tools.characters import CharacterLibrary
+    from tools.engine import sampling_for
+    from tools.generate import GenerationRequest
+    from tools.runtime import Runtime
+    from tools.settings import CONFIG_FILENAME, load_settings
+
+    home = workdir / "quality-home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    if config is None:
+        models_dir = workdir / "tiny-models"
+        config = build_tiny_models(models_dir)
+        if fast_lora is None:
+            unet = models_dir / "sd15" / "unet"
+            fast_lora = str(build_tiny_lora(unet, models_dir / "fast-lora.safetensors"))
+    if fast_lora is None:
+        raise SystemExit("--fast-lora is needed with --config")
+    shutil.copyfile(config, home / CONFIG_FILENAME)
+    reference_path = workdir / "reference.png"
+    _reference_drawing().save(reference_path)
+    CharacterLibrary(load_settings(home=home, env={}).paths).add(
+        "bench", reference_path, prompt_tags="1girl, red hair"
+    )
+    sides: dict[str, Any] = {}
+    for side, models in (("normal", {}), ("fast", {"fast_lora": fast_lora})):
+        settings = load_settings(home=home, env={}, overrides={"models": models})
+        request = GenerationRequest(
+            character="bench", random_pose=True, count=images, seed=BASE_SEED, request_id=side
+        )
+        started = time.perf_counter()
+        records = Runtime(settings).generator.run(request)
+        sides[side] = _score_means(records) | {
+            "seconds": round(time.perf_counter() - started, 2),
+            "steps": sampling_for(settings).steps,
+        }
+    return {
+        "mode": "fast-quality",
+        "settings": {"images": images, "config": str(config), "fast_lora": fast_lora},
+        "machine": machine(),
+        "sides": sides,
+        "consistency_delta": _delta(sides, "consistency"),
+    }
+
+
+def _score_means(records: list[Any]) -> dict[str, Any]:
+    means: dict[str, Any] = {}
+    for name in SCORE_NAMES:
+        values = [getattr(r.scores, name) for r in records if getattr(r.scores, name) is not None]
+        means[name] = round(sum(values) / len(values), 4) if values else None
+    means["accepted_first_try"] = sum(r.accepted and r.attempts == 1 for r in records)
+    means["images"] = len(records)
+    return means
+
+
+def _delta(sides: dict[str, Any], name: str) -> float | None:
+    fast, normal = sides["fast"][name], sides["normal"][name]
+    return None if fast is None or normal is None else round(fast - normal, 4)
+
+
 # --- reporting ---------------------------------------------------------------------------------
 
 
@@ -528,7 +614,14 @@ def table(report: dict[str, Any]) -> str:
     lines = [f"# {report['mode']} bench, {datetime.now(UTC):%Y-%m-%d}"]
     lines.append("settings: " + json.dumps(report["settings"]))
     lines.append("machine: " + json.dumps(report["machine"]))
-    if report["mode"] == "cpu":
+    if report["mode"] == "fast-quality":
+        for side, means in report["sides"].items():
+            scores = "  ".join(f"{name} {means[name]}" for name in SCORE_NAMES)
+            lines.append(
+                f"{side:<7} {means['steps']} steps  {scores}  first-try accepted "
+                f"{means['accepted_first_try']}/{means['images']}  {means['seconds']} s"
+            )
+    elif report["mode"] == "cpu":
         for side in ("raw", "project"):
             t = report[side]
             lines.append(
@@ -558,13 +651,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="engine settings to time")
     parser.add_argument("--images", type=int, default=8, help="CPU bench: images in the request")
     parser.add_argument("--threads", type=int, default=1, help="CPU bench: torch threads")
+    parser.add_argument(
+        "--fast-quality", action="store_true", help="gate scores with and without fast_lora"
+    )
+    parser.add_argument("--config", type=Path, default=None, help="--fast-quality: real models")
+    parser.add_argument("--fast-lora", default=None, help="--fast-quality: the LoRA to judge")
     parser.add_argument("--workdir", type=Path, default=None, help="models and outputs go here")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
 
     workdir = args.workdir or Path(tempfile.gettempdir()) / "anime-chat-bench"
     workdir.mkdir(parents=True, exist_ok=True)
-    if args.gpu:
+    if args.fast_quality:
+        report = fast_quality_bench(args.images, workdir, args.config, args.fast_lora)
+        last = f"fast_consistency_delta={report['consistency_delta']}"
+    elif args.gpu:
         default_size = "832x1216" if args.family == "sdxl" else "512x768"
         resolution = args.resolution or ("128x192" if args.tiny else default_size)
         width, height = (int(side) for side in resolution.lower().split("x"))

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tools.sqlite_db import immediate_transaction
+from tools.sqlite_db import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -40,11 +40,12 @@ CREATE INDEX IF NOT EXISTS images_request ON images(request_id, id);
 class GenerationIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._db = Database(path, SCHEMA)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An IMMEDIATE transaction: one writer at a time across processes."""
-        with immediate_transaction(self.path, SCHEMA) as connection:
+        with self._db.transaction() as connection:
             yield connection
 
     def reserve(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.sqlite_db import immediate_transaction
+from tools.sqlite_db import Database
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
@@ -139,6 +139,7 @@ def describe_request(
 class JobJournal:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._db = Database(path, SCHEMA)
 
     @classmethod
     def for_state(cls, state_dir: Path) -> JobJournal:
@@ -147,7 +148,7 @@ class JobJournal:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An IMMEDIATE transaction: one writer at a time across processes."""
-        with immediate_transaction(self.path, SCHEMA) as connection:
+        with self._db.transaction() as connection:
             yield connection
 
     # -- front ends ----------------------------------------------------------------------------

@@ -1,8 +1,15 @@
-"""SQLite shared by processes: WAL, a generous busy timeout, one writer at a time."""
+"""SQLite shared by processes: WAL, a generous busy timeout, one writer at a time.
+
+Each thread keeps one open connection per database (opening one costs more than the queries it
+runs); the schema is applied when that connection opens.
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,23 +21,49 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     connection.row_factory = sqlite3.Row
     connection.execute("PRAGMA busy_timeout=30000")
-    connection.execute("PRAGMA journal_mode=WAL")
+    _use_wal(connection)
     # A committed row must survive a power cut: it is the only record that a file is done.
     connection.execute("PRAGMA synchronous=FULL")
     connection.executescript(schema)
     return connection
 
 
-@contextmanager
-def immediate_transaction(path: Path, schema: str) -> Iterator[sqlite3.Connection]:
-    """An IMMEDIATE transaction: one writer at a time across processes."""
-    connection = connect(path, schema)
-    try:
+def _use_wal(connection: sqlite3.Connection, tries: int = 60) -> None:
+    """Switch to WAL once per file. Two processes creating the file at once can get "database
+    is locked" here without SQLite's busy handler ever waiting, so wait and retry (bounded)."""
+    for attempt in range(tries):
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
+class Database:
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        self.schema = schema
+        self._local = threading.local()
+
+    def _connection(self) -> sqlite3.Connection:
+        cached = getattr(self._local, "connection", None)
+        # A forked child must not share its parent's connection; a deleted file needs a new one.
+        if cached is None or self._local.pid != os.getpid() or not self.path.exists():
+            self._local.connection = connect(self.path, self.schema)
+            self._local.pid = os.getpid()
+        return self._local.connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: one writer at a time across processes."""
+        connection = self._connection()
         connection.execute("BEGIN IMMEDIATE")
-        yield connection
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    finally:
-        connection.close()
+        try:
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise

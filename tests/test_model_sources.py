@@ -106,3 +106,33 @@ def test_offline_hub_model_is_a_user_error_with_a_way_out(monkeypatch):
     with pytest.raises(UserError, match="cannot be fetched") as err:
         fetch_hub("someone/anime", [], "checkpoint")
     assert "local file or folder" in err.value.hint
+
+
+def test_front_end_prefetch_downloads_hub_models_in_the_foreground(
+    anime_home, tiny_models, monkeypatch, capsys
+):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from tools.settings import load_settings
+    from tools.supervisor import prefetch_models
+
+    downloads = []
+
+    def fake_snapshot(repo_id, local_files_only=False, allow_patterns=None):
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        downloads.append(repo_id)
+        return str(tiny_models / "controlnet")
+
+    class FakeApi:
+        def model_info(self, repo_id, files_metadata=False):
+            sibling = type("S", (), {"rfilename": "diffusion_pytorch_model.safetensors",
+                                     "size": 1_450_000_000})()  # fmt: skip
+            return type("Info", (), {"siblings": [sibling]})()
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    prefetch_models(load_settings(overrides={"models": {"controlnet": "someone/openpose"}}))
+    assert downloads == ["someone/openpose"]
+    assert "downloading controlnet someone/openpose (1.45 GB)" in capsys.readouterr().err

@@ -88,9 +88,7 @@ class AestheticScorer:
 
         transformers.utils.logging.disable_progress_bar()
 
-        assert self.model_id is not None
-        source = resolve_source(self.model_id, self.settings.paths.models, "aesthetic_model")
-        folder = local_path(source, WEIGHT_PATTERNS, "aesthetic model")
+        folder = self.folder()
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -101,6 +99,12 @@ class AestheticScorer:
             labels = ", ".join(model.config.id2label.values())
             raise ValueError(f"{self.model_id}: no 'good' label among {labels}")
         return model, processor, positive
+
+    def folder(self) -> Path:
+        """The model's local folder, downloading a hub model the first time."""
+        assert self.model_id is not None
+        source = resolve_source(self.model_id, self.settings.paths.models, "aesthetic_model")
+        return local_path(source, WEIGHT_PATTERNS, "aesthetic model")
 
     @property
     def available(self) -> bool:

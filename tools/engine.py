@@ -242,10 +242,7 @@ class Engine:
         )
         device = pick_device(self.models.device)
         dtype = torch.float16 if device == "cuda" else torch.float32
-        controlnet_dir = local_path(
-            self.controlnet_source, ["diffusion_pytorch_model*"], "controlnet"
-        )
-        controlnet = ControlNetModel.from_pretrained(controlnet_dir, dtype=dtype)
+        controlnet = ControlNetModel.from_pretrained(self._controlnet_dir(), dtype=dtype)
         common: dict[str, Any] = {
             "controlnet": controlnet,
             "dtype": dtype,
@@ -261,12 +258,7 @@ class Engine:
                 **common,
             )
         else:
-            checkpoint_dir = local_path(
-                self.checkpoint,
-                ["unet/*", "vae/*", "text_encoder/*", "text_encoder_2/*"],
-                "checkpoint",
-            )
-            pipe = pipeline_class.from_pretrained(checkpoint_dir, **common)
+            pipe = pipeline_class.from_pretrained(self._checkpoint_dir(), **common)
         pipe.scheduler = self._scheduler(pipe.scheduler.config)
         if self.fast_lora_source is not None:
             self._fuse_fast_lora(pipe)
@@ -276,16 +268,8 @@ class Engine:
             pipe.unet.fuse_qkv_projections()
             pipe.controlnet.fuse_qkv_projections()
             pipe.vae.fuse_qkv_projections()
-        ipadapter_dir = local_path(
-            self.ipadapter_source,
-            [
-                f"{self.models.ipadapter_subfolder}/{self.models.ipadapter_weight_name}",
-                f"{self.models.ipadapter_subfolder}/{self.models.image_encoder_folder}/*",
-            ],
-            "ipadapter",
-        )
         pipe.load_ip_adapter(
-            str(ipadapter_dir),
+            str(self._ipadapter_dir()),
             subfolder=self.models.ipadapter_subfolder,
             weight_name=self.models.ipadapter_weight_name,
             image_encoder_folder=self.models.image_encoder_folder,
@@ -327,6 +311,47 @@ class Engine:
             controlnet_strength=self.models.controlnet_strength,
         )
 
+    # -- where the weights are (downloading hub models the first time) -------------------------
+    def _controlnet_dir(self) -> Path:
+        return local_path(self.controlnet_source, ["diffusion_pytorch_model*"], "controlnet")
+
+    def _checkpoint_dir(self) -> Path:
+        return local_path(
+            self.checkpoint,
+            ["unet/*", "vae/*", "text_encoder/*", "text_encoder_2/*"],
+            "checkpoint",
+        )
+
+    def _ipadapter_dir(self) -> Path:
+        subfolder = self.models.ipadapter_subfolder
+        return local_path(
+            self.ipadapter_source,
+            [
+                f"{subfolder}/{self.models.ipadapter_weight_name}",
+                f"{subfolder}/{self.models.image_encoder_folder}/*",
+            ],
+            "ipadapter",
+        )
+
+    def _fast_lora_location(self) -> Path:
+        assert self.fast_lora_source is not None
+        return local_path(self.fast_lora_source, ["*.safetensors"], "fast_lora")
+
+    def prefetch(self) -> None:
+        """Download whatever is not cached yet, without loading anything.
+
+        Front ends call this before queuing work, so a first download shows its size and
+        progress bar in the user's terminal (the worker runs in the background).
+        """
+        self._controlnet_dir()
+        if self.checkpoint.kind == "file":
+            self._single_file_config(self.family)
+        else:
+            self._checkpoint_dir()
+        self._ipadapter_dir()
+        if self.fast_lora_source is not None:
+            self._fast_lora_location()
+
     def _single_file_config(self, family: str) -> Path:
         """Architecture configs for a single-file checkpoint; local first, so offline works."""
         if self.models.checkpoint_config:
@@ -351,15 +376,13 @@ class Engine:
     def _fuse_fast_lora(self, pipe: Any) -> None:
         """Merge the few-step LoRA into the UNet's weights (needs `peft`). Before QKV fusion:
         fused projections are new layers the LoRA's to_q/to_k/to_v keys would miss."""
-        source = self.fast_lora_source
-        assert source is not None
         try:
             import peft  # noqa: F401
         except ImportError as error:
             raise UserError(
                 "models.fast_lora needs the peft package", "pip install peft"
             ) from error
-        location = local_path(source, ["*.safetensors"], "fast_lora")
+        location = self._fast_lora_location()
         if location.is_file():
             pipe.load_lora_weights(
                 str(location.parent), weight_name=location.name, adapter_name="fast"

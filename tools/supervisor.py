@@ -236,9 +236,24 @@ def settings_overrides(settings: Settings) -> dict[str, Any]:
     return {section: values for section, values in overrides.items() if values}
 
 
+def prefetch_models(settings: Settings) -> None:
+    """Download what the worker will need, here in the user's terminal (size note, progress
+    bar) rather than unseen in the background worker. Instant when everything is cached."""
+    from tools.aesthetic import AestheticScorer
+    from tools.engine import Engine
+
+    Engine(settings).prefetch()
+    if settings.quality.enabled and settings.quality.aesthetic_model:
+        try:
+            AestheticScorer(settings).folder()
+        except UserError as error:
+            print(f"note: {error.message}; images are not scored for looks", file=sys.stderr)
+
+
 def submit_job(
     settings: Settings, specs: list[ImageSpec], label: str | None = None
 ) -> tuple[JobJournal, str]:
+    prefetch_models(settings)
     journal = JobJournal.for_state(settings.paths.state)
     job_id = journal.submit(
         [spec.model_dump(mode="json") for spec in specs],

@@ -265,13 +265,12 @@ def _unet(arch: Architecture) -> Any:
 def _checkpoint(arch: Architecture, family: str, unet: Any) -> Any:
     from diffusers import (
         AutoencoderKL,
-        EulerAncestralDiscreteScheduler,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from evals.tiny_models import _build_tokenizer
+    from evals.tiny_models import _build_tokenizer, sd_scheduler
 
     vae = AutoencoderKL(in_channels=3, out_channels=3, **arch.vae)
     tokenizer = _build_tokenizer(Path(tempfile.mkdtemp(prefix="bench-tokenizer-")))
@@ -282,14 +281,7 @@ def _checkpoint(arch: Architecture, family: str, unet: Any) -> Any:
         "pad_token_id": tokenizer.pad_token_id,
     }
     configs = [CLIPTextConfig(**{**_TEXT_COMMON, **text, **special}) for text in arch.text]
-    scheduler = EulerAncestralDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    scheduler = sd_scheduler()
     if family == "sd15":
         return StableDiffusionPipeline(
             vae=vae,

@@ -138,7 +138,6 @@ def _seeded(seed: int) -> None:
 def _build_sd15(folder: Path) -> Any:
     from diffusers import (
         AutoencoderKL,
-        EulerAncestralDiscreteScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
@@ -187,14 +186,7 @@ def _build_sd15(folder: Path) -> Any:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = EulerAncestralDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    scheduler = sd_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -330,6 +322,20 @@ def _build_ip_adapter(unet: Any, models: Path) -> None:
     generator = torch.Generator().manual_seed(6)
     weights = ip_adapter_weights(unet, CROSS_DIM, IMAGE_EMBED_DIM, generator)
     save_file(weights, str(models / "ip-adapter_sd15.safetensors"))
+
+
+def sd_scheduler() -> Any:
+    """Euler a with the SD1.x/SDXL training schedule (what real checkpoints ship)."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    return EulerAncestralDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
 
 
 def ip_adapter_weights(

@@ -553,7 +553,8 @@ def fast_quality_bench(
         config = build_tiny_models(models_dir)
         if fast_lora is None:
             unet = models_dir / "sd15" / "unet"
-            fast_lora = str(build_tiny_lora(unet, models_dir / "fast-lora.safetensors"))
+            # Beside the models, not in them: the tiny-models folder may be shared (tests).
+            fast_lora = str(build_tiny_lora(unet, workdir / "fast-lora.safetensors"))
     if fast_lora is None:
         raise SystemExit("--fast-lora is needed with --config")
     shutil.copyfile(config, home / CONFIG_FILENAME)

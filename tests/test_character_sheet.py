@@ -63,3 +63,16 @@ def test_an_existing_character_is_never_overwritten(
     assert (runtime.characters.root / "momo" / "reference.png").read_bytes() == before
     assert not (runtime.characters.root / "momo" / "sheet").exists()
     assert runtime.engine.loaded is False  # refused before drawing anything
+
+
+def test_turnaround_views_use_neutral_standing_poses(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from posebank import PoseBank
+    from tools.character_sheet import _pose_for
+
+    runtime = SimpleNamespace(poses=PoseBank(tmp_path / "state", tmp_path / "poses"))
+    views = {tag: _pose_for(runtime, tag) for tag in ("front view", "side view", "back view")}
+    assert all(pose.posture == "standing" for pose in views.values())
+    assert "arms down" in views["front view"].tags
+    assert "profile" in views["side view"].tags

@@ -46,6 +46,9 @@ NEUTRAL_AESTHETIC = 0.5
 EventCallback = Callable[[str], None]
 
 
+NEUTRAL_TAGS = {"arms down", "idle", "profile", "from behind"}
+
+
 @dataclass(frozen=True)
 class SheetView:
     name: str
@@ -91,10 +94,14 @@ def _taken_names(runtime: Runtime) -> set[str]:
 
 
 def _pose_for(runtime: Runtime, tag: str) -> Pose:
-    """A standing pose with the tag if there is one, else any pose with it, else any pose."""
+    """The most neutral standing pose with the tag (a turnaround wants an idle stance, not arms
+    crossed), else any pose with it, else any pose."""
     poses = runtime.poses.list()
     tagged = [pose for pose in poses if tag in pose.tags]
-    standing = [pose for pose in tagged if pose.posture == "standing"]
+    standing = sorted(
+        (pose for pose in tagged if pose.posture == "standing"),
+        key=lambda pose: (-len(NEUTRAL_TAGS & set(pose.tags)), len(pose.tags), pose.id),
+    )
     return (standing or tagged or poses)[0]
 
 

@@ -103,14 +103,6 @@ class GenerationIndex:
             rows = connection.execute(query, params).fetchall()
         return [_row(row) for row in rows]
 
-    def by_request(self, request_id: str) -> list[dict[str, Any]]:
-        with self.transaction() as connection:
-            rows = connection.execute(
-                "SELECT * FROM images WHERE request_id = ? AND status = 'saved' ORDER BY id",
-                (request_id,),
-            ).fetchall()
-        return [_row(row) for row in rows]
-
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     data = dict(row)

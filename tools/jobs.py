@@ -139,7 +139,17 @@ def describe_request(
 class JobJournal:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = Database(path, SCHEMA)
+        self._db = Database(
+            path,
+            SCHEMA,
+            "job journal",
+            f"move it aside (`mv {path} {path}.bad`); only the job history is lost",
+        )
+
+    def ensure_readable(self) -> None:
+        """Open the journal now, so a corrupt file is reported before any work starts."""
+        with self.transaction():
+            pass
 
     @classmethod
     def for_state(cls, state_dir: Path) -> JobJournal:

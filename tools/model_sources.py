@@ -6,8 +6,10 @@ Face cache when present; the first download prints one line with its size, then 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -167,7 +169,30 @@ def fetch_hub(repo_id: str, weight_patterns: list[str], what: str) -> Path:
         f"downloading {what} {repo_id} ({total / 1e9:.2f} GB) into the Hugging Face cache, once",
         file=sys.stderr,
     )
-    return Path(snapshot_download(repo_id, allow_patterns=wanted))
+    with _download_progress_shown():
+        return Path(snapshot_download(repo_id, allow_patterns=wanted))
+
+
+@contextlib.contextmanager
+def _download_progress_shown() -> Iterator[None]:
+    """Show the client's progress bar for a download even where a loader silenced the Hub's
+    bars for good (transformers' `disable_progress_bar` does, e.g. in the pose search); a user's
+    HF_HUB_DISABLE_PROGRESS_BARS=1 still wins."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    silenced = are_progress_bars_disabled() and constants.HF_HUB_DISABLE_PROGRESS_BARS is not True
+    if silenced:
+        enable_progress_bars()
+    try:
+        yield
+    finally:
+        if silenced:
+            disable_progress_bars()
 
 
 def local_path(source: ModelSource, weight_patterns: list[str], what: str) -> Path:

@@ -12,9 +12,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from tools.errors import UserError
+
+if TYPE_CHECKING:
+    from tools.settings import ModelSettings
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 # Architecture configs for converting a single-file checkpoint when the user named none.
@@ -28,9 +31,9 @@ WEIGHT_PREFERENCE = (
 )
 
 
-def weight_patterns(models: Any, key: str) -> list[str]:
-    """The weights files the loaders open for `models.<key>` (a `ModelsSettings`); downloads
-    and the cache probe both go by these, so what is fetched is what counts as downloaded."""
+def weight_patterns(models: ModelSettings, key: str) -> list[str]:
+    """The weights files the loaders open for `models.<key>`; downloads and the cache probe
+    both go by these, so what is fetched is exactly what counts as downloaded."""
     if key == "checkpoint":
         return ["unet/*", "vae/*", "text_encoder/*", "text_encoder_2/*"]
     if key == "controlnet":

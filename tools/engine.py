@@ -145,24 +145,40 @@ def detect_family(source: ModelSource) -> str:
     return "sdxl" if any(hint in name for hint in _SDXL_NAME_HINTS) else "sd15"
 
 
-def slice_doubled_conditioning(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """UNet pre-hook: after the CFG cutoff the pipeline still passes the IP-Adapter embeddings
-    (and, for SDXL, time ids) computed for the doubled batch; keep their conditional half."""
-    sample = args[0] if args else kwargs["sample"]
-    added = kwargs.get("added_cond_kwargs")
-    if not added:
+def batch_size_for(settings: Settings) -> int:
+    """Images per engine call. "auto": 4 on CUDA, where a batch fills the GPU better; 1 on the
+    CPU (compute-bound: no gain, and the first image would come later) and with low_vram."""
+    size = settings.output.batch_size
+    if size != "auto":
+        return size
+    models = settings.models
+    return 4 if pick_device(models.device) == "cuda" and not models.low_vram else 1
+
+
+class PerImageReferences:
+    """UNet pre-hook that gives each image of a batch exactly its own IP-Adapter embedding.
+
+    diffusers repeats `ip_adapter_image_embeds` by the batch size (`prepare_ip_adapter_image_
+    embeds` treats them as one reference set shared by every image), and the attention processor
+    then folds the repeats into each image's key/value tokens: every image would attend to every
+    reference of the batch. `Engine.render` therefore hands diffusers a one-image placeholder and
+    sets `rows` here, one row per UNet batch row (unconditional rows first, as diffusers orders
+    the doubled CFG batch); after the CFG cutoff the UNet runs the conditional rows only.
+    """
+
+    def __init__(self) -> None:
+        self.rows: torch.Tensor | None = None
+
+    def __call__(self, _module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        added = kwargs.get("added_cond_kwargs")
+        if self.rows is None or not added or "image_embeds" not in added:
+            return args, kwargs
+        sample = args[0] if args else kwargs["sample"]
+        rows = self.rows
+        if sample.shape[0] != rows.shape[0]:
+            rows = rows[rows.shape[0] - sample.shape[0] :]
+        kwargs["added_cond_kwargs"] = {**added, "image_embeds": [rows]}
         return args, kwargs
-    batch = sample.shape[0]
-
-    def halve(value: Any) -> Any:
-        if isinstance(value, list):
-            return [halve(item) for item in value]
-        if hasattr(value, "shape") and value.shape[0] == 2 * batch:
-            return value[batch:]
-        return value
-
-    kwargs["added_cond_kwargs"] = {key: halve(value) for key, value in added.items()}
-    return args, kwargs
 
 
 class Engine:
@@ -191,6 +207,7 @@ class Engine:
         self._text_cache: dict[str, PromptEmbedding] = {}
         self._reference_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._blank_reference: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._references_hook = PerImageReferences()
         self.encoder_calls = 0
         self.loads = 0
 
@@ -264,9 +281,10 @@ class Engine:
             self._fuse_fast_lora(pipe)
         if self.models.fuse_qkv:
             # Before the IP-Adapter: its loader keeps the self-attention processors (fused) and
-            # swaps only the cross-attention ones.
+            # swaps only the cross-attention ones. Not the ControlNet: its fuse_qkv_projections
+            # (AttentionMixin's) fuses only the new attention modules, so on SD's `Attention` it
+            # does nothing (tests/test_engine.py pins that).
             pipe.unet.fuse_qkv_projections()
-            pipe.controlnet.fuse_qkv_projections()
             pipe.vae.fuse_qkv_projections()
         pipe.load_ip_adapter(
             str(self._ipadapter_dir()),
@@ -282,7 +300,7 @@ class Engine:
             pipe.enable_model_cpu_offload()
         else:
             pipe.to(device)
-        pipe.unet.register_forward_pre_hook(slice_doubled_conditioning, with_kwargs=True)
+        pipe.unet.register_forward_pre_hook(self._references_hook, with_kwargs=True)
         if self.models.compile:
             pipe.unet.compile()
             pipe.controlnet.compile()
@@ -300,11 +318,12 @@ class Engine:
         return pipe
 
     def _warm_up(self) -> None:
-        """Compile at the configured size now, so the first real image runs at full speed."""
+        """Compile at the configured size and batch now, so the first real batch runs at full
+        speed (another batch size would compile again)."""
         resolution = self.settings.output.resolution
         blank = Image.new("RGB", (resolution.width, resolution.height))
         self.render(
-            [RenderJob("", "", blank, None, 0)],
+            [RenderJob("", "", blank, None, 0)] * batch_size_for(self.settings),
             width=resolution.width,
             height=resolution.height,
             ipadapter_weight=0.0,
@@ -540,7 +559,9 @@ class Engine:
         pipe.set_ip_adapter_scale(ipadapter_weight if with_references else 0.0)
         sampling = self.sampling
         guided = sampling.guidance_scale > 1.0
-        ip_embeds = torch.cat(negatives + positives) if guided else torch.cat(positives)
+        # One row per UNet row (see PerImageReferences); diffusers gets a one-image stand-in.
+        rows = torch.cat(negatives + positives) if guided else torch.cat(positives)
+        stand_in = torch.cat([negatives[0], positives[0]]) if guided else positives[0]
         steps = sampling.steps
         cutoff = math.ceil(output.cfg_cutoff * steps) if guided and output.cfg_cutoff else None
         cut_inputs = [name for name in self._cut_tensor_names() if guided]
@@ -557,20 +578,24 @@ class Engine:
 
         self._fit_vae(len(jobs), width, height)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
-        with torch.inference_mode():
-            result = pipe(
-                **text,
-                image=[job.pose_image.convert("RGB") for job in jobs],
-                ip_adapter_image_embeds=[ip_embeds],
-                controlnet_conditioning_scale=controlnet_strength,
-                num_inference_steps=steps,
-                guidance_scale=sampling.guidance_scale,
-                width=width,
-                height=height,
-                generator=generators,
-                callback_on_step_end=step_end,
-                callback_on_step_end_tensor_inputs=cut_inputs,
-            )
+        self._references_hook.rows = rows
+        try:
+            with torch.inference_mode():
+                result = pipe(
+                    **text,
+                    image=[job.pose_image.convert("RGB") for job in jobs],
+                    ip_adapter_image_embeds=[stand_in],
+                    controlnet_conditioning_scale=controlnet_strength,
+                    num_inference_steps=steps,
+                    guidance_scale=sampling.guidance_scale,
+                    width=width,
+                    height=height,
+                    generator=generators,
+                    callback_on_step_end=step_end,
+                    callback_on_step_end_tensor_inputs=cut_inputs,
+                )
+        finally:
+            self._references_hook.rows = None
         return list(result.images)
 
     def _cut_tensor_names(self) -> list[str]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from tools.clip_images import pad_to_square
 from tools.errors import UserError
 from tools.model_sources import (
     SD15_CONFIG_REPO,
@@ -40,6 +41,8 @@ StepCallback = Callable[[int, int], None]
 SDXL_CONFIG_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 # Hub ids of the SDXL anime families (Animagine XL, Illustrious XL, Pony) usually say so.
 _SDXL_NAME_HINTS = ("xl", "pony", "illustrious")
+# Part of the reference-embedding cache key: bump it when the image handed to the encoder changes.
+REFERENCE_FRAMING = "square"
 # Rough peak bytes per output pixel of a VAE decode in half precision; decides slicing/tiling.
 _VAE_BYTES_PER_PIXEL = 4000
 
@@ -465,9 +468,13 @@ class Engine:
         return PromptEmbedding(torch.cat(parts, dim=-1), pooled)
 
     def _encoder_key(self) -> str:
+        """What a cached reference embedding depends on besides the image: the adapter, its
+        encoder, the encoder's dtype (an fp32 cache is wrong for an fp16 UNet) and how the image
+        was framed (`square` since references are padded to a square)."""
         return hashlib.sha256(
             f"{self.ipadapter_source.location}|{self.models.ipadapter_weight_name}|"
-            f"{self.models.image_encoder_folder}".encode()
+            f"{self.models.image_encoder_folder}|{self.pipe.image_encoder.dtype}|"
+            f"{REFERENCE_FRAMING}".encode()
         ).hexdigest()[:16]
 
     def _uses_hidden_states(self) -> bool:
@@ -493,7 +500,7 @@ class Engine:
             pair = (tensors["positive"], tensors["negative"])
         else:
             with Image.open(reference) as image:
-                picture = image.convert("RGB")
+                picture = pad_to_square(image)
             with torch.inference_mode():
                 positive, negative = pipe.encode_image(
                     picture, self.device, 1, self._uses_hidden_states()
@@ -515,7 +522,7 @@ class Engine:
 
         pipe = self.pipe
         pixels = pipe.feature_extractor(
-            [image.convert("RGB") for image in images], return_tensors="pt"
+            [pad_to_square(image) for image in images], return_tensors="pt"
         ).pixel_values.to(self.device, dtype=pipe.image_encoder.dtype)
         with torch.inference_mode():
             embeds = pipe.image_encoder(pixels).image_embeds.float()

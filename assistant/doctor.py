@@ -67,7 +67,9 @@ def _hub_cached(repo_id: str) -> bool:
 
 
 def check_model(settings: Settings, key: str) -> Check:
-    value = getattr(settings.models, key)
+    from tools.families import configured_models
+
+    value = getattr(configured_models(settings), key)
     try:
         source = resolve_source(value, settings.paths.models, key)
     except UserError as error:

@@ -10,11 +10,11 @@ low-VRAM offload) are described, with their measured effect, in docs/PERFORMANCE
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,13 @@ from PIL import Image
 
 from tools.clip_images import pad_to_square
 from tools.errors import UserError
+from tools.families import (
+    check_controlnet_family,
+    check_ipadapter_family,
+    detect_family,
+    image_encoder_subfolder,
+    models_for_family,
+)
 from tools.model_sources import (
     SD15_CONFIG_REPO,
     ModelSource,
@@ -29,7 +36,7 @@ from tools.model_sources import (
     local_path,
     resolve_source,
 )
-from tools.settings import Settings
+from tools.settings import ModelSettings, Settings
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +46,6 @@ log = logging.getLogger(__name__)
 StepCallback = Callable[[int, int], None]
 
 SDXL_CONFIG_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
-# Hub ids of the SDXL anime families (Animagine XL, Illustrious XL, Pony) usually say so.
-_SDXL_NAME_HINTS = ("xl", "pony", "illustrious")
 # Part of the reference-embedding cache key: bump it when the image handed to the encoder changes.
 REFERENCE_FRAMING = "square"
 # Rough peak bytes per output pixel of a VAE decode in half precision; decides slicing/tiling.
@@ -128,26 +133,6 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def detect_family(source: ModelSource) -> str:
-    """'sdxl' or 'sd15', from the folder's model index, the file's keys, or the hub id."""
-    if source.kind == "dir":
-        index = Path(source.location) / "model_index.json"
-        if index.is_file():
-            class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
-            return "sdxl" if "XL" in class_name else "sd15"
-        return "sdxl" if (Path(source.location) / "text_encoder_2").is_dir() else "sd15"
-    if source.kind == "file":
-        if not source.location.endswith(".safetensors"):
-            return "sd15"
-        from safetensors import safe_open
-
-        with safe_open(source.location, framework="pt") as handle:
-            keys = handle.keys()
-        return "sdxl" if any(k.startswith("conditioner.embedders.1.") for k in keys) else "sd15"
-    name = source.location.lower()
-    return "sdxl" if any(hint in name for hint in _SDXL_NAME_HINTS) else "sd15"
-
-
 def batch_size_for(settings: Settings) -> int:
     """Images per engine call. "auto": 4 on CUDA, where a batch fills the GPU better; 1 on the
     CPU (compute-bound: no gain, and the first image would come later) and with low_vram."""
@@ -187,19 +172,14 @@ class PerImageReferences:
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.models = settings.models
-        self.checkpoint = resolve_source(
-            self.models.checkpoint, settings.paths.models, "checkpoint"
-        )
-        self.controlnet_source = resolve_source(
-            self.models.controlnet, settings.paths.models, "controlnet"
-        )
+        configured = settings.models
+        self.checkpoint = resolve_source(configured.checkpoint, settings.paths.models, "checkpoint")
         self.ipadapter_source = resolve_source(
-            self.models.ipadapter, settings.paths.models, "ipadapter"
+            configured.ipadapter, settings.paths.models, "ipadapter"
         )
         self.fast_lora_source = (
-            resolve_source(self.models.fast_lora, settings.paths.models, "fast_lora")
-            if self.models.fast_lora
+            resolve_source(configured.fast_lora, settings.paths.models, "fast_lora")
+            if configured.fast_lora
             else None
         )
         self.sampling = sampling_for(settings)
@@ -214,11 +194,21 @@ class Engine:
         self.encoder_calls = 0
         self.loads = 0
 
-    @property
+    @cached_property
     def family(self) -> str:
-        if self.models.family != "auto":
-            return self.models.family
+        if self.settings.models.family != "auto":
+            return self.settings.models.family
         return detect_family(self.checkpoint)
+
+    @cached_property
+    def models(self) -> ModelSettings:
+        """The model settings, unset ControlNet / IP-Adapter ones filled for the family."""
+        return models_for_family(self.settings.models, self.family)
+
+    @cached_property
+    def controlnet_source(self) -> ModelSource:
+        assert self.models.controlnet is not None
+        return resolve_source(self.models.controlnet, self.settings.paths.models, "controlnet")
 
     # -- loading ---------------------------------------------------------------------------
     @property
@@ -262,7 +252,11 @@ class Engine:
         )
         device = pick_device(self.models.device)
         dtype = torch.float16 if device == "cuda" else torch.float32
-        controlnet = ControlNetModel.from_pretrained(self._controlnet_dir(), dtype=dtype)
+        controlnet_dir = self._controlnet_dir()
+        check_controlnet_family(
+            controlnet_dir, family, self.controlnet_source.label, self.checkpoint.label
+        )
+        controlnet = ControlNetModel.from_pretrained(controlnet_dir, dtype=dtype)
         common: dict[str, Any] = {
             "controlnet": controlnet,
             "dtype": dtype,
@@ -289,8 +283,16 @@ class Engine:
             # does nothing (tests/test_engine.py pins that).
             pipe.unet.fuse_qkv_projections()
             pipe.vae.fuse_qkv_projections()
+        ipadapter_dir = self._ipadapter_dir()
+        check_ipadapter_family(
+            ipadapter_dir / self.models.ipadapter_subfolder / self.models.ipadapter_weight_name,
+            pipe.unet.config.cross_attention_dim,
+            family,
+            self.ipadapter_source.label,
+            self.checkpoint.label,
+        )
         pipe.load_ip_adapter(
-            str(self._ipadapter_dir()),
+            str(ipadapter_dir),
             subfolder=self.models.ipadapter_subfolder,
             weight_name=self.models.ipadapter_weight_name,
             image_encoder_folder=self.models.image_encoder_folder,
@@ -350,7 +352,7 @@ class Engine:
             self.ipadapter_source,
             [
                 f"{subfolder}/{self.models.ipadapter_weight_name}",
-                f"{subfolder}/{self.models.image_encoder_folder}/*",
+                f"{image_encoder_subfolder(subfolder, self.models.image_encoder_folder)}/*",
             ],
             "ipadapter",
         )

@@ -211,7 +211,7 @@ class Generator:
             "clip_skip": models.clip_skip,
             "controlnet": engine.controlnet_source.label,
             "controlnet_strength": models.controlnet_strength,
-            "ipadapter": f"{engine.ipadapter_source.label}/{models.ipadapter_weight_name}",
+            "ipadapter": f"{engine.ipadapter_source.label}/{engine.models.ipadapter_weight_name}",
             "ipadapter_weight": models.ipadapter_weight,
             "collection": spec.collection,
         }

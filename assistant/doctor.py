@@ -65,7 +65,9 @@ def ollama_url(host: str) -> str:
 
 
 def check_model(settings: Settings, key: str) -> Check:
-    value = getattr(settings.models, key)
+    from tools.families import configured_models
+
+    value = getattr(configured_models(settings), key)
     try:
         source = resolve_source(value, settings.paths.models, key)
     except UserError as error:

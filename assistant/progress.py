@@ -54,9 +54,11 @@ def wait_with_progress(runtime: Runtime, job_id: str, quiet: bool = False) -> Jo
 def _wait(runtime: Runtime, job_id: str, console: object, show: bool) -> Job:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from tools.engine import sampling_for
     from tools.supervisor import wait_for_job
 
-    steps = runtime.settings.output.steps
+    # Few-step mode runs output.fast_steps, not output.steps.
+    steps = sampling_for(runtime.settings).steps
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -478,19 +478,20 @@ def measure(
 
 def _encoder_from_config():
     from tools.consistency import ClipEncoder
-    from tools.model_sources import local_path, resolve_source
+    from tools.families import family_for, models_for_family
+    from tools.model_sources import image_encoder_subfolder, local_path, resolve_source
     from tools.settings import load_settings
 
     settings = load_settings()
     models_dir = settings.paths.models
     if settings.quality.consistency_model:
         return ClipEncoder(settings.quality.consistency_model, models_dir), settings
-    models = settings.models
-    source = resolve_source(models.ipadapter, models_dir, "ipadapter")
-    folder = local_path(
-        source, [f"{models.ipadapter_subfolder}/{models.image_encoder_folder}/*"], "ipadapter"
+    models = models_for_family(settings.models, family_for(settings))
+    encoder_folder = image_encoder_subfolder(
+        models.ipadapter_subfolder, models.image_encoder_folder
     )
-    encoder_dir = folder / models.ipadapter_subfolder / models.image_encoder_folder
+    source = resolve_source(models.ipadapter, models_dir, "ipadapter")
+    encoder_dir = local_path(source, [f"{encoder_folder}/*"], "ipadapter") / encoder_folder
     return ClipEncoder(str(encoder_dir), models_dir), settings
 
 

@@ -78,3 +78,38 @@ def test_clip_skip_two_uses_penultimate_layer(anime_home):
     skip2 = engine_for(anime_home, clip_skip=2)._encode_prompt("1girl, pink hair")
     assert skip1.shape == skip2.shape
     assert not np.allclose(skip1.numpy(), skip2.numpy())
+
+
+def test_cached_reference_embeddings_are_per_encoder_dtype(anime_home, reference_image):
+    import torch
+
+    first = engine_for(anime_home)
+    positive, _ = first.reference_embedding(reference_image)
+    assert positive.dtype == torch.float32 and first.encoder_calls == 1
+    # The same adapter in half precision (as on a GPU) must not reuse the fp32 file.
+    half = engine_for(anime_home)
+    half.pipe.image_encoder.to(torch.bfloat16)
+    positive, negative = half.reference_embedding(reference_image)
+    assert positive.dtype == negative.dtype == torch.bfloat16 and half.encoder_calls == 1
+    assert len(list((anime_home / ".anime-chat" / "embeddings").glob("*.safetensors"))) == 2
+
+
+def test_controlnet_qkv_fusion_would_be_a_no_op_on_sd_attention(tiny_models):
+    """Why the engine fuses only UNet and VAE: ControlNetModel.fuse_qkv_projections fuses
+    only diffusers' new attention modules, and SD's ControlNet has none."""
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_pretrained(tiny_models / "controlnet")
+    controlnet.fuse_qkv_projections()
+    assert not any(hasattr(module, "to_qkv") for module in controlnet.modules())
+    processors = {type(p).__name__ for p in controlnet.attn_processors.values()}
+    assert "FusedAttnProcessor2_0" not in processors
+
+
+def test_compile_warm_up_runs_at_the_batch_size_used(anime_home):
+    settings = load_settings(overrides={"output": {"batch_size": 3}}, home=anime_home, env={})
+    engine = Engine(settings)
+    batches: list[int] = []
+    engine.pipe.unet.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+    engine._warm_up()
+    assert set(batches) == {6}  # three images, each with its negative

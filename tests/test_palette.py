@@ -95,3 +95,13 @@ def test_warming_a_character_stores_both_baselines(anime_home: Path, tiny_models
     _gate(anime_home, encoder).baseline(library.get("beni"))
     beni = library.get("beni")
     assert beni.consistency_baseline is not None and beni.palette_baseline is not None
+
+
+def test_calibrated_scores_stay_in_0_1_and_1_0_means_at_least_the_baseline() -> None:
+    from tools.calibration import calibrated
+
+    assert calibrated(0.97, 0.93) == 1.0  # closer than the character's own re-drawings
+    assert calibrated(0.93, 0.93) == 1.0
+    assert 0.0 <= calibrated(0.92, 0.93) < 1.0  # so min 1.0 rejects it
+    assert calibrated(-0.2, 0.93) == 0.0
+    assert calibrated(0.5, 0.0) == 1.0  # baseline floored at MIN_BASELINE: never above 1

@@ -3,7 +3,8 @@
 The encoder is the IP-Adapter's own (already loaded by the engine) unless
 `quality.consistency_model` names another CLIP vision model. Both images are cropped to the
 character first (the figure's bounding box against the background), so a large empty
-background does not dominate the embedding.
+background does not dominate the embedding; the encoders pad every image to a square
+(`tools/clip_images.py`), so a tall crop keeps its head.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from PIL import Image
 
+from tools.clip_images import border_colour, pad_to_square
 from tools.model_sources import local_path, resolve_source
 from tools.settings import Settings
 
@@ -78,7 +80,7 @@ class ClipEncoder:
             self._load()
         assert self._model is not None and self._processor is not None
         pixels = self._processor(
-            [image.convert("RGB") for image in images], return_tensors="pt"
+            [pad_to_square(image) for image in images], return_tensors="pt"
         ).pixel_values.to(self._model.device)
         with torch.inference_mode():
             embeds = self._model(pixel_values=pixels).image_embeds.float()
@@ -97,8 +99,7 @@ def character_crop(image: Image.Image) -> Image.Image:
     """The figure's bounding box (against the border colour), or the whole image."""
     rgb = image.convert("RGB")
     pixels = np.asarray(rgb, dtype=np.int16)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = np.median(border, axis=0)
+    background = np.array(border_colour(rgb), dtype=np.int16)
     mask = np.abs(pixels - background).sum(axis=-1) > FOREGROUND_DISTANCE
     if mask.mean() < MIN_FIGURE_FRACTION:
         return rgb

@@ -10,17 +10,24 @@ low-VRAM offload) are described, with their measured effect, in docs/PERFORMANCE
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from tools.clip_images import pad_to_square
 from tools.errors import UserError
+from tools.families import (
+    check_controlnet_family,
+    check_ipadapter_family,
+    detect_family,
+    models_for_family,
+)
 from tools.model_sources import (
     SD15_CONFIG_REPO,
     ModelSource,
@@ -29,7 +36,7 @@ from tools.model_sources import (
     resolve_source,
     weight_patterns,
 )
-from tools.settings import Settings
+from tools.settings import ModelSettings, Settings
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +46,8 @@ log = logging.getLogger(__name__)
 StepCallback = Callable[[int, int], None]
 
 SDXL_CONFIG_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
-# Hub ids of the SDXL anime families (Animagine XL, Illustrious XL, Pony) usually say so.
-_SDXL_NAME_HINTS = ("xl", "pony", "illustrious")
+# Part of the reference-embedding cache key: bump it when the image handed to the encoder changes.
+REFERENCE_FRAMING = "square"
 # Rough peak bytes per output pixel of a VAE decode in half precision; decides slicing/tiling.
 _VAE_BYTES_PER_PIXEL = 4000
 
@@ -126,62 +133,53 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def detect_family(source: ModelSource) -> str:
-    """'sdxl' or 'sd15', from the folder's model index, the file's keys, or the hub id."""
-    if source.kind == "dir":
-        index = Path(source.location) / "model_index.json"
-        if index.is_file():
-            class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
-            return "sdxl" if "XL" in class_name else "sd15"
-        return "sdxl" if (Path(source.location) / "text_encoder_2").is_dir() else "sd15"
-    if source.kind == "file":
-        if not source.location.endswith(".safetensors"):
-            return "sd15"
-        from safetensors import safe_open
-
-        with safe_open(source.location, framework="pt") as handle:
-            keys = handle.keys()
-        return "sdxl" if any(k.startswith("conditioner.embedders.1.") for k in keys) else "sd15"
-    name = source.location.lower()
-    return "sdxl" if any(hint in name for hint in _SDXL_NAME_HINTS) else "sd15"
+def batch_size_for(settings: Settings) -> int:
+    """Images per engine call. "auto": 4 on CUDA, where a batch fills the GPU better; 1 on the
+    CPU (compute-bound: no gain, and the first image would come later) and with low_vram."""
+    size = settings.output.batch_size
+    if size != "auto":
+        return size
+    models = settings.models
+    return 4 if pick_device(models.device) == "cuda" and not models.low_vram else 1
 
 
-def slice_doubled_conditioning(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """UNet pre-hook: after the CFG cutoff the pipeline still passes the IP-Adapter embeddings
-    (and, for SDXL, time ids) computed for the doubled batch; keep their conditional half."""
-    sample = args[0] if args else kwargs["sample"]
-    added = kwargs.get("added_cond_kwargs")
-    if not added:
+class PerImageReferences:
+    """UNet pre-hook that gives each image of a batch exactly its own IP-Adapter embedding.
+
+    diffusers repeats `ip_adapter_image_embeds` by the batch size (`prepare_ip_adapter_image_
+    embeds` treats them as one reference set shared by every image), and the attention processor
+    then folds the repeats into each image's key/value tokens: every image would attend to every
+    reference of the batch. `Engine.render` therefore hands diffusers a one-image placeholder and
+    sets `rows` here, one row per UNet batch row (unconditional rows first, as diffusers orders
+    the doubled CFG batch); after the CFG cutoff the UNet runs the conditional rows only.
+    """
+
+    def __init__(self) -> None:
+        self.rows: torch.Tensor | None = None
+
+    def __call__(self, _module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        added = kwargs.get("added_cond_kwargs")
+        if self.rows is None or not added or "image_embeds" not in added:
+            return args, kwargs
+        sample = args[0] if args else kwargs["sample"]
+        rows = self.rows
+        if sample.shape[0] != rows.shape[0]:
+            rows = rows[rows.shape[0] - sample.shape[0] :]
+        kwargs["added_cond_kwargs"] = {**added, "image_embeds": [rows]}
         return args, kwargs
-    batch = sample.shape[0]
-
-    def halve(value: Any) -> Any:
-        if isinstance(value, list):
-            return [halve(item) for item in value]
-        if hasattr(value, "shape") and value.shape[0] == 2 * batch:
-            return value[batch:]
-        return value
-
-    kwargs["added_cond_kwargs"] = {key: halve(value) for key, value in added.items()}
-    return args, kwargs
 
 
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.models = settings.models
-        self.checkpoint = resolve_source(
-            self.models.checkpoint, settings.paths.models, "checkpoint"
-        )
-        self.controlnet_source = resolve_source(
-            self.models.controlnet, settings.paths.models, "controlnet"
-        )
+        configured = settings.models
+        self.checkpoint = resolve_source(configured.checkpoint, settings.paths.models, "checkpoint")
         self.ipadapter_source = resolve_source(
-            self.models.ipadapter, settings.paths.models, "ipadapter"
+            configured.ipadapter, settings.paths.models, "ipadapter"
         )
         self.fast_lora_source = (
-            resolve_source(self.models.fast_lora, settings.paths.models, "fast_lora")
-            if self.models.fast_lora
+            resolve_source(configured.fast_lora, settings.paths.models, "fast_lora")
+            if configured.fast_lora
             else None
         )
         self.sampling = sampling_for(settings)
@@ -192,14 +190,25 @@ class Engine:
         self._text_cache: dict[str, PromptEmbedding] = {}
         self._reference_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._blank_reference: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._references_hook = PerImageReferences()
         self.encoder_calls = 0
         self.loads = 0
 
-    @property
+    @cached_property
     def family(self) -> str:
-        if self.models.family != "auto":
-            return self.models.family
+        if self.settings.models.family != "auto":
+            return self.settings.models.family
         return detect_family(self.checkpoint)
+
+    @cached_property
+    def models(self) -> ModelSettings:
+        """The model settings, unset ControlNet / IP-Adapter ones filled for the family."""
+        return models_for_family(self.settings.models, self.family)
+
+    @cached_property
+    def controlnet_source(self) -> ModelSource:
+        assert self.models.controlnet is not None
+        return resolve_source(self.models.controlnet, self.settings.paths.models, "controlnet")
 
     # -- loading ---------------------------------------------------------------------------
     @property
@@ -243,7 +252,11 @@ class Engine:
         )
         device = pick_device(self.models.device)
         dtype = torch.float16 if device == "cuda" else torch.float32
-        controlnet = ControlNetModel.from_pretrained(self._controlnet_dir(), dtype=dtype)
+        controlnet_dir = self._controlnet_dir()
+        check_controlnet_family(
+            controlnet_dir, family, self.controlnet_source.label, self.checkpoint.label
+        )
+        controlnet = ControlNetModel.from_pretrained(controlnet_dir, dtype=dtype)
         common: dict[str, Any] = {
             "controlnet": controlnet,
             "dtype": dtype,
@@ -265,12 +278,21 @@ class Engine:
             self._fuse_fast_lora(pipe)
         if self.models.fuse_qkv:
             # Before the IP-Adapter: its loader keeps the self-attention processors (fused) and
-            # swaps only the cross-attention ones.
+            # swaps only the cross-attention ones. Not the ControlNet: its fuse_qkv_projections
+            # (AttentionMixin's) fuses only the new attention modules, so on SD's `Attention` it
+            # does nothing (tests/test_engine.py pins that).
             pipe.unet.fuse_qkv_projections()
-            pipe.controlnet.fuse_qkv_projections()
             pipe.vae.fuse_qkv_projections()
+        ipadapter_dir = self._ipadapter_dir()
+        check_ipadapter_family(
+            ipadapter_dir / self.models.ipadapter_subfolder / self.models.ipadapter_weight_name,
+            pipe.unet.config.cross_attention_dim,
+            family,
+            self.ipadapter_source.label,
+            self.checkpoint.label,
+        )
         pipe.load_ip_adapter(
-            str(self._ipadapter_dir()),
+            str(ipadapter_dir),
             subfolder=self.models.ipadapter_subfolder,
             weight_name=self.models.ipadapter_weight_name,
             image_encoder_folder=self.models.image_encoder_folder,
@@ -283,7 +305,7 @@ class Engine:
             pipe.enable_model_cpu_offload()
         else:
             pipe.to(device)
-        pipe.unet.register_forward_pre_hook(slice_doubled_conditioning, with_kwargs=True)
+        pipe.unet.register_forward_pre_hook(self._references_hook, with_kwargs=True)
         if self.models.compile:
             pipe.unet.compile()
             pipe.controlnet.compile()
@@ -301,11 +323,12 @@ class Engine:
         return pipe
 
     def _warm_up(self) -> None:
-        """Compile at the configured size now, so the first real image runs at full speed."""
+        """Compile at the configured size and batch now, so the first real batch runs at full
+        speed (another batch size would compile again)."""
         resolution = self.settings.output.resolution
         blank = Image.new("RGB", (resolution.width, resolution.height))
         self.render(
-            [RenderJob("", "", blank, None, 0)],
+            [RenderJob("", "", blank, None, 0)] * batch_size_for(self.settings),
             width=resolution.width,
             height=resolution.height,
             ipadapter_weight=0.0,
@@ -439,9 +462,13 @@ class Engine:
         return PromptEmbedding(torch.cat(parts, dim=-1), pooled)
 
     def _encoder_key(self) -> str:
+        """What a cached reference embedding depends on besides the image: the adapter, its
+        encoder, the encoder's dtype (an fp32 cache is wrong for an fp16 UNet) and how the image
+        was framed (`square` since references are padded to a square)."""
         return hashlib.sha256(
             f"{self.ipadapter_source.location}|{self.models.ipadapter_weight_name}|"
-            f"{self.models.image_encoder_folder}".encode()
+            f"{self.models.image_encoder_folder}|{self.pipe.image_encoder.dtype}|"
+            f"{REFERENCE_FRAMING}".encode()
         ).hexdigest()[:16]
 
     def _uses_hidden_states(self) -> bool:
@@ -467,7 +494,7 @@ class Engine:
             pair = (tensors["positive"], tensors["negative"])
         else:
             with Image.open(reference) as image:
-                picture = image.convert("RGB")
+                picture = pad_to_square(image)
             with torch.inference_mode():
                 positive, negative = pipe.encode_image(
                     picture, self.device, 1, self._uses_hidden_states()
@@ -489,7 +516,7 @@ class Engine:
 
         pipe = self.pipe
         pixels = pipe.feature_extractor(
-            [image.convert("RGB") for image in images], return_tensors="pt"
+            [pad_to_square(image) for image in images], return_tensors="pt"
         ).pixel_values.to(self.device, dtype=pipe.image_encoder.dtype)
         with torch.inference_mode():
             embeds = pipe.image_encoder(pixels).image_embeds.float()
@@ -533,7 +560,9 @@ class Engine:
         pipe.set_ip_adapter_scale(ipadapter_weight if with_references else 0.0)
         sampling = self.sampling
         guided = sampling.guidance_scale > 1.0
-        ip_embeds = torch.cat(negatives + positives) if guided else torch.cat(positives)
+        # One row per UNet row (see PerImageReferences); diffusers gets a one-image stand-in.
+        rows = torch.cat(negatives + positives) if guided else torch.cat(positives)
+        stand_in = torch.cat([negatives[0], positives[0]]) if guided else positives[0]
         steps = sampling.steps
         cutoff = math.ceil(output.cfg_cutoff * steps) if guided and output.cfg_cutoff else None
         cut_inputs = [name for name in self._cut_tensor_names() if guided]
@@ -550,20 +579,24 @@ class Engine:
 
         self._fit_vae(len(jobs), width, height)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
-        with torch.inference_mode():
-            result = pipe(
-                **text,
-                image=[job.pose_image.convert("RGB") for job in jobs],
-                ip_adapter_image_embeds=[ip_embeds],
-                controlnet_conditioning_scale=controlnet_strength,
-                num_inference_steps=steps,
-                guidance_scale=sampling.guidance_scale,
-                width=width,
-                height=height,
-                generator=generators,
-                callback_on_step_end=step_end,
-                callback_on_step_end_tensor_inputs=cut_inputs,
-            )
+        self._references_hook.rows = rows
+        try:
+            with torch.inference_mode():
+                result = pipe(
+                    **text,
+                    image=[job.pose_image.convert("RGB") for job in jobs],
+                    ip_adapter_image_embeds=[stand_in],
+                    controlnet_conditioning_scale=controlnet_strength,
+                    num_inference_steps=steps,
+                    guidance_scale=sampling.guidance_scale,
+                    width=width,
+                    height=height,
+                    generator=generators,
+                    callback_on_step_end=step_end,
+                    callback_on_step_end_tensor_inputs=cut_inputs,
+                )
+        finally:
+            self._references_hook.rows = None
         return list(result.images)
 
     def _cut_tensor_names(self) -> list[str]:

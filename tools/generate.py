@@ -211,7 +211,7 @@ class Generator:
             "clip_skip": models.clip_skip,
             "controlnet": engine.controlnet_source.label,
             "controlnet_strength": models.controlnet_strength,
-            "ipadapter": f"{engine.ipadapter_source.label}/{models.ipadapter_weight_name}",
+            "ipadapter": f"{engine.ipadapter_source.label}/{engine.models.ipadapter_weight_name}",
             "ipadapter_weight": models.ipadapter_weight,
             "collection": spec.collection,
         }
@@ -221,15 +221,10 @@ class Generator:
 
     @property
     def batch_size(self) -> int:
-        """Images per engine call. "auto": 4 on CUDA, where a batch fills the GPU better; 1 on
-        the CPU (compute-bound: no gain, and the first image would come later) and low_vram."""
-        size = self.settings.output.batch_size
-        if size != "auto":
-            return size
-        from tools.engine import pick_device
+        """Images per engine call (`tools.engine.batch_size_for`)."""
+        from tools.engine import batch_size_for
 
-        models = self.settings.models
-        return 4 if pick_device(models.device) == "cuda" and not models.low_vram else 1
+        return batch_size_for(self.settings)
 
     def produce(self, spec: ImageSpec, on_step: StepCallback | None = None) -> OutputRecord:
         """Render, score, re-roll rejects and save one image. Safe to call again after a crash."""

@@ -31,6 +31,14 @@ WEIGHT_PREFERENCE = (
 )
 
 
+def image_encoder_subfolder(subfolder: str, image_encoder_folder: str) -> str:
+    """Where `load_ip_adapter` looks for the image encoder, by diffusers' own rule: a folder
+    name with a '/' is relative to the repository root, a bare name to `subfolder`."""
+    if "/" in image_encoder_folder:
+        return Path(image_encoder_folder).as_posix()
+    return Path(subfolder, image_encoder_folder).as_posix()
+
+
 def weight_patterns(models: ModelSettings, key: str) -> list[str]:
     """The weights files the loaders open for `models.<key>`; downloads and the cache probe
     both go by these, so what is fetched is exactly what counts as downloaded."""
@@ -42,7 +50,7 @@ def weight_patterns(models: ModelSettings, key: str) -> list[str]:
         subfolder = models.ipadapter_subfolder
         return [
             f"{subfolder}/{models.ipadapter_weight_name}",
-            f"{subfolder}/{models.image_encoder_folder}/*",
+            f"{image_encoder_subfolder(subfolder, models.image_encoder_folder)}/*",
         ]
     return ["*.safetensors"]
 

@@ -91,11 +91,14 @@ class ModelSettings(_Section):
     checkpoint: str = DEFAULT_CHECKPOINT
     # Architecture configs for a single-file checkpoint: a diffusers folder or hub id.
     checkpoint_config: str | None = None
-    controlnet: str = DEFAULT_CONTROLNET
+    # Unset (null): the checkpoint family's default (tools/families.py); for SD1.5 that is
+    # DEFAULT_CONTROLNET and models/ip-adapter_sd15.safetensors of DEFAULT_IPADAPTER.
+    controlnet: str | None = None
     ipadapter: str = DEFAULT_IPADAPTER
-    ipadapter_subfolder: str = "models"
-    ipadapter_weight_name: str = "ip-adapter_sd15.safetensors"
-    image_encoder_folder: str = "image_encoder"
+    ipadapter_subfolder: str | None = None
+    ipadapter_weight_name: str | None = None
+    # Like diffusers: a name with '/' is relative to the IP-Adapter repo, else to the subfolder.
+    image_encoder_folder: str | None = None
     ipadapter_weight: float = Field(0.95, ge=0.0, le=2.0)
     controlnet_strength: float = Field(0.5, ge=0.0, le=2.0)
     clip_skip: int = Field(2, ge=1, le=4)

@@ -217,12 +217,18 @@ def _character_sheet(
 
 
 # -- characters ----------------------------------------------------------------------------------
+_LORA_HELP = "A LoRA for this character: NAME[:WEIGHT] (in <home>/models/lora/); repeatable."
+_TRIGGER_HELP = "Words the character's LoRA was trained on, added to its prompt."
+
+
 @characters_app.command("add")
 def characters_add(
     name: str,
     image: Annotated[Path, typer.Option("--image", "-i", help="Reference image file.")],
     description: Annotated[str, typer.Option("--description", "-d")] = "",
     tags: Annotated[str, typer.Option("--tags", help="Prompt tags, e.g. 'pink hair'.")] = "",
+    lora: Annotated[list[str] | None, typer.Option("--lora", help=_LORA_HELP)] = None,
+    trigger: Annotated[str, typer.Option("--trigger", help=_TRIGGER_HELP)] = "",
 ) -> None:
     """Add a character from one reference image."""
     from tools.characters import load_reference_image, normalize_name
@@ -230,14 +236,50 @@ def characters_add(
 
     runtime = _runtime()
     normalize_name(name)
+    loras = _character_loras(runtime, lora or [])
     picture = load_reference_image(image)
-    added = runtime.characters.add(name, picture, description=description, prompt_tags=tags)
+    added = runtime.characters.add(
+        name, picture, description=description, prompt_tags=tags, loras=loras, trigger=trigger
+    )
     if not detect_faces(picture):
         typer.echo(
             "warning: no face found in the reference; kept anyway (fine for back views/chibi)",
             err=True,
         )
     typer.echo(f"added {added.name}: {added.reference_path}")
+
+
+@characters_app.command("edit")
+def characters_edit(
+    name: str,
+    lora: Annotated[list[str] | None, typer.Option("--lora", help=_LORA_HELP)] = None,
+    no_lora: Annotated[bool, typer.Option("--no-lora", help="Drop the character's LoRAs.")] = False,
+    trigger: Annotated[str | None, typer.Option("--trigger", help=_TRIGGER_HELP)] = None,
+    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    tags: Annotated[str | None, typer.Option("--tags", help="Prompt tags.")] = None,
+) -> None:
+    """Change a character's LoRAs, trigger words, description or tags."""
+    runtime = _runtime()
+    changes: dict[str, Any] = {}
+    if lora or no_lora:
+        changes["loras"] = _character_loras(runtime, lora or [])
+    for key, value in (("trigger", trigger), ("description", description), ("prompt_tags", tags)):
+        if value is not None:
+            changes[key] = value.strip()
+    edited = runtime.characters.edit(name, **changes)
+    loras = ", ".join(f"{item.name}:{item.weight:g}" for item in edited.loras) or "none"
+    typer.echo(f"{edited.name}: loras {loras}; trigger '{edited.trigger}'")
+
+
+def _character_loras(runtime: Any, options: list[str]) -> list[Any]:
+    """`--lora` values, each checked now (a missing file is one line naming the folder)."""
+    from tools.characters import parse_lora_option
+    from tools.extra_networks import check_lora
+
+    loras = [parse_lora_option(option) for option in options]
+    for item in loras:
+        check_lora(item.name, runtime.settings.paths)
+    return loras
 
 
 @characters_app.command("list")

@@ -7,6 +7,9 @@
 - `controlnet/`: a ControlNet made from that UNet;
 - `ip-adapter/models/`: a plain IP-Adapter and its CLIP image encoder;
 - `aesthetic/`: an image classifier with the labels `hq` / `lq`;
+- `lora/tiny.safetensors`: a character-style LoRA (kohya key layout, UNet and text encoder);
+- `embeddings/TinyNegative.safetensors`: a textual-inversion embedding (A1111 `emb_params`);
+- `vae.safetensors`: another VAE of the same architecture, as one original-layout file;
 - `anime-config.yaml`: settings pointing at all of them, with quality thresholds noise passes.
 
 Everything is seeded, so two builds are byte-identical. A finished build is stamped; building
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     import torch
 
 # Bump when anything below changes what is written, so stale builds are rebuilt.
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
 STAMP_NAME = ".tiny-models-version"
 CONFIG_NAME = "anime-config.yaml"
 RESOLUTION = (128, 192)  # width, height of the config's default output
@@ -39,6 +42,9 @@ VAE_SCALE = 8
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 16  # the image encoder's projection size, the IP-Adapter's input
 IP_TOKENS = 4  # a plain IP-Adapter always adds four image tokens
+LORA_NAME = "tiny"
+EMBEDDING_NAME = "TinyNegative"
+EMBEDDING_VECTORS = 2
 ENDOFTEXT = "<|endoftext|>"
 STARTOFTEXT = "<|startoftext|>"
 
@@ -78,6 +84,7 @@ def _build_all(directory: Path) -> None:
         _build_controlnet(pipe.unet, scratch / "controlnet")
         _build_ip_adapter(pipe.unet, scratch / "ip-adapter" / "models")
         _build_aesthetic(scratch / "aesthetic")
+        _build_extra_networks(pipe, scratch)
         for file in scratch.rglob("*"):
             if file.is_file():  # some writers make owner-only files; these are ordinary files
                 file.chmod(0o644)
@@ -381,6 +388,33 @@ def _build_aesthetic(folder: Path) -> None:
     )
     model.save_pretrained(folder, safe_serialization=True)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def _build_extra_networks(pipe: Any, directory: Path) -> None:
+    """The files users drop into `<home>/models/lora|embeddings/` and `models.vae`."""
+    import torch
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    from evals.tiny_lora import build_tiny_kohya_lora
+
+    build_tiny_kohya_lora(
+        pipe.unet, pipe.text_encoder, directory / "lora" / f"{LORA_NAME}.safetensors"
+    )
+    generator = torch.Generator().manual_seed(8)
+    vectors = torch.randn(EMBEDDING_VECTORS, CROSS_DIM, generator=generator)
+    (directory / "embeddings").mkdir()
+    save_file(
+        {"emb_params": vectors}, str(directory / "embeddings" / f"{EMBEDDING_NAME}.safetensors")
+    )
+    _seeded(9)
+    vae = AutoencoderKL.from_config(pipe.vae.config)
+    # Standalone VAE files (kl-f8-anime2, vae-ft-mse) hold the LDM keys without the prefix.
+    weights = {
+        key.removeprefix(LDM_VAE_PREFIX): tensor.contiguous()
+        for key, tensor in vae_to_ldm(vae.state_dict(), vae.config).items()
+    }
+    save_file(weights, str(directory / "vae.safetensors"))
 
 
 # --- diffusers → original LDM checkpoint --------------------------------------------------------

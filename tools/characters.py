@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from tools.atomic import write_atomic, write_json_atomic
 from tools.errors import UnknownCharacterError, UserError
-from tools.settings import Paths
+from tools.settings import LoraSetting, Paths
 
 INDEX_FILENAME = "characters.json"
 REFERENCE_FILENAME = "reference.png"
@@ -41,6 +41,9 @@ class Character(BaseModel):
     references: list[str] = Field(default_factory=lambda: [REFERENCE_FILENAME])
     consistency_baseline: float | None = None
     palette_baseline: float | None = None
+    # The character's own LoRAs (applied to its images only) and the words that trigger them.
+    loras: list[LoraSetting] = Field(default_factory=list)
+    trigger: str = ""
     folder: Path = Field(exclude=True)
 
     @property
@@ -61,6 +64,19 @@ def normalize_name(name: str) -> str:
             "use 1-40 letters, digits, '-' or '_' (no spaces, slashes or dots)",
         )
     return folded
+
+
+def parse_lora_option(text: str) -> LoraSetting:
+    """`NAME` or `NAME:WEIGHT` (as `--lora` takes it) → a LoRA setting."""
+    name, colon, weight = text.strip().rpartition(":")
+    if not colon:
+        name, weight = weight, ""
+    try:
+        return LoraSetting(name=name.strip(), weight=float(weight) if weight else 1.0)
+    except (ValueError, ValidationError):
+        raise UserError(
+            f"--lora '{text}' is not NAME or NAME:WEIGHT", "e.g. --lora sakura_v2:0.8"
+        ) from None
 
 
 def load_reference_image(path: Path) -> Image.Image:
@@ -181,6 +197,8 @@ class CharacterLibrary:
         image: Path | Image.Image,
         description: str = "",
         prompt_tags: str = "",
+        loras: list[LoraSetting] | None = None,
+        trigger: str = "",
     ) -> Character:
         key = normalize_name(name)
         picture = image if isinstance(image, Image.Image) else load_reference_image(Path(image))
@@ -209,6 +227,8 @@ class CharacterLibrary:
                 description=description.strip(),
                 prompt_tags=prompt_tags.strip(),
                 created=datetime.now(UTC).isoformat(timespec="seconds"),
+                loras=list(loras or []),
+                trigger=trigger.strip(),
                 folder=folder,
             )
             characters[key] = character
@@ -222,6 +242,20 @@ class CharacterLibrary:
                 raise UnknownCharacterError(character.name, [])
             characters[character.name] = character
             self._write_index(characters)
+
+    def edit(self, name: str, **changes: object) -> Character:
+        """Change some fields of a character (those given, e.g. `loras=`, `trigger=`)."""
+        with self._locked():
+            characters = self._read_index()
+            key = name.strip().lower()
+            if key not in characters:
+                raise UnknownCharacterError(name, self.closest(name, list(characters)))
+            edited = characters[key].model_copy(update=changes)
+            characters[key] = Character.model_validate(
+                {**edited.model_dump(mode="json"), "folder": edited.folder}
+            )
+            self._write_index(characters)
+        return characters[key]
 
     def remove(self, name: str) -> Character:
         with self._locked():

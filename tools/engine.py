@@ -1,10 +1,12 @@
 """The warm diffusion engine: an SD1.5 or SDXL checkpoint + ControlNet OpenPose + IP-Adapter.
 
-One `Engine` owns one pipeline, loaded on first use and kept warm. Prompt embeddings are computed
-here (clip skip, cached per prompt) and IP-Adapter image embeddings are computed once per
-reference image (cached in memory and on disk, keyed by file hash and encoder), so a batch of a
-character pays for neither again. Speed settings (fused QKV, channels_last, compile, CFG cutoff,
-low-VRAM offload) are described, with their measured effect, in docs/PERFORMANCE.md.
+One `Engine` owns one pipeline, loaded on first use and kept warm. Prompt embeddings come from
+`tools.prompt_encoding` (75-token chunks, A1111 weights, clip skip; cached per prompt and LoRA
+set); LoRAs, embeddings and an external VAE from `tools.extra_networks`. IP-Adapter image
+embeddings are computed once per reference image (cached in memory and on disk, keyed by file
+hash and encoder), so a batch of a character pays for neither again. Speed settings (fused QKV,
+channels_last, compile, CFG cutoff, low-VRAM offload) are described, with their measured effect,
+in docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from PIL import Image
 
 from tools.clip_images import pad_to_square
 from tools.errors import UserError
+from tools.extra_networks import (
+    Embeddings,
+    LoraAdapters,
+    decode_latents,
+    find_lora,
+    find_vae,
+    load_vae,
+)
 from tools.families import (
     check_controlnet_family,
     check_ipadapter_family,
@@ -36,6 +46,9 @@ from tools.model_sources import (
     resolve_source,
     weight_patterns,
 )
+from tools.prompt_encoding import PromptEmbedding, PromptEncoder, pad_to_chunks
+from tools.prompt_syntax import LoraRequest, extract_loras, merge_loras
+from tools.samplers import SAMPLER_TABLE
 from tools.settings import ModelSettings, Settings
 
 if TYPE_CHECKING:
@@ -51,12 +64,7 @@ REFERENCE_FRAMING = "square"
 # Rough peak bytes per output pixel of a VAE decode in half precision; decides slicing/tiling.
 _VAE_BYTES_PER_PIXEL = 4000
 
-SAMPLERS = {
-    "euler_a": ("EulerAncestralDiscreteScheduler", "Euler a"),
-    "euler": ("EulerDiscreteScheduler", "Euler"),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", "DPM++ 2M"),
-    "ddim": ("DDIMScheduler", "DDIM"),
-}
+SAMPLERS = {name: (class_name, label) for name, (class_name, label, _) in SAMPLER_TABLE.items()}
 # Few-step mode: the scheduler each kind of distilled LoRA was trained with (Hyper-SD: TCD).
 FAST_SAMPLERS = {
     "lcm": ("LCMScheduler", "LCM"),
@@ -73,6 +81,7 @@ class Sampling:
     scheduler_class: str
     sampler: str
     fast_lora: str | None = None
+    scheduler_options: tuple[tuple[str, Any], ...] = ()
 
 
 def sampling_for(settings: Settings) -> Sampling:
@@ -80,8 +89,10 @@ def sampling_for(settings: Settings) -> Sampling:
     if fast_lora:
         class_name, label = FAST_SAMPLERS[output.fast_sampler]
         return Sampling(output.fast_steps, output.fast_guidance_scale, class_name, label, fast_lora)
-    class_name, label = SAMPLERS[output.sampler]
-    return Sampling(output.steps, output.guidance_scale, class_name, label)
+    class_name, label, options = SAMPLER_TABLE[output.sampler]
+    return Sampling(
+        output.steps, output.guidance_scale, class_name, label, None, tuple(options.items())
+    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,8 @@ class RenderJob:
     pose_image: Image.Image
     reference: Path | None
     seed: int
+    # LoRAs of this image besides models.loras and the prompt's own <lora:NAME:W> tags.
+    loras: tuple[LoraRequest, ...] = ()
 
 
 @dataclass
@@ -105,14 +118,6 @@ class EngineInfo:
     device: str
     dtype: str
     family: str = "sd15"
-
-
-@dataclass(frozen=True)
-class PromptEmbedding:
-    """A prompt's text-encoder output; SDXL adds the pooled embedding of its second encoder."""
-
-    embeds: torch.Tensor
-    pooled: torch.Tensor | None = None
 
 
 def pick_device(preference: str) -> str:
@@ -187,7 +192,11 @@ class Engine:
         self._pipe: Any = None
         self._device: Any = None
         self.info: EngineInfo | None = None
-        self._text_cache: dict[str, PromptEmbedding] = {}
+        self._text_cache: dict[tuple[str, tuple[LoraRequest, ...]], PromptEmbedding] = {}
+        self._prompt_encoder: PromptEncoder | None = None
+        self.loras = LoraAdapters(settings.paths)
+        self.embeddings = Embeddings(settings.paths)
+        self.vae_redecodes = 0
         self._reference_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._blank_reference: tuple[torch.Tensor, torch.Tensor] | None = None
         self._references_hook = PerImageReferences()
@@ -274,6 +283,14 @@ class Engine:
         else:
             pipe = pipeline_class.from_pretrained(self._checkpoint_dir(), **common)
         pipe.scheduler = self._scheduler(pipe.scheduler.config)
+        if self.models.vae:
+            pipe.vae = load_vae(
+                self.models.vae,
+                self.settings.paths.models,
+                pipe.vae,
+                dtype,
+                self.settings.paths.state / "vae-config",
+            )
         if self.fast_lora_source is not None:
             self._fuse_fast_lora(pipe)
         if self.models.fuse_qkv:
@@ -367,6 +384,12 @@ class Engine:
         self._ipadapter_dir()
         if self.fast_lora_source is not None:
             self._fast_lora_location()
+        for lora in self.models.loras:
+            find_lora(lora.name, self.settings.paths)
+        if self.models.vae:
+            kind, location = find_vae(self.models.vae, self.settings.paths.models)
+            if kind == "hub":
+                fetch_hub(str(location), ["*.safetensors", "*.bin"], "VAE")
 
     def _single_file_config(self, family: str) -> Path:
         """Architecture configs for a single-file checkpoint; local first, so offline works."""
@@ -387,7 +410,9 @@ class Engine:
     def _scheduler(self, config: Any) -> Any:
         import diffusers
 
-        return getattr(diffusers, self.sampling.scheduler_class).from_config(config)
+        return getattr(diffusers, self.sampling.scheduler_class).from_config(
+            config, **dict(self.sampling.scheduler_options)
+        )
 
     def _fuse_fast_lora(self, pipe: Any) -> None:
         """Merge the few-step LoRA into the UNet's weights (needs `peft`). Before QKV fusion:
@@ -415,51 +440,33 @@ class Engine:
         return self._prompt_embedding(prompt).embeds
 
     def _prompt_embedding(self, prompt: str) -> PromptEmbedding:
-        import torch
-
-        if prompt in self._text_cache:
-            return self._text_cache[prompt]
+        """The prompt's embedding (its `<lora:...>` tags already taken out), cached per prompt
+        and active LoRA set: a LoRA may adapt the text encoder too."""
+        key = (prompt, self.loras.active)
+        if key in self._text_cache:
+            return self._text_cache[key]
         pipe = self.pipe
-        with torch.inference_mode():
-            if self.info is not None and self.info.family == "sdxl":
-                embedding = self._encode_sdxl(pipe, prompt)
-            else:
-                output = pipe.text_encoder(
-                    self._tokens(pipe.tokenizer, prompt), output_hidden_states=True
-                )
-                if self.models.clip_skip == 1:
-                    embeds = output.last_hidden_state
-                else:
-                    hidden = output.hidden_states[-self.models.clip_skip]
-                    embeds = pipe.text_encoder.final_layer_norm(hidden)
-                embedding = PromptEmbedding(embeds)
-        self._text_cache[prompt] = embedding
+        family = self.info.family if self.info is not None else self.family
+        if self.embeddings.load_named(pipe, family, [prompt]) or self._prompt_encoder is None:
+            self._prompt_encoder = PromptEncoder(
+                pipe, family, self.models.clip_skip, self.device, self.embeddings.tokens
+            )
+        embedding = self._prompt_encoder.encode(prompt)
+        self._text_cache[key] = embedding
         return embedding
 
-    def _tokens(self, tokenizer: Any, prompt: str) -> torch.Tensor:
-        return tokenizer(
-            prompt,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(self.device)
+    def loras_for(self, job: RenderJob) -> tuple[LoraRequest, ...]:
+        return self.lora_set(job.prompt, job.negative_prompt, job.loras)
 
-    def _encode_sdxl(self, pipe: Any, prompt: str) -> PromptEmbedding:
-        """Both encoders' hidden states side by side, the way SDXL was trained: the penultimate
-        layer at least (clip skip 2), deeper if asked; pooled from the second encoder."""
-        import torch
-
-        layer = max(2, self.models.clip_skip)
-        parts, pooled = [], None
-        for tokenizer, encoder in (
-            (pipe.tokenizer, pipe.text_encoder),
-            (pipe.tokenizer_2, pipe.text_encoder_2),
-        ):
-            output = encoder(self._tokens(tokenizer, prompt), output_hidden_states=True)
-            parts.append(output.hidden_states[-layer])
-            pooled = output[0]
-        return PromptEmbedding(torch.cat(parts, dim=-1), pooled)
+    def lora_set(
+        self, prompt: str, negative_prompt: str, own: tuple[LoraRequest, ...] = ()
+    ) -> tuple[LoraRequest, ...]:
+        """`models.loras`, then the image's own (its character's), then the prompts'
+        `<lora:...>` tags; for a LoRA named twice the later weight wins."""
+        configured = [LoraRequest(lora.name, lora.weight) for lora in self.models.loras]
+        _, in_prompt = extract_loras(prompt)
+        _, in_negative = extract_loras(negative_prompt)
+        return merge_loras(configured, own, in_prompt, in_negative)
 
     def _encoder_key(self) -> str:
         """What a cached reference embedding depends on besides the image: the adapter, its
@@ -533,21 +540,63 @@ class Engine:
         controlnet_strength: float,
         on_step: StepCallback | None = None,
     ) -> list[Image.Image]:
-        import torch
-
+        """Draw the jobs; jobs with different LoRA sets are drawn in separate groups (one set of
+        adapters is active per call), switching adapters without reloading the checkpoint."""
         if not jobs:
             return []
-        pipe = self.pipe
-        output = self.settings.output
-        prompts = [self._prompt_embedding(job.prompt) for job in jobs]
-        negatives_text = [self._prompt_embedding(job.negative_prompt) for job in jobs]
+        groups: dict[tuple[LoraRequest, ...], list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault(self.loras_for(job), []).append(index)
+        images: list[Image.Image | None] = [None] * len(jobs)
+        for loras, indexes in groups.items():
+            self.loras.use(self.pipe, loras)
+            drawn = self._render_group(
+                [jobs[index] for index in indexes],
+                width=width,
+                height=height,
+                ipadapter_weight=ipadapter_weight,
+                controlnet_strength=controlnet_strength,
+                on_step=on_step,
+            )
+            for index, image in zip(indexes, drawn, strict=True):
+                images[index] = image
+        return [image for image in images if image is not None]
+
+    def _text_inputs(self, jobs: list[RenderJob]) -> dict[str, Any]:
+        """Prompt and negative embeddings of the jobs, all padded with empty chunks to the
+        longest one (a prompt may be several 77-token chunks)."""
+        import torch
+
+        prompts = [self._prompt_embedding(extract_loras(job.prompt)[0]) for job in jobs]
+        negatives = [self._prompt_embedding(extract_loras(job.negative_prompt)[0]) for job in jobs]
+        chunks = max(embedding.chunks for embedding in prompts + negatives)
+        empty = self._prompt_embedding("")
         text: dict[str, Any] = {
-            "prompt_embeds": torch.cat([p.embeds for p in prompts]),
-            "negative_prompt_embeds": torch.cat([p.embeds for p in negatives_text]),
+            "prompt_embeds": torch.cat([pad_to_chunks(p, chunks, empty) for p in prompts]),
+            "negative_prompt_embeds": torch.cat(
+                [pad_to_chunks(p, chunks, empty) for p in negatives]
+            ),
         }
         if self.info is not None and self.info.family == "sdxl":
             text["pooled_prompt_embeds"] = torch.cat([p.pooled for p in prompts])
-            text["negative_pooled_prompt_embeds"] = torch.cat([p.pooled for p in negatives_text])
+            text["negative_pooled_prompt_embeds"] = torch.cat([p.pooled for p in negatives])
+        return text
+
+    def _render_group(
+        self,
+        jobs: list[RenderJob],
+        *,
+        width: int,
+        height: int,
+        ipadapter_weight: float,
+        controlnet_strength: float,
+        on_step: StepCallback | None = None,
+    ) -> list[Image.Image]:
+        import torch
+
+        pipe = self.pipe
+        output = self.settings.output
+        text = self._text_inputs(jobs)
         positives, negatives = [], []
         for job in jobs:
             if job.reference is None:
@@ -579,6 +628,9 @@ class Engine:
 
         self._fit_vae(len(jobs), width, height)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+        if hasattr(pipe.scheduler, "noise_sampler_seed"):
+            # SDE samplers draw Brownian noise of their own: seed it per image, like the latents.
+            pipe.scheduler.noise_sampler_seed = [job.seed for job in jobs]
         self._references_hook.rows = rows
         try:
             with torch.inference_mode():
@@ -594,10 +646,13 @@ class Engine:
                     generator=generators,
                     callback_on_step_end=step_end,
                     callback_on_step_end_tensor_inputs=cut_inputs,
+                    output_type="latent",
                 )
         finally:
             self._references_hook.rows = None
-        return list(result.images)
+        images, redone = decode_latents(pipe, result.images)
+        self.vae_redecodes += redone
+        return images
 
     def _cut_tensor_names(self) -> list[str]:
         if self.info is not None and self.info.family == "sdxl":

@@ -23,6 +23,8 @@ from pydantic import BaseModel, Field
 from prompts import load_prompt
 from tools.engine import RenderJob, StepCallback
 from tools.errors import UserError
+from tools.extra_networks import default_negative_prompt, embeddings_named, vae_label
+from tools.prompt_syntax import LoraRequest
 from tools.quality import Scores
 
 if TYPE_CHECKING:
@@ -98,6 +100,10 @@ class _Draft:
     pose_image: Image.Image
 
 
+def character_loras(character: Character) -> tuple[LoraRequest, ...]:
+    return tuple(LoraRequest(lora.name, lora.weight) for lora in character.loras)
+
+
 def chunked(items: list[T], size: int) -> list[list[T]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
@@ -121,11 +127,15 @@ def _check_seed(seed: int | None) -> None:
         raise UserError(f"seed must be between 0 and {SEED_LIMIT - 1} (got {seed})")
 
 
-def compose_prompt(character_tags: str, character_name: str, pose: Pose, user_prompt: str) -> str:
-    """Quality tags, the character, the pose in words, then what the user asked for."""
+def compose_prompt(
+    character_tags: str, character_name: str, pose: Pose, user_prompt: str, trigger: str = ""
+) -> str:
+    """Quality tags, the character (its LoRA's trigger words first), the pose in words, then
+    what the user asked for. Every part may use A1111 syntax: the engine parses the whole."""
     pose_words = ", ".join(tag.replace("_", " ") for tag in pose.tags)
     parts = [
         load_prompt("quality_tags"),
+        trigger.strip(),
         character_tags or character_name,
         pose_words,
         user_prompt.strip(),
@@ -192,14 +202,19 @@ class Generator:
         models, output = self.settings.models, self.settings.output
         engine = self.runtime.engine
         sampling = engine.sampling
+        prompt = compose_prompt(
+            character.prompt_tags, character.name, pose, spec.user_prompt, character.trigger
+        )
+        negative = self.negative_prompt()
+        loras = engine.lora_set(prompt, negative, character_loras(character))
         meta = {
             "key": spec.key,
             "request_id": spec.request_id,
             "character": spec.character,
             "posture": spec.posture,
             "pose": spec.pose.model_dump(),
-            "prompt": compose_prompt(character.prompt_tags, character.name, pose, spec.user_prompt),
-            "negative_prompt": load_prompt("negative_tags"),
+            "prompt": prompt,
+            "negative_prompt": negative,
             "user_prompt": spec.user_prompt,
             "seed": seed,
             "steps": sampling.steps,
@@ -214,10 +229,19 @@ class Generator:
             "ipadapter": f"{engine.ipadapter_source.label}/{engine.models.ipadapter_weight_name}",
             "ipadapter_weight": models.ipadapter_weight,
             "collection": spec.collection,
+            "loras": [lora.as_dict() for lora in loras],
+            "embeddings": embeddings_named(f"{prompt}, {negative}", self.settings.paths),
+            "vae": vae_label(models.vae),
         }
         if engine.fast_lora_source is not None:
             meta["fast_lora"] = engine.fast_lora_source.label
         return meta
+
+    def negative_prompt(self) -> str:
+        configured = self.settings.output.negative_prompt
+        if configured is not None:
+            return configured
+        return default_negative_prompt(self.settings.paths)
 
     @property
     def batch_size(self) -> int:
@@ -279,6 +303,7 @@ class Generator:
                 pose_image=draft.pose_image,
                 reference=draft.character.reference_path,
                 seed=meta["seed"],
+                loras=character_loras(draft.character),
             )
             for draft, meta in zip(drafts, metas, strict=True)
         ]

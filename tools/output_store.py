@@ -46,6 +46,12 @@ def png_parameters(meta: dict[str, Any]) -> str:
         ("Pose tags", "|".join(meta["pose"]["tags"])),
         ("Character", meta["character"]),
     ]
+    if meta.get("vae"):
+        fields.append(("VAE", meta["vae"]))
+    if meta.get("loras"):
+        fields.append(("Loras", "|".join(f"{x['name']}:{x['weight']:g}" for x in meta["loras"])))
+    if meta.get("embeddings"):
+        fields.append(("Embeddings", "|".join(meta["embeddings"])))
     scores = meta.get("scores") or {}
     fields += [(name.capitalize(), value) for name, value in scores.items() if value is not None]
     body = ", ".join(f"{name}: {value}" for name, value in fields)

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from tools.errors import ConfigError
+from tools.samplers import normalize_sampler
 
 CONFIG_FILENAME = ".anime-config.yaml"
 DEFAULT_CHECKPOINT = "gsdf/Counterfeit-V2.5"
@@ -87,6 +88,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LoraSetting(_Section):
+    """A LoRA: a file in `<home>/models/lora/` (name without .safetensors), a path or a hub id."""
+
+    name: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=-5.0, le=5.0)
+
+
+def parse_loras(value: Any) -> Any:
+    """`models.loras` from a list, or from "NAME[:W],NAME[:W]" (environment variables)."""
+    if not isinstance(value, str):
+        return value
+    loras = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, weight = item.partition(":")
+        loras.append({"name": name, "weight": weight or 1.0})
+    return loras
+
+
+Sampler = Annotated[str, BeforeValidator(normalize_sampler)]
+
+
 class ModelSettings(_Section):
     checkpoint: str = DEFAULT_CHECKPOINT
     # Architecture configs for a single-file checkpoint: a diffusers folder or hub id.
@@ -113,6 +135,10 @@ class ModelSettings(_Section):
     # Few-step mode: an LCM, TCD or Hyper-SD LoRA (hub id, folder or .safetensors) fused into the
     # UNet; unset: off. Its sampler, steps and guidance are output.fast_*.
     fast_lora: str | None = None
+    # An external VAE (hub id, folder, or .safetensors/.pt file, also found in <home>/models/).
+    vae: str | None = None
+    # LoRAs applied to every image, besides those of the character and the prompt's <lora:...>.
+    loras: Annotated[list[LoraSetting], BeforeValidator(parse_loras)] = Field(default_factory=list)
 
 
 class OutputSettings(_Section):
@@ -120,7 +146,10 @@ class OutputSettings(_Section):
     organize_by_date: bool = True
     steps: int = Field(25, ge=1, le=150)
     guidance_scale: float = Field(7.0, ge=0.0, le=30.0)
-    sampler: Literal["euler_a", "euler", "dpmpp_2m", "ddim"] = "euler_a"
+    # Our names or A1111's ("DPM++ 2M Karras"), see tools/samplers.py.
+    sampler: Sampler = "euler_a"
+    # null: the default negative tags, plus the usual negative embeddings that are installed.
+    negative_prompt: str | None = None
     max_batch: int = Field(100, ge=1, le=1000)
     # Stop classifier-free guidance after this fraction of the steps (e.g. 0.4); unset: never.
     cfg_cutoff: float | None = Field(None, gt=0.0, le=1.0)

@@ -1,0 +1,183 @@
+"""Long prompts, weights, BREAK, LoRAs, embeddings, VAE and samplers on the tiny models."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evals.tiny_models import EMBEDDING_NAME, LORA_NAME
+from tools.engine import Engine, RenderJob
+from tools.errors import UserError
+from tools.prompt_syntax import LoraRequest
+from tools.samplers import SAMPLER_TABLE
+from tools.settings import CONFIG_FILENAME, load_settings
+
+pytestmark = pytest.mark.slow
+
+LONG = ", ".join(["girl"] * 40)  # 79 tokens: past one chunk
+
+
+@pytest.fixture
+def home(anime_home: Path, tiny_models: Path) -> Path:
+    for folder in ("lora", "embeddings"):
+        (anime_home / "models" / folder).mkdir(parents=True)
+        for file in (tiny_models / folder).iterdir():
+            shutil.copyfile(file, anime_home / "models" / folder / file.name)
+    return anime_home
+
+
+def engine_for(home: Path, **models) -> Engine:
+    return Engine(load_settings(overrides={"models": models}, home=home, env={}))
+
+
+def jobs_of(*prompts: str, negative: str = "lowres", loras=()) -> list[RenderJob]:
+    pose = Image.new("RGB", (128, 192))
+    return [RenderJob(p, negative, pose, None, 1, tuple(loras)) for p in prompts]
+
+
+def draw(engine: Engine, prompt: str, negative: str = "lowres", loras=()) -> np.ndarray:
+    return render(engine, jobs_of(prompt, negative=negative, loras=loras))[0]
+
+
+def render(engine: Engine, jobs: list[RenderJob]) -> list[np.ndarray]:
+    images = engine.render(
+        jobs, width=128, height=192, ipadapter_weight=0.9, controlnet_strength=0.5
+    )
+    return [np.asarray(image) for image in images]
+
+
+def test_chunk_shapes_and_words_after_token_77_change_the_image(home):
+    engine = engine_for(home)
+    assert engine._encode_prompt("girl").shape == (1, 77, 32)
+    assert engine._encode_prompt(LONG).shape == (1, 154, 32)
+    assert engine._encode_prompt(", ".join(["girl"] * 120)).shape == (1, 77 * 4, 32)
+    # Only words past the first chunk differ; before chunking both were cut to the same 77.
+    one, other = draw(engine, LONG + ", red hair"), draw(engine, LONG + ", blue sky")
+    assert not np.array_equal(one, other)
+    # A long prompt with a short negative: both padded to the same chunks, and it renders.
+    assert draw(engine, "girl", negative=LONG).shape == (192, 128, 3)
+
+
+def test_short_prompt_encodes_exactly_as_diffusers_does(home):
+    engine = engine_for(home, clip_skip=1)
+    ours = engine._encode_prompt("a girl, red hair")
+    theirs, _ = engine.pipe.encode_prompt("a girl, red hair", "cpu", 1, False)
+    assert np.allclose(ours.numpy(), theirs.detach().numpy(), atol=1e-6)
+
+
+def test_weights_break_and_inline_lora(home):
+    engine = engine_for(home)
+    plain = draw(engine, "rain")
+    assert np.array_equal(draw(engine, "(rain:1.0)"), plain)
+    assert not np.array_equal(draw(engine, "(rain:1.4)"), plain)
+    assert not np.array_equal(draw(engine, "girl BREAK red hair"), draw(engine, "girl, red hair"))
+    assert not np.array_equal(draw(engine, f"rain <lora:{LORA_NAME}:0.8>"), plain)
+    assert np.array_equal(draw(engine, "rain"), plain), "LoRA off again for the next image"
+
+
+def test_a_character_lora_applies_to_its_image_only_and_swaps_without_reloading(home):
+    engine = engine_for(home)
+    tiny = (LoraRequest(LORA_NAME, 1.0),)
+    alone_with = draw(engine, "girl", loras=tiny)
+    alone_without = draw(engine, "girl")
+    together = render(engine, jobs_of("girl", loras=tiny) + jobs_of("girl"))
+    assert np.array_equal(together[0], alone_with) and np.array_equal(together[1], alone_without)
+    assert not np.array_equal(alone_with, alone_without)
+    assert engine.loads == 1 and engine.loras.loads == 1
+
+
+def test_a_missing_lora_is_one_line_naming_the_folder(home):
+    engine = engine_for(home)
+    with pytest.raises(UserError) as error:
+        draw(engine, "girl <lora:nowhere:1>")
+    assert "nowhere" in error.value.message and str(home / "models" / "lora") in error.value.message
+
+
+def test_an_embedding_name_changes_the_image_and_missing_names_are_words(home):
+    engine = engine_for(home)
+    plain = draw(engine, "girl")
+    assert not np.array_equal(draw(engine, "girl", negative=f"lowres, {EMBEDDING_NAME}"), plain)
+    assert engine.embeddings.tokens[EMBEDDING_NAME][1].endswith("_1")  # two vectors
+    assert draw(engine, "girl", negative="lowres, EasyNegative").shape == (192, 128, 3)
+
+
+def test_default_negative_names_installed_embeddings_only(home):
+    from tools.extra_networks import default_negative_prompt
+
+    settings = load_settings(home=home, env={})
+    assert "EasyNegative" not in default_negative_prompt(settings.paths)
+    embeddings = home / "models" / "embeddings"
+    (embeddings / f"{EMBEDDING_NAME}.safetensors").rename(embeddings / "EasyNegative.safetensors")
+    assert default_negative_prompt(settings.paths).startswith("EasyNegative, lowres")
+
+
+def test_vae_single_file_loads_and_is_used(home, tiny_models):
+    plain = draw(engine_for(home), "girl")
+    (home / "models" / "vae").mkdir()
+    shutil.copyfile(tiny_models / "vae.safetensors", home / "models" / "vae" / "anime.safetensors")
+    engine = engine_for(home, vae="anime.safetensors")
+    assert not np.array_equal(draw(engine, "girl"), plain)
+    with pytest.raises(UserError, match="VAE not found"):
+        engine_for(home, vae="kl-f8-anime2.safetensors").prefetch()
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLER_TABLE))
+def test_each_sampler_renders_and_repeats(home, sampler):
+    engine = Engine(load_settings(overrides={"output": {"sampler": sampler}}, home=home, env={}))
+    first = draw(engine, "girl")
+    assert first.shape == (192, 128, 3) and first.std() > 0
+    assert np.array_equal(draw(engine, "girl"), first)
+
+
+def test_a_nan_half_precision_decode_is_redone_in_fp32():
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
+
+    from tools.extra_networks import decode_latents
+
+    class HalfVae(torch.nn.Module):
+        config = type("Config", (), {"scaling_factor": 1.0, "force_upcast": False})()
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(1, dtype=torch.float16))
+
+        @property
+        def dtype(self):
+            return self.weight.dtype
+
+        def decode(self, latents, return_dict=False):
+            if latents.dtype == torch.float16:
+                return (torch.full((1, 3, 8, 8), float("nan")),)
+            return (torch.zeros(1, 3, 8, 8),)
+
+    pipe = type("Pipe", (), {"vae": HalfVae(), "image_processor": VaeImageProcessor()})()
+    images, redone = decode_latents(pipe, torch.zeros(1, 4, 1, 1))
+    assert redone and np.asarray(images[0]).mean() == pytest.approx(127.5, abs=1)
+    assert pipe.vae.dtype == torch.float16
+
+
+@pytest.fixture(scope="module")
+def sdxl_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from evals.tiny_sdxl import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl-prompts"))
+
+
+def test_sdxl_chunks_concatenate_both_encoders_and_pool_the_first(sdxl_config, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(sdxl_config, home / CONFIG_FILENAME)
+    engine = Engine(load_settings(home=home, env={}))
+    one = engine._prompt_embedding("girl")
+    two = engine._prompt_embedding(LONG)
+    width = (
+        engine.pipe.text_encoder.config.hidden_size + engine.pipe.text_encoder_2.config.hidden_size
+    )
+    assert one.embeds.shape == (1, 77, width) and two.embeds.shape == (1, 154, width)
+    assert one.pooled.shape == (1, engine.pipe.text_encoder_2.config.projection_dim)
+    assert not np.array_equal(draw(engine, LONG + ", red hair"), draw(engine, LONG + ", blue sky"))

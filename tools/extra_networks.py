@@ -1,0 +1,370 @@
+"""What A1111 calls "extra networks": LoRAs, textual-inversion embeddings and an external VAE.
+
+Where they are found (a file the user downloaded from Civitai works as it is):
+- LoRAs: `<home>/models/lora/NAME.safetensors`, a path, or a hub id; loaded with diffusers
+  `load_lora_weights(adapter_name=...)` (kohya/A1111 and diffusers key layouts) and switched with
+  `set_adapters`, so changing the set between images never reloads the checkpoint.
+- Embeddings: `<home>/models/embeddings/NAME.safetensors|.pt|.bin`, used by writing NAME in
+  either prompt; loaded with `load_textual_inversion` when a prompt first names them.
+- VAE: `models.vae`, a hub id, a diffusers folder, or one `.safetensors`/`.pt` file (also found
+  under `<home>/models/` and `<home>/models/vae/`), loaded with `AutoencoderKL.from_single_file`
+  against the checkpoint's own VAE config, so it needs no download.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prompts import load_prompt
+from tools.errors import UserError
+from tools.model_sources import fetch_hub
+from tools.prompt_syntax import LoraRequest
+
+if TYPE_CHECKING:
+    import torch
+
+    from tools.settings import Paths
+
+log = logging.getLogger(__name__)
+
+LORA_SUFFIXES = (".safetensors",)
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
+
+
+def lora_folder(paths: Paths) -> Path:
+    return paths.models / "lora"
+
+
+def embeddings_folder(paths: Paths) -> Path:
+    return paths.models / "embeddings"
+
+
+def _is_hub_id(value: str) -> bool:
+    return value.count("/") == 1 and all(value.split("/")) and not value.startswith((".", "~"))
+
+
+# --- LoRAs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraFile:
+    """A LoRA found on disk: the folder and file name `load_lora_weights` takes."""
+
+    folder: Path
+    weight_name: str | None
+
+
+def find_lora(name: str, paths: Paths) -> LoraFile:
+    """`name` as a file in `<home>/models/lora/`, a path, or a hub id; else a user error."""
+    folder = lora_folder(paths)
+    given = Path(name).expanduser()
+    candidates = [given] if given.is_absolute() else [folder / name, folder / f"{name}.safetensors"]
+    if not given.is_absolute() and given.suffix:
+        candidates.append(given)
+    for candidate in candidates:
+        if candidate.is_file() and candidate.suffix.lower() in LORA_SUFFIXES:
+            return LoraFile(candidate.parent.resolve(), candidate.name)
+        if candidate.is_dir():
+            return LoraFile(candidate.resolve(), None)
+    if _is_hub_id(name) and not given.suffix:
+        return LoraFile(fetch_hub(name, ["*.safetensors"], "LoRA"), None)
+    raise UserError(
+        f"LoRA '{name}' not found in {folder}",
+        f"put {Path(name).name.removesuffix('.safetensors')}.safetensors in {folder}, "
+        "or give a path or a hub id",
+    )
+
+
+def check_lora(name: str, paths: Paths) -> None:
+    """Fail now, with the folder named, if a local LoRA is missing (hub ids are checked when
+    they download)."""
+    if not (_is_hub_id(name) and not Path(name).suffix):
+        find_lora(name, paths)
+
+
+def adapter_name(name: str) -> str:
+    """A peft adapter name for a LoRA (module names cannot hold dots or slashes)."""
+    return "lora_" + re.sub(r"\W", "_", Path(name).name.removesuffix(".safetensors"))
+
+
+class LoraAdapters:
+    """The LoRAs loaded into one pipeline, and which of them are active with what weights."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.loaded: dict[str, str] = {}  # LoRA name → adapter name
+        self.active: tuple[LoraRequest, ...] = ()
+        self.loads = 0
+
+    def use(self, pipe: Any, loras: tuple[LoraRequest, ...]) -> None:
+        """Make exactly `loras` active (none: LoRA layers off), loading any that are new."""
+        if loras == self.active:
+            return
+        for lora in loras:
+            if lora.name not in self.loaded:
+                self._load(pipe, lora.name)
+        if loras:
+            pipe.enable_lora()
+            pipe.set_adapters(
+                [self.loaded[lora.name] for lora in loras],
+                adapter_weights=[lora.weight for lora in loras],
+            )
+        elif self.loaded:
+            pipe.disable_lora()
+        self.active = loras
+
+    def _load(self, pipe: Any, name: str) -> None:
+        found = find_lora(name, self.paths)
+        adapter = adapter_name(name)
+        _unfuse_self_attention(pipe.unet)
+        kwargs = {"weight_name": found.weight_name} if found.weight_name else {}
+        try:
+            pipe.load_lora_weights(
+                str(found.folder), adapter_name=adapter, local_files_only=True, **kwargs
+            )
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise UserError(
+                f"LoRA '{name}' does not fit this checkpoint ({str(error).splitlines()[0][:120]})",
+                "use a LoRA made for the checkpoint's family (SD1.5 or SDXL)",
+            ) from None
+        self.loaded[name] = adapter
+        self.loads += 1
+        log.info("LoRA %s loaded as adapter %s", name, adapter)
+
+
+def _unfuse_self_attention(unet: Any) -> None:
+    """A LoRA adapts to_q/to_k/to_v; fused self-attention runs a merged to_qkv copy instead and
+    would ignore it. Put the plain processor back on the self-attention layers only: the
+    cross-attention layers carry the IP-Adapter's processors and are not fused."""
+    from diffusers.models.attention_processor import AttnProcessor2_0, FusedAttnProcessor2_0
+
+    processors = unet.attn_processors
+    if not any(isinstance(p, FusedAttnProcessor2_0) for p in processors.values()):
+        return
+    unet.set_attn_processor(
+        {
+            name: AttnProcessor2_0() if isinstance(processor, FusedAttnProcessor2_0) else processor
+            for name, processor in processors.items()
+        }
+    )
+    for module in unet.modules():
+        if getattr(module, "fused_projections", False):
+            module.fused_projections = False
+
+
+# --- Textual-inversion embeddings --------------------------------------------------------------
+
+
+def available_embeddings(paths: Paths) -> dict[str, Path]:
+    """Embedding name (file stem) → file, for the files in `<home>/models/embeddings/`."""
+    folder = embeddings_folder(paths)
+    if not folder.is_dir():
+        return {}
+    return {
+        file.stem: file
+        for file in sorted(folder.iterdir())
+        if file.is_file() and file.suffix.lower() in EMBEDDING_SUFFIXES
+    }
+
+
+def named_in(text: str, names: list[str]) -> list[str]:
+    """The names among `names` that `text` uses as words (case-insensitive, like A1111's)."""
+    return [
+        name
+        for name in names
+        if re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", text, flags=re.IGNORECASE)
+    ]
+
+
+class Embeddings:
+    """Textual-inversion embeddings loaded into one pipeline's tokenizer(s) and encoder(s)."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.tokens: dict[str, list[str]] = {}  # name → the tokenizer tokens of its vectors
+
+    def load_named(self, pipe: Any, family: str, texts: list[str]) -> bool:
+        """Load every embedding the texts name that is not loaded yet; True if any was."""
+        available = available_embeddings(self.paths)
+        wanted = [
+            name for name in named_in(" ".join(texts), list(available)) if name not in self.tokens
+        ]
+        for name in wanted:
+            self._load(pipe, family, name, available[name])
+        return bool(wanted)
+
+    def _load(self, pipe: Any, family: str, name: str, file: Path) -> None:
+        vectors = _read_embedding(file)
+        token = f"<emb-{name}>"
+        try:
+            if family == "sdxl":
+                for key, tokenizer, encoder in (
+                    ("clip_l", pipe.tokenizer, pipe.text_encoder),
+                    ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2),
+                ):
+                    if key not in vectors:
+                        raise ValueError(f"no '{key}' vectors (an SD1.5 embedding?)")
+                    pipe.load_textual_inversion(
+                        vectors[key], token=token, tokenizer=tokenizer, text_encoder=encoder
+                    )
+            else:
+                if "emb_params" not in vectors:
+                    raise ValueError("no 'emb_params' vectors (an SDXL embedding?)")
+                pipe.load_textual_inversion(vectors["emb_params"], token=token)
+        except (ValueError, RuntimeError) as error:
+            raise UserError(
+                f"embedding '{name}' ({file}) does not fit this checkpoint: "
+                f"{str(error).splitlines()[0][:120]}",
+                "use an embedding made for the checkpoint's family (SD1.5 or SDXL)",
+            ) from None
+        count = len(vectors["clip_l" if family == "sdxl" else "emb_params"])
+        self.tokens[name] = [token] + [f"{token}_{i}" for i in range(1, count)]
+        log.info("embedding %s loaded (%d vectors)", name, count)
+
+
+def _read_embedding(file: Path) -> dict[str, torch.Tensor]:
+    """The vectors of an embedding file: A1111 `emb_params` (SD1.5), `clip_l`/`clip_g` (SDXL),
+    or the older `.pt` layout (`string_to_param`)."""
+    import torch
+
+    if file.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        data: dict[str, Any] = load_file(str(file))
+    else:
+        data = torch.load(str(file), map_location="cpu", weights_only=True)
+    if "string_to_param" in data:
+        data = {"emb_params": data["string_to_param"]["*"]}
+    elif len(data) == 1 and "emb_params" not in data and "clip_l" not in data:
+        data = {"emb_params": next(iter(data.values()))}
+    return {key: value if value.ndim == 2 else value[None, :] for key, value in data.items()}
+
+
+def embeddings_named(text: str, paths: Paths) -> list[str]:
+    """The installed embeddings that `text` uses (for the image's metadata)."""
+    return named_in(text, list(available_embeddings(paths)))
+
+
+def default_negative_prompt(paths: Paths) -> str:
+    """The default negative tags, plus the usual negative embeddings that the user has in
+    `<home>/models/embeddings/` (the others are left out, silently)."""
+    tags = load_prompt("negative_tags")
+    present = {name.lower(): name for name in available_embeddings(paths)}
+    wanted = load_prompt("negative_embeddings").replace(",", " ").split()
+    names = [present[name.lower()] for name in wanted if name.lower() in present]
+    return ", ".join([*names, tags]) if names else tags
+
+
+# --- VAE ---------------------------------------------------------------------------------------
+
+
+def vae_label(value: str | None) -> str | None:
+    """The VAE for metadata: a hub id as it is, a file or folder by its name."""
+    if not value:
+        return None
+    return value if _is_hub_id(value) and not Path(value).suffix else Path(value).name
+
+
+def find_vae(value: str, models_dir: Path) -> tuple[str, Path | str]:
+    """('file' | 'dir', path) for a local VAE, or ('hub', id)."""
+    given = Path(value).expanduser()
+    candidates = (
+        [given] if given.is_absolute() else [given, models_dir / given, models_dir / "vae" / given]
+    )
+    for candidate in candidates:
+        if candidate.is_file():
+            if candidate.suffix.lower() not in VAE_SUFFIXES:
+                raise UserError(
+                    f"models.vae: {candidate} is not a .safetensors, .pt or .ckpt file",
+                    "name a VAE file, a diffusers folder, or a hub id",
+                )
+            return "file", candidate.resolve()
+        if candidate.is_dir():
+            return "dir", candidate.resolve()
+    if _is_hub_id(value) and not given.suffix:
+        return "hub", value
+    raise UserError(
+        f"VAE not found: {value} (looked in {models_dir} and {models_dir / 'vae'})",
+        f"put the file in {models_dir / 'vae'} or set models.vae to its full path or a hub id",
+    )
+
+
+def load_vae(value: str, models_dir: Path, like: Any, dtype: Any, config_dir: Path) -> Any:
+    """The VAE `models.vae` names, built with the architecture config of `like` (the
+    checkpoint's own VAE) when it is a single file, so nothing is downloaded."""
+    from diffusers import AutoencoderKL
+
+    kind, location = find_vae(value, models_dir)
+    if kind == "file":
+        like.save_config(config_dir)
+        try:
+            return AutoencoderKL.from_single_file(
+                str(location), config=str(config_dir), local_files_only=True, dtype=dtype
+            )
+        except (ValueError, KeyError, RuntimeError, OSError) as error:
+            raise UserError(
+                f"models.vae: {location} is not a VAE this checkpoint can use "
+                f"({str(error).splitlines()[0][:120]})",
+                "use a VAE for the checkpoint's family (e.g. kl-f8-anime2 for SD1.5)",
+            ) from None
+    folder = (
+        fetch_hub(str(location), ["*.safetensors", "*.bin"], "VAE") if kind == "hub" else location
+    )
+    folder = Path(folder)
+    subfolder = "vae" if (folder / "vae" / "config.json").is_file() else None
+    return AutoencoderKL.from_pretrained(str(folder), subfolder=subfolder, dtype=dtype)
+
+
+def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Any], bool]:
+    """Latents → PIL images, the way the SD1.5/SDXL pipelines decode; a half-precision decode
+    that overflows (NaN: black images) is done again in fp32. Returns (images, redone)."""
+    import torch
+
+    vae = pipe.vae
+
+    def decode(dtype: torch.dtype) -> torch.Tensor:
+        config = vae.config
+        scaled = latents.to(dtype)
+        mean = getattr(config, "latents_mean", None)
+        std = getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, len(mean), 1, 1)
+            mean_t = torch.tensor(mean).view(shape).to(scaled)
+            std_t = torch.tensor(std).view(shape).to(scaled)
+            scaled = scaled * std_t / config.scaling_factor + mean_t
+        else:
+            scaled = scaled / config.scaling_factor
+        with torch.inference_mode():
+            return vae.decode(scaled, return_dict=False)[0]
+
+    half = vae.dtype == torch.float16
+    upcast_first = half and getattr(vae.config, "force_upcast", False) and _is_sdxl(pipe)
+    redone = False
+    if upcast_first:
+        image = _decode_fp32(vae, decode)
+    else:
+        image = decode(vae.dtype)
+        if half and torch.isnan(image).any():
+            log.warning("the VAE overflowed in fp16 (black image); decoding again in fp32")
+            image = _decode_fp32(vae, decode)
+            redone = True
+    return pipe.image_processor.postprocess(image.float(), output_type="pil"), redone
+
+
+def _is_sdxl(pipe: Any) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
+def _decode_fp32(vae: Any, decode: Any) -> Any:
+    import torch
+
+    vae.to(dtype=torch.float32)
+    try:
+        return decode(torch.float32)
+    finally:
+        vae.to(dtype=torch.float16)

@@ -262,6 +262,22 @@ def characters_remove(name: str) -> None:
     typer.echo(f"removed {removed.name} (folder kept in .anime-characters/.trash)")
 
 
+# -- info ----------------------------------------------------------------------------------------
+@app.command()
+def info(
+    file: Annotated[Path, typer.Argument(help="A PNG from anime-chat, A1111/Forge or ComfyUI.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the contract JSON.")] = False,
+) -> None:
+    """Print the generation parameters recorded in a PNG."""
+    from tools.png_info import format_info, read_png_info
+
+    parameters = read_png_info(file)
+    if as_json:
+        print_json(parameters)
+    else:
+        typer.echo(format_info(parameters))
+
+
 # -- doctor --------------------------------------------------------------------------------------
 @app.command()
 def doctor() -> None:

@@ -259,3 +259,51 @@ def format_info(info: dict[str, Any]) -> str:
         weight = "" if lora["weight"] is None else f" ({lora['weight']})"
         lines.append(f"lora: {lora['name']}{weight}")
     return "\n".join(lines)
+
+
+# Sampler names as A1111 and ComfyUI write them → our `output.sampler` values.
+_SAMPLER_NAMES = {
+    "euler a": "euler_a",
+    "euler_ancestral": "euler_a",
+    "euler": "euler",
+    "dpm++ 2m": "dpmpp_2m",
+    "dpmpp_2m": "dpmpp_2m",
+    "ddim": "ddim",
+}
+
+
+def replay_plan(info: dict[str, Any], character: str | None) -> tuple[dict[str, Any], list[str]]:
+    """What `--from-png` draws: (request fields, settings overrides) and what it cannot map.
+
+    Ours: the recorded character, pose id, user prompt, seed and settings. Others: their settings
+    and prompt for the character named; anything without an equivalent here is listed.
+    """
+    ours = info["source"] == "anime-chat"
+    who = character or (info.get("character") if ours else None)
+    if not who:
+        raise UserError(
+            f"this image comes from {info['source']}: no character of ours is recorded",
+            "add --character NAME",
+        )
+    unmapped: list[str] = []
+    sampler = _SAMPLER_NAMES.get(str(info.get("sampler") or "").lower())
+    if info.get("sampler") and sampler is None:
+        unmapped.append(f"sampler '{info['sampler']}'")
+    output: dict[str, Any] = {
+        "steps": info.get("steps"),
+        "guidance_scale": info.get("cfg_scale"),
+        "sampler": sampler,
+    }
+    if info.get("width") and info.get("height"):
+        output["resolution"] = f"{info['width']}x{info['height']}"
+    request: dict[str, Any] = {"character": who, "seed": info.get("seed"), "count": 1}
+    if ours:
+        request["pose"] = (info.get("pose") or {}).get("id")
+        request["prompt"] = info.get("user_prompt") or ""
+    else:
+        request["random_pose"] = True
+        request["prompt"] = _INLINE_LORA.sub("", info.get("prompt") or "").strip(" ,")
+        if info.get("model"):
+            unmapped.append(f"checkpoint '{info['model']}' (ours: models.checkpoint)")
+        unmapped += [f"LoRA '{lora['name']}'" for lora in info.get("loras") or []]
+    return {"request": request, "output": output}, unmapped

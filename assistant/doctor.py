@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tools.errors import UserError
-from tools.model_sources import resolve_source
+from tools.model_sources import cached_snapshot, resolve_source, weight_patterns
 from tools.settings import Settings
 
 Status = Literal["ok", "warn", "fail"]
@@ -56,14 +56,12 @@ def check_torch() -> Check:
     )
 
 
-def _hub_cached(repo_id: str) -> bool:
-    from huggingface_hub import snapshot_download
+def ollama_url(host: str) -> str:
+    """`host` (OLLAMA_HOST / llm.host: `host`, `host:port`, `http://host`, ...) as the URL the
+    ollama client connects to; its own parser, so doctor probes the port chat will use."""
+    from ollama._client import _parse_host
 
-    try:
-        snapshot_download(repo_id, local_files_only=True)
-        return True
-    except Exception:
-        return False
+    return _parse_host(host)
 
 
 def check_model(settings: Settings, key: str) -> Check:
@@ -74,8 +72,8 @@ def check_model(settings: Settings, key: str) -> Check:
         return Check(f"models.{key}", "fail", error.message, error.hint or "")
     if source.kind != "hub":
         return Check(f"models.{key}", "ok", f"local {source.kind}: {source.location}")
-    if _hub_cached(source.location):
-        return Check(f"models.{key}", "ok", f"{source.location} (in the Hugging Face cache)")
+    if cached_snapshot(source.location, weight_patterns(settings.models, key)) is not None:
+        return Check(f"models.{key}", "ok", f"{source.location} downloaded (Hugging Face cache)")
     return Check(
         f"models.{key}",
         "warn",
@@ -106,9 +104,7 @@ def check_aesthetic(settings: Settings) -> Check:
 
 
 def check_ollama(settings: Settings) -> Check:
-    host = settings.ollama_host().rstrip("/")
-    if "://" not in host:
-        host = f"http://{host}"
+    host = ollama_url(settings.ollama_host())
     try:
         with urllib.request.urlopen(f"{host}/api/tags", timeout=2) as response:
             models = [m.get("name", "") for m in json.load(response).get("models", [])]

@@ -38,6 +38,8 @@ characters_app = typer.Typer(cls=GuardedGroup, help="Manage the character librar
 app.add_typer(characters_app, name="characters")
 app.add_typer(poses_app, name="poses", help="Search, show and add poses.")
 app.add_typer(jobs_app, name="jobs")
+index_app = typer.Typer(cls=GuardedGroup, help="The generation index (history of images).")
+app.add_typer(index_app, name="index")
 app.command("worker")(worker_command)
 
 
@@ -310,6 +312,22 @@ def info(
         print_json(parameters)
     else:
         typer.echo(format_info(parameters))
+
+
+# -- index ---------------------------------------------------------------------------------------
+@index_app.command("rebuild")
+def index_rebuild() -> None:
+    """Rebuild the generation index from the image files under anime-output/."""
+    from tools.index_rebuild import rebuild_index
+
+    settings = settings_from_flags()
+    report = rebuild_index(settings)
+    typer.echo(
+        f"rebuilt {settings.paths.state / 'generations.sqlite'}: {report.images} images "
+        f"({report.rejected} rejected, {report.trashed} in the trash)"
+    )
+    for path in report.skipped:
+        typer.echo(f"skipped {path}: no anime-chat metadata", err=True)
 
 
 # -- doctor --------------------------------------------------------------------------------------

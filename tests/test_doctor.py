@@ -1,4 +1,6 @@
-from assistant.doctor import check_model, check_ollama, run_checks
+import pytest
+
+from assistant.doctor import check_model, check_ollama, ollama_url, run_checks
 from tools.settings import load_settings
 
 
@@ -49,3 +51,29 @@ def test_doctor_aesthetic_hub_model_not_downloaded_says_it_downloads(anime_home)
     settings = load_settings(overrides={"quality": {"aesthetic_model": "someone/not-cached"}})
     check = {c.name: c for c in run_checks(settings)}["quality.aesthetic_model"]
     assert check.status == "warn" and "downloads on the first image" in check.action
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("0.0.0.0", "http://0.0.0.0:11434"),
+        ("gpu-box", "http://gpu-box:11434"),
+        ("gpu-box:9999", "http://gpu-box:9999"),
+        ("http://gpu-box", "http://gpu-box:80"),
+        ("0.0.0.0:11434", "http://0.0.0.0:11434"),
+    ],
+)
+def test_doctor_reads_ollama_host_the_way_the_client_does(host, url):
+    assert ollama_url(host) == url
+
+
+def test_doctor_probes_a_bare_ollama_host_port(anime_home, monkeypatch):
+    from tests.fake_ollama import FakeOllama
+
+    with FakeOllama(models=("qwen2.5:7b",)) as server:
+        bare = server.host.removeprefix("http://").replace("127.0.0.1", "0.0.0.0")
+        monkeypatch.setenv("OLLAMA_HOST", bare)
+        check = check_ollama(load_settings())
+    assert check.status == "ok", check.line()
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0")
+    assert "http://0.0.0.0:11434" in check_ollama(load_settings()).detail

@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 
 from tools.errors import UserError
-from tools.model_sources import local_path, resolve_source
+from tools.model_sources import cached_snapshot, local_path, resolve_source
 from tools.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,9 @@ def aesthetic_status(settings: Settings) -> tuple[str, str]:
                 f"{source.location} has no config.json; the gate runs without aesthetic scores",
             )
         )
-    from huggingface_hub import snapshot_download
-
-    try:
-        snapshot_download(value, local_files_only=True)
-    except Exception:
+    if cached_snapshot(value, WEIGHT_PATTERNS) is None:
         return "download", f"{value} is not downloaded yet"
-    return "ok", f"{value} (in the Hugging Face cache)"
+    return "ok", f"{value} downloaded (Hugging Face cache)"
 
 
 class AestheticScorer:

@@ -74,6 +74,11 @@ def load_reference_image(path: Path) -> Image.Image:
             probe.verify()
         image = Image.open(path)
         image.load()
+    except Image.DecompressionBombError:
+        raise UserError(
+            f"reference image has too many pixels to open safely: {path}",
+            f"use an image between {MIN_REFERENCE_SIDE} and {MAX_REFERENCE_SIDE} pixels a side",
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(
             f"not a readable image: {path} ({exc.__class__.__name__})",

@@ -27,6 +27,7 @@ from tools.model_sources import (
     fetch_hub,
     local_path,
     resolve_source,
+    weight_patterns,
 )
 from tools.settings import Settings
 
@@ -313,24 +314,16 @@ class Engine:
 
     # -- where the weights are (downloading hub models the first time) -------------------------
     def _controlnet_dir(self) -> Path:
-        return local_path(self.controlnet_source, ["diffusion_pytorch_model*"], "controlnet")
-
-    def _checkpoint_dir(self) -> Path:
         return local_path(
-            self.checkpoint,
-            ["unet/*", "vae/*", "text_encoder/*", "text_encoder_2/*"],
-            "checkpoint",
+            self.controlnet_source, weight_patterns(self.models, "controlnet"), "controlnet"
         )
 
+    def _checkpoint_dir(self) -> Path:
+        return local_path(self.checkpoint, weight_patterns(self.models, "checkpoint"), "checkpoint")
+
     def _ipadapter_dir(self) -> Path:
-        subfolder = self.models.ipadapter_subfolder
         return local_path(
-            self.ipadapter_source,
-            [
-                f"{subfolder}/{self.models.ipadapter_weight_name}",
-                f"{subfolder}/{self.models.image_encoder_folder}/*",
-            ],
-            "ipadapter",
+            self.ipadapter_source, weight_patterns(self.models, "ipadapter"), "ipadapter"
         )
 
     def _fast_lora_location(self) -> Path:

@@ -40,7 +40,13 @@ CREATE INDEX IF NOT EXISTS images_request ON images(request_id, id);
 class GenerationIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = Database(path, SCHEMA)
+        self._db = Database(
+            path,
+            SCHEMA,
+            "generation index",
+            "run `anime-gen index rebuild` (it rebuilds the index from the images), "
+            f"or move it aside (`mv {path} {path}.bad`)",
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -49,16 +55,24 @@ class GenerationIndex:
             yield connection
 
     def reserve(
-        self, connection: sqlite3.Connection, path: Path, key: str | None, record: dict[str, Any]
+        self,
+        connection: sqlite3.Connection,
+        path: Path,
+        key: str | None,
+        record: dict[str, Any],
+        status: str = "pending",
+        created: str | None = None,
     ) -> None:
+        """Insert the row of one image (`index rebuild` inserts saved ones the same way)."""
         connection.execute(
             "INSERT INTO images (key, path, status, created, request_id, character, posture,"
             " pose_id, seed, accepted, collection, record)"
-            " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 str(path),
-                datetime.now(UTC).isoformat(timespec="seconds"),
+                status,
+                created or datetime.now(UTC).isoformat(timespec="seconds"),
                 record.get("request_id"),
                 record["character"],
                 record["posture"],
@@ -76,6 +90,14 @@ class GenerationIndex:
         like = str(folder / stem).replace("%", r"\%").replace("_", r"\_") + r"\_%"
         rows = connection.execute("SELECT path FROM images WHERE path LIKE ? ESCAPE '\\'", (like,))
         return [row["path"] for row in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def ensure_readable(self) -> None:
+        """Open the index now, so a corrupt file is reported before any work starts."""
+        with self.transaction():
+            pass
 
     def mark_saved(self, path: Path) -> None:
         with self.transaction() as connection:

@@ -6,13 +6,18 @@ Face cache when present; the first download prints one line with its size, then 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tools.errors import UserError
+
+if TYPE_CHECKING:
+    from tools.settings import ModelSettings
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 # Architecture configs for converting a single-file checkpoint when the user named none.
@@ -24,6 +29,22 @@ WEIGHT_PREFERENCE = (
     "diffusion_pytorch_model.bin",
     "pytorch_model.bin",
 )
+
+
+def weight_patterns(models: ModelSettings, key: str) -> list[str]:
+    """The weights files the loaders open for `models.<key>`; downloads and the cache probe
+    both go by these, so what is fetched is exactly what counts as downloaded."""
+    if key == "checkpoint":
+        return ["unet/*", "vae/*", "text_encoder/*", "text_encoder_2/*"]
+    if key == "controlnet":
+        return ["diffusion_pytorch_model*"]
+    if key == "ipadapter":
+        subfolder = models.ipadapter_subfolder
+        return [
+            f"{subfolder}/{models.ipadapter_weight_name}",
+            f"{subfolder}/{models.image_encoder_folder}/*",
+        ]
+    return ["*.safetensors"]
 
 
 @dataclass(frozen=True)
@@ -83,15 +104,58 @@ def _pick_weights(files: list[str], patterns: list[str]) -> list[str]:
     return chosen
 
 
-def fetch_hub(repo_id: str, weight_patterns: list[str], what: str) -> Path:
-    """A local snapshot of `repo_id`: from the cache, else downloaded with a size note."""
-    from huggingface_hub import HfApi, snapshot_download
+def _needs_weights(folder: str, weight_patterns: list[str]) -> bool:
+    """Whether a model folder (it has a config.json) is one the loaders open weights from."""
+    names = (f"{folder}/{name}" if folder else name for name in WEIGHT_PREFERENCE)
+    return any(fnmatch.fnmatch(name, p) for name in names for p in weight_patterns)
+
+
+def _complete(present: list[str], chosen: list[str], weight_patterns: list[str]) -> bool:
+    """Every file named outright is there, and every model folder has its weights."""
+    if any(p not in present for p in weight_patterns if not any(c in p for c in "*?[")):
+        return False
+    configs = _configs(chosen)
+    weighted = {name.rpartition("/")[0] for name in chosen if name not in configs}
+    model_folders = {f.rpartition("/")[0] for f in present if f.rpartition("/")[2] == "config.json"}
+    return all(
+        folder in weighted for folder in model_folders if _needs_weights(folder, weight_patterns)
+    )
+
+
+def _configs(files: list[str]) -> set[str]:
+    return {f for f in files if any(fnmatch.fnmatch(f, p) for p in CONFIG_PATTERNS)}
+
+
+def cached_snapshot(repo_id: str, weight_patterns: list[str]) -> Path | None:
+    """The cached snapshot of `repo_id` when it holds every file the loaders open, else None.
+
+    Never asks the network. The downloads here are partial on purpose (one weights file per
+    folder), so the question is put with exactly those files: asking for the whole repo makes
+    huggingface_hub compare against the full remote listing and call the snapshot incomplete.
+    """
+    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
-        pass
+        folder = Path(
+            snapshot_download(repo_id, allow_patterns=CONFIG_PATTERNS, local_files_only=True)
+        )
+        present = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        chosen = _pick_weights(present, weight_patterns)
+        if not _complete(present, chosen, weight_patterns):
+            return None
+        return Path(snapshot_download(repo_id, allow_patterns=chosen, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def fetch_hub(repo_id: str, weight_patterns: list[str], what: str) -> Path:
+    """A local snapshot of `repo_id`: from the cache, else downloaded with a size note."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    cached = cached_snapshot(repo_id, weight_patterns)
+    if cached is not None:
+        return cached
     try:
         info = HfApi().model_info(repo_id, files_metadata=True)
     except Exception as exc:  # network down, repo gone, auth: all are "cannot download"
@@ -108,7 +172,30 @@ def fetch_hub(repo_id: str, weight_patterns: list[str], what: str) -> Path:
         f"downloading {what} {repo_id} ({total / 1e9:.2f} GB) into the Hugging Face cache, once",
         file=sys.stderr,
     )
-    return Path(snapshot_download(repo_id, allow_patterns=wanted))
+    with _download_progress_shown():
+        return Path(snapshot_download(repo_id, allow_patterns=wanted))
+
+
+@contextlib.contextmanager
+def _download_progress_shown() -> Iterator[None]:
+    """Show the client's progress bar for a download even where a loader silenced the Hub's
+    bars for good (transformers' `disable_progress_bar` does, e.g. in the pose search); a user's
+    HF_HUB_DISABLE_PROGRESS_BARS=1 still wins."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    silenced = are_progress_bars_disabled() and constants.HF_HUB_DISABLE_PROGRESS_BARS is not True
+    if silenced:
+        enable_progress_bars()
+    try:
+        yield
+    finally:
+        if silenced:
+            disable_progress_bars()
 
 
 def local_path(source: ModelSource, weight_patterns: list[str], what: str) -> Path:

@@ -14,17 +14,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tools.errors import UserError
 
-def connect(path: Path, schema: str) -> sqlite3.Connection:
-    """A connection in autocommit mode with the schema applied (idempotent DDL)."""
+
+def connect(
+    path: Path, schema: str, what: str = "database", way_out: str = ""
+) -> sqlite3.Connection:
+    """A connection in autocommit mode with the schema applied (idempotent DDL).
+
+    A file that is not a SQLite database (or whose header is damaged) is a user error naming the
+    file and `way_out`; lock and I/O errors stay what they are.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     connection.row_factory = sqlite3.Row
-    connection.execute("PRAGMA busy_timeout=30000")
-    _use_wal(connection)
-    # A committed row must survive a power cut: it is the only record that a file is done.
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.executescript(schema)
+    try:
+        connection.execute("PRAGMA busy_timeout=30000")
+        _use_wal(connection)
+        # A committed row must survive a power cut: it is the only record that a file is done.
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.executescript(schema)
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        if isinstance(error, sqlite3.OperationalError):
+            raise
+        raise UserError(f"{what} is corrupt: {path} ({error})", way_out) from None
     return connection
 
 
@@ -43,18 +57,27 @@ def _use_wal(connection: sqlite3.Connection, tries: int = 60) -> None:
 
 
 class Database:
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, schema: str, what: str = "database", way_out: str = "") -> None:
         self.path = path
         self.schema = schema
+        self.what = what
+        self.way_out = way_out
         self._local = threading.local()
 
     def _connection(self) -> sqlite3.Connection:
         cached = getattr(self._local, "connection", None)
         # A forked child must not share its parent's connection; a deleted file needs a new one.
         if cached is None or self._local.pid != os.getpid() or not self.path.exists():
-            self._local.connection = connect(self.path, self.schema)
+            self._local.connection = connect(self.path, self.schema, self.what, self.way_out)
             self._local.pid = os.getpid()
         return self._local.connection
+
+    def close(self) -> None:
+        """Close this thread's connection (the last one to close folds the WAL into the file)."""
+        cached = getattr(self._local, "connection", None)
+        if cached is not None:
+            cached.close()
+            self._local.connection = None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

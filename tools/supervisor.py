@@ -253,12 +253,18 @@ def prefetch_models(settings: Settings) -> None:
 def submit_job(
     settings: Settings, specs: list[ImageSpec], label: str | None = None
 ) -> tuple[JobJournal, str]:
-    prefetch_models(settings)
+    from tools.gen_index import GenerationIndex
+
+    # Both stores fail here, in the user's terminal, rather than in every attempt of the job.
+    GenerationIndex(settings.paths.state / "generations.sqlite").ensure_readable()
     journal = JobJournal.for_state(settings.paths.state)
+    journal.ensure_readable()
+    prefetch_models(settings)
     job_id = journal.submit(
         [spec.model_dump(mode="json") for spec in specs],
         label=label,
         overrides=settings_overrides(settings),
+        settings=settings.model_dump(mode="json"),
     )
     return journal, job_id
 

@@ -1,0 +1,117 @@
+"""`anime-gen index rebuild`: the generation index again, from the image files on disk.
+
+Every PNG the store writes carries its full record in a JSON text chunk, so the index is derived
+data. Images are the files under `anime-output/` (accepted, `rejected/`, `.trash/`); the links in
+`characters/` and `collections/` are views of them, read only to recover collection membership.
+The new index is built in a temp file and renamed over the old one (corrupt or missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tools.errors import UserError
+from tools.gen_index import GenerationIndex
+from tools.output_store import METADATA_KEY, read_png_metadata
+from tools.settings import Settings
+
+INDEX_NAME = "generations.sqlite"
+VIEW_FOLDERS = ("characters", "collections")
+TRASH_FOLDER = ".trash"
+
+
+@dataclass
+class RebuildReport:
+    images: int = 0
+    rejected: int = 0
+    trashed: int = 0
+    skipped: list[Path] = field(default_factory=list)
+
+
+def _collections(output: Path) -> dict[tuple[int, int], str]:
+    """Collection name by (device, inode) of the image each link (or hard link) points at."""
+    found: dict[tuple[int, int], str] = {}
+    for link in (output / "collections").glob("*/*.png"):
+        with contextlib.suppress(OSError):
+            target = link.stat()
+            found[(target.st_dev, target.st_ino)] = link.parent.name
+    return found
+
+
+def image_files(output: Path) -> list[Path]:
+    """The images under `output` (not views, not temp files), oldest first."""
+    files = [
+        path
+        for path in output.rglob("*.png")
+        if path.relative_to(output).parts[0] not in VIEW_FOLDERS
+        and not path.name.startswith(".")
+        and path.is_file()
+        and not path.is_symlink()
+    ]
+    return sorted(files, key=lambda path: (path.stat().st_mtime_ns, str(path)))
+
+
+def _record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(read_png_metadata(path)[METADATA_KEY])
+    except (OSError, ValueError, KeyError, SyntaxError):
+        return None
+    needed = ("character", "posture", "pose", "seed")
+    return record if isinstance(record, dict) and all(k in record for k in needed) else None
+
+
+def rebuild_index(settings: Settings) -> RebuildReport:
+    from tools.supervisor import worker_running
+
+    state, output = settings.paths.state, settings.paths.output
+    if worker_running(state):
+        raise UserError(
+            "a worker is running; it writes the index while it draws",
+            "wait until `anime-gen jobs` shows nothing running, then rebuild",
+        )
+    target = state / INDEX_NAME
+    temp = state / f".{INDEX_NAME}.rebuild-{os.getpid()}.tmp"
+    _remove_database(temp)
+    report = RebuildReport()
+    collections = _collections(output) if output.exists() else {}
+    keys: set[str] = set()
+    index = GenerationIndex(temp)
+    with index.transaction() as connection:
+        for path in image_files(output) if output.exists() else []:
+            record = _record(path)
+            if record is None:
+                report.skipped.append(path)
+                continue
+            parts = path.relative_to(output).parts
+            stat = path.stat()
+            record["path"] = str(path)
+            record["trashed"] = parts[0] == TRASH_FOLDER
+            record["accepted"] = "rejected" not in parts[:2] and bool(record.get("accepted", True))
+            if (stat.st_dev, stat.st_ino) in collections:
+                record["collection"] = collections[(stat.st_dev, stat.st_ino)]
+            key = record.get("key")
+            key = key if isinstance(key, str) and key not in keys else None
+            if key:
+                keys.add(key)
+            created = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="seconds")
+            index.reserve(connection, path, key, record, status="saved", created=created)
+            report.images += 1
+            report.rejected += not record["accepted"]
+            report.trashed += record["trashed"]
+    index.close()
+    # The old file's write-ahead log belongs to the old database: it must not meet the new one.
+    _remove_database(target, suffixes=("-wal", "-shm"))
+    os.replace(temp, target)
+    return report
+
+
+def _remove_database(path: Path, suffixes: tuple[str, ...] = ("", "-wal", "-shm")) -> None:
+    for suffix in suffixes:
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()

@@ -87,6 +87,10 @@ def generate(
     new_name: Annotated[
         str | None, typer.Option("--name", help="Name for --character-sheet.")
     ] = None,
+    from_png: Annotated[
+        Path | None,
+        typer.Option("--from-png", help="Draw again what a PNG (ours, A1111, ComfyUI) records."),
+    ] = None,
 ) -> None:
     """Draw BATCH images of a character in a pose."""
     from tools.errors import UserError
@@ -98,6 +102,9 @@ def generate(
         from tools.characters import normalize_name
 
         collection = normalize_name(collection)
+    if from_png is not None:
+        _from_png(from_png, character or name, seed, as_json, dry_run)
+        return
     runtime = _runtime(output={"resolution": resolution})
     if character_sheet is not None:
         _character_sheet(runtime, character_sheet, new_name, seed, as_json, dry_run)
@@ -156,6 +163,33 @@ def generate(
             typer.echo(f"{mark} {record.path}")
     if not any(record.accepted for record in records):
         raise typer.Exit(1)
+
+
+def _from_png(
+    path: Path, character: str | None, seed: int | None, as_json: bool, dry_run: bool
+) -> None:
+    from assistant.progress import render_with_progress
+    from tools.generate import GenerationRequest
+    from tools.png_info import read_png_info, replay_plan
+
+    plan, unmapped = replay_plan(read_png_info(path), character)
+    if unmapped:
+        typer.echo(f"not mapped (our settings used instead): {'; '.join(unmapped)}", err=True)
+    runtime = _runtime(output=plan["output"])
+    request = plan["request"]
+    request["character"] = _resolve_character(runtime, request["character"])
+    if seed is not None:
+        request["seed"] = seed
+    specs = runtime.generator.plan(GenerationRequest(**request))
+    if dry_run:
+        _print_plan(specs, as_json)
+        return
+    records = render_with_progress(runtime, specs, quiet=as_json)
+    if as_json:
+        print_json({"outputs": [record.model_dump(mode="json") for record in records]})
+    else:
+        for record in records:
+            typer.echo(f"{'saved' if record.accepted else 'REJECTED'} {record.path}")
 
 
 def _resolve_character(runtime: Any, who: str) -> str:
@@ -304,6 +338,22 @@ def characters_remove(name: str) -> None:
     """Remove a character (its folder moves to the library's .trash)."""
     removed = _runtime().characters.remove(name)
     typer.echo(f"removed {removed.name} (folder kept in .anime-characters/.trash)")
+
+
+# -- info ----------------------------------------------------------------------------------------
+@app.command()
+def info(
+    file: Annotated[Path, typer.Argument(help="A PNG from anime-chat, A1111/Forge or ComfyUI.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the contract JSON.")] = False,
+) -> None:
+    """Print the generation parameters recorded in a PNG."""
+    from tools.png_info import format_info, read_png_info
+
+    parameters = read_png_info(file)
+    if as_json:
+        print_json(parameters)
+    else:
+        typer.echo(format_info(parameters))
 
 
 # -- index ---------------------------------------------------------------------------------------

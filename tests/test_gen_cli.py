@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from typer.testing import CliRunner
 
 from assistant.gen_cli import app
@@ -219,3 +220,31 @@ def test_all_characters_dry_run_covers_the_library(sakura, reference_image):
     outputs = json.loads(result.stdout)["outputs"]
     assert [o["character"] for o in outputs] == ["sakura", "yuki"]
     assert all("standing" in o["pose"]["tags"] for o in outputs)
+
+
+@pytest.mark.slow
+def test_from_png_reproduces_our_pixels_and_maps_other_tools_settings(sakura, tmp_path):
+    first = run("sakura", "--pose", "standing", "--seed", "5", "--prompt", "rain", "--json")
+    assert first.exit_code == 0, first.output
+    original = json.loads(first.stdout)["outputs"][0]
+    again = run("--from-png", original["path"], "--json")
+    assert again.exit_code == 0, again.output
+    copy = json.loads(again.stdout)["outputs"][0]
+    assert copy["path"] != original["path"]
+    assert (copy["seed"], copy["pose"]) == (original["seed"], original["pose"])
+    assert np.array_equal(
+        np.asarray(Image.open(original["path"])), np.asarray(Image.open(copy["path"]))
+    )
+
+    a1111 = tmp_path / "a1111.png"
+    info = PngInfo()
+    params = Path(__file__).parent / "data" / "png_params" / "a1111_two_loras.txt"
+    info.add_text("parameters", params.read_text())
+    Image.new("RGB", (8, 8)).save(a1111, pnginfo=info)
+    result = run("--from-png", str(a1111))
+    assert result.exit_code == 1 and "add --character NAME" in result.output
+    result = run("--from-png", str(a1111), "--character", "sakura", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    assert "sampler 'DPM++ 2M SDE Karras'" in result.stderr
+    assert "LoRA 'flat2'" in result.stderr
+    assert json.loads(result.stdout)["outputs"][0]["seed"] == 987654321

@@ -74,7 +74,8 @@ def test_parameters_chunk_and_views(tmp_path):
         "Model: tiny",
         "Pose: standing_basic",
         "IP-Adapter weight: 0.95",
-        "ControlNet strength: 0.5",
+        "Schedule type: Automatic",
+        'ControlNet 0: "Module: none, Model: cn, Weight: 0.5"',
     ):
         assert field in text["parameters"]
     assert json.loads(text["anime-chat"])["path"] == str(path)

@@ -29,17 +29,32 @@ METADATA_KEY = "anime-chat"
 
 
 def png_parameters(meta: dict[str, Any]) -> str:
-    """The `parameters` text in the layout A1111/Forge and image viewers read."""
-    fields = [
+    """The `parameters` text in A1111's own spelling, so A1111, Civitai and image browsers read it.
+
+    Our own fields (pose, IP-Adapter...) follow as extra `Key: value` entries; a value holding a
+    comma or a colon is quoted the way A1111 quotes its `Lora hashes`.
+    """
+    sampler, schedule = _a1111_sampler(meta["sampler"])
+    fields: list[tuple[str, Any]] = [
         ("Steps", meta["steps"]),
-        ("Sampler", meta["sampler"]),
+        ("Sampler", sampler),
+        ("Schedule type", schedule),
         ("CFG scale", meta["guidance_scale"]),
         ("Seed", meta["seed"]),
         ("Size", f"{meta['width']}x{meta['height']}"),
         ("Model", meta["model"]),
         ("Clip skip", meta["clip_skip"]),
-        ("ControlNet", meta["controlnet"]),
-        ("ControlNet strength", meta["controlnet_strength"]),
+    ]
+    loras = meta.get("loras") or []
+    if loras:
+        fields.append(("Lora weights", ", ".join(f"{x['name']}: {x['weight']}" for x in loras)))
+    if meta.get("vae"):
+        fields.append(("VAE", meta["vae"]))
+    fields += [
+        (
+            "ControlNet 0",
+            f"Module: none, Model: {meta['controlnet']}, Weight: {meta['controlnet_strength']}",
+        ),
         ("IP-Adapter", meta["ipadapter"]),
         ("IP-Adapter weight", meta["ipadapter_weight"]),
         ("Pose", meta["pose"]["id"]),
@@ -54,8 +69,25 @@ def png_parameters(meta: dict[str, Any]) -> str:
         fields.append(("Embeddings", "|".join(meta["embeddings"])))
     scores = meta.get("scores") or {}
     fields += [(name.capitalize(), value) for name, value in scores.items() if value is not None]
-    body = ", ".join(f"{name}: {value}" for name, value in fields)
+    body = ", ".join(
+        f"{name}: {_a1111_value(value)}" for name, value in fields if value is not None
+    )
     return f"{meta['prompt']}\nNegative prompt: {meta['negative_prompt']}\n{body}"
+
+
+def _a1111_sampler(label: str) -> tuple[str, str]:
+    """ "DPM++ 2M Karras" → ("DPM++ 2M", "Karras"); A1111 ≥1.9 writes the schedule apart."""
+    for schedule in ("Karras", "Exponential"):
+        if label.endswith(f" {schedule}"):
+            return label[: -len(schedule) - 1], schedule
+    return label, "Automatic"
+
+
+def _a1111_value(value: Any) -> str:
+    text = str(value)
+    if any(char in text for char in ',:"\n'):
+        return json.dumps(text)
+    return text
 
 
 def read_png_metadata(path: Path) -> dict[str, str]:

@@ -102,6 +102,9 @@ def check_each(plan: Plan, each: dict[str, dict[str, Any]]) -> list[str]:
         count = sum(call.args["count"] for call in calls)
         if "count" in want and count != want["count"]:
             problems.append(f"{name}: count {count}, expected {want['count']}")
+        seeds = [call.args.get("seed") for call in calls]
+        if "seed" in want and seeds != [want["seed"]]:
+            problems.append(f"{name}: seeds {seeds}, expected [{want['seed']}]")
         for call in calls:
             pose = call.args.get("pose") or ""
             prompt = str(call.args.get("prompt") or "").lower()

@@ -42,10 +42,8 @@ LIBRARY = ["yuki", "sakura", "momo", "rin", "aoi", "hinata", "kaede", "mei"]
 
 def load_cases(where: Path = CASES_DIR) -> list[dict[str, Any]]:
     """The cases of one file, or of every `*.jsonl` and `*.yaml` file in a folder."""
-    if where.is_file():
-        paths = [where]
-    else:
-        paths = sorted([*where.glob("*.jsonl"), *where.glob("*.yaml")])
+    found = [*where.glob("*.jsonl"), *where.glob("*.yaml")] if where.is_dir() else [where]
+    paths = sorted(found)
     cases = []
     for path in paths:
         text = path.read_text(encoding="utf-8")

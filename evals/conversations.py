@@ -63,7 +63,10 @@ def failures(
         for number, turn in enumerate(conversation["turns"], start=1):
             turns += 1
             context = PlannerContext(
-                characters=list(characters), find_pose=words_as_pose, previous=session.previous
+                characters=list(characters),
+                find_pose=words_as_pose,
+                previous=session.previous,
+                mentioned=list(session.mentioned),
             )
             plan = planner.plan(turn["text"], context)
             problems = check(plan, turn["expect"])
@@ -73,10 +76,13 @@ def failures(
             if problems or verbose:
                 status = "FAIL" if problems else "ok"
                 print(f"{status} {where} {turn['text']!r}: {'; '.join(problems)}")
-            for call, records in made_images(plan, number):
-                if call.tool == "create_character" and call.args.get("name"):
-                    characters.append(call.args["name"])
-                session.remember(call, records)
+            made = made_images(plan, number)
+            characters += [
+                call.args["name"]
+                for call, _ in made
+                if call.tool == "create_character" and call.args.get("name")
+            ]
+            session.remember_turn(made)
     return failed, turns
 
 
@@ -94,7 +100,9 @@ def main() -> None:
     parser.add_argument("--cases", type=Path, default=CASES)
     parser.add_argument("--verbose", action="store_true")
     options = parser.parse_args()
-    score(_planner(options.planner, options.model), load_conversations(options.cases), options.verbose)
+    score(
+        _planner(options.planner, options.model), load_conversations(options.cases), options.verbose
+    )
 
 
 if __name__ == "__main__":

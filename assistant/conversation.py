@@ -39,7 +39,9 @@ class Conversation:
         return Runtime(self.settings)
 
     def plan(self, text: str) -> Plan:
-        return self.planner.plan(text, planner_context(self.runtime, self.session.previous))
+        context = planner_context(self.runtime, self.session.previous)
+        context.mentioned = list(self.session.mentioned)
+        return self.planner.plan(text, context)
 
     def run(self, text: str, console: Console) -> Turn:
         """Plan and execute; Ctrl-C (KeyboardInterrupt) propagates to the caller to cancel."""
@@ -50,9 +52,9 @@ class Conversation:
         if total and self._should_unload_llm():
             self.planner.unload()  # type: ignore[attr-defined]
         outcomes = self._execute(plan, total, console)
-        for outcome in outcomes:
-            if outcome.result is not None:
-                self.session.remember(outcome.call, outcome.result.outputs)
+        self.session.remember_turn(
+            [(o.call, o.result.outputs) for o in outcomes if o.result is not None]
+        )
         paths = reply.image_paths(outcomes)
         sheet = reply.contact_sheet(paths, self.settings.paths.output / "contact-sheets")
         text = "\n".join(part for part in (plan.reply, reply.answer(outcomes, sheet)) if part)

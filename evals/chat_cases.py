@@ -1,11 +1,20 @@
-"""Score a planner on the requests in `evals/chat_cases/*.jsonl`; the pass rate is the last line.
+"""Score a planner on the development cases in `evals/chat_cases/`; the pass rate is the last line.
 
-    python -m evals.chat_cases [--planner rules|ollama] [--model NAME] [--verbose]
+    python -m evals.chat_cases [--cases FILE_OR_DIR] [--planner rules|ollama] [--model NAME]
+                               [--verbose]
 
-Each case is {"text", "expect", "previous"?, "characters"?}. `expect` keys: tool, calls (how
-many), character, characters, count, seed, pose (null = random), posture, tags, prompt_has,
-prompt_lacks, reply_has, name, description_has, query_has. The library defaults to `LIBRARY`,
-and poses resolve to their own words so the score measures the planner, not the pose bank.
+Cases are JSON lines (`*.jsonl`) or a YAML list (`*.yaml`), each {"text", "expect",
+"previous"?, "characters"?}. `expect` keys on the first call: tool, calls (how many),
+character, characters, count, seed, pose (null = random), posture, tags, prompt_has,
+prompt_lacks, reply_has, name, description_has, query_has. Keys on the whole plan: `tools` (the
+tools of the calls, in order), `each` ({character: {count, posture, tags, pose, prompt_has,
+prompt_lacks}}: exactly these characters are drawn, and each one's calls carry its own count,
+posture and scene words) and `create` ({name, description_has, description_lacks} on the
+create_character call). The library defaults to `LIBRARY`, and poses resolve to their own words
+so the score measures the planner, not the pose bank.
+
+These are development sets: the planner was tuned on them. Generalisation is measured on cases
+written after a change, never on these.
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from assistant.planners.base import (
     Plan,
@@ -29,10 +40,18 @@ CASES_DIR = Path(__file__).with_name("chat_cases")
 LIBRARY = ["yuki", "sakura", "momo", "rin", "aoi", "hinata", "kaede", "mei"]
 
 
-def load_cases(folder: Path = CASES_DIR) -> list[dict[str, Any]]:
+def load_cases(where: Path = CASES_DIR) -> list[dict[str, Any]]:
+    """The cases of one file, or of every `*.jsonl` and `*.yaml` file in a folder."""
+    found = [*where.glob("*.jsonl"), *where.glob("*.yaml")] if where.is_dir() else [where]
+    paths = sorted(found)
     cases = []
-    for path in sorted(folder.glob("*.jsonl")):
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".yaml":
+            for number, case in enumerate(yaml.safe_load(text) or [], start=1):
+                cases.append({**case, "where": f"{path.name}#{number}"})
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 cases.append({**json.loads(line), "where": f"{path.name}:{number}"})
     return cases
@@ -60,11 +79,83 @@ def _has_all(text: str, needles: list[str]) -> bool:
     return all(needle.lower() in (text or "").lower() for needle in needles)
 
 
+def _drawn(call: PlannedCall) -> list[str]:
+    if call.tool == "generate":
+        return [call.args["character"]]
+    if call.tool == "batch":
+        return list((call.resolved or {}).get("characters") or [])
+    return []
+
+
+def check_each(plan: Plan, each: dict[str, dict[str, Any]]) -> list[str]:
+    """Exactly the characters of `each` are drawn, each with its own count, pose and scene."""
+    problems = []
+    drawn = {name for call in plan.calls for name in _drawn(call)}
+    if drawn != set(each):
+        problems.append(f"drawn {sorted(drawn)}, expected {sorted(each)}")
+    for name, want in each.items():
+        calls = [call for call in plan.calls if name in _drawn(call)]
+        if not calls:
+            continue
+        count = sum(call.args["count"] for call in calls)
+        if "count" in want and count != want["count"]:
+            problems.append(f"{name}: count {count}, expected {want['count']}")
+        seeds = [call.args.get("seed") for call in calls]
+        if "seed" in want and seeds != [want["seed"]]:
+            problems.append(f"{name}: seeds {seeds}, expected [{want['seed']}]")
+        for call in calls:
+            pose = call.args.get("pose") or ""
+            prompt = str(call.args.get("prompt") or "").lower()
+            if "pose" in want and want["pose"] is None and call.args.get("pose") is not None:
+                problems.append(f"{name}: pose {pose!r}, expected random (null)")
+            wanted = ([want["posture"]] if "posture" in want else []) + want.get("tags", [])
+            problems += [f"{name}: pose {pose!r} lacks {t!r}" for t in wanted if t not in pose]
+            problems += [
+                f"{name}: prompt {prompt!r} lacks {w!r}"
+                for w in want.get("prompt_has", [])
+                if w.lower() not in prompt
+            ]
+            problems += [
+                f"{name}: prompt {prompt!r} has {w!r}"
+                for w in want.get("prompt_lacks", [])
+                if w.lower() in prompt
+            ]
+    return problems
+
+
+def check_create(plan: Plan, want: dict[str, Any]) -> list[str]:
+    created = [call for call in plan.calls if call.tool == "create_character"]
+    if not created:
+        return ["no create_character call"]
+    args = created[0].args
+    problems = []
+    if "name" in want and args.get("name") != want["name"]:
+        problems.append(f"name: expected {want['name']!r}, got {args.get('name')!r}")
+    description = str(args.get("description", "")).lower()
+    problems += [
+        f"description {description!r} lacks {w!r}"
+        for w in want.get("description_has", [])
+        if w.lower() not in description
+    ]
+    problems += [
+        f"description {description!r} has {w!r}"
+        for w in want.get("description_lacks", [])
+        if w.lower() in description
+    ]
+    return problems
+
+
 def check(plan: Plan, expect: dict[str, Any]) -> list[str]:
     """What is wrong with the plan; empty when it passes."""
     if "calls" in expect and len(plan.calls) != expect["calls"]:
         return [f"expected {expect['calls']} calls, got {len(plan.calls)}"]
     problems = []
+    if "tools" in expect and [call.tool for call in plan.calls] != expect["tools"]:
+        problems.append(f"tools {[call.tool for call in plan.calls]}, expected {expect['tools']}")
+    if "each" in expect:
+        problems += check_each(plan, expect["each"])
+    if "create" in expect:
+        problems += check_create(plan, expect["create"])
     if "reply_has" in expect and not _has_all(plan.reply, expect["reply_has"]):
         problems.append(f"reply lacks {expect['reply_has']}: {plan.reply!r}")
     if "tool" not in expect:
@@ -99,15 +190,22 @@ def check(plan: Plan, expect: dict[str, Any]) -> list[str]:
     return problems
 
 
-def score(planner: Planner, cases: list[dict[str, Any]], verbose: bool = False) -> float:
-    passed = 0
+def failures(planner: Planner, cases: list[dict[str, Any]], verbose: bool = False) -> list[str]:
+    """Run every case, print the failing ones (all with `verbose`); the `where` of each failure."""
+    failed = []
     for case in cases:
         plan = planner.plan(case["text"], context_for(case))
         problems = check(plan, case["expect"])
-        passed += not problems
+        if problems:
+            failed.append(case["where"])
         if problems or verbose:
             status = "FAIL" if problems else "ok"
             print(f"{status} {case['where']} {case['text']!r}: {'; '.join(problems)}")
+    return failed
+
+
+def score(planner: Planner, cases: list[dict[str, Any]], verbose: bool = False) -> float:
+    passed = len(cases) - len(failures(planner, cases, verbose))
     rate = passed / len(cases) if cases else 0.0
     print(f"pass rate: {rate:.3f} ({passed}/{len(cases)})")
     return rate

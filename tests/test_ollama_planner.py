@@ -205,3 +205,32 @@ def test_follow_up_context_reaches_the_model(fake, context):
     planner_for(fake).plan("3 more of that", context)
     system = fake.bodies("/api/chat")[0]["messages"][0]["content"]
     assert json.dumps(GENERATE) in system and "seed 7" in system
+
+
+def test_a_compound_reply_with_several_calls_is_validated_and_resolved_per_call(fake, context):
+    sitting = {"character": "sakura", "pose": "sitting", "prompt": "on a bench", "count": 2}
+    standing = {"character": "yuki", "pose": "standing", "prompt": "", "count": 1}
+    fake.reply_tool_calls(
+        ("create_character", {"name": "aya", "description": "blue twin tails"}),
+        ("generate", {"character": "aya", "pose": "waving", "prompt": "", "count": 1}),
+        ("generate", sitting),
+        ("generate", standing),
+    )
+    plan = planner_for(fake).plan(
+        "make aya ..., then draw her; sakura x2 on a bench, yuki", context
+    )
+    assert [call.tool for call in plan.calls] == ["create_character", *["generate"] * 3]
+    drawn = [(c.args["character"], c.args["count"], c.args["pose"]) for c in plan.calls[1:]]
+    assert drawn == [("aya", 1, "waving"), ("sakura", 2, "sitting"), ("yuki", 1, "standing")]
+    assert plan.calls[2].resolved["pose"]["tags"] == ["sitting"]
+    assert "2 of sakura sitting, on a bench; 1 of yuki standing" in plan.reply
+
+
+def test_an_unknown_name_in_one_call_drops_only_that_call(fake, context):
+    fake.reply_tool_calls(
+        ("generate", {"character": "bob", "count": 1}),
+        ("generate", {"character": "yuki", "pose": "sitting", "count": 1}),
+    )
+    plan = planner_for(fake).plan("bob and yuki", context)
+    assert [call.args["character"] for call in plan.calls] == ["yuki"]
+    assert "'bob'" in plan.reply

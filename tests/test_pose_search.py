@@ -121,12 +121,23 @@ def test_named_action_outranks_the_place(bank):
     assert bank.search("sitting in seiza on a tatami mat")[0].pose.posture == "kneeling"
 
 
-@pytest.mark.parametrize("cases", ["pose_retrieval_cases.yaml", "pose_retrieval_blind.yaml"])
-def test_retrieval_eval_top1_posture_is_at_least_95_percent(cases, capsys):
+# Development sets: the search was tuned on them. Every case outside these known misses must
+# pass, so one regression shows; a fix only shortens the list (a stale entry fails too).
+KNOWN_POSE_MISSES: dict[str, set[str]] = {
+    "pose_retrieval_cases.yaml": set(),
+    "pose_retrieval_phrasings_dev.yaml": set(),
+}
+
+
+@pytest.mark.parametrize("cases", sorted(KNOWN_POSE_MISSES))
+def test_retrieval_dev_sets_miss_only_their_known_misses(cases, capsys):
     from evals.pose_retrieval import run
 
-    assert run(Path(__file__).parents[1] / "evals" / cases, verbose=False) >= 0.95
+    misses: list[str] = []
+    run(Path(__file__).parents[1] / "evals" / cases, verbose=False, misses=misses)
     assert capsys.readouterr().out.splitlines()[-1].startswith("top-1 posture accuracy: ")
+    assert set(misses) - KNOWN_POSE_MISSES[cases] == set(), "new misses (regressions)"
+    assert KNOWN_POSE_MISSES[cases] - set(misses) == set(), "fixed: drop them from the list"
 
 
 @pytest.mark.parametrize(

@@ -64,10 +64,20 @@ class PreviousImage:
 
 @dataclass(frozen=True)
 class PreviousTurn:
-    """The last generating call and what it made, for "3 more of that"."""
+    """The last generating turn and what it made, for "3 more of that".
+
+    `call` is its last generating call and `calls` all of them (empty means just `call`);
+    `images` are the images of all of them in order; `before` is the turn before, for "undo".
+    """
 
     call: PlannedCall
     images: list[PreviousImage] = field(default_factory=list)
+    calls: tuple[PlannedCall, ...] = ()
+    before: PreviousTurn | None = None
+
+    @property
+    def all_calls(self) -> list[PlannedCall]:
+        return list(self.calls) or [self.call]
 
 
 FindPose = Callable[[str], PoseRef | None]
@@ -79,6 +89,8 @@ class PlannerContext:
     find_pose: FindPose
     postures: tuple[str, ...] = POSTURES
     previous: PreviousTurn | None = None
+    # The characters the last turn drew or created, for "her", "them", "both of them".
+    mentioned: list[str] = field(default_factory=list)
 
 
 class Planner(Protocol):

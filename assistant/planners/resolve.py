@@ -67,10 +67,13 @@ def unknown_note(word: str, match: NameMatch, characters: list[str]) -> str:
 class Resolved:
     calls: list[PlannedCall] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Characters a create_character call of this plan makes: known to the calls after it.
+    created: list[str] = field(default_factory=list)
 
 
-def _resolve_name(word: str, context: PlannerContext, notes: list[str]) -> str | None:
-    match = match_character(word, context.characters)
+def _resolve_name(word: str, context: PlannerContext, out: Resolved) -> str | None:
+    notes = out.notes
+    match = match_character(word, [*context.characters, *out.created])
     if match.name is None:
         notes.append(unknown_note(word, match, context.characters))
     elif match.corrected:
@@ -88,7 +91,7 @@ def _pose(pose: str | None, context: PlannerContext) -> dict[str, Any] | None:
 def resolve_call(tool: str, args: BaseModel, context: PlannerContext, out: Resolved) -> None:
     """Append the resolved call (or nothing, for an unknown character) and any notes to `out`."""
     if isinstance(args, GenerateArgs):
-        name = _resolve_name(args.character, context, out.notes)
+        name = _resolve_name(args.character, context, out)
         if name is None:
             return
         args = args.model_copy(update={"character": name})
@@ -98,7 +101,7 @@ def resolve_call(tool: str, args: BaseModel, context: PlannerContext, out: Resol
         if args.characters == "all":
             names = list(context.characters)
         else:
-            found = [_resolve_name(word, context, out.notes) for word in args.characters]
+            found = [_resolve_name(word, context, out) for word in args.characters]
             names = list(dict.fromkeys(name for name in found if name))
             if not names:
                 return
@@ -106,6 +109,8 @@ def resolve_call(tool: str, args: BaseModel, context: PlannerContext, out: Resol
         resolved = {"characters": names, "pose": _pose(args.pose, context)}
         out.calls.append(PlannedCall(tool=tool, args=args.model_dump(), resolved=resolved))
     else:
+        if tool == "create_character" and getattr(args, "name", None):
+            out.created.append(args.name)
         out.calls.append(PlannedCall(tool=tool, args=args.model_dump()))
 
 
@@ -113,21 +118,39 @@ def _images(count: int) -> str:
     return f"{count} image" + ("" if count == 1 else "s")
 
 
+def _drawing(call: PlannedCall) -> tuple[int, str, str]:
+    """(images, who, what) of a generate or batch call."""
+    args = call.args
+    if call.tool == "generate":
+        who, total = args["character"], args["count"]
+    else:
+        names = (call.resolved or {}).get("characters") or []
+        who = ", ".join(names) if args["characters"] != "all" else f"all ({', '.join(names)})"
+        total = args["count"] * max(len(names), 1)
+    pose = (call.resolved or {}).get("pose")
+    pose_text = ", ".join(pose["tags"]) if pose else (args["pose"] or "a random pose")
+    scene = f", {args['prompt']}" if args.get("prompt") else ""
+    seed = f", seed {args['seed']}" if args.get("seed") is not None else ""
+    return total, who, f"{pose_text}{scene}{seed}"
+
+
+def describe_parts(calls: list[PlannedCall]) -> str:
+    """'2 of sakura sitting, on a bench; 1 of yuki standing': what each part will draw."""
+    parts = []
+    for call in calls:
+        total, who, what = _drawing(call)
+        each = (
+            f"{call.args['count']} each of {who}" if call.tool == "batch" else f"{total} of {who}"
+        )
+        parts.append(f"{each} {what}")
+    return "; ".join(parts)
+
+
 def describe_call(call: PlannedCall) -> str:
     args = call.args
     if call.tool in ("generate", "batch"):
-        if call.tool == "generate":
-            who = args["character"]
-            total = args["count"]
-        else:
-            names = (call.resolved or {}).get("characters") or []
-            who = ", ".join(names) if args["characters"] != "all" else f"all ({', '.join(names)})"
-            total = args["count"] * max(len(names), 1)
-        pose = (call.resolved or {}).get("pose")
-        pose_text = ", ".join(pose["tags"]) if pose else (args["pose"] or "a random pose")
-        scene = f", {args['prompt']}" if args.get("prompt") else ""
-        seed = f", seed {args['seed']}" if args.get("seed") is not None else ""
-        return f"Drawing {_images(total)} of {who}: {pose_text}{scene}{seed}."
+        total, who, what = _drawing(call)
+        return f"Drawing {_images(total)} of {who}: {what}."
     if call.tool == "list_characters":
         return "Listing your characters."
     if call.tool == "create_character":
@@ -141,7 +164,14 @@ def describe_call(call: PlannedCall) -> str:
 
 
 def compose_reply(resolved: Resolved, fallback: str = "") -> str:
-    lines = [describe_call(call) for call in resolved.calls] + resolved.notes
+    drawing = [call for call in resolved.calls if call.tool in ("generate", "batch")]
+    if len(drawing) > 1:
+        total = sum(_drawing(call)[0] for call in drawing)
+        lines = [describe_call(c) for c in resolved.calls if c not in drawing]
+        lines.append(f"Drawing {_images(total)}: {describe_parts(drawing)}.")
+    else:
+        lines = [describe_call(call) for call in resolved.calls]
+    lines += resolved.notes
     if not lines and fallback:
         lines.append(fallback)
     return " ".join(lines)

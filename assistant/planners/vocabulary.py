@@ -5,7 +5,7 @@ Each table maps what people type to the canonical word the pose bank and the too
 
 from __future__ import annotations
 
-from posebank.lexicon import CUE_WORDS, spelled
+from posebank.lexicon import CUE_WORDS, NAMED, PLACE, POSTURE_CUES, VERB, spelled
 
 UNITS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -37,32 +37,36 @@ ORDINALS = {
     "6th": 6, "7th": 7, "8th": 8, "9th": 9, "10th": 10, "last": -1,
 }  # fmt: skip
 
+
+def _posture_cues() -> tuple[dict[str, str], dict[str, str]]:
+    """Posture words and phrases from the pose bank's lexicon: its named positions and verbs,
+    and the body-position phrases among its places ("on her knees", not "on the floor", which
+    stays in the scene)."""
+    words: dict[str, str] = {}
+    phrases: dict[str, str] = {}
+    for posture, cues in POSTURE_CUES.items():
+        body = [c for c in cues.get(PLACE, ()) if c.split()[1:2] in (["her"], ["his"], ["their"])]
+        for cue in (*cues.get(NAMED, ()), *cues.get(VERB, ()), *body):
+            (phrases if " " in cue else words).setdefault(cue, posture)
+    return words, phrases
+
+
+_LEXICON_WORDS, _LEXICON_PHRASES = _posture_cues()
+# The planner's own additions: forms the lexicon does not list as verbs.
 POSTURE_WORDS = {
-    "standing": "standing", "stand": "standing", "stands": "standing", "stood": "standing",
-    "upright": "standing", "sitting": "sitting", "sit": "sitting", "sits": "sitting",
-    "seated": "sitting", "sat": "sitting", "kneeling": "kneeling", "kneel": "kneeling",
-    "kneels": "kneeling", "knelt": "kneeling", "lying": "lying", "lie": "lying",
-    "lies": "lying", "laying": "lying", "reclining": "lying", "walking": "walking",
-    "walk": "walking", "walks": "walking", "strolling": "walking", "stroll": "walking",
-    "running": "running", "run": "running", "runs": "running", "sprinting": "running",
-    "sprint": "running", "jogging": "running", "jumping": "jumping", "jump": "jumping",
-    "jumps": "jumping", "leaping": "jumping", "leap": "jumping", "hopping": "jumping",
-    "crouching": "crouching", "crouch": "crouching", "crouched": "crouching",
-    "squatting": "crouching", "squat": "crouching", "squats": "crouching",
+    **_LEXICON_WORDS,
+    "upright": "standing", "sat": "sitting", "laying": "lying", "reclining": "lying",
+    "hopping": "jumping", "squat": "crouching",
 }  # fmt: skip
 # Phrases that name a posture in several words.
 POSTURE_PHRASES = {
-    "on her knees": "kneeling", "on his knees": "kneeling", "on their knees": "kneeling",
-    "lying down": "lying", "laying down": "lying", "sitting down": "sitting",
-    "standing up": "standing", "on her feet": "standing", "on his feet": "standing",
-    "lying on her back": "lying", "lying on his back": "lying", "mid air": "jumping",
-    "mid-air": "jumping", "on one knee": "kneeling", "down on one knee": "kneeling",
-    "on both knees": "kneeling", "on all fours": "crouching", "in the air": "jumping",
-    "kneeling down": "kneeling", "kneel down": "kneeling", "crouching down": "crouching",
-    "crouched down": "crouching", "crouch down": "crouching", "squatting down": "crouching",
-    "squat down": "crouching", "squatted down": "crouching", "sat down": "sitting",
-    "sit down": "sitting", "lie down": "lying", "lay down": "lying", "stood up": "standing",
-    "stand up": "standing", "standing tall": "standing", "jumping for joy": "jumping",
+    **_LEXICON_PHRASES,
+    "laying down": "lying", "lying on her back": "lying", "lying on his back": "lying",
+    "mid air": "jumping", "mid-air": "jumping", "in the air": "jumping",
+    "on all fours": "crouching", "kneeling down": "kneeling", "kneel down": "kneeling",
+    "crouching down": "crouching", "crouched down": "crouching", "squatting down": "crouching",
+    "squatted down": "crouching", "sat down": "sitting", "lay down": "lying",
+    "stood up": "standing", "standing tall": "standing", "jumping for joy": "jumping",
 }  # fmt: skip
 
 ACTION_WORDS = {
@@ -133,10 +137,50 @@ FILLERS = {
     "what", "where", "when", "go", "ahead", "put", "have", "has", "had", "got", "let", "see",
     "new", "different", "other", "else", "yes", "no", "not", "don't", "dont", "redo", "repeat",
     "reroll", "re-roll", "re-do", "similar", "previous", "last", "before", "together",
+    # questions ("could you show me what rin would look like ...")
+    "look", "looks", "possible", "chance", "any", "does", "did", "do", "wonder",
+    "whether", "if", "idea", "mind", "able", "wondering", "curious",
     # chat slang
     "u", "ur", "gimme", "lemme", "wanna", "gonna", "lol", "lmao", "haha", "thx", "ty", "omg",
     "ya", "yeah", "hello", "sure", "btw", "rn", "tho", "k", "xd", "uwu", "hmm", "um", "uh",
 } | DRAW_VERBS  # fmt: skip
+
+# Words that shape a request into clauses; never names, never scene words.
+CLAUSE_BREAKS = {",", ";", ":", ".", "!", "?", "(", ")", "[", "]", "—", "–", "-", "and", "then",
+                 "also", "plus", "&"}  # fmt: skip
+CLAUSE_BREAK_PHRASES = ("and then", "after that", "and after that", "as well as", "and also")
+# A clause that starts with these replaces what was said before it ("sakura, no wait, yuki").
+CORRECTION_PHRASES = (
+    "no wait", "wait no", "wait", "i mean", "sorry i mean", "i meant", "sorry", "actually",
+    "actually no", "scratch that", "make that", "make it", "or rather", "correction",
+    "oops", "no no", "nope", "change that to", "change it to", "let's say", "lets say",
+)  # fmt: skip
+# Words before what is not wanted: "not standing", "without the umbrella", "no hat".
+NEGATORS = ("not", "without", "no", "don't", "dont", "never", "minus", "instead of", "do not",
+            "rather than", "but not", "no more", "lose the", "remove the", "take off the",
+            )  # fmt: skip
+NEGATED_VERBS = {"add", "include", "want", "show", "put", "need", "give", "draw", "have", "use",
+                 "wear", "wearing"}  # fmt: skip
+# Words after a whole-cast phrase that leave someone out ("everyone except rin").
+EXCEPT_PHRASES = ("except", "except for", "but", "apart from", "other than", "excluding",
+                  "besides", "save for", "aside from", "minus", "without", "but not", "not",
+                  )  # fmt: skip
+# A clause with these applies to every character of the request ("both at the beach", "2 each").
+SHARED_WORDS = {"both", "each", "apiece", "all", "everyone", "together"}
+# Words that point at the characters of the previous turn.
+PRONOUNS = {"her", "him", "them", "both", "they", "she", "he", "it", "that", "those", "these",
+            "this", "'em", "em"}  # fmt: skip
+CLAUSE_WORDS = CLAUSE_BREAKS | {w for p in (*CORRECTION_PHRASES, *NEGATORS) for w in p.split()}
+
+SCENE_PREPOSITIONS = {
+    "in", "at", "to", "on", "under", "by", "near", "inside", "outside", "during", "wearing", "with",
+    "beside", "behind", "through", "into", "across", "among", "against", "over", "above",
+    "below", "around", "underneath", "in front of", "before", "after", "from", "without",
+}  # fmt: skip
+# "next to her", "beside him": where one character is relative to another, not a scene.
+RELATIONS = ("next to", "beside", "behind", "near", "facing", "with", "in front of", "close to",
+             "alongside", "holding hands with", "looking at", "hugging")  # fmt: skip
+OBJECT_PRONOUNS = ("her", "him", "them", "each other", "one another")
 
 # Scene words that add to a place rather than replace it ("same but at night" keeps the cafe).
 ATMOSPHERE = {

@@ -49,13 +49,19 @@ def jobs_list(
     settings = settings_from_flags()
     jobs = _journal().list(limit)
     if as_json:
-        print_json([job.summary() for job in jobs])
+        newest_first = sorted(jobs, key=lambda job: job.created, reverse=True)
+        print_json([job.summary() for job in newest_first])
         return
+    from tools.jobs import worker_throughput
+
     typer.echo("worker: " + ("running" if worker_running(settings.paths.state) else "not running"))
     if not jobs:
         typer.echo("no jobs yet")
     for job in jobs:
         typer.echo(job.describe())
+    for name, (images, seconds) in worker_throughput(jobs).items():
+        rate = f", {images / seconds * 60:.1f} images/min while drawing" if seconds else ""
+        typer.echo(f"  {name}: {images} images{rate}")
 
 
 @jobs_app.command("cancel")

@@ -512,9 +512,10 @@ class JobJournal:
             for job_id in jobs
         }
 
-    def release_leases(self, token: str) -> None:
-        """Give a worker's images back without counting (it was stopped, or its run ended);
-        a running job that no worker holds any more waits in the queue again."""
+    def release_leases(self, token: str, requeue: bool = False) -> None:
+        """Give a worker's images back without counting a failure (a smaller batch next, an
+        ended run). With `requeue` (the worker was stopped on purpose), a running job that no
+        worker holds any more waits in the queue again, its attempt not counted."""
         with self.transaction() as db:
             jobs = [
                 row["job_id"]
@@ -523,11 +524,11 @@ class JobJournal:
                 )
             ]
             db.execute("UPDATE job_images SET lease = NULL WHERE lease = ?", (token,))
-            for job_id in jobs:
+            for job_id in jobs if requeue else []:
                 db.execute(
-                    "UPDATE jobs SET state = ?, run_token = NULL, updated = ? WHERE id = ?"
-                    " AND state = ? AND NOT EXISTS (SELECT 1 FROM job_images"
-                    " WHERE job_id = ? AND lease IS NOT NULL)",
+                    "UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), run_token = NULL,"
+                    " progress = NULL, updated = ? WHERE id = ? AND state = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM job_images WHERE job_id = ? AND lease IS NOT NULL)",
                     (QUEUED, time.time(), job_id, RUNNING, job_id),
                 )
 

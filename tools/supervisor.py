@@ -247,7 +247,7 @@ class Supervisor:
         returncode = slot.child.returncode
         slot.child = None
         if self.stopping:
-            self.journal.release_leases(slot.token)
+            self.journal.release_leases(slot.token, requeue=True)
             return
         held = self._fail_leases(slot, exit_reason(returncode))
         if returncode == 0:
@@ -294,7 +294,7 @@ class Supervisor:
                     slot.child.wait()
                 slot.child = None
             if slot.token:
-                self.journal.release_leases(slot.token)
+                self.journal.release_leases(slot.token, requeue=True)
 
     def _fail_run(self, job: Job, reason: str) -> None:
         worker = self.settings.worker

@@ -137,3 +137,18 @@ def test_ray_actors_share_a_job_through_a_crash_and_a_ray_kill(studio, ray_head)
     listed = subprocess.run([*GEN, "jobs", "--json"], capture_output=True, text=True, timeout=60)
     (row,) = json.loads(listed.stdout)
     assert row["workers"] == job.workers and row["images_done"] == row["images_total"] == 12
+
+
+def test_the_ray_soak_loses_and_doubles_nothing(tiny_models, tmp_path):
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("needs the ray extra")
+    command = [sys.executable, "-m", "evals.soak", "--ray", "--slots", "2", "--jobs", "30"]
+    soak = subprocess.run(
+        [*command, "--fault-rate", "0.1", "--budget", "600", "--models", str(tiny_models)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert soak.returncode == 0, soak.stdout[-3000:] + soak.stderr[-3000:]
+    assert "OK: every job done or failed with a reason" in soak.stdout
+    assert "workers=2" in soak.stdout

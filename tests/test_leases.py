@@ -101,3 +101,30 @@ def test_worker_slots_follow_gpus_and_cpu_workers(tmp_path, monkeypatch):
     assert list(slots) == ["cpu0", "cpu1"] and slots["cpu0"]["CUDA_VISIBLE_DEVICES"] == ""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert list(worker_slots(load_settings(env={}, home=tmp_path))) == ["cpu0"]
+
+
+def test_jobs_lists_workers_per_job_and_throughput_per_worker(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from assistant.gen_cli import app
+
+    monkeypatch.setenv("ANIME_HOME", str(tmp_path))
+    journal = JobJournal.for_state(tmp_path / ".anime-chat")
+    older = journal.submit(specs(1, "old"), label="older")
+    journal.claim_images("gpu0", "a", 1)
+    journal.lease_done(older, 0, "a", "gpu0", "/out/old.png", {"seconds": 2.0})
+    job_id = journal.submit(specs(3), label="three")
+    for worker, token in (("gpu0", "a"), ("gpu1", "b"), ("gpu0", "a")):
+        job, (index,) = journal.claim_images(worker, token, 1)
+        journal.lease_done(job.id, index, token, worker, f"/out/{index}.png", {"seconds": 2.0})
+    listed = CliRunner().invoke(app, ["jobs", "--json"])
+    rows = json.loads(listed.stdout)
+    assert [row["id"] for row in rows] == [job_id, older]  # newest first
+    assert rows[0] | {"error": None} == rows[0] and {
+        key: rows[0][key] for key in ("label", "images_done", "images_total", "workers")
+    } == {"label": "three", "images_done": 3, "images_total": 3, "workers": ["gpu0", "gpu1"]}
+    text = CliRunner().invoke(app, ["jobs"]).stdout
+    assert "by gpu0,gpu1" in text
+    assert "gpu0: 3 images, 30.0 images/min" in text and "gpu1: 1 images" in text

@@ -232,6 +232,11 @@ class _ActorSlot:
     incarnation: int = 0
     inflight: _InFlight | None = None
     loaded: set[str] = field(default_factory=set)  # settings overrides it has rendered with
+    # Answered once the actor runs: until then (no node has room for it, e.g. its node left)
+    # the slot leases nothing, so no job fails for want of a place to run.
+    started: Any = None
+    ready: bool = False
+    respawn_at: float = 0.0
 
 
 def cluster_slots(slots: int | None) -> list[_ActorSlot]:
@@ -265,9 +270,11 @@ class RayHead:
         try:
             while not self.stopping:
                 for slot in self.slots:
-                    if slot.actor is None:
+                    if slot.actor is None and time.monotonic() >= slot.respawn_at:
                         self._spawn(slot)
-                    if slot.inflight is None:
+                    if slot.actor is not None and not slot.ready:
+                        self._check_started(slot)
+                    if slot.ready and slot.inflight is None:
                         self._dispatch(slot)
                 busy = [slot for slot in self.slots if slot.inflight is not None]
                 if not busy:
@@ -298,8 +305,23 @@ class RayHead:
             .options(name=slot.actor_name, max_restarts=0, **resources)
             .remote(slot.name, self._config)
         )
-        log.info("started actor %s", slot.actor_name)
+        slot.started, slot.ready = slot.actor.host.remote(), False
+        log.info("starting actor %s", slot.actor_name)
         self._write_info()
+
+    def _check_started(self, slot: _ActorSlot) -> None:
+        ray = ray_module()
+        ready, _ = ray.wait([slot.started], timeout=0)
+        if not ready:
+            return
+        try:
+            where = ray.get(slot.started)
+        except ray.exceptions.RayError as error:
+            log.warning("actor %s did not start (%s)", slot.actor_name, type(error).__name__)
+            slot.actor, slot.respawn_at = None, time.monotonic() + 2.0
+            return
+        slot.ready = True
+        log.info("actor %s runs on %s (pid %s)", slot.actor_name, where["host"], where["pid"])
 
     def _write_info(self) -> None:
         from tools.atomic import write_json_atomic
@@ -468,7 +490,7 @@ class RayHead:
             log.warning("job %s: %s -> %s", job_id, reason, state)
         with contextlib.suppress(Exception):
             ray.kill(slot.actor)
-        slot.actor, slot.inflight = None, None
+        slot.actor, slot.inflight, slot.ready = None, None, False
 
     def _beat(self) -> None:
         now = time.monotonic()

@@ -140,9 +140,9 @@ def worker_slots(settings: Settings) -> dict[str, dict[str, str]]:
     """The render workers to run: name -> the environment each adds (its GPU)."""
     worker = settings.worker
     if worker.cpu_workers:
-        # The cores shared out, so that N workers do not each start a thread per core.
-        threads = str(max(1, (os.cpu_count() or 1) // worker.cpu_workers))
-        cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads}
+        # One torch thread each: N workers each starting a thread per core fight over the cores
+        # (and OpenMP's spinning makes a busy machine far slower still).
+        cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
         return {f"cpu{n}": dict(cpu) for n in range(worker.cpu_workers)}
     if worker.gpus == "auto":
         gpus = visible_gpus()

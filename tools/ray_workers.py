@@ -281,7 +281,7 @@ class RayHead:
                     time.sleep(POLL_SECONDS)
                     continue
                 refs = [slot.inflight.ref for slot in busy]  # type: ignore[union-attr]
-                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_SECONDS)
+                ready, _ = ray.wait(refs, num_returns=1, timeout=POLL_SECONDS)
                 for slot in busy:
                     assert slot.inflight is not None
                     if slot.inflight.ref in ready:

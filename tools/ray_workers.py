@@ -352,7 +352,7 @@ class RayHead:
             return
         overrides_key = json.dumps(task["overrides"], sort_keys=True)
         timeout = self.settings.worker.hang_timeout
-        grace = 0.0 if overrides_key in slot.loaded else max(30.0, LOAD_GRACE * timeout)
+        grace = 0.0 if overrides_key in slot.loaded else max(60.0, LOAD_GRACE * timeout)
         slot.loaded.add(overrides_key)
         deadline = time.monotonic() + grace + timeout * len(images)
         slot.inflight = _InFlight(slot.actor.render.remote(task), job, images, deadline)

@@ -398,7 +398,7 @@ class JobJournal:
         job_id: str | None = None,
     ) -> tuple[Job, list[int]] | None:
         """Lease up to `limit` pending images of the next runnable job (or of `job_id`) for one
-        worker; `limit` may be a function of the job's settings overrides (its batch size).
+        worker; `limit` may be a function of the job's request (its settings' batch size).
 
         A queued job becomes running (one more attempt); a running one lends its images that no
         worker holds, so one job spreads over every free worker.
@@ -416,7 +416,7 @@ class JobJournal:
             if row is None:
                 return None
             if callable(limit):
-                limit = limit(json.loads(row["request"]).get("overrides") or {})
+                limit = limit(json.loads(row["request"]))
             if row["state"] == QUEUED:
                 db.execute(
                     "UPDATE jobs SET state = ?, attempts = attempts + 1, run_token = ?,"

@@ -157,8 +157,8 @@ class RenderActor:
                 target.write_bytes(ray.get(ref))
                 self.files[relative] = digest
         self._write_characters(task["characters"])
-        overrides = _local_paths(task["overrides"], task["path_map"], self.home)
-        runtime = self.worker.runtime_for(overrides)
+        request = _local_paths(task["request"], task["path_map"], self.home)
+        runtime = self.worker.runtime_for(self.worker.request_settings(request))
         store = _CapturingStore()
         runtime.__dict__["store"] = store
         runtime.__dict__["poses"] = _ShippedPoses(task["poses"])
@@ -339,7 +339,7 @@ class RayHead:
 
     def _dispatch(self, slot: _ActorSlot) -> None:
         claimed = self.journal.claim_images(
-            slot.name, slot.token, os.getpid(), lambda overrides: self._batch_size(slot, overrides)
+            slot.name, slot.token, os.getpid(), lambda request: self._batch_size(slot, request)
         )
         if claimed is None:
             return
@@ -350,7 +350,7 @@ class RayHead:
         except UserError as error:
             self.journal.lease_failed(slot.token, str(error), 0, 0)
             return
-        overrides_key = json.dumps(task["overrides"], sort_keys=True)
+        overrides_key = json.dumps(task["request"].get("settings"), sort_keys=True)
         timeout = self.settings.worker.hang_timeout
         grace = 0.0 if overrides_key in slot.loaded else max(60.0, LOAD_GRACE * timeout)
         slot.loaded.add(overrides_key)
@@ -358,10 +358,11 @@ class RayHead:
         slot.inflight = _InFlight(slot.actor.render.remote(task), job, images, deadline)
         self.journal.beat_lease(job.id, slot.token, {"image": indices[0], "phase": "rendering"})
 
-    def _batch_size(self, slot: _ActorSlot, overrides: dict[str, Any]) -> int:
+    def _batch_size(self, slot: _ActorSlot, request: dict[str, Any]) -> int:
         if not slot.gpu:
             return 1
-        size = (overrides.get("output") or {}).get("batch_size", self.settings.output.batch_size)
+        captured = (request.get("settings") or {}).get("output") or {}
+        size = captured.get("batch_size", self.settings.output.batch_size)
         return size if isinstance(size, int) else 4
 
     def _task(self, job: Job, images: list[JobImage]) -> dict[str, Any]:
@@ -393,7 +394,11 @@ class RayHead:
         files, path_map = self._files()
         return {
             "specs": [image.spec for image in images],
-            "overrides": job.request.get("overrides") or {},
+            # The settings captured at submit (or, from older jobs, the overrides).
+            "request": {
+                "settings": job.request.get("settings"),
+                "overrides": job.request.get("overrides") or {},
+            },
             "characters": characters,
             "poses": poses,
             "faults": faults,

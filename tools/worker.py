@@ -132,9 +132,12 @@ class Worker:
 
     def job_settings(self, job: Job) -> Settings:
         """The settings the submitter resolved (the config file as it was at submit time)."""
-        captured = job.request.get("settings")
+        return self.request_settings(job.request)
+
+    def request_settings(self, request: dict[str, Any]) -> Settings:
+        captured = request.get("settings")
         if captured is None:  # a job queued by a version that kept only the overrides
-            overrides = job.request.get("overrides") or {}
+            overrides = request.get("overrides") or {}
             return load_settings(overrides=overrides, env={}, home=self.settings.home)
         return Settings.model_validate({**captured, "home": self.settings.home})
 
@@ -183,9 +186,12 @@ class Worker:
                 return EXIT_RESTART
             idle_since = time.monotonic()
 
-    def _limit(self, overrides: dict[str, Any]) -> int:
+    def _limit(self, request: dict[str, Any]) -> int:
         """Images to lease at once: the job's batch size, or less after out of memory."""
-        return self.batch_limit or self.runtime_for(overrides).generator.batch_size
+        return (
+            self.batch_limit
+            or self.runtime_for(self.request_settings(request)).generator.batch_size
+        )
 
     def run_job(self, job: Job) -> bool:
         """Draw every pending image of one job on this worker alone; False when this process

@@ -49,13 +49,19 @@ def jobs_list(
     settings = settings_from_flags()
     jobs = _journal().list(limit)
     if as_json:
-        print_json([job.summary() for job in jobs])
+        newest_first = sorted(jobs, key=lambda job: job.created, reverse=True)
+        print_json([job.summary() for job in newest_first])
         return
+    from tools.jobs import worker_throughput
+
     typer.echo("worker: " + ("running" if worker_running(settings.paths.state) else "not running"))
     if not jobs:
         typer.echo("no jobs yet")
     for job in jobs:
         typer.echo(job.describe())
+    for name, (images, seconds) in worker_throughput(jobs).items():
+        rate = f", {images / seconds * 60:.1f} images/min while drawing" if seconds else ""
+        typer.echo(f"  {name}: {images} images{rate}")
 
 
 @jobs_app.command("cancel")
@@ -112,7 +118,20 @@ def jobs_wait(
         raise typer.Exit(1)
 
 
-def worker_command() -> None:
+def worker_command(
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Render on a Ray cluster: auto, local (start one here) or its address.",
+        ),
+    ] = None,
+    slots: Annotated[
+        int | None,
+        typer.Option("--slots", min=1, help="With --ray: N CPU actors instead of one per GPU."),
+    ] = None,
+) -> None:
     """Run the warm worker in the foreground (the CLIs start one in the background anyway)."""
     import logging
 
@@ -120,6 +139,15 @@ def worker_command() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = settings_from_flags()
+    if ray is not None:
+        from tools.ray_workers import run_ray_worker
+
+        typer.echo(f"ray worker for {settings.paths.state} on {ray} (Ctrl-C stops it)", err=True)
+        raise typer.Exit(run_ray_worker(settings, ray, slots))
+    if slots is not None:
+        from tools.errors import UserError
+
+        raise UserError("--slots goes with --ray", "anime-gen worker --ray local --slots 2")
     typer.echo(
         f"worker for {settings.paths.state}: keep_alive {settings.worker.keep_alive:g} s, "
         f"hang_timeout {settings.worker.hang_timeout:g} s (Ctrl-C stops it)",

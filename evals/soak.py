@@ -1,13 +1,15 @@
 """Soak: many jobs through the real worker while random faults hit it; nothing lost or doubled.
 
     python -m evals.soak [--jobs 100] [--fault-rate 0.08] [--budget 900] [--models DIR]
+    python -m evals.soak --ray [--slots 2] --jobs 30    # the same on a local Ray cluster
 
 Builds (or reuses) the tiny models, makes a fresh home with one character, submits the jobs
 (every tenth has three images, the rest one), and runs a background worker whose environment
 injects a random fault (crash, hang, raise, CUDA OOM) before an image with the given probability.
 At the end every job must be done, or failed with a reason, and every done image must exist
 exactly once on disk, with no other accepted image beside them. Prints the counts; exit 1 when
-a check fails or the time budget runs out.
+a check fails or the time budget runs out. With `--ray` the render workers are Ray actors
+(`anime-gen worker --ray local --slots N`, one torch thread each) and the faults hit them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +31,13 @@ FAULT_PATTERNS = {
     "hang": r"worker hung .* -> ",
     "raise": r"^tools\.faults\.InjectedFault: ",
     "oom": r"^tools\.faults\.InjectedOutOfMemory: ",
+}
+# The same, in the Ray head's log.
+RAY_FAULT_PATTERNS = {
+    "crash": r"ray actor \S+ died \(",
+    "hang": r"worker hung .* -> ",
+    "raise": r" InjectedFault: ",
+    "oom": r" InjectedOutOfMemory: ",
 }
 
 
@@ -47,14 +57,14 @@ def prepare_home(models: Path, root: Path) -> Path:
     return home
 
 
-def configure(home: Path, fault_rate: float, seed: int) -> None:
+def configure(home: Path, fault_rate: float, seed: int, hang_timeout: str = "8s") -> None:
     """The environment the background worker inherits."""
     os.environ.update(
         {
             "ANIME_HOME": str(home),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
-            "ANIME_WORKER_HANG_TIMEOUT": "8s",
+            "ANIME_WORKER_HANG_TIMEOUT": hang_timeout,
             "ANIME_WORKER_RETRY_BACKOFF": "0.2s",
             "ANIME_WORKER_MAX_ATTEMPTS": "3",
             "ANIME_WORKER_KEEP_ALIVE": "30s",
@@ -84,13 +94,27 @@ def submit_all(jobs: int) -> tuple[object, list[str]]:
     return settings, ids
 
 
-def wait_all(settings: object, ids: list[str], budget: float) -> bool:
+def start_ray_head(settings: object, slots: int) -> subprocess.Popen[bytes]:
+    """`anime-gen worker --ray local --slots N`, logging where the soak reads faults."""
+    from tools.supervisor import log_path
+
+    log = log_path(settings.paths.state)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "assistant.gen_cli", "worker", "--ray", "local"]
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            [*command, "--slots", str(slots)], stdout=output, stderr=subprocess.STDOUT
+        )
+
+
+def wait_all(settings: object, ids: list[str], budget: float, ray: bool = False) -> bool:
     from tools.jobs import JobJournal
     from tools.supervisor import ensure_worker, worker_running
 
     journal = JobJournal.for_state(settings.paths.state)
     deadline = time.monotonic() + budget
-    ensure_worker(settings)
+    if not ray:
+        ensure_worker(settings)
     last_line = ""
     while time.monotonic() < deadline:
         states = Counter(journal.get(job_id).state for job_id in ids)
@@ -100,13 +124,13 @@ def wait_all(settings: object, ids: list[str], budget: float) -> bool:
             last_line = line
         if states["queued"] + states["running"] == 0:
             return True
-        if not worker_running(settings.paths.state):
+        if not ray and not worker_running(settings.paths.state):
             ensure_worker(settings)
         time.sleep(1.0)
     return False
 
 
-def check(settings: object, ids: list[str]) -> tuple[dict[str, int], list[str]]:
+def check(settings: object, ids: list[str], ray: bool = False) -> tuple[dict[str, int], list[str]]:
     from tools.jobs import JobJournal
     from tools.supervisor import log_path
 
@@ -128,7 +152,8 @@ def check(settings: object, ids: list[str]) -> tuple[dict[str, int], list[str]]:
         missing = set(done_paths) - set(on_disk)
         problems.append(f"disk and journal differ: {len(extra)} extra, {len(missing)} missing")
     log = log_path(settings.paths.state).read_text(encoding="utf-8", errors="replace")
-    faults = {kind: len(re.findall(p, log, flags=re.M)) for kind, p in FAULT_PATTERNS.items()}
+    patterns = RAY_FAULT_PATTERNS if ray else FAULT_PATTERNS
+    faults = {kind: len(re.findall(p, log, flags=re.M)) for kind, p in patterns.items()}
     counts = {
         "jobs": len(jobs),
         "done": sum(job.state == "done" for job in jobs),
@@ -136,6 +161,7 @@ def check(settings: object, ids: list[str]) -> tuple[dict[str, int], list[str]]:
         "images_done": len(done_paths),
         "images_on_disk": len(on_disk),
         "retries": sum(max(job.attempts - 1, 0) for job in jobs),
+        "workers": len({worker for job in jobs for worker in job.workers}),
         **{f"fault_{kind}": count for kind, count in faults.items()},
     }
     return counts, problems
@@ -157,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--budget", type=float, default=900.0, help="seconds for the whole run")
     parser.add_argument("--models", type=Path, default=None, help="tiny models dir (reused)")
+    parser.add_argument("--ray", action="store_true", help="render on a local Ray cluster")
+    parser.add_argument("--slots", type=int, default=2, help="CPU actors with --ray")
     args = parser.parse_args(argv)
 
     from tools.supervisor import stop_worker
@@ -165,13 +193,21 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(scratch)
         models = args.models or root / "models"
         home = prepare_home(models, root)
-        configure(home, args.fault_rate, args.seed)
+        # Ray actors report no steps, only whole images: a loaded machine needs more slack.
+        configure(home, args.fault_rate, args.seed, "20s" if args.ray else "8s")
         started = time.monotonic()
         settings, ids = submit_all(args.jobs)
-        print(f"soak: {len(ids)} jobs, fault rate {args.fault_rate} per image", flush=True)
-        finished = wait_all(settings, ids, args.budget)
+        where = f", ray with {args.slots} slots" if args.ray else ""
+        print(f"soak: {len(ids)} jobs, fault rate {args.fault_rate} per image{where}", flush=True)
+        head = start_ray_head(settings, args.slots) if args.ray else None
+        try:
+            finished = wait_all(settings, ids, args.budget, ray=args.ray)
+        finally:
+            if head is not None:
+                head.terminate()
+                head.wait(timeout=120)
         stop_worker(settings.paths.state)
-        counts, problems = check(settings, ids)
+        counts, problems = check(settings, ids, ray=args.ray)
         counts["seconds"] = round(time.monotonic() - started, 1)
         print(" ".join(f"{key}={value}" for key, value in counts.items()))
         if not finished:

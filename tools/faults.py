@@ -3,10 +3,15 @@
 Only the worker process reads `ANIME_WORKER_FAULTS` (no config key, no CLI flag), so no ordinary
 use can switch it on. The value is a comma-separated list of rules:
 
-- `KIND@N`          on the job's first attempt, when image N (0-based) starts
-- `KIND@N:always`   on every attempt (a job that can never succeed)
+- `KIND@N`          the first time image N (0-based) of a job starts, on whichever worker: with
+                    several workers the journal records that it fired, so its retry elsewhere
+                    gets through
+- `KIND@N:always`   every time (a job that can never succeed)
 - `random:P:SEED`   before each image, with probability P, a random kind; the draw depends on
                     (SEED, job, image, attempt), so a retry draws again
+
+With several workers the rules apply to every one of them, local or Ray actor (the Ray head
+decides for its actors and sends the kind along with the image).
 
 KIND is `crash` (the process dies at once, like kill -9 or a segfault), `hang` (stops beating
 and sleeps forever), `raise` (an ordinary exception) or `oom` (a CUDA out-of-memory error).
@@ -18,7 +23,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 ENV_VAR = "ANIME_WORKER_FAULTS"
@@ -78,12 +83,36 @@ class FaultPlan:
     def active(self) -> bool:
         return bool(self.rules)
 
-    def before_image(self, job_id: str, image: int, attempt: int) -> None:
-        """Called by the worker as image `image` of a job starts; may not return."""
+    def kind_for(
+        self,
+        job_id: str,
+        image: int,
+        attempt: int,
+        first_time: Callable[[], bool] | None = None,
+    ) -> str | None:
+        """The fault due as image `image` starts, if any. `first_time` (the journal's record
+        that a once-only rule fired) replaces "first attempt" when several workers share a job."""
         for rule in self.rules:
+            if rule.kind != "random" and not rule.always and first_time is not None:
+                if rule.image == image and first_time():
+                    return rule.kind
+                continue
             kind = rule.fires(job_id, image, attempt)
             if kind is not None:
-                trigger(kind, image)
+                return kind
+        return None
+
+    def before_image(
+        self,
+        job_id: str,
+        image: int,
+        attempt: int,
+        first_time: Callable[[], bool] | None = None,
+    ) -> None:
+        """Called by the worker as image `image` of a job starts; may not return."""
+        kind = self.kind_for(job_id, image, attempt, first_time)
+        if kind is not None:
+            trigger(kind, image)
 
 
 def trigger(kind: str, image: int) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tools.sqlite_db import Database
+from tools.sqlite_db import Database, add_missing_columns
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_character ON images(character, id);
 CREATE INDEX IF NOT EXISTS images_request ON images(request_id, id);
 """
+# Columns added after the first release (additive: older indexes get them on open).
+LATER_COLUMNS = {"worker": "TEXT"}  # the render worker (local GPU worker or Ray slot) that drew it
 
 
 class GenerationIndex:
@@ -47,6 +49,8 @@ class GenerationIndex:
             "run `anime-gen index rebuild` (it rebuilds the index from the images), "
             f"or move it aside (`mv {path} {path}.bad`)",
         )
+        with self.transaction() as connection:
+            add_missing_columns(connection, "images", LATER_COLUMNS)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -102,6 +106,15 @@ class GenerationIndex:
     def mark_saved(self, path: Path) -> None:
         with self.transaction() as connection:
             connection.execute("UPDATE images SET status = 'saved' WHERE path = ?", (str(path),))
+
+    def set_worker(self, key: str, worker: str) -> None:
+        """Record which worker drew an image (and the rejected tries drawn for it)."""
+        like = key.replace("%", r"\%").replace("_", r"\_") + "#rejected%"
+        with self.transaction() as connection:
+            connection.execute(
+                "UPDATE images SET worker = ? WHERE key = ? OR key LIKE ? ESCAPE '\\'",
+                (worker, key, like),
+            )
 
     def by_key(self, key: str) -> dict[str, Any] | None:
         with self.transaction() as connection:

@@ -5,6 +5,12 @@ done only after `Generator.produce` has written its file (atomically) and the ro
 committed. Every state change is one IMMEDIATE transaction, so several front ends and the worker
 can use the journal at once. Updates that belong to one run of a job are conditioned on its
 `run_token`, so a worker that was given up on cannot overwrite what its successor did.
+
+Several render workers (one per GPU, or Ray actors) share jobs image by image: a worker leases
+pending images under its own token (`claim_images`), beats the lease while it draws, and commits
+each image under that lease (`lease_done`); a worker that dies or hangs loses its leases
+(`lease_failed`), which puts those images back for any worker. An image's key names its file, so
+a redraw rewrites the same file and every image lands exactly once.
 """
 
 from __future__ import annotations
@@ -13,13 +19,13 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.sqlite_db import Database
+from tools.sqlite_db import Database, add_missing_columns
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
@@ -57,6 +63,14 @@ CREATE TABLE IF NOT EXISTS job_images (
     PRIMARY KEY (job_id, idx)
 );
 """
+# Columns added after the first release: journals written before them get them on open.
+IMAGE_LEASE_COLUMNS = {
+    "lease": "TEXT",  # the token of the worker drawing the image now, else NULL
+    "lease_beat": "REAL",
+    "tries": "INTEGER NOT NULL DEFAULT 0",  # how many times a worker leased it
+    "fault_fired": "INTEGER NOT NULL DEFAULT 0",  # an injected once-only fault has fired
+    "worker": "TEXT",  # the worker that drew it
+}
 
 
 @dataclass
@@ -67,6 +81,8 @@ class JobImage:
     state: str
     path: str | None
     record: dict[str, Any] | None
+    worker: str | None = None
+    tries: int = 0
 
 
 @dataclass
@@ -95,13 +111,19 @@ class Job:
     def finished(self) -> bool:
         return self.state in FINISHED
 
+    @property
+    def workers(self) -> list[str]:
+        """Each distinct worker that drew an image of the job, in the order they first did."""
+        return list(dict.fromkeys(image.worker for image in self.images if image.worker))
+
     def describe(self) -> str:
         """One line for `anime-gen jobs` and the chat's /jobs."""
         what = f"{','.join(self.request['characters'])} / {self.request['pose']}"
         error = f"  {self.error}" if self.error and self.state != DONE else ""
+        workers = f"  by {','.join(self.workers)}" if self.workers else ""
         return (
             f"{self.id}  {self.state:<9} {self.done_count}/{len(self.images)} images"
-            f"  attempts {self.attempts}  {what}{error}"
+            f"  attempts {self.attempts}  {what}{workers}{error}"
         )
 
     def summary(self) -> dict[str, Any]:
@@ -109,6 +131,10 @@ class Job:
         return {
             "id": self.id,
             "state": self.state,
+            "label": self.request.get("label"),
+            "images_done": self.done_count,
+            "images_total": len(self.images),
+            "workers": self.workers,
             "request": self.request,
             "images": len(self.images),
             "done": self.done_count,
@@ -119,6 +145,18 @@ class Job:
             "heartbeat": self.heartbeat,
             "outputs": [image.path for image in self.images if image.state == DONE],
         }
+
+
+def worker_throughput(jobs: list[Job]) -> dict[str, tuple[int, float]]:
+    """Per worker: images drawn and the seconds spent drawing them (from the image records)."""
+    totals: dict[str, tuple[int, float]] = {}
+    for job in jobs:
+        for image in job.images:
+            if image.worker and image.state == DONE:
+                count, seconds = totals.get(image.worker, (0, 0.0))
+                spent = (image.record or {}).get("seconds") or 0.0
+                totals[image.worker] = (count + 1, seconds + spent)
+    return dict(sorted(totals.items()))
 
 
 def describe_request(
@@ -149,6 +187,8 @@ class JobJournal:
             "job journal",
             f"move it aside (`mv {path} {path}.bad`); only the job history is lost",
         )
+        with self.transaction() as db:
+            add_missing_columns(db, "job_images", IMAGE_LEASE_COLUMNS)
 
     def ensure_readable(self) -> None:
         """Open the journal now, so a corrupt file is reported before any work starts."""
@@ -358,6 +398,188 @@ class JobJournal:
             ).rowcount
         return bool(changed)
 
+    # -- image leases (several workers) ----------------------------------------------------------
+    def claim_images(
+        self,
+        worker: str,
+        token: str,
+        worker_pid: int,
+        limit: int | Callable[[dict[str, Any]], int] = 1,
+        job_id: str | None = None,
+    ) -> tuple[Job, list[int]] | None:
+        """Lease up to `limit` pending images of the next runnable job (or of `job_id`) for one
+        worker; `limit` may be a function of the job's request (its settings' batch size).
+
+        A queued job becomes running (one more attempt); a running one lends its images that no
+        worker holds, so one job spreads over every free worker.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id, state, request FROM jobs WHERE"
+                " ((state = ? AND not_before <= ?) OR state = ?) AND (? IS NULL OR id = ?)"
+                " AND EXISTS (SELECT 1 FROM job_images i WHERE i.job_id = jobs.id"
+                " AND i.state != ? AND i.lease IS NULL)"
+                " ORDER BY priority, seq LIMIT 1",
+                (QUEUED, now, RUNNING, job_id, job_id, DONE),
+            ).fetchone()
+            if row is None:
+                return None
+            if callable(limit):
+                limit = limit(json.loads(row["request"]))
+            if row["state"] == QUEUED:
+                db.execute(
+                    "UPDATE jobs SET state = ?, attempts = attempts + 1, run_token = ?,"
+                    " progress = NULL WHERE id = ?",
+                    (RUNNING, uuid.uuid4().hex, row["id"]),
+                )
+            db.execute(
+                "UPDATE jobs SET heartbeat = ?, updated = ?, worker_pid = ? WHERE id = ?",
+                (now, now, worker_pid, row["id"]),
+            )
+            indices = [
+                image["idx"]
+                for image in db.execute(
+                    "SELECT idx FROM job_images WHERE job_id = ? AND state != ? AND lease IS NULL"
+                    " ORDER BY idx LIMIT ?",
+                    (row["id"], DONE, limit),
+                )
+            ]
+            db.executemany(
+                "UPDATE job_images SET lease = ?, lease_beat = ?, tries = tries + 1"
+                " WHERE job_id = ? AND idx = ?",
+                [(token, now, row["id"], index) for index in indices],
+            )
+            job = self._load(db, row["id"])
+        assert job is not None
+        return job, indices
+
+    def beat_lease(self, job_id: str, token: str, progress: dict[str, Any] | None = None) -> bool:
+        """Beat a worker's leases on a job; False once they are gone or the job was ended."""
+        now = time.time()
+        with self.transaction() as db:
+            held = db.execute(
+                "UPDATE job_images SET lease_beat = ? WHERE job_id = ? AND lease = ?",
+                (now, job_id, token),
+            ).rowcount
+            db.execute(
+                "UPDATE jobs SET heartbeat = ?, progress = COALESCE(?, progress)"
+                " WHERE id = ? AND state IN (?, ?)",
+                (now, json.dumps(progress) if progress else None, job_id, QUEUED, RUNNING),
+            )
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(held) and row is not None and row["state"] in (QUEUED, RUNNING)
+
+    def lease_done(
+        self,
+        job_id: str,
+        index: int,
+        token: str,
+        worker: str,
+        path: str | None,
+        record: dict[str, Any],
+    ) -> bool:
+        """Commit one leased image (its file is on disk); the last one finishes the job."""
+        now = time.time()
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE job_images SET state = ?, path = ?, record = ?, worker = ?, lease = NULL"
+                " WHERE job_id = ? AND idx = ? AND lease = ?",
+                (DONE, path, json.dumps(record), worker, job_id, index, token),
+            ).rowcount
+            if not changed:
+                return False
+            missing = db.execute(
+                "SELECT COUNT(*) FROM job_images WHERE job_id = ? AND state != ?", (job_id, DONE)
+            ).fetchone()[0]
+            if missing:
+                db.execute("UPDATE jobs SET updated = ? WHERE id = ?", (now, job_id))
+            else:
+                db.execute(
+                    "UPDATE jobs SET state = ?, updated = ?, error = NULL, progress = NULL,"
+                    " run_token = NULL WHERE id = ? AND state IN (?, ?)",
+                    (DONE, now, job_id, QUEUED, RUNNING),
+                )
+        return True
+
+    def lease_failed(
+        self,
+        token: str,
+        reason: str,
+        max_attempts: int,
+        backoff: float,
+        low_memory: bool = False,
+    ) -> dict[str, str | None]:
+        """A worker's run failed (it died, hung or raised): its images go back to the queue and
+        each job it held counts a failed attempt (backoff, or failed after max_attempts).
+        Returns {job id: its new state, None when another failure already counted}."""
+        with self.transaction() as db:
+            jobs = [
+                row["job_id"]
+                for row in db.execute(
+                    "SELECT DISTINCT job_id FROM job_images WHERE lease = ?", (token,)
+                )
+            ]
+            db.execute("UPDATE job_images SET lease = NULL WHERE lease = ?", (token,))
+        return {
+            job_id: self.attempt_failed(
+                job_id, self._run_token(job_id), reason, max_attempts, backoff, low_memory
+            )
+            for job_id in jobs
+        }
+
+    def release_leases(self, token: str, requeue: bool = False) -> None:
+        """Give a worker's images back without counting a failure (a smaller batch next, an
+        ended run). With `requeue` (the worker was stopped on purpose), a running job that no
+        worker holds any more waits in the queue again, its attempt not counted."""
+        with self.transaction() as db:
+            jobs = [
+                row["job_id"]
+                for row in db.execute(
+                    "SELECT DISTINCT job_id FROM job_images WHERE lease = ?", (token,)
+                )
+            ]
+            db.execute("UPDATE job_images SET lease = NULL WHERE lease = ?", (token,))
+            for job_id in jobs if requeue else []:
+                db.execute(
+                    "UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), run_token = NULL,"
+                    " progress = NULL, updated = ? WHERE id = ? AND state = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM job_images WHERE job_id = ? AND lease IS NOT NULL)",
+                    (QUEUED, time.time(), job_id, RUNNING, job_id),
+                )
+
+    def clear_leases(self) -> None:
+        """Drop every lease: called when no worker of this home can be alive."""
+        with self.transaction() as db:
+            db.execute("UPDATE job_images SET lease = NULL WHERE lease IS NOT NULL")
+
+    def silent_leases(self, older_than: float) -> dict[str, float]:
+        """Tokens whose leases nobody beat for `older_than` s, with the seconds since."""
+        now = time.time()
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT lease, MAX(lease_beat) AS beat FROM job_images"
+                " WHERE lease IS NOT NULL GROUP BY lease HAVING MAX(lease_beat) < ?",
+                (now - older_than,),
+            ).fetchall()
+        return {row["lease"]: now - row["beat"] for row in rows}
+
+    def mark_fault_fired(self, job_id: str, index: int) -> bool:
+        """True once per image: a once-only injected fault fires on whichever worker asks first."""
+        with self.transaction() as db:
+            return bool(
+                db.execute(
+                    "UPDATE job_images SET fault_fired = 1"
+                    " WHERE job_id = ? AND idx = ? AND fault_fired = 0",
+                    (job_id, index),
+                ).rowcount
+            )
+
+    def _run_token(self, job_id: str) -> str | None:
+        with self.transaction() as db:
+            row = db.execute("SELECT run_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row["run_token"] if row else None
+
     def running(self) -> list[Job]:
         with self.transaction() as db:
             rows = db.execute("SELECT id FROM jobs WHERE state = ?", (RUNNING,)).fetchall()
@@ -376,6 +598,8 @@ class JobJournal:
                 state=image["state"],
                 path=image["path"],
                 record=json.loads(image["record"]) if image["record"] else None,
+                worker=image["worker"],
+                tries=image["tries"],
             )
             for image in db.execute(
                 "SELECT * FROM job_images WHERE job_id = ? ORDER BY idx", (job_id,)

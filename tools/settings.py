@@ -198,12 +198,29 @@ class LLMSettings(_Section):
     timeout: Duration = 120.0
 
 
+def parse_gpus(value: Any) -> Any:
+    """`auto`, a count of GPUs (the first N), or a list of GPU ids ("0,1" from the env)."""
+    if isinstance(value, str) and value.strip() != "auto":
+        text = value.strip().strip("[]")
+        if "," in value or value.strip().startswith("["):
+            return [int(part) for part in text.split(",") if part.strip()]
+        return int(text)
+    return value
+
+
 class WorkerSettings(_Section):
     keep_alive: Duration = 600.0
     hang_timeout: Duration = 120.0
     max_attempts: int = Field(3, ge=1, le=20)
     # Wait before retrying a failed job: retry_backoff, then doubled per further attempt.
     retry_backoff: Duration = 2.0
+    # One render worker per GPU: auto (every visible GPU), N (the first N), or ids [0, 1].
+    gpus: Annotated[
+        Literal["auto"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]],
+        BeforeValidator(parse_gpus),
+    ] = "auto"
+    # For tests and CPU-only machines: N render workers on the CPU (0: off, workers follow gpus).
+    cpu_workers: int = Field(0, ge=0, le=16)
 
 
 @dataclass(frozen=True)

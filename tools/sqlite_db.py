@@ -90,3 +90,14 @@ class Database:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+
+
+def add_missing_columns(
+    connection: sqlite3.Connection, table: str, columns: dict[str, str]
+) -> None:
+    """Additive schema changes: add each column (name -> SQL type) a table lacks. Run it
+    inside a transaction, so two processes opening an old file do not both add one."""
+    have = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    for name, declaration in columns.items():
+        if name not in have:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")

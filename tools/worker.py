@@ -1,7 +1,9 @@
-"""The worker: the one process that owns the GPU. It claims jobs from the journal and runs them.
+"""A render worker: the process that owns one GPU. It leases images of queued jobs and draws them.
 
-It is started (and watched, and restarted) by `tools.supervisor`; it beats once per denoising step
-so the supervisor can tell a hang from slow work. Images go through `Generator.produce_batch`,
+It is started (and watched, and restarted) by `tools.supervisor`, one per GPU; each leases the
+next pending images of the first runnable job (`batch_size` of them), so several workers share
+one job. It beats its lease once per denoising step so the supervisor can tell a hang from slow
+work. Images go through `Generator.produce_batch`,
 `batch_size` at a time, which is idempotent on each image's key: a job retried after a crash skips
 the images the journal has as done and redraws the interrupted ones under the same names, so
 nothing is duplicated. Out of memory halves the batch; at one image, the retry slices the VAE.
@@ -20,7 +22,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from tools.faults import FaultPlan, InjectedOutOfMemory
-from tools.jobs import DONE, RUNNING, Job, JobJournal
+from tools.jobs import RUNNING, Job, JobJournal
 from tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -49,13 +51,22 @@ def is_device_broken(error: BaseException) -> bool:
 
 
 class Heartbeat:
-    """The step callback: records progress at most every BEAT_EVERY s, stops cancelled runs."""
+    """The step callback: records progress at most every BEAT_EVERY s, stops cancelled runs.
 
-    def __init__(self, journal: JobJournal, job: Job) -> None:
+    With a lease `token` it beats the worker's image leases (several workers per job), else the
+    job's whole run."""
+
+    def __init__(self, journal: JobJournal, job: Job, token: str | None = None) -> None:
         self.journal = journal
         self.job = job
+        self.token = token
         self.progress: dict[str, Any] = {}
         self._last = 0.0
+
+    def alive(self, progress: dict[str, Any]) -> bool:
+        if self.token is not None:
+            return self.journal.beat_lease(self.job.id, self.token, progress)
+        return self.journal.beat(self.job, progress) == RUNNING
 
     def beat(self, force: bool = False, **progress: Any) -> None:
         self.progress.update(progress)
@@ -63,7 +74,7 @@ class Heartbeat:
         if not force and now - self._last < BEAT_EVERY:
             return
         self._last = now
-        if self.journal.beat(self.job, dict(self.progress)) != RUNNING:
+        if not self.alive(dict(self.progress)):
             raise RunEnded(self.job.id)
 
     def on_step(self, step: int, steps: int) -> None:
@@ -81,7 +92,7 @@ class Keepalive:
     def _run(self) -> None:
         while not self._stop.wait(1.0):
             try:
-                self.heartbeat.journal.beat(self.heartbeat.job, {"phase": "loading"})
+                self.heartbeat.alive({"phase": "loading"})
             except Exception:  # a failed beat only makes the watchdog stricter
                 log.exception("heartbeat while loading failed")
 
@@ -95,10 +106,21 @@ class Keepalive:
 
 
 class Worker:
-    def __init__(self, settings: Settings, faults: FaultPlan | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        faults: FaultPlan | None = None,
+        name: str = "local",
+        token: str | None = None,
+    ) -> None:
+        import uuid
+
         from tools.runtime import Runtime
 
         self.settings = settings
+        # Who drew an image (the index and `anime-gen jobs` name it) and this process's lease.
+        self.name = name
+        self.token = token or f"{name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.journal = JobJournal.for_state(settings.paths.state)
         self.faults = faults or FaultPlan([])
         self.base = Runtime(settings)
@@ -110,9 +132,12 @@ class Worker:
 
     def job_settings(self, job: Job) -> Settings:
         """The settings the submitter resolved (the config file as it was at submit time)."""
-        captured = job.request.get("settings")
+        return self.request_settings(job.request)
+
+    def request_settings(self, request: dict[str, Any]) -> Settings:
+        captured = request.get("settings")
         if captured is None:  # a job queued by a version that kept only the overrides
-            overrides = job.request.get("overrides") or {}
+            overrides = request.get("overrides") or {}
             return load_settings(overrides=overrides, env={}, home=self.settings.home)
         return Settings.model_validate({**captured, "home": self.settings.home})
 
@@ -145,80 +170,101 @@ class Worker:
         swept = self.base.store.sweep_stale_temp_files()
         if swept:
             log.info("removed %d temp files left by interrupted writes", swept)
+        self.base.generator.batch_size  # noqa: B018  (imports what the claim's limit needs)
         idle_since = time.monotonic()
         while True:
             if parent_pid is not None and os.getppid() != parent_pid:
-                return EXIT_IDLE  # the supervisor is gone; it will recover our job
-            job = self.journal.claim(os.getpid())
-            if job is None:
+                return EXIT_IDLE  # the supervisor is gone; it will recover our images
+            claimed = self.journal.claim_images(self.name, self.token, os.getpid(), self._limit)
+            if claimed is None:
                 if time.monotonic() - idle_since > keep_alive:
                     log.info("idle for %.0f s: unloading and exiting", keep_alive)
                     return EXIT_IDLE
                 time.sleep(POLL_SECONDS)
                 continue
-            if not self.run_job(job):
+            if not self.run_images(*claimed):
                 return EXIT_RESTART
             idle_since = time.monotonic()
 
+    def _limit(self, request: dict[str, Any]) -> int:
+        """Images to lease at once: the job's batch size, or less after out of memory."""
+        return (
+            self.batch_limit
+            or self.runtime_for(self.request_settings(request)).generator.batch_size
+        )
+
     def run_job(self, job: Job) -> bool:
-        """Run one claimed job to its end; False when this process must be replaced."""
+        """Draw every pending image of one job on this worker alone; False when this process
+        must be replaced."""
+        while True:
+            claimed = self.journal.claim_images(
+                self.name, self.token, os.getpid(), self._limit, job_id=job.id
+            )
+            if claimed is None:
+                return True
+            if not self.run_images(*claimed):
+                return False
+
+    def run_images(self, job: Job, indices: list[int]) -> bool:
+        """Draw the images of `job` this worker leased; False when this process must be
+        replaced. The last image committed (by any worker) finishes the job."""
         from tools.errors import UserError
         from tools.generate import ImageSpec
 
         worker = self.settings.worker
-        heartbeat = Heartbeat(self.journal, job)
-        log.info("job %s attempt %d: %d images", job.id, job.attempts, len(job.images))
+        heartbeat = Heartbeat(self.journal, job, self.token)
+        chunk = [image for image in job.images if image.index in indices]
+        log.info("job %s attempt %d: images %s", job.id, job.attempts, indices)
         try:
             runtime = self.runtime_for(self.job_settings(job))
             self._warm(runtime, job, heartbeat, job.low_memory)
-            pending = [image for image in job.images if image.state != DONE]
-            while pending:
-                size = min(self.batch_limit or runtime.generator.batch_size, len(pending))
-                chunk = pending[:size]
-                try:
-                    for image in chunk:
-                        heartbeat.beat(force=True, image=image.index, step=0, phase="rendering")
-                        self.faults.before_image(job.id, image.index, job.attempts)
-                    specs = [ImageSpec.model_validate(image.spec) for image in chunk]
-                    records = runtime.generator.produce_batch(specs, on_step=heartbeat.on_step)
-                except Exception as error:
-                    if size == 1 or not is_out_of_memory(error):
-                        raise
-                    # Smaller batches first; VAE slicing/tiling (a retry) only once at one image.
-                    self.batch_limit = size // 2
-                    log.warning(
-                        "job %s: out of memory at batch %d; trying %d", job.id, size, size // 2
-                    )
-                    _free_device_memory()
-                    continue
-                # An image is done when its file is on disk (produce_batch saved it) and its row
-                # is committed; a crash between the two redraws nothing (the key is saved).
-                for image, record in zip(chunk, records, strict=True):
-                    self.journal.image_done(
-                        job, image.index, record.path, record.model_dump(mode="json")
-                    )
-                pending = pending[size:]
-            self.journal.finish(job)
-            log.info("job %s done", job.id)
+            for image in chunk:
+                heartbeat.beat(force=True, image=image.index, step=0, phase="rendering")
+                self.faults.before_image(
+                    job.id,
+                    image.index,
+                    image.tries,
+                    lambda index=image.index: self.journal.mark_fault_fired(job.id, index),
+                )
+            specs = [ImageSpec.model_validate(image.spec) for image in chunk]
+            try:
+                records = runtime.generator.produce_batch(specs, on_step=heartbeat.on_step)
+            except Exception as error:
+                if len(chunk) == 1 or not is_out_of_memory(error):
+                    raise
+                # Smaller batches first; VAE slicing/tiling (a retry) only once at one image.
+                self.batch_limit = len(chunk) // 2
+                log.warning("job %s: out of memory at batch %d", job.id, len(chunk))
+                self.journal.release_leases(self.token)
+                _free_device_memory()
+                return True
+            # An image is done when its file is on disk (produce_batch saved it) and its row
+            # is committed; a crash between the two redraws nothing (the key is saved).
+            for image, record in zip(chunk, records, strict=True):
+                runtime.index.set_worker(image.key, self.name)
+                self.journal.lease_done(
+                    job.id,
+                    image.index,
+                    self.token,
+                    self.name,
+                    record.path,
+                    record.model_dump(mode="json"),
+                )
             return True
         except RunEnded:
             log.info("job %s was cancelled or taken over; stopping it", job.id)
+            self.journal.release_leases(self.token)
             return True
         except UserError as error:
             # Retrying cannot fix what the user must fix (a removed character, a bad setting).
-            self.journal.attempt_failed(job.id, job.run_token, str(error), 0, 0)
+            self.journal.lease_failed(self.token, str(error), 0, 0)
             return True
         except Exception as error:
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             oom = is_out_of_memory(error)
             reason = f"{type(error).__name__}: {error}"
-            self.journal.attempt_failed(
-                job.id,
-                job.run_token,
-                reason,
-                worker.max_attempts,
-                worker.retry_backoff,
-                low_memory=oom,
+            self.journal.lease_failed(
+                self.token, reason, worker.max_attempts, worker.retry_backoff, low_memory=oom
             )
             if oom:
                 _free_device_memory()
@@ -282,6 +328,8 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The GPU worker (started by tools.supervisor).")
     parser.add_argument("--parent", type=int, default=None, help="the supervisor's pid")
+    parser.add_argument("--name", default="local", help="the worker's name (e.g. gpu0)")
+    parser.add_argument("--token", default=None, help="its lease token (from the supervisor)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker[{os.getpid()}] %(message)s")
     if args.parent is not None:
@@ -291,7 +339,14 @@ def main(argv: list[str] | None = None) -> int:
     faults = FaultPlan.from_env()
     if faults.active:
         log.warning("FAULT INJECTION ACTIVE: %s", os.environ.get("ANIME_WORKER_FAULTS"))
-    return Worker(load_settings(), faults).serve(args.parent)
+    settings = load_settings()
+    pid_file = settings.paths.state / f"worker-{args.name}.pid"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        return Worker(settings, faults, args.name, args.token).serve(args.parent)
+    finally:
+        pid_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

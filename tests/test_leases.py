@@ -1,0 +1,130 @@
+"""Image leases in the journal: several workers share one job; lost leases go back; faults once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_jobs import specs
+from tools.faults import ENV_VAR, FaultPlan
+from tools.jobs import DONE, FAILED, QUEUED, RUNNING, JobJournal
+from tools.sqlite_db import connect
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> JobJournal:
+    return JobJournal.for_state(tmp_path / "state")
+
+
+def test_two_workers_lease_different_images_of_one_job(journal):
+    job_id = journal.submit(specs(5, "big"))
+    job, first = journal.claim_images("gpu0", "a", 1, limit=2)
+    again, second = journal.claim_images("gpu1", "b", 2, limit=2)
+    assert job.id == again.id == job_id and first == [0, 1] and second == [2, 3]
+    assert journal.get(job_id).state == RUNNING and journal.get(job_id).attempts == 1
+    for index in first:
+        assert journal.lease_done(job_id, index, "a", "gpu0", f"/out/{index}.png", {})
+    assert not journal.lease_done(job_id, 2, "a", "gpu0", "/out/2.png", {})  # b's image
+    for index in second:
+        journal.lease_done(job_id, index, "b", "gpu1", f"/out/{index}.png", {})
+    _, last = journal.claim_images("gpu1", "b", 2, limit=2)
+    journal.lease_done(job_id, last[0], "b", "gpu1", "/out/4.png", {})
+    done = journal.get(job_id)
+    assert done.state == DONE and done.workers == ["gpu0", "gpu1"]
+    assert done.summary()["images_done"] == done.summary()["images_total"] == 5
+
+
+def test_a_lost_lease_puts_its_images_back_and_counts_an_attempt(journal):
+    job_id = journal.submit(specs(3))
+    journal.claim_images("gpu0", "a", 1, limit=1)
+    journal.claim_images("gpu1", "b", 2, limit=1)
+    assert journal.lease_failed("a", "worker process died (SIGKILL)", 3, 0) == {job_id: QUEUED}
+    # b still draws image 1 and commits it; image 0 is free for anyone.
+    assert journal.beat_lease(job_id, "b") and not journal.beat_lease(job_id, "a")
+    assert journal.lease_done(job_id, 1, "b", "gpu1", "/out/1.png", {})
+    job, again = journal.claim_images("gpu1", "b", 2, limit=3)
+    assert again == [0, 2] and job.attempts == 2
+    assert journal.lease_failed("b", "boom", 2, 0) == {job_id: FAILED}
+    assert "gave up after 2 attempts" in journal.get(job_id).error
+
+
+def test_silent_leases_are_found_and_a_stopped_worker_gives_back_uncounted(journal):
+    job_id = journal.submit(specs(1))
+    journal.claim_images("gpu0", "a", 1)
+    assert journal.silent_leases(older_than=60) == {}
+    assert "a" in journal.silent_leases(older_than=-1)
+    journal.release_leases("a", requeue=True)
+    job = journal.get(job_id)
+    assert job.state == QUEUED and job.attempts == 0
+
+
+def test_a_once_only_fault_fires_on_one_worker_only(journal):
+    job_id = journal.submit(specs(3))
+    plan = FaultPlan.from_env({ENV_VAR: "crash@1"})
+    fired = [
+        plan.kind_for(job_id, 1, 1, lambda: journal.mark_fault_fired(job_id, 1)) for _ in range(3)
+    ]
+    assert fired == ["crash", None, None]
+    always = FaultPlan.from_env({ENV_VAR: "raise@1:always"})
+    assert always.kind_for(job_id, 1, 2, lambda: journal.mark_fault_fired(job_id, 1)) == "raise"
+
+
+def test_an_old_journal_gets_the_lease_columns_and_keeps_its_jobs(tmp_path):
+    from tools import jobs
+
+    path = tmp_path / "state" / jobs.JOURNAL_NAME
+    old = connect(path, jobs.SCHEMA)
+    old.execute(
+        "INSERT INTO jobs (id, seq, created, updated, priority, state, request)"
+        ' VALUES (\'j1\', 1, 0, 0, 0, \'done\', \'{"characters": ["a"], "pose": "p"}\')'
+    )
+    old.execute(
+        "INSERT INTO job_images (job_id, idx, key, spec, state) VALUES ('j1', 0, 'k', '{}', 'done')"
+    )
+    old.close()
+    journal = JobJournal(path)
+    job = journal.get("j1")
+    assert job.state == DONE and job.workers == [] and job.images[0].tries == 0
+
+
+def test_worker_slots_follow_gpus_and_cpu_workers(tmp_path, monkeypatch):
+    from tools.settings import load_settings
+    from tools.supervisor import worker_slots
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert set(worker_slots(load_settings(env={}, home=tmp_path))) == {"gpu0", "gpu1"}
+    picked = load_settings(env={"ANIME_WORKER_GPUS": "[1]"}, home=tmp_path)
+    assert worker_slots(picked) == {"gpu1": {"CUDA_VISIBLE_DEVICES": "1"}}
+    cpu = load_settings(env={"ANIME_WORKER_CPU_WORKERS": "2"}, home=tmp_path)
+    slots = worker_slots(cpu)
+    assert list(slots) == ["cpu0", "cpu1"] and slots["cpu0"]["CUDA_VISIBLE_DEVICES"] == ""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert list(worker_slots(load_settings(env={}, home=tmp_path))) == ["cpu0"]
+
+
+def test_jobs_lists_workers_per_job_and_throughput_per_worker(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from assistant.gen_cli import app
+
+    monkeypatch.setenv("ANIME_HOME", str(tmp_path))
+    journal = JobJournal.for_state(tmp_path / ".anime-chat")
+    older = journal.submit(specs(1, "old"), label="older")
+    journal.claim_images("gpu0", "a", 1)
+    journal.lease_done(older, 0, "a", "gpu0", "/out/old.png", {"seconds": 2.0})
+    job_id = journal.submit(specs(3), label="three")
+    for worker, token in (("gpu0", "a"), ("gpu1", "b"), ("gpu0", "a")):
+        job, (index,) = journal.claim_images(worker, token, 1)
+        journal.lease_done(job.id, index, token, worker, f"/out/{index}.png", {"seconds": 2.0})
+    listed = CliRunner().invoke(app, ["jobs", "--json"])
+    rows = json.loads(listed.stdout)
+    assert [row["id"] for row in rows] == [job_id, older]  # newest first
+    assert rows[0] | {"error": None} == rows[0] and {
+        key: rows[0][key] for key in ("label", "images_done", "images_total", "workers")
+    } == {"label": "three", "images_done": 3, "images_total": 3, "workers": ["gpu0", "gpu1"]}
+    text = CliRunner().invoke(app, ["jobs"]).stdout
+    assert "by gpu0,gpu1" in text
+    assert "gpu0: 3 images, 30.0 images/min" in text and "gpu1: 1 images" in text

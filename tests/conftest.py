@@ -65,9 +65,13 @@ def reference_image(tmp_path: Path) -> Path:
 def _short_lived_workers(monkeypatch: pytest.MonkeyPatch):
     """Workers that a test starts in the background idle out soon and stop when the test ends."""
     monkeypatch.setenv("ANIME_WORKER_KEEP_ALIVE", "20s")
+    # CLI tests work in-process; tests of the studio server unset this (tests/test_server.py).
+    monkeypatch.setenv("ANIME_IN_PROCESS", "1")
     yield
     home = os.environ.get("ANIME_HOME")
     if home:
+        from tools.server.serve import stop_server
         from tools.supervisor import stop_worker
 
+        stop_server(Path(home) / ".anime-chat")
         stop_worker(Path(home) / ".anime-chat")

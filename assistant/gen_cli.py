@@ -111,10 +111,14 @@ def generate(
         all_characters=all_characters,
     )
     flags = {"output": {"resolution": resolution}} if resolution else {}
-    if dry_run and character_sheet is None and (client := studio_client()) is not None:
-        answer = client.call("POST", "/api/generate/plan", body.model_dump(), flags=flags)
-        echo_notices(answer)
-        _print_planned(answer["outputs"], as_json)
+    thin = character_sheet is None and (dry_run or variations is None)
+    if thin and (client := studio_client()) is not None:
+        if dry_run:
+            answer = client.call("POST", "/api/generate/plan", body.model_dump(), flags=flags)
+            echo_notices(answer)
+            _print_planned(answer["outputs"], as_json)
+            return
+        _render_in_server(client, body.model_dump(), flags, as_json, detach)
         return
     runtime = _runtime(output={"resolution": resolution})
     if character_sheet is not None:
@@ -146,6 +150,39 @@ def generate(
             typer.echo(f"{mark} {record.path}")
     if not any(record.accepted for record in records):
         raise typer.Exit(1)
+
+
+def _render_in_server(
+    client: Any, body: dict[str, Any], flags: dict[str, Any], as_json: bool, detach: bool
+) -> None:
+    """Queue the job in the server and follow its events; the records as the in-process run."""
+    from tools.server.client import follow_job
+
+    answer = client.call("POST", "/api/jobs", body, flags=flags)
+    echo_notices(answer)
+    job_id = answer["job"]
+    if detach:
+        if as_json:
+            print_json({"job": job_id})
+        else:
+            typer.echo(f"queued job {job_id} (anime-gen jobs wait {job_id})")
+        return
+    show = not as_json and sys.stderr.isatty()
+    records = follow_job(client, job_id, on_progress=_progress_line if show else None)
+    if as_json:
+        print_json({"outputs": records})
+    else:
+        for record in records:
+            typer.echo(f"{'saved' if record['accepted'] else 'REJECTED'} {record['path']}")
+    if not any(record["accepted"] for record in records):
+        raise typer.Exit(1)
+
+
+def _progress_line(data: dict[str, Any]) -> None:
+    step = f" step {data['step']}/{data['steps']}" if data.get("step") else ""
+    line = f"job {data['job']}: {data['state']} {data['done']}/{data['images']} images{step}"
+    sys.stderr.write(f"\r{line:<70}")
+    sys.stderr.flush()
 
 
 def _print_planned(outputs: list[dict[str, Any]], as_json: bool) -> None:

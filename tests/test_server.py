@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import studio_env as _env
+from conftest import studio_home as _home
 from fastapi.testclient import TestClient
 
 from tools.server import files
@@ -26,23 +27,6 @@ from tools.server.security import COOKIE_NAME, CSRF_HEADER, csrf_token
 from tools.server.serve import stop_server
 
 TOKEN = "test-token"
-
-
-def _home(root: Path, tiny_models: Path) -> Path:
-    from evals.tiny_models import CONFIG_NAME
-    from tools.settings import CONFIG_FILENAME
-
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tiny_models / CONFIG_NAME, root / CONFIG_FILENAME)
-    return root
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "ANIME_IN_PROCESS"}
-    env.update(ANIME_HOME=str(home), ANIME_SERVER_PORT="0", ANIME_WORKER_KEEP_ALIVE="60s")
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
 
 
 # --- the app itself ------------------------------------------------------------------------------
@@ -125,28 +109,7 @@ def test_token_file_is_private(tmp_path):
     assert (tmp_path / files.TOKEN_NAME).stat().st_mode & 0o777 == 0o600
 
 
-# --- a real server, shared by the module ---------------------------------------------------------
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory, tiny_models) -> StudioClient:
-    home = _home(tmp_path_factory.mktemp("studio") / "home", tiny_models)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "assistant.studio", "--background"],
-        env=_env(home),
-        stdin=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while (client := running_client(home)) is None:
-        assert process.poll() is None, "the server exited"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)
-    yield client
-    from tools.supervisor import stop_worker
-
-    stop_server(home / ".anime-chat")
-    stop_worker(home / ".anime-chat")
-    process.wait(10)
-
-
+# --- a real server (the session's `studio` fixture, tests/conftest.py) ------------------------
 def _cli(studio: StudioClient, module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -296,3 +259,12 @@ def test_sse_progress_and_kill_9_of_the_server_loses_nothing(studio):
     assert done["state"] == "done" and done["done"] == 3, done
     assert len({record["path"] for record in done["records"]}) == 3
     studio.discovery, studio.token = restarted.discovery, restarted.token
+
+
+@pytest.mark.slow
+def test_a_run_through_the_server_keeps_the_contract_shape(studio):
+    result = _cli(studio, "assistant.gen_cli", "sakura", "standing", "--seed", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    (output,) = json.loads(result.stdout)["outputs"]
+    assert set(output) >= {"path", "character", "pose", "seed", "scores", "accepted", "attempts"}
+    assert output["seed"] == 5 and Path(output["path"]).is_file()

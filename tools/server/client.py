@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,43 @@ class StudioClient:
                     data.append(line[5:].strip())
         finally:
             connection.close()
+
+
+def follow_job(
+    client: StudioClient,
+    job_id: str,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    restarts: int = 3,
+) -> list[dict[str, Any]]:
+    """Follow the job's events until it ends; the server going away (crash, kill -9) is
+    survived by starting it again (the job is in the journal and goes on). Returns the image
+    records in order, or raises the job's error as a `UserError` with the retry command."""
+    while True:
+        try:
+            for kind, data in client.events(job_id):
+                if kind == "progress" and on_progress is not None:
+                    on_progress(data)
+                elif kind == "end":
+                    return _records_or_error(data)
+        except (OSError, http.client.HTTPException):
+            if restarts <= 0:
+                raise UserError(
+                    "the studio server keeps stopping before the job is done",
+                    f"see {server_log(client.home / '.anime-chat')}",
+                ) from None
+            restarts -= 1
+            time.sleep(0.5)
+            client = connect(client.home)
+
+
+def _records_or_error(job: dict[str, Any]) -> list[dict[str, Any]]:
+    if job["state"] == "done":
+        return job["records"]
+    retry = f"anime-gen jobs retry {job['id']}"
+    if job["state"] == "cancelled":
+        raise UserError(f"job {job['id']} was cancelled", retry)
+    reason, _, fix = (job.get("error") or "").partition("\nhint: ")
+    raise UserError(f"job {job['id']} failed: {reason}", f"{fix}; then {retry}" if fix else retry)
 
 
 def _error(status: int, answer: Any) -> ServerError:

@@ -60,12 +60,9 @@ def chat(
 def _plan_in_server(text: str, kind: str, model: str | None, as_json: bool) -> bool:
     """Plan through the studio server; False (plan here instead) when it cannot start."""
     from assistant.cli_common import echo_notices, studio_client
-    from tools.server.client import ServerError
 
     try:
         client = studio_client()
-    except ServerError:
-        raise
     except user_error_types() as error:
         typer.echo(f"notice: {error.message}; planning in this process", err=True)
         return False

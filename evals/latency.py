@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
         stop_server(home / ".anime-chat")
         stop_worker(home / ".anime-chat")
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)
     return 0
 
 

@@ -268,3 +268,45 @@ def test_a_run_through_the_server_keeps_the_contract_shape(studio):
     (output,) = json.loads(result.stdout)["outputs"]
     assert set(output) >= {"path", "character", "pose", "seed", "scores", "accepted", "attempts"}
     assert output["seed"] == 5 and Path(output["path"]).is_file()
+
+
+def test_a_taken_port_falls_back_to_a_free_one_and_says_so():
+    import socket
+
+    from tools.server.serve import bind
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    said: list[str] = []
+    try:
+        sock = bind("127.0.0.1", port, said.append)
+        assert sock.getsockname()[1] != port
+        assert said == [f"port {port} is taken; using port {sock.getsockname()[1]} instead"]
+        sock.close()
+    finally:
+        taken.close()
+
+
+def test_config_edits_apply_without_a_restart(anime_home):
+    studio = Studio(anime_home, TOKEN, "127.0.0.1")
+    assert studio.settings().output.steps == 4
+    config = anime_home / ".anime-config.yaml"
+    config.write_text(config.read_text().replace("steps: 4", "steps: 9"))
+    assert studio.settings().output.steps == 9
+    flags = {"flags": {"output": {"steps": 3}}, "env": {"ANIME_OUTPUT_STEPS": "5"}}
+    assert studio.settings(flags).output.steps == 3
+    assert studio.settings({"env": {"ANIME_OUTPUT_STEPS": "5"}}).output.steps == 5
+
+
+def test_idle_server_exits_after_keep_alive(tmp_path, tiny_models):
+    home = _home(tmp_path / "home", tiny_models)
+    env = {**_env(home), "ANIME_WORKER_KEEP_ALIVE": "1s"}
+    process = subprocess.Popen([sys.executable, "-m", "assistant.studio", "--background"], env=env)
+    try:
+        assert process.wait(60) == 0
+        assert not (home / ".anime-chat" / files.DISCOVERY_NAME).exists()
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -31,9 +31,9 @@ REPLACE_TIMEOUT = 15.0
 class ServerAlreadyRunning(UserError):
     def __init__(self, where: str, pid: int | str) -> None:
         super().__init__(
-            f"a studio server is already running for this home at {where} (pid {pid}) and is busy",
-            "it serves every anime-gen and anime-chat; stop it with `kill "
-            f"{pid}` once its jobs are done (`anime-gen jobs`)",
+            f"a studio server is already running for this home at {where} (pid {pid})",
+            "it serves every anime-gen and anime-chat (busy or started in the foreground, so it"
+            f" is not replaced); stop it with `kill {pid}` once its jobs are done",
         )
 
 

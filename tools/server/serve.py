@@ -150,7 +150,8 @@ def _watch(studio: Any, server: Any) -> None:
     while not server.should_exit:
         time.sleep(WATCH_SECONDS)
         try:
-            settings = studio.settings()
+            # The server's own environment (not a client's) sets its keep-alive.
+            settings = load_settings(home=studio.home)
         except ConfigError as error:
             log.warning("config: %s", error.message)
             continue

@@ -82,7 +82,9 @@ def _conversation(kind: str, model: str | None):
 
     settings = load_settings(overrides={"llm": {"model": model}} if model else None)
     notice = lambda line: typer.echo(line, err=True)  # noqa: E731
-    chosen = choose_planner(kind, settings.ollama_host(), settings.llm.model, notice)
+    chosen = choose_planner(
+        kind, settings.ollama_host(), settings.llm.model, notice, timeout=settings.llm.timeout
+    )
     return Conversation(settings, chosen)
 
 

@@ -47,8 +47,8 @@ class Conversation:
 
         plan = self.plan(text)
         total = expected_images(plan)
-        if total and self.settings.llm.unload_before_generate:
-            self._unload_llm()
+        if total and self._should_unload_llm():
+            self.planner.unload()  # type: ignore[attr-defined]
         outcomes = self._execute(plan, total, console)
         for outcome in outcomes:
             if outcome.result is not None:
@@ -69,8 +69,11 @@ class Conversation:
             task = progress.add_task("rendering", total=total)
             return execute(plan, self.runtime, on_image=lambda _: progress.advance(task))
 
-    def _unload_llm(self) -> None:
-        from assistant.planners.ollama_planner import OllamaPlanner, unload
+    def _should_unload_llm(self) -> bool:
+        """Only a planner that holds an Ollama model can free it (the rule planner has none)."""
+        if not hasattr(self.planner, "unload"):
+            return False
+        from tools.gpu_memory import should_unload_llm, smallest_gpu_memory_gb
 
-        if isinstance(self.planner, OllamaPlanner):
-            unload(self.planner.client, self.planner.model)
+        setting = self.settings.llm.unload_before_generate
+        return should_unload_llm(setting, smallest_gpu_memory_gb() if setting == "auto" else None)

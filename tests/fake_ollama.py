@@ -3,15 +3,20 @@
 It speaks `/api/version`, `/api/tags`, `/api/chat` (with tools) and `/api/generate` (the
 keep_alive unload). Chat answers are scripted: enqueue them with `reply_tool_calls`/`reply_text`;
 every request body is recorded in `requests` so tests can check what the client sent.
+`misbehave_on_chat("hang" | "drop")` makes the next chat hang (bounded by `HANG_SECONDS`) or
+close the connection without an answer.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+HANG_SECONDS = 5.0
 
 
 class FakeOllama:
@@ -19,6 +24,7 @@ class FakeOllama:
         self.models = list(models)
         self.chat_replies: deque[dict[str, Any]] = deque()
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.chat_faults: deque[str] = deque()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -43,6 +49,10 @@ class FakeOllama:
 
     def reply_text(self, content: str) -> None:
         self.chat_replies.append({"role": "assistant", "content": content})
+
+    def misbehave_on_chat(self, fault: str) -> None:
+        assert fault in ("hang", "drop")
+        self.chat_faults.append(fault)
 
     def bodies(self, path: str) -> list[dict[str, Any]]:
         return [body for seen, body in self.requests if seen == path]
@@ -75,6 +85,11 @@ class FakeOllama:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else {}
                 fake.requests.append((self.path, body))
+                if self.path == "/api/chat" and fake.chat_faults:
+                    if fake.chat_faults.popleft() == "hang":
+                        time.sleep(HANG_SECONDS)
+                    self.close_connection = True
+                    return
                 status, payload = fake._answer(self.path, body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)

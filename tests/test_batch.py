@@ -106,7 +106,7 @@ def test_worker_halves_the_batch_on_out_of_memory_and_draws_each_image_once(
     specs = runtime.generator.plan(GenerationRequest(character="sakura", count=4, seed=21))
     journal, job_id = submit_job(settings, specs)
     worker = Worker(settings)
-    generator = worker.runtime_for({"output": {"batch_size": 4}}).generator
+    generator = worker.runtime_for(settings).generator
     real = generator.produce_batch
     sizes: list[int] = []
 

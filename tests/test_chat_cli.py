@@ -93,6 +93,29 @@ def test_planner_ollama_with_a_missing_model_says_how_to_pull(home, monkeypatch)
     assert "ollama pull tiny:1b" in result.stderr
 
 
+def test_planner_ollama_that_hangs_is_one_line_within_llm_timeout(home, monkeypatch):
+    with FakeOllama(models=("qwen2.5:7b",)) as fake:
+        fake.misbehave_on_chat("hang")
+        monkeypatch.setenv("OLLAMA_HOST", fake.host)
+        monkeypatch.setenv("ANIME_LLM_TIMEOUT", "1s")
+        result = invoke("-c", "draw yuki", "--plan-only", "--planner", "ollama")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: Ollama at ") and "did not answer within 1 s" in lines[0]
+    assert lines[1].startswith("hint: ") and len(lines) == 2
+
+
+def test_auto_with_a_dropping_ollama_plans_with_rules(home, monkeypatch):
+    with FakeOllama(models=("qwen2.5:7b",)) as fake:
+        fake.misbehave_on_chat("drop")
+        monkeypatch.setenv("OLLAMA_HOST", fake.host)
+        result = invoke("-c", "draw yuki sitting", "--plan-only", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["planner"] == "rules"
+    [notice] = [line for line in result.stderr.splitlines() if line]
+    assert "dropped the connection" in notice and "rule planner" in notice
+
+
 def test_ollama_plans_through_the_cli(home, monkeypatch):
     with FakeOllama(models=("qwen2.5:7b",)) as fake:
         fake.reply_tool_calls(("generate", {"character": "Sakura", "pose": "standing", "count": 2}))

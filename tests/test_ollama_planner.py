@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import ollama
 import pytest
 
 from assistant.planners import PlannerContext, PoseRef, RulePlanner, choose_planner
-from assistant.planners.ollama_planner import OllamaPlanner, OllamaUnavailable, unload
+from assistant.planners.ollama_planner import (
+    FallbackPlanner,
+    OllamaPlanner,
+    OllamaUnavailable,
+    unload,
+)
 from tests.fake_ollama import FakeOllama
 
 MODEL = "qwen2.5:7b"
@@ -122,7 +128,66 @@ def test_connection_refused_falls_back_to_rules_in_auto_only():
 
 
 def test_available_model_gives_the_ollama_planner(fake):
-    assert isinstance(choose_planner("auto", fake.host, "qwen2.5:7b", print), OllamaPlanner)
+    assert isinstance(choose_planner("ollama", fake.host, MODEL, print), OllamaPlanner)
+    auto = choose_planner("auto", fake.host, MODEL, print)
+    assert isinstance(auto, FallbackPlanner) and isinstance(auto.primary, OllamaPlanner)
+
+
+@pytest.mark.parametrize("fault", ["hang", "drop"])
+def test_auto_falls_back_to_rules_when_ollama_hangs_or_drops(fake, context, fault):
+    notices: list[str] = []
+    planner = choose_planner("auto", fake.host, MODEL, notices.append, timeout=1.0)
+    fake.misbehave_on_chat(fault)
+    started = time.monotonic()
+    plan = planner.plan("draw yuki sitting reading", context)
+    assert time.monotonic() - started < 3.0  # llm.timeout bounds the attempt, not the hang
+    assert plan.planner == "rules" and plan.calls[0].args["character"] == "yuki"
+    expected = "did not answer within 1 s" if fault == "hang" else "dropped the connection"
+    assert len(notices) == 1 and expected in notices[0] and "rule planner" in notices[0]
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("hang", "did not answer within 1 s"), ("drop", "dropped the connection")],
+)
+def test_planner_ollama_turns_hangs_and_drops_into_one_user_error(fake, context, fault, message):
+    planner = choose_planner("ollama", fake.host, MODEL, print, timeout=1.0)
+    fake.misbehave_on_chat(fault)
+    with pytest.raises(OllamaUnavailable, match=message) as error:
+        planner.plan("draw yuki", context)
+    assert error.value.hint
+
+
+def test_timeout_bounds_the_whole_attempt_across_reasks(fake, context):
+    """Each re-ask gets only the time left: two slow-but-valid answers cannot add up."""
+    planner = OllamaPlanner(ollama.Client(host=fake.host), MODEL, fake.host, timeout=1.0)
+    planner._first_start = time.monotonic() - 0.9  # the probe already used most of it
+    fake.misbehave_on_chat("hang")
+    started = time.monotonic()
+    with pytest.raises(OllamaUnavailable, match="did not answer"):
+        planner.plan("draw yuki", context)
+    assert time.monotonic() - started < 0.6
+
+
+def test_tool_schemas_reach_ollama_typed_and_bounded(fake, context):
+    """ollama-python's Tool model drops `anyOf` and bounds: what arrives must still say them."""
+    fake.reply_tool_calls(("generate", GENERATE))
+    planner_for(fake).plan("draw yuki", context)
+    [sent] = fake.bodies("/api/chat")
+    tools = {tool["function"]["name"]: tool["function"]["parameters"] for tool in sent["tools"]}
+    generate = tools["generate"]["properties"]
+    assert generate["pose"]["type"] == ["string", "null"]
+    assert generate["seed"]["type"] == ["integer", "null"]
+    assert (
+        generate["count"]["type"] == "integer" and "(1 to 100)" in generate["count"]["description"]
+    )
+    characters = tools["batch"]["properties"]["characters"]
+    assert characters["type"] == ["array", "string"] and characters["items"] == {"type": "string"}
+    assert '"all"' in characters["description"]
+    assert tools["create_character"]["properties"]["name"]["type"] == ["string", "null"]
+    for parameters in tools.values():
+        for prop in parameters.get("properties", {}).values():
+            assert "type" in prop and "anyOf" not in prop
 
 
 def test_unload_asks_for_keep_alive_zero(fake):

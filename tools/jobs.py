@@ -122,12 +122,16 @@ class Job:
 
 
 def describe_request(
-    specs: list[dict[str, Any]], label: str | None, overrides: dict[str, Any]
+    specs: list[dict[str, Any]],
+    label: str | None,
+    overrides: dict[str, Any],
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     first = specs[0]
     return {
         "label": label,
         "overrides": overrides,
+        "settings": settings,
         "characters": sorted({spec["character"] for spec in specs}),
         "pose": first["pose"]["id"],
         "prompt": first.get("user_prompt", ""),
@@ -158,11 +162,13 @@ class JobJournal:
         label: str | None = None,
         priority: int | None = None,
         overrides: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> str:
         """Enqueue the specs (plain dicts of `ImageSpec`) as one job; returns its id.
 
-        `overrides` are the settings the submitter used beyond the config file (flags, env), so
-        the worker renders the job exactly as the submitter resolved it.
+        `settings` are the submitter's resolved settings (config file as it was then, plus its
+        flags and environment), so the worker renders the job exactly as the submitter resolved
+        it even when the file changes later; `overrides` is what of them differs from the file.
         """
         if not specs:
             raise ValueError("a job needs at least one image")
@@ -170,7 +176,7 @@ class JobJournal:
         if priority is None:
             priority = 0 if len(specs) <= INTERACTIVE_MAX_IMAGES else 1
         now = time.time()
-        request = describe_request(specs, label, overrides or {})
+        request = describe_request(specs, label, overrides or {}, settings)
         with self.transaction() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             db.execute(

@@ -143,10 +143,27 @@ class QualitySettings(_Section):
     consistency_model: str | None = None
 
 
+def parse_unload(value: Any) -> bool | Literal["auto"]:
+    """`auto`, or a YAML boolean (`true`/`false`, also as the strings an env variable holds)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    words = {"auto": "auto", "true": True, "yes": True, "1": True, "on": True,
+             "false": False, "no": False, "0": False, "off": False}  # fmt: skip
+    if text not in words:
+        raise ValueError(f"'{value}' is not auto, true or false")
+    return words[text]
+
+
 class LLMSettings(_Section):
     model: str = "qwen2.5:7b"
     host: str | None = None
-    unload_before_generate: bool = False
+    # auto: unload Ollama's model before rendering when the GPU is too small to hold both.
+    unload_before_generate: Annotated[bool | Literal["auto"], BeforeValidator(parse_unload)] = (
+        "auto"
+    )
+    # Bounds a whole planning attempt (probe, chat, re-asks); past it `auto` uses the rules.
+    timeout: Duration = 120.0
 
 
 class WorkerSettings(_Section):

@@ -259,6 +259,7 @@ def submit_job(
         [spec.model_dump(mode="json") for spec in specs],
         label=label,
         overrides=settings_overrides(settings),
+        settings=settings.model_dump(mode="json"),
     )
     return journal, job_id
 

@@ -7,6 +7,7 @@ executor runs them. Implementations take a `Runtime` and touch the heavy service
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,9 +94,9 @@ class Tool:
         """The function schema in the shape Ollama (and OpenAI) tool calling expects."""
         parameters = self.args_model.model_json_schema()
         parameters.pop("title", None)
-        for prop in parameters.get("properties", {}).values():
-            prop.pop("title", None)
-        parameters.setdefault("properties", {})
+        parameters["properties"] = {
+            name: flat_property(prop) for name, prop in parameters.get("properties", {}).items()
+        }
         return {
             "type": "function",
             "function": {
@@ -104,6 +105,40 @@ class Tool:
                 "parameters": parameters,
             },
         }
+
+
+def flat_property(prop: dict[str, Any]) -> dict[str, Any]:
+    """One argument's schema without `anyOf`: ollama-python's `Tool` model keeps only `type`
+    (a name or a list of names), `items`, `description` and `enum`, so an optional field would
+    reach the model untyped and its bounds would vanish. Bounds are also said in words."""
+    options = prop.get("anyOf", [prop])
+    types: list[str] = []
+    flat: dict[str, Any] = {}
+    constants: list[Any] = []
+    for option in options:
+        if option.get("type") not in types:
+            types.append(option["type"])
+        if "items" in option:
+            flat["items"] = option["items"]
+        if "const" in option:
+            constants.append(option["const"])
+        constants.extend(option.get("enum", []))
+        for bound in ("minimum", "maximum", "minLength", "maxLength"):
+            if bound in option:
+                flat[bound] = option[bound]
+    flat["type"] = types[0] if len(types) == 1 else types
+    if constants and len(types) == 1:
+        flat["enum"] = constants
+    words = [prop.get("description", "")]
+    unsaid = [json.dumps(c) for c in constants if json.dumps(c) not in words[0]]
+    if unsaid and len(types) > 1:
+        words.append("or " + " or ".join(unsaid))
+    if "minimum" in flat and "maximum" in flat:
+        words.append(f"({flat['minimum']} to {flat['maximum']})")
+    elif "minimum" in flat:
+        words.append(f"(at least {flat['minimum']})")
+    flat["description"] = " ".join(word for word in words if word)
+    return flat
 
 
 def _generation_request(character: str, pose: str | None, prompt: str, count: int, seed):

@@ -108,8 +108,16 @@ class Worker:
         self.batch_limit: int | None = None
         self._calibrated: set[str] = set()
 
-    def runtime_for(self, overrides: dict[str, Any]) -> Runtime:
-        """The runtime for a job's settings (config file + the submitter's overrides).
+    def job_settings(self, job: Job) -> Settings:
+        """The settings the submitter resolved (the config file as it was at submit time)."""
+        captured = job.request.get("settings")
+        if captured is None:  # a job queued by a version that kept only the overrides
+            overrides = job.request.get("overrides") or {}
+            return load_settings(overrides=overrides, env={}, home=self.settings.home)
+        return Settings.model_validate({**captured, "home": self.settings.home})
+
+    def runtime_for(self, settings: Settings) -> Runtime:
+        """The runtime for a job's settings.
 
         Jobs whose settings render alike share the warm engine; one that needs another engine
         (other models or sampling) replaces it, so two pipelines never sit on the GPU at once.
@@ -118,9 +126,8 @@ class Worker:
 
         from tools.runtime import Runtime
 
-        key = json.dumps(overrides, sort_keys=True)
+        key = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
         if key not in self._runtimes:
-            settings = load_settings(overrides=overrides, env={}, home=self.settings.home)
             runtime = Runtime(settings)
             if _engine_key(settings) == _engine_key(self.base.settings):
                 runtime.__dict__["engine"] = self.base.engine
@@ -162,7 +169,7 @@ class Worker:
         heartbeat = Heartbeat(self.journal, job)
         log.info("job %s attempt %d: %d images", job.id, job.attempts, len(job.images))
         try:
-            runtime = self.runtime_for(job.request.get("overrides") or {})
+            runtime = self.runtime_for(self.job_settings(job))
             self._warm(runtime, job, heartbeat, job.low_memory)
             pending = [image for image in job.images if image.state != DONE]
             while pending:

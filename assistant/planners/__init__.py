@@ -23,24 +23,40 @@ __all__ = [
 
 
 def choose_planner(
-    kind: PlannerKind, host: str, model: str, notice: Callable[[str], None]
+    kind: PlannerKind,
+    host: str,
+    model: str,
+    notice: Callable[[str], None],
+    timeout: float = 120.0,
 ) -> Planner:
-    """The planner for `--planner KIND`; `auto` falls back to the rules with a one-line notice.
+    """The planner for `--planner KIND`; `auto` falls back to the rules with a one-line notice,
+    at the start or whenever Ollama fails later. `timeout` bounds each planning attempt.
 
     `ollama` raises `OllamaUnavailable` (a `UserError` with the fix) instead of falling back.
     """
     if kind == "rules":
         return RulePlanner()
+    import time
+
     import ollama
 
-    from assistant.planners.ollama_planner import OllamaPlanner, OllamaUnavailable, check_available
+    from assistant.planners.ollama_planner import (
+        Deadline,
+        FallbackPlanner,
+        OllamaPlanner,
+        OllamaUnavailable,
+        check_available,
+        fallback_notice,
+    )
 
-    client = ollama.Client(host=host, timeout=120)
+    started = time.monotonic()
+    client = ollama.Client(host=host, timeout=timeout)
     try:
-        check_available(client, host, model)
+        check_available(client, host, model, Deadline(timeout, started))
     except OllamaUnavailable as error:
         if kind == "ollama":
             raise
-        notice(f"notice: {error.message} ({error.hint}); using the built-in rule planner")
+        notice(fallback_notice(error))
         return RulePlanner()
-    return OllamaPlanner(client, model, host)
+    planner = OllamaPlanner(client, model, host, timeout=timeout, started=started)
+    return planner if kind == "ollama" else FallbackPlanner(planner, RulePlanner(), notice)

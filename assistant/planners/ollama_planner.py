@@ -2,7 +2,8 @@
 
 Every call is validated with the tool's pydantic `Args`; on a validation error the model is asked
 again with the error (at most `MAX_REASKS` times). Small models that print the call as JSON in the
-message text are accepted too.
+message text are accepted too. One planning attempt (probe, chat, re-asks) is bounded by
+`llm.timeout`; every transport failure becomes an `OllamaUnavailable` with the fix.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import ollama
 from pydantic import ValidationError
 
@@ -39,6 +43,49 @@ def model_missing(model: str) -> OllamaUnavailable:
     )
 
 
+def too_slow(host: str, seconds: float) -> OllamaUnavailable:
+    return OllamaUnavailable(
+        f"Ollama at {host} did not answer within {seconds:g} s",
+        "check it with `ollama ps`, or raise llm.timeout in ~/.anime-config.yaml",
+    )
+
+
+def connection_lost(host: str) -> OllamaUnavailable:
+    return OllamaUnavailable(
+        f"Ollama at {host} dropped the connection", "check its log; `ollama serve` restarts it"
+    )
+
+
+class Deadline:
+    """The time left of one planning attempt; each request to Ollama gets only what is left."""
+
+    def __init__(self, seconds: float, start: float | None = None) -> None:
+        self.seconds = seconds
+        self.end = (time.monotonic() if start is None else start) + seconds
+
+    def remaining(self, host: str) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise too_slow(host, self.seconds)
+        return left
+
+
+@contextlib.contextmanager
+def transport_errors(client: ollama.Client, host: str, deadline: Deadline) -> Iterator[None]:
+    """Bound one request by the deadline and turn every way the connection can fail into the
+    user error with its fix (the client maps only a refused connection to ConnectionError)."""
+    # ollama.Client keeps its httpx client as `_client`; httpx lets the timeout change per call.
+    client._client.timeout = httpx.Timeout(deadline.remaining(host))
+    try:
+        yield
+    except httpx.TimeoutException as error:
+        raise too_slow(host, deadline.seconds) from error
+    except (ConnectionError, httpx.ConnectError) as error:
+        raise server_down(host) from error
+    except (httpx.TransportError, OSError) as error:
+        raise connection_lost(host) from error
+
+
 def _same_model(wanted: str, available: str) -> bool:
     if ":" not in wanted:
         wanted += ":latest"
@@ -47,12 +94,13 @@ def _same_model(wanted: str, available: str) -> bool:
     return wanted == available
 
 
-def check_available(client: ollama.Client, host: str, model: str) -> None:
+def check_available(
+    client: ollama.Client, host: str, model: str, deadline: Deadline | None = None
+) -> None:
     """Raise `OllamaUnavailable` unless the server answers and has the model."""
     try:
-        listing = client.list()
-    except (ConnectionError, OSError) as error:
-        raise server_down(host) from error
+        with transport_errors(client, host, deadline or Deadline(120.0)):
+            listing = client.list()
     except ollama.ResponseError as error:
         raise server_down(host) from error
     names = [entry.model or "" for entry in listing.models]
@@ -63,7 +111,10 @@ def check_available(client: ollama.Client, host: str, model: str) -> None:
 def unload(client: ollama.Client, model: str) -> None:
     """Ask Ollama to free the model's VRAM now (keep_alive 0) before a heavy batch."""
     # Nothing loaded or nothing to free: generation goes on either way.
-    with contextlib.suppress(ConnectionError, OSError, ollama.ResponseError):
+    with (
+        contextlib.suppress(OllamaUnavailable, ollama.ResponseError),
+        transport_errors(client, "", Deadline(10.0)),
+    ):
         client.generate(model=model, prompt="", keep_alive=0)
 
 
@@ -135,12 +186,27 @@ def system_prompt(context: PlannerContext) -> str:
 class OllamaPlanner:
     name = "ollama"
 
-    def __init__(self, client: ollama.Client, model: str, host: str) -> None:
+    def __init__(
+        self,
+        client: ollama.Client,
+        model: str,
+        host: str,
+        timeout: float = 120.0,
+        started: float | None = None,
+    ) -> None:
         self.client = client
         self.model = model
         self.host = host
+        self.timeout = timeout
+        # The first attempt began with the availability probe: its time counts against it.
+        self._first_start = started
+
+    def unload(self) -> None:
+        unload(self.client, self.model)
 
     def plan(self, text: str, context: PlannerContext) -> Plan:
+        deadline = Deadline(self.timeout, self._first_start)
+        self._first_start = None
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": system_prompt(context)},
             {"role": "user", "content": text},
@@ -148,7 +214,7 @@ class OllamaPlanner:
         resolved = Resolved()
         content = ""
         for _ in range(MAX_REASKS + 1):
-            message = self._chat(messages)
+            message = self._chat(messages, deadline)
             content = message.content or ""
             raw = [
                 RawCall(call.function.name, dict(call.function.arguments or {}))
@@ -169,11 +235,12 @@ class OllamaPlanner:
             calls=resolved.calls,
         )
 
-    def _chat(self, messages: list[dict[str, Any]]) -> Any:
+    def _chat(self, messages: list[dict[str, Any]], deadline: Deadline) -> Any:
         try:
-            response = self.client.chat(model=self.model, messages=messages, tools=tool_schemas())
-        except (ConnectionError, OSError) as error:
-            raise server_down(self.host) from error
+            with transport_errors(self.client, self.host, deadline):
+                response = self.client.chat(
+                    model=self.model, messages=messages, tools=tool_schemas()
+                )
         except ollama.ResponseError as error:
             if error.status_code == 404:
                 raise model_missing(self.model) from error
@@ -211,3 +278,31 @@ def _reask(errors: list[str]) -> str:
         + " | ".join(errors)
         + ". Call the tools again with corrected arguments."
     )
+
+
+class FallbackPlanner:
+    """`--planner auto`: Ollama plans; when it cannot (down, too slow, connection lost), the
+    rule planner answers instead, after one notice line."""
+
+    def __init__(self, primary: OllamaPlanner, fallback: Any, notice: Callable[[str], None]):
+        self.primary = primary
+        self.fallback = fallback
+        self.notice = notice
+
+    @property
+    def name(self) -> str:
+        return self.primary.name
+
+    def unload(self) -> None:
+        self.primary.unload()
+
+    def plan(self, text: str, context: PlannerContext) -> Plan:
+        try:
+            return self.primary.plan(text, context)
+        except OllamaUnavailable as error:
+            self.notice(fallback_notice(error))
+            return self.fallback.plan(text, context)
+
+
+def fallback_notice(error: OllamaUnavailable) -> str:
+    return f"notice: {error.message} ({error.hint}); using the built-in rule planner"

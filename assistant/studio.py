@@ -43,7 +43,11 @@ def plan(
     studio = studio_of(request)
     notices: list[str] = []
     chosen = choose_planner(
-        body.planner, settings.ollama_host(), body.model or settings.llm.model, notices.append
+        body.planner,
+        settings.ollama_host(),
+        body.model or settings.llm.model,
+        notices.append,
+        timeout=settings.llm.timeout,
     )
     session_id = body.session or uuid.uuid4().hex[:12]
     session = studio.sessions.setdefault(session_id, Session())

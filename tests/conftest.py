@@ -99,7 +99,7 @@ def studio_home(root: Path, tiny_models: Path) -> Path:
 
 def studio_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "ANIME_IN_PROCESS"}
-    env.update(ANIME_HOME=str(home), ANIME_SERVER_PORT="0", ANIME_WORKER_KEEP_ALIVE="60s")
+    env.update(ANIME_HOME=str(home), ANIME_SERVER_PORT="0", ANIME_WORKER_KEEP_ALIVE="10m")
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return env
@@ -108,9 +108,17 @@ def studio_env(home: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Iterator[StudioClient]:
     """One background studio server for the whole session, on its own home (not ANIME_HOME),
-    so tests of the server and of thin clients pay its cold start once."""
-    home = studio_home(tmp_path_factory.mktemp("studio") / "home", tiny_models)
+    so tests of the server and of thin clients pay its cold start once. Its library holds
+    `sakura`."""
+    from PIL import Image
+
+    from tools.characters import CharacterLibrary
     from tools.server.client import running_client
+    from tools.settings import load_settings
+
+    home = studio_home(tmp_path_factory.mktemp("studio") / "home", tiny_models)
+    library = CharacterLibrary(load_settings(home=home, env={}).paths)
+    library.add("sakura", Image.new("RGB", (96, 128), (240, 200, 210)), description="pink hair")
     from tools.server.serve import stop_server
 
     process = subprocess.Popen(

@@ -129,12 +129,11 @@ def test_server_files_and_status(studio):
     assert studio.call("GET", "/api/status")["pid"] == discovery["pid"]
 
 
-def test_contract_shapes_through_the_server(studio, reference_image):
+def test_contract_shapes_through_the_server(studio):
     from tools.characters import CharacterLibrary
     from tools.settings import load_settings
 
     library = CharacterLibrary(load_settings(home=studio.home, env={}).paths)
-    library.add("sakura", reference_image, description="pink hair")
     poses = json.loads(
         _cli(studio, "assistant.gen_cli", "poses", "search", "sitting reading", "--json").stdout
     )
@@ -197,7 +196,7 @@ def test_unknown_character_is_one_line_error_through_the_server(studio):
 
 def test_overrides_travel_with_the_request(studio):
     body = {"character": "sakura", "pose": "standing", "seed": 1}
-    studio.call("POST", "/api/generate/plan", body)  # the character exists (previous test)
+    studio.call("POST", "/api/generate/plan", body)
     wrong = {"output": {"resolution": "13x13"}}
     with pytest.raises(Exception, match="resolution"):
         studio.call("POST", "/api/generate/plan", body, flags=wrong)

@@ -33,6 +33,8 @@ class Studio:
         self.background = background
         self.last_activity = time.monotonic()
         self.open_streams = 0
+        # Requests being answered: a slow one (the embedder's first load) is not idle time.
+        self.in_flight = 0
         self.sessions: dict[str, Any] = {}
 
     @property
@@ -66,10 +68,13 @@ class Studio:
         paths = self.settings().paths
         return [paths.output, paths.characters, paths.state]
 
-    def busy(self) -> bool:
+    def busy(self, own_requests: int = 0) -> bool:
+        """Requests (beyond the caller's own), event streams or queued jobs keep it busy."""
         from tools.jobs import JobJournal
 
-        return self.open_streams > 0 or JobJournal.for_state(self.state).pending_count() > 0
+        if self.in_flight > own_requests or self.open_streams:
+            return True
+        return JobJournal.for_state(self.state).pending_count() > 0
 
 
 def request_overrides(request: Request) -> dict[str, Any]:
@@ -109,7 +114,12 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
         ):
             return JSONResponse({"detail": "Host or Origin is not this machine"}, status_code=403)
         studio.last_activity = time.monotonic()
-        return await call_next(request)
+        studio.in_flight += 1
+        try:
+            return await call_next(request)
+        finally:
+            studio.in_flight -= 1
+            studio.last_activity = time.monotonic()
 
     @app.exception_handler(UserError)
     @app.exception_handler(PoseBankError)

@@ -39,7 +39,7 @@ def status(request: Request) -> dict[str, Any]:
         "port": studio.port,
         "home": str(studio.home),
         "background": studio.background,
-        "busy": studio.busy(),
+        "busy": studio.busy(own_requests=1),
     }
 
 

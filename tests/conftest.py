@@ -136,4 +136,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Itera
 
     stop_server(home / ".anime-chat")
     stop_worker(home / ".anime-chat")
-    process.wait(10)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -34,6 +34,12 @@ def chat(
 ) -> None:
     """Talk to your anime studio: `anime-chat`, or `anime-chat -c "draw yuki sitting"`."""
     try:
+        if (
+            command is not None
+            and plan_only
+            and _plan_in_server(command, planner.value, model, as_json)
+        ):
+            return
         conversation = _conversation(planner.value, model)
         if command is None:
             from assistant.repl import run_repl
@@ -49,6 +55,24 @@ def chat(
     except Exception as error:
         log_bug(error)
         raise
+
+
+def _plan_in_server(text: str, kind: str, model: str | None, as_json: bool) -> bool:
+    """Plan through the studio server; False (plan here instead) when it cannot start."""
+    from assistant.cli_common import echo_notices, studio_client
+
+    try:
+        client = studio_client()
+    except user_error_types() as error:
+        typer.echo(f"notice: {error.message}; planning in this process", err=True)
+        return False
+    if client is None:
+        return False
+    answer = client.call("POST", "/api/plan", {"text": text, "planner": kind, "model": model})
+    echo_notices(answer)
+    plan = answer["plan"]
+    typer.echo(json.dumps(plan, indent=2) if as_json else plan["reply"])
+    return True
 
 
 def _conversation(kind: str, model: str | None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -71,3 +72,21 @@ def settings_from_flags(**sections: dict[str, Any]) -> Any:
         for name, values in sections.items()
     }
     return load_settings(overrides={k: v for k, v in overrides.items() if v})
+
+
+IN_PROCESS_ENV = "ANIME_IN_PROCESS"
+
+
+def studio_client() -> Any:
+    """A client of the studio server (started in the background when none runs), or None when
+    `ANIME_IN_PROCESS=1` asks to do the work in this process (tests, debugging)."""
+    if os.environ.get(IN_PROCESS_ENV) == "1":
+        return None
+    from tools.server.client import connect
+
+    return connect()
+
+
+def echo_notices(answer: dict[str, Any]) -> None:
+    for line in answer.get("notices") or ():
+        typer.echo(line, err=True)

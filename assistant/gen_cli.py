@@ -12,7 +12,13 @@ from typing import Annotated, Any
 import click
 import typer
 
-from assistant.cli_common import GuardedGroup, print_json, settings_from_flags
+from assistant.cli_common import (
+    GuardedGroup,
+    echo_notices,
+    print_json,
+    settings_from_flags,
+    studio_client,
+)
 from assistant.jobs_cli import jobs_app, worker_command
 from assistant.poses_cli import poses_app
 
@@ -94,6 +100,7 @@ def generate(
 ) -> None:
     """Draw BATCH images of a character in a pose."""
     from tools.errors import UserError
+    from tools.server.generation import GenerateBody, plan_generation, planned_outputs
 
     if pose and pose_text:
         raise UserError("the pose is given twice", "use either POSE or --pose")
@@ -105,41 +112,34 @@ def generate(
     if from_png is not None:
         _from_png(from_png, character or name, seed, as_json, dry_run)
         return
+    body = GenerateBody(
+        character=character or name,
+        pose=pose,
+        random_pose=random_pose,
+        prompt=prompt,
+        count=batch,
+        seed=seed,
+        collection=collection,
+        variations=variations,
+        all_characters=all_characters,
+    )
+    flags = {"output": {"resolution": resolution}} if resolution else {}
+    thin = character_sheet is None and (dry_run or variations is None)
+    if thin and (client := studio_client()) is not None:
+        if dry_run:
+            answer = client.call("POST", "/api/generate/plan", body.model_dump(), flags=flags)
+            echo_notices(answer)
+            _print_planned(answer["outputs"], as_json)
+            return
+        _render_in_server(client, body.model_dump(), flags, as_json, detach)
+        return
     runtime = _runtime(output={"resolution": resolution})
     if character_sheet is not None:
         _character_sheet(runtime, character_sheet, new_name, seed, as_json, dry_run)
         return
-    if variations is not None:
-        from tools.library_runs import plan_variations
-
-        who = _resolve_character(runtime, variations[0])
-        specs = plan_variations(
-            runtime, who, variations[1], posture=_posture_word(pose), prompt=prompt, seed=seed
-        )
-    elif all_characters:
-        from tools.library_runs import plan_all_characters
-
-        specs = plan_all_characters(
-            runtime, pose=pose, prompt=prompt, count=batch, seed=seed, collection=collection
-        )
-    else:
-        from tools.generate import GenerationRequest
-
-        who = character or name
-        if not who:
-            raise UserError("no character named", "anime-gen --character NAME, or anime-gen NAME")
-        request = GenerationRequest(
-            character=_resolve_character(runtime, who),
-            pose=pose,
-            random_pose=random_pose,
-            prompt=prompt,
-            count=batch,
-            seed=seed,
-            collection=collection,
-        )
-        specs = runtime.generator.plan(request)
+    specs = plan_generation(runtime, body, lambda line: typer.echo(line, err=True))
     if dry_run:
-        _print_plan(specs, as_json)
+        _print_planned(planned_outputs(specs)["outputs"], as_json)
         return
     from assistant.progress import render_with_progress, submit_detached
 
@@ -171,6 +171,7 @@ def _from_png(
     from assistant.progress import render_with_progress
     from tools.generate import GenerationRequest
     from tools.png_info import read_png_info, replay_plan
+    from tools.server.generation import planned_outputs
 
     plan, unmapped = replay_plan(read_png_info(path), character)
     if unmapped:
@@ -182,7 +183,7 @@ def _from_png(
         request["seed"] = seed
     specs = runtime.generator.plan(GenerationRequest(**request))
     if dry_run:
-        _print_plan(specs, as_json)
+        _print_planned(planned_outputs(specs)["outputs"], as_json)
         return
     records = render_with_progress(runtime, specs, quiet=as_json)
     if as_json:
@@ -199,31 +200,47 @@ def _resolve_character(runtime: Any, who: str) -> str:
     return resolved.name
 
 
-def _posture_word(pose: str | None) -> str | None:
-    """`--variations sakura 5 --pose sitting` keeps the posture and varies the rest."""
-    from posebank.pose import POSTURES
+def _render_in_server(
+    client: Any, body: dict[str, Any], flags: dict[str, Any], as_json: bool, detach: bool
+) -> None:
+    """Queue the job in the server and follow its events; the records as the in-process run."""
+    from tools.server.client import follow_job
 
-    return pose.strip().lower() if pose and pose.strip().lower() in POSTURES else None
-
-
-def _print_plan(specs: list[Any], as_json: bool) -> None:
-    if not as_json:
-        for spec in specs:
-            typer.echo(f"would draw {spec.character} / {spec.pose.id} / seed {spec.seed}")
+    answer = client.call("POST", "/api/jobs", body, flags=flags)
+    echo_notices(answer)
+    job_id = answer["job"]
+    if detach:
+        if as_json:
+            print_json({"job": job_id})
+        else:
+            typer.echo(f"queued job {job_id} (anime-gen jobs wait {job_id})")
         return
-    planned = [
-        {
-            "path": None,
-            "character": spec.character,
-            "pose": spec.pose.model_dump(),
-            "seed": spec.seed,
-            "scores": {"consistency": None, "face": None, "aesthetic": None, "palette": None},
-            "accepted": False,
-            "attempts": 0,
-        }
-        for spec in specs
-    ]
-    print_json({"outputs": planned})
+    show = not as_json and sys.stderr.isatty()
+    records = follow_job(client, job_id, on_progress=_progress_line if show else None)
+    if as_json:
+        print_json({"outputs": records})
+    else:
+        for record in records:
+            typer.echo(f"{'saved' if record['accepted'] else 'REJECTED'} {record['path']}")
+    if not any(record["accepted"] for record in records):
+        raise typer.Exit(1)
+
+
+def _progress_line(data: dict[str, Any]) -> None:
+    step = f" step {data['step']}/{data['steps']}" if data.get("step") else ""
+    line = f"job {data['job']}: {data['state']} {data['done']}/{data['images']} images{step}"
+    sys.stderr.write(f"\r{line:<70}")
+    sys.stderr.flush()
+
+
+def _print_planned(outputs: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json({"outputs": outputs})
+        return
+    for output in outputs:
+        typer.echo(
+            f"would draw {output['character']} / {output['pose']['id']} / seed {output['seed']}"
+        )
 
 
 def _character_sheet(
@@ -319,11 +336,14 @@ def _character_loras(runtime: Any, options: list[str]) -> list[Any]:
 @characters_app.command("list")
 def characters_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the characters in the library."""
-    runtime = _runtime()
-    entries = [
-        {"name": c.name, "description": c.description, "reference": str(c.reference_path)}
-        for c in runtime.characters.list()
-    ]
+    client = studio_client()
+    if client is not None:
+        entries = client.call("GET", "/api/characters")
+    else:
+        entries = [
+            {"name": c.name, "description": c.description, "reference": str(c.reference_path)}
+            for c in _runtime().characters.list()
+        ]
     if as_json:
         print_json(entries)
         return
@@ -370,6 +390,22 @@ def index_rebuild() -> None:
     )
     for path in report.skipped:
         typer.echo(f"skipped {path}: no anime-chat metadata", err=True)
+
+
+# -- serve --------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Listen here (default server.host, loopback).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Default server.port.")] = None,
+) -> None:
+    """Run the studio server in the foreground (the front ends otherwise start it on demand)."""
+    from assistant.studio import routers
+    from tools.server.serve import serve as run_server
+    from tools.settings import resolve_home
+
+    raise typer.Exit(run_server(resolve_home(), routers(), host, port))
 
 
 # -- doctor --------------------------------------------------------------------------------------

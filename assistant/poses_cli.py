@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from assistant.cli_common import GuardedGroup, print_json
+from assistant.cli_common import GuardedGroup, print_json, studio_client
 
 if TYPE_CHECKING:
     from posebank import PoseBank
@@ -43,18 +43,21 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print the contract JSON.")] = False,
 ) -> None:
     """Find the poses that best match a description."""
-    bank, _ = _bank_and_settings()
-    matches = bank.search(text, k=k, posture=posture)
+    client = studio_client()
+    if client is not None:
+        body = {"text": text, "k": k, "posture": posture}
+        matches = client.call("POST", "/api/poses/search", body)
+    else:
+        bank, _ = _bank_and_settings()
+        matches = [
+            {"id": m.pose.id, "name": m.pose.name, "tags": m.pose.tags, "score": m.score}
+            for m in bank.search(text, k=k, posture=posture)
+        ]
     if as_json:
-        print_json(
-            [
-                {"id": m.pose.id, "name": m.pose.name, "tags": m.pose.tags, "score": m.score}
-                for m in matches
-            ]
-        )
+        print_json(matches)
         return
     for m in matches:
-        typer.echo(f"{m.score:6.3f}  {m.pose.id:32}  {', '.join(m.pose.tags)}")
+        typer.echo(f"{m['score']:6.3f}  {m['id']:32}  {', '.join(m['tags'])}")
 
 
 @poses_app.command("list")

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tools.server.client import StudioClient
 
 # huggingface_hub reads these once, at import: set them before anything imports it, so no test
 # can reach the network. `anime_home` sets them again for subprocesses started by a test.
@@ -65,9 +73,70 @@ def reference_image(tmp_path: Path) -> Path:
 def _short_lived_workers(monkeypatch: pytest.MonkeyPatch):
     """Workers that a test starts in the background idle out soon and stop when the test ends."""
     monkeypatch.setenv("ANIME_WORKER_KEEP_ALIVE", "20s")
+    # CLI tests work in-process; tests of the studio server unset this (tests/test_server.py).
+    monkeypatch.setenv("ANIME_IN_PROCESS", "1")
     yield
     home = os.environ.get("ANIME_HOME")
     if home:
+        from tools.server.serve import stop_server
         from tools.supervisor import stop_worker
 
+        stop_server(Path(home) / ".anime-chat")
         stop_worker(Path(home) / ".anime-chat")
+
+
+# --- The studio server ---------------------------------------------------------------------------
+
+
+def studio_home(root: Path, tiny_models: Path) -> Path:
+    from evals.tiny_models import CONFIG_NAME
+    from tools.settings import CONFIG_FILENAME
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tiny_models / CONFIG_NAME, root / CONFIG_FILENAME)
+    return root
+
+
+def studio_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "ANIME_IN_PROCESS"}
+    env.update(ANIME_HOME=str(home), ANIME_SERVER_PORT="0", ANIME_WORKER_KEEP_ALIVE="10m")
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture(scope="session")
+def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Iterator[StudioClient]:
+    """One background studio server for the whole session, on its own home (not ANIME_HOME),
+    so tests of the server and of thin clients pay its cold start once. Its library holds
+    `sakura`."""
+    from PIL import Image
+
+    from tools.characters import CharacterLibrary
+    from tools.server.client import running_client
+    from tools.settings import load_settings
+
+    home = studio_home(tmp_path_factory.mktemp("studio") / "home", tiny_models)
+    library = CharacterLibrary(load_settings(home=home, env={}).paths)
+    library.add("sakura", Image.new("RGB", (96, 128), (240, 200, 210)), description="pink hair")
+    from tools.server.serve import stop_server
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "assistant.studio", "--background"],
+        env=studio_env(home),
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while (client := running_client(home)) is None:
+        assert process.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)
+    yield client
+    from tools.supervisor import stop_worker
+
+    stop_server(home / ".anime-chat")
+    stop_worker(home / ".anime-chat")
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()

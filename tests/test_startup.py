@@ -44,3 +44,29 @@ def test_help_imports_nothing_heavy(prog, module):
     assert report["heavy"] == [], f"{prog} --help imported {report['heavy']}"
     # The target is < 0.5 s; on a loaded CI box time is noise, so it is reported, not asserted.
     print(f"{prog} --help: {report['seconds']:.2f} s")
+
+
+WARM_CALLS = [
+    ("anime-gen", "assistant.gen_cli", ["poses", "search", "sitting reading", "--json"]),
+    ("anime-gen", "assistant.gen_cli", ["nobody", "standing", "--dry-run", "--json"]),
+    ("anime-gen", "assistant.gen_cli", ["characters", "list", "--json"]),
+    ("anime-chat", "assistant.chat_cli", ["-c", "who do I have", "--plan-only", "--json"]),
+]
+
+
+@pytest.mark.parametrize(("prog", "module", "args"), WARM_CALLS)
+def test_warm_calls_import_nothing_heavy(studio, prog, module, args):
+    """With the studio server running, a front-end call is a thin client of it."""
+    from conftest import studio_env
+
+    probe = PROBE.replace('[{prog!r}, "--help"]', "[{prog!r}, *{args!r}]")
+    result = subprocess.run(
+        [sys.executable, "-c", probe.format(prog=prog, module=module, heavy=HEAVY, args=args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=studio_env(studio.home),
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == [], f"{prog} {' '.join(args)} imported {report['heavy']}"
+    print(f"{prog} {' '.join(args)}: {report['seconds']:.2f} s (exit {report['code']})")

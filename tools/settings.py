@@ -223,6 +223,11 @@ class WorkerSettings(_Section):
     cpu_workers: int = Field(0, ge=0, le=16)
 
 
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(7788, ge=0, le=65535)
+
+
 @dataclass(frozen=True)
 class Paths:
     """Every location below home, in one place."""
@@ -260,6 +265,7 @@ class Settings(_Section):
     quality: QualitySettings = QualitySettings()
     llm: LLMSettings = LLMSettings()
     worker: WorkerSettings = WorkerSettings()
+    server: ServerSettings = ServerSettings()
     home: Path = Field(default_factory=Path.home, exclude=True)
 
     @property
@@ -270,7 +276,7 @@ class Settings(_Section):
         return self.llm.host or "http://localhost:11434"
 
 
-_SECTIONS = ("models", "output", "quality", "llm", "worker")
+_SECTIONS = ("models", "output", "quality", "llm", "worker", "server")
 
 
 def resolve_home(env: Mapping[str, str] | None = None) -> Path:

@@ -1,0 +1,311 @@
+"""The studio server: auth (token, cookie + CSRF), loopback checks, the path guard, one server
+per home, stale files, the contract's shapes through it, SSE progress and kill -9 recovery.
+
+The unit tests drive the app in-process (TestClient); the rest share one background server per
+module (`studio`) so the suite pays its cold start once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import studio_env as _env
+from conftest import studio_home as _home
+from fastapi.testclient import TestClient
+
+from tools.server import files
+from tools.server.app import Studio, create_app
+from tools.server.client import StudioClient, connect, running_client
+from tools.server.security import COOKIE_NAME, CSRF_HEADER, csrf_token
+from tools.server.serve import stop_server
+
+TOKEN = "test-token"
+
+
+# --- the app itself ------------------------------------------------------------------------------
+@pytest.fixture
+def app_client(anime_home: Path) -> TestClient:
+    from assistant.studio import routers
+
+    studio = Studio(anime_home, TOKEN, "127.0.0.1")
+    return TestClient(create_app(studio, routers()), base_url="http://127.0.0.1:7788")
+
+
+def test_routes_need_the_token(app_client):
+    assert app_client.get("/api/characters").status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert app_client.get("/api/characters", headers=wrong).status_code == 401
+    assert app_client.post("/api/plan", json={"text": "hi"}).status_code == 401
+    ok = app_client.get("/api/characters", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and ok.json() == []
+
+
+def test_cookie_needs_the_csrf_header_to_change_anything(app_client):
+    app_client.cookies.set(COOKIE_NAME, TOKEN)
+    assert app_client.get("/api/characters").status_code == 200
+    body = {"text": "who do I have", "planner": "rules"}
+    assert app_client.post("/api/plan", json=body).status_code == 401
+    forged = app_client.post("/api/plan", json=body, headers={CSRF_HEADER: "guess"})
+    assert forged.status_code == 401
+    ok = app_client.post("/api/plan", json=body, headers={CSRF_HEADER: csrf_token(TOKEN)})
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Host": "evil.example:7788"}, {"Origin": "http://evil.example"}, {"Origin": "null"}],
+)
+def test_non_loopback_host_or_origin_is_forbidden(app_client, headers):
+    headers = {"Authorization": f"Bearer {TOKEN}", **headers}
+    assert app_client.get("/api/characters", headers=headers).status_code == 403
+
+
+def test_files_outside_the_home_folders_are_not_found(app_client, anime_home):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    inside = anime_home / "anime-output" / "note.txt"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("ok")
+    assert app_client.get("/api/file", params={"path": str(inside)}, headers=auth).text == "ok"
+    for path in (
+        f"{anime_home}/anime-output/../.anime-config.yaml",
+        f"{anime_home}/anime-output/../../../../etc/passwd",
+        "/etc/passwd",
+    ):
+        answer = app_client.get("/api/file", params={"path": path}, headers=auth)
+        assert answer.status_code == 404, path
+    (anime_home / "anime-output" / "escape").symlink_to("/etc")
+    escape = f"{anime_home}/anime-output/escape/passwd"
+    assert app_client.get("/api/file", params={"path": escape}, headers=auth).status_code == 404
+
+
+def test_user_errors_keep_message_and_hint(app_client):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    answer = app_client.post("/api/generate/plan", json={"character": "nobody"}, headers=auth)
+    assert answer.status_code == 422
+    assert "nobody" in answer.json()["error"] and answer.json()["hint"]
+
+
+# --- files ---------------------------------------------------------------------------------------
+def test_stale_discovery_and_pid_are_cleaned(tmp_path):
+    state = tmp_path / ".anime-chat"
+    state.mkdir()
+    (state / files.DISCOVERY_NAME).write_text(json.dumps({"pid": 999999, "host": "x", "port": 1}))
+    (state / files.PID_NAME).write_text("999999\n")
+    (state / files.LOCK_NAME).touch()
+    assert files.live_discovery(state) is None
+    assert not (state / files.DISCOVERY_NAME).exists() and not (state / files.PID_NAME).exists()
+
+
+def test_token_file_is_private(tmp_path):
+    token = files.write_token(tmp_path)
+    assert files.read_token(tmp_path) == token
+    assert (tmp_path / files.TOKEN_NAME).stat().st_mode & 0o777 == 0o600
+
+
+# --- a real server (the session's `studio` fixture, tests/conftest.py) ------------------------
+def _cli(studio: StudioClient, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=_env(studio.home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_server_files_and_status(studio):
+    state = studio.home / ".anime-chat"
+    discovery = json.loads((state / files.DISCOVERY_NAME).read_text())
+    assert set(discovery) == {"pid", "host", "port"} and discovery["host"] == "127.0.0.1"
+    assert (state / files.PID_NAME).read_text().strip() == str(discovery["pid"])
+    assert (state / files.TOKEN_NAME).stat().st_mode & 0o777 == 0o600
+    assert studio.call("GET", "/api/status")["pid"] == discovery["pid"]
+
+
+def test_contract_shapes_through_the_server(studio):
+    from tools.characters import CharacterLibrary
+    from tools.settings import load_settings
+
+    library = CharacterLibrary(load_settings(home=studio.home, env={}).paths)
+    poses = json.loads(
+        _cli(studio, "assistant.gen_cli", "poses", "search", "sitting reading", "--json").stdout
+    )
+    assert poses and set(poses[0]) == {"id", "name", "tags", "score"}
+    assert poses[0]["id"] == "sitting_reading"
+    listed = json.loads(_cli(studio, "assistant.gen_cli", "characters", "list", "--json").stdout)
+    assert listed == [
+        {
+            "name": "sakura",
+            "description": "pink hair",
+            "reference": str(library.get("sakura").reference_path),
+        }
+    ]
+    dry = _cli(
+        studio,
+        "assistant.gen_cli",
+        "sakura",
+        "sitting reading",
+        "--dry-run",
+        "--json",
+        "--seed",
+        "7",
+        "--batch",
+        "2",
+    )
+    outputs = json.loads(dry.stdout)["outputs"]
+    assert [o["seed"] for o in outputs] == [7, 8] and all(o["path"] is None for o in outputs)
+    assert set(outputs[0]) == {
+        "path",
+        "character",
+        "pose",
+        "seed",
+        "scores",
+        "accepted",
+        "attempts",
+    }
+    plan = json.loads(
+        _cli(
+            studio,
+            "assistant.chat_cli",
+            "-c",
+            "draw sakura sitting reading",
+            "--plan-only",
+            "--json",
+            "--planner",
+            "rules",
+        ).stdout
+    )
+    assert set(plan) == {"planner", "reply", "calls"} and plan["planner"] == "rules"
+    assert plan["calls"][0]["tool"] == "generate"
+    assert plan["calls"][0]["resolved"]["characters"] == ["sakura"]
+
+
+def test_unknown_character_is_one_line_error_through_the_server(studio):
+    result = _cli(studio, "assistant.gen_cli", "nobody", "standing", "--dry-run")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: unknown character 'nobody'")
+    assert "Traceback" not in result.stderr
+
+
+def test_overrides_travel_with_the_request(studio):
+    body = {"character": "sakura", "pose": "standing", "seed": 1}
+    studio.call("POST", "/api/generate/plan", body)
+    wrong = {"output": {"resolution": "13x13"}}
+    with pytest.raises(Exception, match="resolution"):
+        studio.call("POST", "/api/generate/plan", body, flags=wrong)
+
+
+def test_second_foreground_server_is_refused_and_idle_background_replaced(tmp_path, tiny_models):
+    home = _home(tmp_path / "home", tiny_models)
+    env = _env(home)
+    background = subprocess.Popen(
+        [sys.executable, "-m", "assistant.studio", "--background"], env=env
+    )
+    try:
+        while running_client(home) is None:
+            assert background.poll() is None
+            time.sleep(0.1)
+        foreground = subprocess.Popen(
+            [sys.executable, "-m", "assistant.studio"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        assert background.wait(30) == 0  # the idle background server made way
+        while (client := running_client(home)) is None or client.discovery.pid != foreground.pid:
+            assert foreground.poll() is None, foreground.stderr.read()
+            time.sleep(0.1)
+        second = subprocess.run(
+            [sys.executable, "-m", "assistant.studio"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "already running" in second.stderr and client.discovery.url in second.stderr
+        foreground.send_signal(signal.SIGTERM)
+        assert foreground.wait(30) == 0
+        assert not (home / ".anime-chat" / files.DISCOVERY_NAME).exists()
+    finally:
+        for process in (background,):
+            if process.poll() is None:
+                process.kill()
+        stop_server(home / ".anime-chat")
+
+
+@pytest.mark.slow
+def test_sse_progress_and_kill_9_of_the_server_loses_nothing(studio):
+    job = studio.call(
+        "POST", "/api/jobs", {"character": "sakura", "pose": "standing", "count": 3, "seed": 3}
+    )["job"]
+    seen: list[tuple[str, dict]] = []
+    for kind, data in studio.events(job):
+        seen.append((kind, data))
+        if kind == "image":
+            break
+    steps = [data["step"] for kind, data in seen if kind == "progress" and data.get("step")]
+    assert steps, f"no per-step progress in {seen}"
+    os.kill(studio.discovery.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    restarted = connect(studio.home)  # the next command starts a server again
+    assert restarted.discovery.pid != studio.discovery.pid
+    done = restarted.call("GET", f"/api/jobs/{job}/wait?timeout=300")
+    assert done["state"] == "done" and done["done"] == 3, done
+    assert len({record["path"] for record in done["records"]}) == 3
+    studio.discovery, studio.token = restarted.discovery, restarted.token
+
+
+@pytest.mark.slow
+def test_a_run_through_the_server_keeps_the_contract_shape(studio):
+    result = _cli(studio, "assistant.gen_cli", "sakura", "standing", "--seed", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    (output,) = json.loads(result.stdout)["outputs"]
+    assert set(output) >= {"path", "character", "pose", "seed", "scores", "accepted", "attempts"}
+    assert output["seed"] == 5 and Path(output["path"]).is_file()
+
+
+def test_a_taken_port_falls_back_to_a_free_one_and_says_so():
+    import socket
+
+    from tools.server.serve import bind
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    said: list[str] = []
+    try:
+        sock = bind("127.0.0.1", port, said.append)
+        assert sock.getsockname()[1] != port
+        assert said == [f"port {port} is taken; using port {sock.getsockname()[1]} instead"]
+        sock.close()
+    finally:
+        taken.close()
+
+
+def test_config_edits_apply_without_a_restart(anime_home):
+    studio = Studio(anime_home, TOKEN, "127.0.0.1")
+    assert studio.settings().output.steps == 4
+    config = anime_home / ".anime-config.yaml"
+    config.write_text(config.read_text().replace("steps: 4", "steps: 9"))
+    assert studio.settings().output.steps == 9
+    flags = {"flags": {"output": {"steps": 3}}, "env": {"ANIME_OUTPUT_STEPS": "5"}}
+    assert studio.settings(flags).output.steps == 3
+    assert studio.settings({"env": {"ANIME_OUTPUT_STEPS": "5"}}).output.steps == 5
+
+
+def test_idle_server_exits_after_keep_alive(tmp_path, tiny_models):
+    home = _home(tmp_path / "home", tiny_models)
+    env = {**_env(home), "ANIME_WORKER_KEEP_ALIVE": "1s"}
+    process = subprocess.Popen([sys.executable, "-m", "assistant.studio", "--background"], env=env)
+    try:
+        assert process.wait(60) == 0
+        assert not (home / ".anime-chat" / files.DISCOVERY_NAME).exists()
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -1,0 +1,136 @@
+"""The FastAPI app factory: security middleware, the core routes, and the place routers plug in.
+
+`create_app(studio, routers)` takes every extra `APIRouter` (the chat planner's, the gallery's)
+and mounts it behind the same token dependency, so a new router needs no auth code of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from tools.server.security import allowed_host, allowed_origin, require_token
+from tools.settings import Settings, load_settings
+
+OVERRIDES_HEADER = "X-Anime-Overrides"
+
+
+class Studio:
+    """What the server keeps warm for every request: the home, the pose bank, the sessions."""
+
+    def __init__(self, home: Path, token: str, host: str, background: bool = False) -> None:
+        self.home = home
+        self.token = token
+        self.host = host
+        self.port = 0
+        self.background = background
+        self.last_activity = time.monotonic()
+        self.open_streams = 0
+        # Requests being answered: a slow one (the embedder's first load) is not idle time.
+        self.in_flight = 0
+        self.sessions: dict[str, Any] = {}
+
+    @property
+    def state(self) -> Path:
+        return self.home / ".anime-chat"
+
+    def settings(self, overrides: dict[str, Any] | None = None) -> Settings:
+        """The settings a request asks for: its flags and environment over the config file,
+        read again on every request (so an edited config applies without a restart)."""
+        overrides = overrides or {}
+        return load_settings(
+            overrides=overrides.get("flags") or None, env=overrides.get("env") or {}, home=self.home
+        )
+
+    @cached_property
+    def poses(self) -> Any:
+        from posebank import PoseBank
+
+        settings = self.settings()
+        return PoseBank(settings.paths.state, settings.paths.user_poses)
+
+    def runtime(self, settings: Settings) -> Any:
+        """A `Runtime` for these settings that shares the warm pose bank (and its embedder)."""
+        from tools.runtime import Runtime
+
+        runtime = Runtime(settings)
+        runtime.poses = self.poses
+        return runtime
+
+    def roots(self) -> list[Path]:
+        paths = self.settings().paths
+        return [paths.output, paths.characters, paths.state]
+
+    def busy(self, own_requests: int = 0) -> bool:
+        """Requests (beyond the caller's own), event streams or queued jobs keep it busy."""
+        from tools.jobs import JobJournal
+
+        if self.in_flight > own_requests or self.open_streams:
+            return True
+        return JobJournal.for_state(self.state).pending_count() > 0
+
+
+def request_overrides(request: Request) -> dict[str, Any]:
+    """`X-Anime-Overrides: {"flags": {section: {key: value}}, "env": {NAME: value}}`."""
+    raw = request.headers.get(OVERRIDES_HEADER)
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def studio_of(request: Request) -> Studio:
+    return request.app.state.studio
+
+
+def request_settings(request: Request) -> Settings:
+    """FastAPI dependency: the settings this request resolves to."""
+    return studio_of(request).settings(request_overrides(request))
+
+
+def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
+    from posebank.errors import PoseBankError
+    from tools.errors import UserError
+    from tools.server.routes import core_router
+
+    app = FastAPI(title="anime-chat studio", version="1")
+    app.state.studio = studio
+    app.state.token = studio.token
+
+    @app.middleware("http")
+    async def loopback_only(request: Request, call_next: Any) -> Any:
+        if not allowed_host(request.headers.get("host"), studio.host) or not allowed_origin(
+            request.headers.get("origin"), studio.host
+        ):
+            return JSONResponse({"detail": "Host or Origin is not this machine"}, status_code=403)
+        studio.last_activity = time.monotonic()
+        studio.in_flight += 1
+        try:
+            return await call_next(request)
+        finally:
+            studio.in_flight -= 1
+            studio.last_activity = time.monotonic()
+
+    @app.exception_handler(UserError)
+    @app.exception_handler(PoseBankError)
+    async def user_error(_request: Request, error: Exception) -> JSONResponse:
+        message = getattr(error, "message", str(error))
+        return JSONResponse(
+            {"detail": message, "error": message, "hint": getattr(error, "hint", None)},
+            status_code=422,
+        )
+
+    # Every router, the core one and those plugged in (chat planner, gallery), needs the token.
+    for router in (core_router, *routers):
+        app.include_router(router, dependencies=[Depends(require_token)])
+    return app

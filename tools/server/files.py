@@ -1,0 +1,112 @@
+"""The server's files in `<state>/`: token (0600), discovery JSON, pid, and the one-per-home lock.
+
+The lock is an flock the kernel drops when the holder dies, so a pid or discovery file left by a
+crash is recognised as stale (the lock is free) and removed, never trusted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+TOKEN_NAME = "server.token"
+DISCOVERY_NAME = "server.json"
+PID_NAME = "server.pid"
+LOCK_NAME = "server.lock"
+
+
+@dataclass(frozen=True)
+class Discovery:
+    pid: int
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` readable by the owner only, atomically (temp file, then rename)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def write_token(state: Path) -> str:
+    state.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    _write_private(state / TOKEN_NAME, token)
+    return token
+
+
+def read_token(state: Path) -> str | None:
+    try:
+        return (state / TOKEN_NAME).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def write_discovery(state: Path, host: str, port: int) -> None:
+    pid = os.getpid()
+    _write_private(state / PID_NAME, f"{pid}\n")
+    _write_private(
+        state / DISCOVERY_NAME, json.dumps({"pid": pid, "host": host, "port": port}) + "\n"
+    )
+
+
+def read_discovery(state: Path) -> Discovery | None:
+    try:
+        data = json.loads((state / DISCOVERY_NAME).read_text(encoding="utf-8"))
+        return Discovery(int(data["pid"]), str(data["host"]), int(data["port"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remove_discovery(state: Path) -> None:
+    for name in (DISCOVERY_NAME, PID_NAME):
+        (state / name).unlink(missing_ok=True)
+
+
+def try_lock(state: Path) -> IO[str] | None:
+    """Take the one-server-per-home lock; the open handle holds it, None if another holds it."""
+    state.mkdir(parents=True, exist_ok=True)
+    handle = open(state / LOCK_NAME, "a+")  # noqa: SIM115  (held for the server's lifetime)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def server_running(state: Path) -> bool:
+    lock = state / LOCK_NAME
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def live_discovery(state: Path) -> Discovery | None:
+    """Where the running server listens; stale files (lock free: it crashed) are removed."""
+    discovery = read_discovery(state)
+    if discovery is None:
+        return None
+    if not server_running(state):
+        remove_discovery(state)
+        return None
+    return discovery

@@ -1,0 +1,86 @@
+"""Who may talk to the server and what it may serve.
+
+- Every request carries the token: `Authorization: Bearer <token>` (the CLIs), or the gallery's
+  cookie. A cookie rides along with any request the browser makes, so a cookie-authenticated
+  request that changes something (POST, ...) must also carry the CSRF header that only our own
+  page can set; a bearer request needs none. Missing or wrong: 401.
+- `Host` and `Origin` must be loopback (or the host the server was explicitly bound to): a DNS
+  rebinding page or another site gets 403.
+- `guard_path` resolves a path and refuses (404) anything outside the output, character and
+  state folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import HTTPException, Request, Response
+
+COOKIE_NAME = "anime_token"
+CSRF_HEADER = "X-Anime-CSRF"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def csrf_token(token: str) -> str:
+    """The value the gallery page sends in `X-Anime-CSRF`; derived, so nothing else is stored."""
+    return hmac.new(token.encode(), b"anime-gallery-csrf", hashlib.sha256).hexdigest()
+
+
+def set_auth_cookie(response: Response, token: str) -> None:
+    """Log the browser in (the gallery's entry route calls this with the token from its URL)."""
+    response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="strict", path="/")
+
+
+def require_token(request: Request) -> None:
+    """FastAPI dependency: bearer token, or cookie (+ CSRF header unless the method is safe)."""
+    token: str = request.app.state.token
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and presented:
+        if secrets.compare_digest(presented.strip(), token):
+            return
+        raise HTTPException(401, "wrong token (see <state>/server.token)")
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie and secrets.compare_digest(cookie, token):
+        if request.method in SAFE_METHODS:
+            return
+        header = request.headers.get(CSRF_HEADER, "")
+        if header and secrets.compare_digest(header, csrf_token(token)):
+            return
+        raise HTTPException(401, f"a cookie-authenticated {request.method} needs {CSRF_HEADER}")
+    raise HTTPException(401, "missing token: send Authorization: Bearer <state>/server.token")
+
+
+def _hostname(value: str) -> str:
+    return (urlsplit(f"//{value}").hostname or "").lower()
+
+
+def allowed_host(value: str | None, bound_host: str) -> bool:
+    if not value:
+        return False
+    name = _hostname(value)
+    return name in LOOPBACK_NAMES or name == bound_host.lower()
+
+
+def allowed_origin(origin: str | None, bound_host: str) -> bool:
+    """No Origin (CLI, same-origin GET) is fine; a present one must be ours."""
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and allowed_host(parts.netloc, bound_host)
+
+
+def guard_path(path: str | Path, roots: list[Path]) -> Path:
+    """The resolved path if it lies inside one of `roots` (symlinks followed); else 404."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise HTTPException(404, "not found") from None
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    raise HTTPException(404, "not found")

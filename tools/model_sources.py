@@ -119,11 +119,15 @@ def _needs_weights(folder: str, weight_patterns: list[str]) -> bool:
 
 
 def _complete(present: list[str], chosen: list[str], weight_patterns: list[str]) -> bool:
-    """Every file named outright is there, and every model folder has its weights."""
+    """Every file named outright is there, some weights are, and every model folder has its
+    weights (a snapshot holding only `model_index.json`, fetched alone to detect the family,
+    is not a download)."""
     if any(p not in present for p in weight_patterns if not any(c in p for c in "*?[")):
         return False
     configs = _configs(chosen)
     weighted = {name.rpartition("/")[0] for name in chosen if name not in configs}
+    if not weighted:
+        return False
     model_folders = {f.rpartition("/")[0] for f in present if f.rpartition("/")[2] == "config.json"}
     return all(
         folder in weighted for folder in model_folders if _needs_weights(folder, weight_patterns)

@@ -76,8 +76,8 @@ def worker_lock(state: Path) -> Iterator[None]:
         handle.close()
 
 
-def worker_running(state: Path) -> bool:
-    lock = state / LOCK_NAME
+def lock_held(lock: Path) -> bool:
+    """Whether a live process holds the flock on `lock` (the kernel drops it when one dies)."""
     if not lock.exists():
         return False
     with open(lock, "a+") as handle:
@@ -87,6 +87,10 @@ def worker_running(state: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
+
+
+def worker_running(state: Path) -> bool:
+    return lock_held(state / LOCK_NAME)
 
 
 def stop_worker(state: Path, timeout: float = 10.0) -> bool:

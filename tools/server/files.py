@@ -89,16 +89,9 @@ def try_lock(state: Path) -> IO[str] | None:
 
 
 def server_running(state: Path) -> bool:
-    lock = state / LOCK_NAME
-    if not lock.exists():
-        return False
-    with open(lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+    from tools.supervisor import lock_held
+
+    return lock_held(state / LOCK_NAME)
 
 
 def live_discovery(state: Path) -> Discovery | None:

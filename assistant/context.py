@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from assistant.planners.base import PlannerContext, PoseRef, PreviousTurn
 
 if TYPE_CHECKING:
-    from tools.runtime import Runtime
+    from tools.generation.runtime import Runtime
 
 
 def pose_lookup(runtime: Runtime):

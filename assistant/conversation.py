@@ -14,7 +14,7 @@ from assistant.session import Session
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from tools.runtime import Runtime
+    from tools.generation.runtime import Runtime
     from tools.settings import Settings
 
 
@@ -34,7 +34,7 @@ class Conversation:
 
     @cached_property
     def runtime(self) -> Runtime:
-        from tools.runtime import Runtime
+        from tools.generation.runtime import Runtime
 
         return Runtime(self.settings)
 
@@ -75,7 +75,7 @@ class Conversation:
         """Only a planner that holds an Ollama model can free it (the rule planner has none)."""
         if not hasattr(self.planner, "unload"):
             return False
-        from tools.gpu_memory import should_unload_llm, smallest_gpu_memory_gb
+        from tools.engine.gpu_memory import should_unload_llm, smallest_gpu_memory_gb
 
         setting = self.settings.llm.unload_before_generate
         return should_unload_llm(setting, smallest_gpu_memory_gb() if setting == "auto" else None)

@@ -10,8 +10,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Literal
 
+from tools.engine.model_sources import cached_snapshot, resolve_source, weight_patterns
 from tools.errors import UserError
-from tools.model_sources import cached_snapshot, resolve_source, weight_patterns
 from tools.settings import Settings
 
 Status = Literal["ok", "warn", "fail"]
@@ -65,7 +65,7 @@ def ollama_url(host: str) -> str:
 
 
 def check_model(settings: Settings, key: str) -> Check:
-    from tools.families import configured_models
+    from tools.engine.families import configured_models
 
     value = getattr(configured_models(settings), key)
     try:
@@ -85,7 +85,7 @@ def check_model(settings: Settings, key: str) -> Check:
 
 
 def check_aesthetic(settings: Settings) -> Check:
-    from tools.aesthetic import aesthetic_status
+    from tools.quality.aesthetic import aesthetic_status
 
     status, detail = aesthetic_status(settings)
     if status == "download":

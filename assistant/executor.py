@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.planners.base import Plan, PlannedCall
 from tools.errors import UserError
-from tools.toolbox import TOOLS, ToolResult
+from tools.generation.toolbox import TOOLS, ToolResult
 
 if TYPE_CHECKING:
-    from tools.runtime import Runtime
+    from tools.generation.runtime import Runtime
 
 
 @dataclass

@@ -50,7 +50,7 @@ app.command("worker")(worker_command)
 
 
 def _runtime(**overrides: dict[str, Any]) -> Any:
-    from tools.runtime import Runtime
+    from tools.generation.runtime import Runtime
 
     return Runtime(settings_from_flags(**overrides))
 
@@ -106,7 +106,7 @@ def generate(
         raise UserError("the pose is given twice", "use either POSE or --pose")
     pose = pose or pose_text
     if collection is not None:
-        from tools.characters import normalize_name
+        from tools.characters.library import normalize_name
 
         collection = normalize_name(collection)
     if from_png is not None:
@@ -152,7 +152,7 @@ def generate(
         return
     records = render_with_progress(runtime, specs, quiet=as_json)
     if variations is not None:
-        from tools.library_runs import link_variations
+        from tools.generation.library_runs import link_variations
 
         link_variations(runtime, records)
     if as_json:
@@ -169,9 +169,9 @@ def _from_png(
     path: Path, character: str | None, seed: int | None, as_json: bool, dry_run: bool
 ) -> None:
     from assistant.progress import render_with_progress
-    from tools.generate import GenerationRequest
-    from tools.png_info import read_png_info, replay_plan
+    from tools.generation.generate import GenerationRequest
     from tools.server.generation import planned_outputs
+    from tools.store.png_info import read_png_info, replay_plan
 
     plan, unmapped = replay_plan(read_png_info(path), character)
     if unmapped:
@@ -246,7 +246,7 @@ def _print_planned(outputs: list[dict[str, Any]], as_json: bool) -> None:
 def _character_sheet(
     runtime: Any, description: str, name: str | None, seed: int | None, as_json: bool, dry_run: bool
 ) -> None:
-    from tools.character_sheet import create_character_sheet, derive_name
+    from tools.generation.character_sheet import create_character_sheet, derive_name
 
     if dry_run:
         planned = name or derive_name(description, set(runtime.characters.names()))
@@ -282,8 +282,8 @@ def characters_add(
     trigger: Annotated[str, typer.Option("--trigger", help=_TRIGGER_HELP)] = "",
 ) -> None:
     """Add a character from one reference image."""
-    from tools.characters import load_reference_image, normalize_name
-    from tools.faces import detect_faces
+    from tools.characters.library import load_reference_image, normalize_name
+    from tools.quality.faces import detect_faces
 
     runtime = _runtime()
     normalize_name(name)
@@ -324,8 +324,8 @@ def characters_edit(
 
 def _character_loras(runtime: Any, options: list[str]) -> list[Any]:
     """`--lora` values, each checked now (a missing file is one line naming the folder)."""
-    from tools.characters import parse_lora_option
-    from tools.extra_networks import check_lora
+    from tools.characters.library import parse_lora_option
+    from tools.engine.extra_networks import check_lora
 
     loras = [parse_lora_option(option) for option in options]
     for item in loras:
@@ -367,7 +367,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the contract JSON.")] = False,
 ) -> None:
     """Print the generation parameters recorded in a PNG."""
-    from tools.png_info import format_info, read_png_info
+    from tools.store.png_info import format_info, read_png_info
 
     parameters = read_png_info(file)
     if as_json:
@@ -380,7 +380,7 @@ def info(
 @index_app.command("rebuild")
 def index_rebuild() -> None:
     """Rebuild the generation index from the image files under anime-output/."""
-    from tools.index_rebuild import rebuild_index
+    from tools.store.index_rebuild import rebuild_index
 
     settings = settings_from_flags()
     report = rebuild_index(settings)

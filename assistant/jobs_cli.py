@@ -9,7 +9,7 @@ import typer
 from assistant.cli_common import GuardedGroup, print_json, settings_from_flags
 
 if TYPE_CHECKING:
-    from tools.jobs import Job, JobJournal
+    from tools.jobs.journal import Job, JobJournal
 
 jobs_app = typer.Typer(
     cls=GuardedGroup,
@@ -19,7 +19,7 @@ jobs_app = typer.Typer(
 
 
 def _journal() -> JobJournal:
-    from tools.jobs import JobJournal
+    from tools.jobs.journal import JobJournal
 
     return JobJournal.for_state(settings_from_flags().paths.state)
 
@@ -44,7 +44,7 @@ def jobs_list(
     """Show the queue (next first), then the finished jobs (newest first)."""
     if ctx.invoked_subcommand is not None:
         return
-    from tools.supervisor import worker_running
+    from tools.jobs.supervisor import worker_running
 
     settings = settings_from_flags()
     jobs = _journal().list(limit)
@@ -52,7 +52,7 @@ def jobs_list(
         newest_first = sorted(jobs, key=lambda job: job.created, reverse=True)
         print_json([job.summary() for job in newest_first])
         return
-    from tools.jobs import worker_throughput
+    from tools.jobs.journal import worker_throughput
 
     typer.echo("worker: " + ("running" if worker_running(settings.paths.state) else "not running"))
     if not jobs:
@@ -80,7 +80,7 @@ def jobs_cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 def jobs_retry(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Queue a failed or cancelled job again; it resumes at its first image not yet done."""
     from tools.errors import UserError
-    from tools.supervisor import ensure_worker
+    from tools.jobs.supervisor import ensure_worker
 
     journal = _journal()
     job = _job(journal, job_id)
@@ -97,8 +97,8 @@ def jobs_wait(
 ) -> None:
     """Wait for a job (or every unfinished job), with progress; exit 1 if one did not finish."""
     from assistant.progress import wait_with_progress
-    from tools.runtime import Runtime
-    from tools.supervisor import ensure_worker
+    from tools.generation.runtime import Runtime
+    from tools.jobs.supervisor import ensure_worker
 
     runtime = Runtime(settings_from_flags())
     journal = _journal()
@@ -135,12 +135,12 @@ def worker_command(
     """Run the warm worker in the foreground (the CLIs start one in the background anyway)."""
     import logging
 
-    from tools.supervisor import Supervisor
+    from tools.jobs.supervisor import Supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = settings_from_flags()
     if ray is not None:
-        from tools.ray_workers import run_ray_worker
+        from tools.jobs.ray_workers import run_ray_worker
 
         typer.echo(f"ray worker for {settings.paths.state} on {ray} (Ctrl-C stops it)", err=True)
         raise typer.Exit(run_ray_worker(settings, ray, slots))

@@ -12,16 +12,16 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tools.generate import ImageSpec, OutputRecord
-    from tools.jobs import Job
-    from tools.runtime import Runtime
+    from tools.generation.generate import ImageSpec, OutputRecord
+    from tools.generation.runtime import Runtime
+    from tools.jobs.journal import Job
 
 CANCEL_WINDOW_SECONDS = 3.0
 
 
 def submit_detached(runtime: Runtime, specs: list[ImageSpec], label: str | None = None) -> str:
     """Enqueue the specs and make sure a worker will run them; returns the job id."""
-    from tools.supervisor import ensure_worker, submit_job
+    from tools.jobs.supervisor import ensure_worker, submit_job
 
     _, job_id = submit_job(runtime.settings, specs, label)
     ensure_worker(runtime.settings)
@@ -32,7 +32,7 @@ def render_with_progress(
     runtime: Runtime, specs: list[ImageSpec], quiet: bool = False, label: str | None = None
 ) -> list[OutputRecord]:
     """Submit the specs as one job, wait for the worker, and return their records."""
-    from tools.supervisor import job_records, raise_unless_done
+    from tools.jobs.supervisor import job_records, raise_unless_done
 
     job_id = submit_detached(runtime, specs, label)
     job = wait_with_progress(runtime, job_id, quiet)
@@ -54,8 +54,8 @@ def wait_with_progress(runtime: Runtime, job_id: str, quiet: bool = False) -> Jo
 def _wait(runtime: Runtime, job_id: str, console: object, show: bool) -> Job:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from tools.engine import sampling_for
-    from tools.supervisor import wait_for_job
+    from tools.engine.rendering import sampling_for
+    from tools.jobs.supervisor import wait_for_job
 
     # Few-step mode runs output.fast_steps, not output.steps.
     steps = sampling_for(runtime.settings).steps
@@ -89,7 +89,7 @@ def _wait(runtime: Runtime, job_id: str, console: object, show: bool) -> Job:
 
 
 def _offer_cancel(runtime: Runtime, job_id: str, console: object) -> None:
-    from tools.jobs import JobJournal
+    from tools.jobs.journal import JobJournal
 
     say = console.print  # type: ignore[attr-defined]
     say(

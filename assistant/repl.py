@@ -45,7 +45,7 @@ def _characters(conversation: Conversation) -> str:
 
 
 def _jobs(conversation: Conversation) -> str:
-    from tools.jobs import JobJournal
+    from tools.jobs.journal import JobJournal
 
     jobs = JobJournal.for_state(conversation.settings.paths.state).list(10)
     if not jobs:

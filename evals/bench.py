@@ -219,7 +219,7 @@ def cpu_bench(images: int, workdir: Path, threads: int = 1) -> dict[str, Any]:
 
 def _cpu_bench(images: int, workdir: Path, threads: int) -> dict[str, Any]:
     from evals.tiny_models import CONFIG_NAME, build_tiny_models
-    from tools.engine import Engine
+    from tools.engine.rendering import Engine
     from tools.settings import CONFIG_FILENAME, load_settings
 
     models_dir = workdir / "tiny-models"
@@ -257,13 +257,13 @@ def _cpu_bench(images: int, workdir: Path, threads: int) -> dict[str, Any]:
     with timed_both("raw", "load"):
         pipe = load_raw_pipeline(models.model_dump(), "sd15", "cpu")
         reference = Image.open(reference_path).convert("RGB")
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
 
     # The character exists before the request, as the reference file does for the raw side.
     CharacterLibrary(settings.paths).add("bench", reference_path, prompt_tags="1girl, red hair")
     with timed_both("project", "load"):
-        from tools.generate import GenerationRequest
-        from tools.runtime import Runtime
+        from tools.generation.generate import GenerationRequest
+        from tools.generation.runtime import Runtime
 
         runtime = Runtime(settings)
         # One spec more than timed: the first image of each side warms the kernels up.
@@ -485,7 +485,7 @@ def _warm_engine(
     guidance: float,
     clip_skip: int,
 ) -> Any:
-    from tools.engine import Engine
+    from tools.engine.rendering import Engine
     from tools.settings import load_settings
 
     home = Path(tempfile.mkdtemp(prefix="home-", dir=workdir))
@@ -516,7 +516,7 @@ def _engine_draw(
     width: int,
     height: int,
 ) -> Any:
-    from tools.engine import RenderJob
+    from tools.engine.rendering import RenderJob
 
     jobs = [RenderJob(PROMPT, NEGATIVE, pose, reference, seed + i) for i in range(batch)]
     return engine.render(
@@ -539,10 +539,10 @@ def fast_quality_bench(
     """
     from evals.tiny_lora import build_tiny_lora
     from evals.tiny_models import build_tiny_models
-    from tools.characters import CharacterLibrary
-    from tools.engine import sampling_for
-    from tools.generate import GenerationRequest
-    from tools.runtime import Runtime
+    from tools.characters.library import CharacterLibrary
+    from tools.engine.rendering import sampling_for
+    from tools.generation.generate import GenerationRequest
+    from tools.generation.runtime import Runtime
     from tools.settings import CONFIG_FILENAME, load_settings
 
     home = workdir / "quality-home"

@@ -390,8 +390,8 @@ def measure(
     scene_chance: float = 0.3,
 ) -> dict:
     """Score same / other / twin / drift images through the real gate; rates per check."""
-    from tools.characters import CharacterLibrary
-    from tools.quality import QualityGate
+    from tools.characters.library import CharacterLibrary
+    from tools.quality.gate import QualityGate
     from tools.settings import QualitySettings, load_settings
 
     if palette_threshold is None:
@@ -477,9 +477,9 @@ def measure(
 
 
 def _encoder_from_config():
-    from tools.consistency import ClipEncoder
-    from tools.families import family_for, models_for_family
-    from tools.model_sources import image_encoder_subfolder, local_path, resolve_source
+    from tools.engine.families import family_for, models_for_family
+    from tools.engine.model_sources import image_encoder_subfolder, local_path, resolve_source
+    from tools.quality.consistency import ClipEncoder
     from tools.settings import load_settings
 
     settings = load_settings()
@@ -517,7 +517,7 @@ def _print_check(title: str, figures: dict, images: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tools.consistency import ClipEncoder
+    from tools.quality.consistency import ClipEncoder
 
     parser = argparse.ArgumentParser(
         prog="python -m evals.gate_separation", description=__doc__.split("\n\n")[0]

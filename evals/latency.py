@@ -50,7 +50,7 @@ def _timed(command: list[str], env: dict[str, str]) -> float:
 def _prepare_home(home: Path) -> None:
     from PIL import Image
 
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
     from tools.settings import load_settings
 
     picture = Image.new("RGB", (96, 128), (240, 200, 210))
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             " target"
         )
     finally:
+        from tools.jobs.supervisor import stop_worker
         from tools.server.serve import stop_server
-        from tools.supervisor import stop_worker
 
         stop_server(home / ".anime-chat")
         stop_worker(home / ".anime-chat")

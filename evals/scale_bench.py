@@ -27,10 +27,10 @@ from evals.soak import prepare_home
 def run_once(models: Path, root: Path, workers: int, images: int, ray: bool) -> dict[str, float]:
     from PIL import Image
 
-    from tools.generate import GenerationRequest
-    from tools.runtime import Runtime
+    from tools.generation.generate import GenerationRequest
+    from tools.generation.runtime import Runtime
+    from tools.jobs.supervisor import ensure_worker, stop_worker, submit_job, wait_for_job
     from tools.settings import load_settings
-    from tools.supervisor import ensure_worker, stop_worker, submit_job, wait_for_job
 
     home = prepare_home(models, root)
     os.environ.update(

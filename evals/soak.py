@@ -76,10 +76,10 @@ def configure(home: Path, fault_rate: float, seed: int, hang_timeout: str = "8s"
 def submit_all(jobs: int) -> tuple[object, list[str]]:
     from PIL import Image
 
-    from tools.generate import GenerationRequest
-    from tools.runtime import Runtime
+    from tools.generation.generate import GenerationRequest
+    from tools.generation.runtime import Runtime
+    from tools.jobs.supervisor import submit_job
     from tools.settings import load_settings
-    from tools.supervisor import submit_job
 
     settings = load_settings()
     runtime = Runtime(settings)
@@ -96,7 +96,7 @@ def submit_all(jobs: int) -> tuple[object, list[str]]:
 
 def start_ray_head(settings: object, slots: int) -> subprocess.Popen[bytes]:
     """`anime-gen worker --ray local --slots N`, logging where the soak reads faults."""
-    from tools.supervisor import log_path
+    from tools.jobs.supervisor import log_path
 
     log = log_path(settings.paths.state)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +108,8 @@ def start_ray_head(settings: object, slots: int) -> subprocess.Popen[bytes]:
 
 
 def wait_all(settings: object, ids: list[str], budget: float, ray: bool = False) -> bool:
-    from tools.jobs import JobJournal
-    from tools.supervisor import ensure_worker, worker_running
+    from tools.jobs.journal import JobJournal
+    from tools.jobs.supervisor import ensure_worker, worker_running
 
     journal = JobJournal.for_state(settings.paths.state)
     deadline = time.monotonic() + budget
@@ -131,8 +131,8 @@ def wait_all(settings: object, ids: list[str], budget: float, ray: bool = False)
 
 
 def check(settings: object, ids: list[str], ray: bool = False) -> tuple[dict[str, int], list[str]]:
-    from tools.jobs import JobJournal
-    from tools.supervisor import log_path
+    from tools.jobs.journal import JobJournal
+    from tools.jobs.supervisor import log_path
 
     journal = JobJournal.for_state(settings.paths.state)
     jobs = [journal.get(job_id) for job_id in ids]
@@ -169,7 +169,7 @@ def check(settings: object, ids: list[str], ray: bool = False) -> tuple[dict[str
 
 def reasons(settings: object, ids: list[str]) -> Counter[str]:
     """The failed jobs' reasons, with image and job details cut so that alike ones group."""
-    from tools.jobs import JobJournal
+    from tools.jobs.journal import JobJournal
 
     journal = JobJournal.for_state(settings.paths.state)
     errors = [job.error or "" for job in map(journal.get, ids) if job.state == "failed"]
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=2, help="CPU actors with --ray")
     args = parser.parse_args(argv)
 
-    from tools.supervisor import stop_worker
+    from tools.jobs.supervisor import stop_worker
 
     with tempfile.TemporaryDirectory(prefix="anime-soak-") as scratch:
         root = Path(scratch)

@@ -78,8 +78,8 @@ def _short_lived_workers(monkeypatch: pytest.MonkeyPatch):
     yield
     home = os.environ.get("ANIME_HOME")
     if home:
+        from tools.jobs.supervisor import stop_worker
         from tools.server.serve import stop_server
-        from tools.supervisor import stop_worker
 
         stop_server(Path(home) / ".anime-chat")
         stop_worker(Path(home) / ".anime-chat")
@@ -112,7 +112,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Itera
     `sakura`."""
     from PIL import Image
 
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
     from tools.server.client import running_client
     from tools.settings import load_settings
 
@@ -132,7 +132,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Itera
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.1)
     yield client
-    from tools.supervisor import stop_worker
+    from tools.jobs.supervisor import stop_worker
 
     stop_server(home / ".anime-chat")
     stop_worker(home / ".anime-chat")

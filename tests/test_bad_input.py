@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from assistant.gen_cli import app
 from tests.test_gen_cli import snapshot
-from tools.gen_index import GenerationIndex
-from tools.output_store import OutputStore
 from tools.settings import load_settings
+from tools.store.gen_index import GenerationIndex
+from tools.store.output_store import OutputStore
 
 runner = CliRunner()
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.generate import GenerationRequest
-from tools.runtime import Runtime
+from tools.generation.generate import GenerationRequest
+from tools.generation.runtime import Runtime
 from tools.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -98,9 +98,9 @@ def test_rejected_images_of_a_batch_are_rerolled_one_at_a_time(anime_home, refer
 def test_worker_halves_the_batch_on_out_of_memory_and_draws_each_image_once(
     anime_home, reference_image
 ):
-    from tools.jobs import DONE
-    from tools.supervisor import submit_job
-    from tools.worker import Worker
+    from tools.jobs.journal import DONE
+    from tools.jobs.supervisor import submit_job
+    from tools.jobs.worker import Worker
 
     settings = load_settings(overrides={"output": {"batch_size": 4}}, home=anime_home, env={})
     runtime = runtime_for(anime_home, reference_image, batch_size=4)
@@ -142,7 +142,7 @@ def coloured_references(folder: Path, reference: Path) -> dict[str, Path]:
 
 def all_characters_pixels(home: Path, references: dict[str, Path], **output) -> dict[str, Any]:
     """`--all-characters --pose standing --seed 5`, one image each, as the CLI plans it."""
-    from tools.library_runs import plan_all_characters
+    from tools.generation.library_runs import plan_all_characters
 
     runtime = Runtime(load_settings(overrides={"output": output}, home=home, env={}))
     for name, path in references.items():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.engine import Engine, RenderJob
+from tools.engine.rendering import Engine, RenderJob
 from tools.settings import load_settings
 
 pytestmark = pytest.mark.slow

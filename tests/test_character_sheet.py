@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tools.character_sheet import VIEWS, create_character_sheet, derive_name, description_tags
 from tools.errors import UserError
-from tools.runtime import Runtime
+from tools.generation.character_sheet import (
+    VIEWS,
+    create_character_sheet,
+    derive_name,
+    description_tags,
+)
+from tools.generation.runtime import Runtime
 from tools.settings import load_settings
 
 
@@ -69,7 +74,7 @@ def test_turnaround_views_use_neutral_standing_poses(tmp_path) -> None:
     from types import SimpleNamespace
 
     from posebank import PoseBank
-    from tools.character_sheet import _pose_for
+    from tools.generation.character_sheet import _pose_for
 
     runtime = SimpleNamespace(poses=PoseBank(tmp_path / "state", tmp_path / "poses"))
     views = {tag: _pose_for(runtime, tag) for tag in ("front view", "side view", "back view")}

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tools.characters import CharacterLibrary, normalize_name
+from tools.characters.library import CharacterLibrary, normalize_name
 from tools.errors import UnknownCharacterError, UserError
 from tools.settings import Paths
 

@@ -37,7 +37,7 @@ def test_help_imports_nothing_heavy():
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home with yuki and sakura; poses resolve to their own words (the bank is a boundary)."""
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
     from tools.settings import load_settings
 
     monkeypatch.setenv("ANIME_HOME", str(tmp_path))
@@ -135,7 +135,7 @@ def test_unknown_character_plans_nothing_and_says_so(home):
 
 @pytest.mark.slow
 def test_contract_example_with_the_real_pose_bank(tmp_path):
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
     from tools.settings import load_settings
 
     env = {**os.environ, "ANIME_HOME": str(tmp_path), "OLLAMA_HOST": closed_port_host()}

@@ -16,7 +16,7 @@ from tests.test_ollama_planner import closed_port_host
 def test_draw_sakura_standing_in_the_rain_makes_two_images(
     anime_home, reference_image, monkeypatch
 ):
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
     from tools.settings import load_settings
 
     monkeypatch.setenv("OLLAMA_HOST", closed_port_host())

@@ -7,7 +7,7 @@ from PIL import Image
 
 from assistant.reply import contact_sheet, image_protocol, inline_thumbnails
 from prompts import load_prompt
-from tools.toolbox import TOOLS, tool_schemas, validate_args
+from tools.generation.toolbox import TOOLS, tool_schemas, validate_args
 
 
 def test_every_tool_schema_is_generated_from_its_args_model():
@@ -61,9 +61,9 @@ def test_create_character_tool_calls_the_character_sheet_and_never_overwrites(
     anime_home, reference_image
 ):
     from tools.errors import UserError
-    from tools.runtime import Runtime
+    from tools.generation.runtime import Runtime
+    from tools.generation.toolbox import run_create_character
     from tools.settings import load_settings
-    from tools.toolbox import run_create_character
 
     runtime = Runtime(load_settings())
     runtime.characters.add("momo", reference_image)

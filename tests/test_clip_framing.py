@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.clip_images import pad_to_square
-from tools.consistency import ClipEncoder, EngineEncoder, similarity_to_references
-from tools.engine import Engine
+from tools.engine.rendering import Engine
+from tools.quality.clip_images import pad_to_square
+from tools.quality.consistency import ClipEncoder, EngineEncoder, similarity_to_references
 from tools.settings import load_settings
 
 HEAD = (220, 20, 20)

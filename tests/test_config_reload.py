@@ -39,7 +39,7 @@ def test_editing_the_config_between_commands_reaches_the_warm_worker(
 ):
     # Warm through both commands even on a loaded machine (the autouse fixture stops it after).
     monkeypatch.setenv("ANIME_WORKER_KEEP_ALIVE", "10m")
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
     from tools.settings import load_settings
 
     library = CharacterLibrary(load_settings().paths)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from evals.tiny_lora import build_tiny_lora
-from tools.engine import Engine, RenderJob
+from tools.engine.rendering import Engine, RenderJob
 from tools.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -51,8 +51,8 @@ def test_the_fast_lora_is_fused_and_changes_the_image(anime_home, tiny_models, t
 def test_tcd_sampler_and_metadata_say_what_drew_the_image(
     anime_home, tiny_models, tmp_path, reference_image
 ):
-    from tools.generate import GenerationRequest
-    from tools.runtime import Runtime
+    from tools.generation.generate import GenerationRequest
+    from tools.generation.runtime import Runtime
 
     lora = build_tiny_lora(tiny_models / "sd15" / "unet", tmp_path / "hyper.safetensors")
     overrides = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.faults import ENV_VAR, FaultPlan, InjectedFault, InjectedOutOfMemory, parse_faults
-from tools.worker import is_out_of_memory
+from tools.jobs.faults import ENV_VAR, FaultPlan, InjectedFault, InjectedOutOfMemory, parse_faults
+from tools.jobs.worker import is_out_of_memory
 
 
 def test_off_unless_the_environment_asks():

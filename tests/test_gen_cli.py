@@ -12,8 +12,8 @@ from PIL.PngImagePlugin import PngInfo
 from typer.testing import CliRunner
 
 from assistant.gen_cli import app
-from tools.gen_index import GenerationIndex
-from tools.output_store import read_png_metadata
+from tools.store.gen_index import GenerationIndex
+from tools.store.output_store import read_png_metadata
 
 runner = CliRunner()
 

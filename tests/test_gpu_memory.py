@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tools.gpu_memory import should_unload_llm, smallest_gpu_memory_gb
+from tools.engine.gpu_memory import should_unload_llm, smallest_gpu_memory_gb
 from tools.settings import load_settings
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_hub import FakeHub, repo_from_folder
-from tools.supervisor import stop_worker
+from tools.jobs.supervisor import stop_worker
 
 # Each weights folder also holds a variant the loaders never open: the partial download this
 # project makes on purpose (one weights file per folder) must still count as downloaded.
@@ -59,7 +59,9 @@ def python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_partial_download_is_found_offline_by_probe_fetch_and_doctor(tiny_models, tmp_path):
     hub_home = tmp_path / "hf"
-    fetch = "from tools.model_sources import fetch_hub as f; print(f({!r}, {!r}, 'controlnet'))"
+    fetch = (
+        "from tools.engine.model_sources import fetch_hub as f; print(f({!r}, {!r}, 'controlnet'))"
+    )
     code = fetch.format("tiny/controlnet", ["diffusion_pytorch_model*"])
     with FakeHub(hub_repos(tiny_models)) as hub:
         first = python(code, hub_env(hub_home, hub.url, offline=False))
@@ -74,7 +76,7 @@ def test_partial_download_is_found_offline_by_probe_fetch_and_doctor(tiny_models
     assert offline.stdout.strip() == first.stdout.strip()
 
     probe = (
-        "from tools.model_sources import cached_snapshot as c;"
+        "from tools.engine.model_sources import cached_snapshot as c;"
         "print(c('tiny/controlnet', ['diffusion_pytorch_model*']) is not None,"
         " c('tiny/controlnet', ['diffusion_pytorch_model*', 'missing.safetensors']) is None,"
         " c('tiny/sd15', ['unet/*']) is None)"

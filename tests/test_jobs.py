@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobJournal
+from tools.jobs.journal import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobJournal
 
 
 def specs(count: int, request_id: str = "r1") -> list[dict]:
@@ -156,7 +156,7 @@ def test_jobs_cli_lists_and_cancels(tmp_path, monkeypatch):
 
 def test_a_user_error_in_the_worker_reaches_the_cli_with_its_own_hint(journal, tmp_path):
     from tools.errors import UserError
-    from tools.supervisor import raise_unless_done
+    from tools.jobs.supervisor import raise_unless_done
 
     job_id = journal.submit(specs(1))
     claimed = journal.claim(worker_pid=1)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_jobs import specs
-from tools.faults import ENV_VAR, FaultPlan
-from tools.jobs import DONE, FAILED, QUEUED, RUNNING, JobJournal
+from tools.jobs.faults import ENV_VAR, FaultPlan
+from tools.jobs.journal import DONE, FAILED, QUEUED, RUNNING, JobJournal
 from tools.sqlite_db import connect
 
 
@@ -71,7 +71,7 @@ def test_a_once_only_fault_fires_on_one_worker_only(journal):
 
 
 def test_an_old_journal_gets_the_lease_columns_and_keeps_its_jobs(tmp_path):
-    from tools import jobs
+    from tools.jobs import journal as jobs
 
     path = tmp_path / "state" / jobs.JOURNAL_NAME
     old = connect(path, jobs.SCHEMA)
@@ -89,8 +89,8 @@ def test_an_old_journal_gets_the_lease_columns_and_keeps_its_jobs(tmp_path):
 
 
 def test_worker_slots_follow_gpus_and_cpu_workers(tmp_path, monkeypatch):
+    from tools.jobs.supervisor import worker_slots
     from tools.settings import load_settings
-    from tools.supervisor import worker_slots
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert set(worker_slots(load_settings(env={}, home=tmp_path))) == {"gpu0", "gpu1"}

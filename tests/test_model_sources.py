@@ -1,7 +1,7 @@
 import pytest
 
+from tools.engine.model_sources import _pick_weights, resolve_source
 from tools.errors import UserError
-from tools.model_sources import _pick_weights, resolve_source
 
 
 def test_hub_id_dir_and_file(tmp_path):
@@ -55,7 +55,7 @@ def test_first_download_prints_size_then_fetches_only_chosen_files(monkeypatch, 
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from tools.model_sources import fetch_hub
+    from tools.engine.model_sources import fetch_hub
 
     calls = []
 
@@ -92,7 +92,7 @@ def test_offline_hub_model_is_a_user_error_with_a_way_out(monkeypatch):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from tools.model_sources import fetch_hub
+    from tools.engine.model_sources import fetch_hub
 
     def not_cached(*args, **kwargs):
         raise LocalEntryNotFoundError("not cached")
@@ -114,8 +114,8 @@ def test_front_end_prefetch_downloads_hub_models_in_the_foreground(
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    from tools.jobs.supervisor import prefetch_models
     from tools.settings import load_settings
-    from tools.supervisor import prefetch_models
 
     downloads = []
 

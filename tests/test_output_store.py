@@ -4,9 +4,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from tools.gen_index import GenerationIndex
-from tools.output_store import OutputStore, read_png_metadata
 from tools.settings import load_settings
+from tools.store.gen_index import GenerationIndex
+from tools.store.output_store import OutputStore, read_png_metadata
 
 
 def make_store(home: Path) -> OutputStore:

@@ -10,11 +10,10 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from evals.gate_separation import Design, draw_character, generated_like, make_designs
-from tools import palette
-from tools.calibration import calibrated, compute_palette_baseline
-from tools.characters import CharacterLibrary
-from tools.consistency import ClipEncoder
-from tools.quality import QualityGate
+from tools.characters.library import CharacterLibrary
+from tools.quality.calibration import calibrated, compute_palette_baseline
+from tools.quality.consistency import ClipEncoder
+from tools.quality.gate import QualityGate, palette
 from tools.settings import load_settings
 
 PINK, BLUE, GREEN = (236, 120, 170), (90, 140, 230), (110, 200, 150)
@@ -98,7 +97,7 @@ def test_warming_a_character_stores_both_baselines(anime_home: Path, tiny_models
 
 
 def test_calibrated_scores_stay_in_0_1_and_1_0_means_at_least_the_baseline() -> None:
-    from tools.calibration import calibrated
+    from tools.quality.calibration import calibrated
 
     assert calibrated(0.97, 0.93) == 1.0  # closer than the character's own re-drawings
     assert calibrated(0.93, 0.93) == 1.0

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from assistant.gen_cli import app
 from tests.test_output_store import image, make_store, meta
-from tools.png_info import FIELDS, parse_a1111, parse_comfyui, read_png_info
+from tools.store.png_info import FIELDS, parse_a1111, parse_comfyui, read_png_info
 
 DATA = Path(__file__).parent / "data" / "png_params"
 

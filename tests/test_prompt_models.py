@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from evals.tiny_models import EMBEDDING_NAME, LORA_NAME
-from tools.engine import Engine, RenderJob
+from tools.engine.prompt_syntax import LoraRequest
+from tools.engine.rendering import Engine, RenderJob
+from tools.engine.samplers import SAMPLER_TABLE
 from tools.errors import UserError
-from tools.prompt_syntax import LoraRequest
-from tools.samplers import SAMPLER_TABLE
 from tools.settings import CONFIG_FILENAME, load_settings
 
 pytestmark = pytest.mark.slow
@@ -106,7 +106,7 @@ def test_an_embedding_name_changes_the_image_and_missing_names_are_words(home):
 
 
 def test_default_negative_names_installed_embeddings_only(home):
-    from tools.extra_networks import default_negative_prompt
+    from tools.engine.extra_networks import default_negative_prompt
 
     settings = load_settings(home=home, env={})
     assert "EasyNegative" not in default_negative_prompt(settings.paths)
@@ -137,7 +137,7 @@ def test_a_nan_half_precision_decode_is_redone_in_fp32():
     import torch
     from diffusers.image_processor import VaeImageProcessor
 
-    from tools.extra_networks import decode_latents
+    from tools.engine.extra_networks import decode_latents
 
     class HalfVae(torch.nn.Module):
         config = type("Config", (), {"scaling_factor": 1.0, "force_upcast": False})()

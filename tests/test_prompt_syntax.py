@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tools.engine.prompt_encoding import CHUNK_TOKENS, chunk_tokens
+from tools.engine.prompt_syntax import LoraRequest, extract_loras, merge_loras, parse_attention
+from tools.engine.samplers import SAMPLER_TABLE, normalize_sampler
 from tools.errors import ConfigError
-from tools.prompt_encoding import CHUNK_TOKENS, chunk_tokens
-from tools.prompt_syntax import LoraRequest, extract_loras, merge_loras, parse_attention
-from tools.samplers import SAMPLER_TABLE, normalize_sampler
 from tools.settings import load_settings
 
 

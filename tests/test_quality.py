@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from evals.gate_separation import draw_character, generated_like, make_designs
-from tools.aesthetic import AestheticScorer, aesthetic_status
-from tools.characters import CharacterLibrary
-from tools.consistency import ClipEncoder, character_crop
-from tools.quality import QualityGate, face_expected
+from tools.characters.library import CharacterLibrary
+from tools.quality.aesthetic import AestheticScorer, aesthetic_status
+from tools.quality.consistency import ClipEncoder, character_crop
+from tools.quality.gate import QualityGate, face_expected
 from tools.settings import load_settings
 
 
@@ -113,9 +113,9 @@ def test_missing_aesthetic_model_is_skipped_and_reported(anime_home: Path) -> No
 def test_rejects_are_rerolled_up_to_max_attempts_and_kept_with_scores(
     anime_home: Path, reference_image: Path
 ) -> None:
-    from tools.generate import GenerationRequest
-    from tools.output_store import read_png_metadata
-    from tools.runtime import Runtime
+    from tools.generation.generate import GenerationRequest
+    from tools.generation.runtime import Runtime
+    from tools.store.output_store import read_png_metadata
 
     # No probability reaches 1.0, so every attempt fails the aesthetic minimum.
     runtime = Runtime(

@@ -1,7 +1,7 @@
 """The REPL driven through stdin: commands, answers with paths, conversation memory, Ctrl-C.
 
-Rendering (the worker boundary, `tools.toolbox._render`) is replaced by a fake generator that
-writes small PNGs and records requests.
+Rendering (the worker boundary, `tools.generation.toolbox._render`) is replaced by a fake
+generator that writes small PNGs and records requests.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from assistant.chat_cli import app
 from assistant.planners.base import PoseRef
 from tests.test_ollama_planner import closed_port_host
-from tools.generate import OutputRecord
-from tools.generate import PoseRef as RecordPose
+from tools.generation.generate import OutputRecord
+from tools.generation.generate import PoseRef as RecordPose
 
 
 class FakeGenerator:
@@ -46,7 +46,7 @@ class FakeGenerator:
 
 @pytest.fixture
 def generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGenerator:
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
     from tools.settings import load_settings
 
     monkeypatch.setenv("ANIME_HOME", str(tmp_path))
@@ -59,7 +59,8 @@ def generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGenerator:
     )
     fake = FakeGenerator(tmp_path)
     monkeypatch.setattr(
-        "tools.toolbox._render", lambda runtime, request, on_image: fake.run(request, on_image)
+        "tools.generation.toolbox._render",
+        lambda runtime, request, on_image: fake.run(request, on_image),
     )
     return fake
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests import test_worker
 from tests.test_worker import accepted_numbers, submit, wait_until
-from tools.jobs import DONE, JobJournal
+from tools.jobs.journal import DONE, JobJournal
 
 pytestmark = pytest.mark.slow
 studio = test_worker.studio  # a home with one character, quick retries, short hang timeout
@@ -34,8 +34,8 @@ def assert_each_image_once(home: Path, job_id: str, count: int):
 
 
 def test_two_local_workers_share_a_job_and_survive_a_kill_9(studio, monkeypatch):
-    from tools.gen_index import GenerationIndex
-    from tools.supervisor import wait_for_job
+    from tools.jobs.supervisor import wait_for_job
+    from tools.store.gen_index import GenerationIndex
 
     monkeypatch.setenv("ANIME_WORKER_CPU_WORKERS", "2")
     settings, journal, job_id = submit(10)
@@ -123,7 +123,7 @@ def kill_slot_actor_mid_render(state: Path, job_id: str) -> str:
 
 
 def test_ray_actors_share_a_job_through_a_crash_and_a_ray_kill(studio, ray_head):
-    from tools.supervisor import wait_for_job
+    from tools.jobs.supervisor import wait_for_job
 
     head, log = ray_head
     settings, journal, job_id = submit(12)

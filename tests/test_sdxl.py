@@ -11,10 +11,10 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
-from tools.engine import Engine, RenderJob, detect_family
+from tools.engine.families import models_for_family
+from tools.engine.model_sources import ModelSource, image_encoder_subfolder
+from tools.engine.rendering import Engine, RenderJob, detect_family
 from tools.errors import UserError
-from tools.families import models_for_family
-from tools.model_sources import ModelSource, image_encoder_subfolder
 from tools.settings import CONFIG_FILENAME, ModelSettings, load_settings
 
 
@@ -140,7 +140,8 @@ def test_unset_controlnet_and_ipadapter_settings_follow_the_family(
     )
     fetched: list[list[str]] = []
     monkeypatch.setattr(
-        "tools.engine.local_path", lambda _source, patterns, _what: fetched.append(patterns)
+        "tools.engine.rendering.local_path",
+        lambda _source, patterns, _what: fetched.append(patterns),
     )
     engine = Engine(settings)
     engine._ipadapter_dir()
@@ -171,7 +172,7 @@ def family_default_home(tmp_path: Path, tiny_sdxl: Path, **models: str) -> Path:
 def test_sdxl_checkpoint_loads_with_the_family_default_controlnet_and_ipadapter(
     tmp_path: Path, tiny_sdxl: Path, reference_image: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from tools import families
+    from tools.engine import families
 
     # The SDXL default ControlNet id, pointed at the tiny one (resolved the same way).
     tiny_controlnet = str(tiny_sdxl.parent / "controlnet")

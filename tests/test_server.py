@@ -130,7 +130,7 @@ def test_server_files_and_status(studio):
 
 
 def test_contract_shapes_through_the_server(studio):
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
     from tools.settings import load_settings
 
     library = CharacterLibrary(load_settings(home=studio.home, env={}).paths)

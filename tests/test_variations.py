@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tools.errors import UserError
-from tools.library_runs import link_variations, plan_all_characters, plan_variations
-from tools.runtime import Runtime
+from tools.generation.library_runs import link_variations, plan_all_characters, plan_variations
+from tools.generation.runtime import Runtime
 from tools.settings import load_settings
 
 

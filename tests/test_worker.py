@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.jobs import DONE, FAILED, JobJournal
+from tools.jobs.journal import DONE, FAILED, JobJournal
 
 pytestmark = pytest.mark.slow
 GEN = [sys.executable, "-m", "assistant.gen_cli"]
@@ -26,7 +26,7 @@ def studio(anime_home: Path, reference_image: Path, monkeypatch: pytest.MonkeyPa
     """A home with one character; quick retries, a short hang timeout."""
     from PIL import Image
 
-    from tools.characters import CharacterLibrary
+    from tools.characters.library import CharacterLibrary
     from tools.settings import load_settings
 
     monkeypatch.setenv("ANIME_WORKER_HANG_TIMEOUT", f"{HANG_TIMEOUT}s")
@@ -39,8 +39,8 @@ def studio(anime_home: Path, reference_image: Path, monkeypatch: pytest.MonkeyPa
 
 
 def plan(count: int, seed: int = 1):
-    from tools.generate import GenerationRequest
-    from tools.runtime import Runtime
+    from tools.generation.generate import GenerationRequest
+    from tools.generation.runtime import Runtime
     from tools.settings import load_settings
 
     settings = load_settings()
@@ -49,7 +49,7 @@ def plan(count: int, seed: int = 1):
 
 
 def submit(count: int, seed: int = 1) -> tuple[object, JobJournal, str]:
-    from tools.supervisor import ensure_worker, submit_job
+    from tools.jobs.supervisor import ensure_worker, submit_job
 
     settings, specs = plan(count, seed)
     journal, job_id = submit_job(settings, specs)
@@ -73,7 +73,7 @@ def accepted_numbers(home: Path) -> list[int]:
 
 
 def test_kill_9_mid_batch_recovers_with_every_image_exactly_once(studio):
-    from tools.supervisor import wait_for_job
+    from tools.jobs.supervisor import wait_for_job
 
     settings, journal, job_id = submit(10)
     running = wait_until(
@@ -91,7 +91,7 @@ def test_kill_9_mid_batch_recovers_with_every_image_exactly_once(studio):
 
 
 def test_a_hang_is_detected_within_hang_timeout_and_the_job_completes(studio, monkeypatch):
-    from tools.supervisor import wait_for_job
+    from tools.jobs.supervisor import wait_for_job
 
     monkeypatch.setenv("ANIME_WORKER_FAULTS", "hang@1")
     settings, journal, job_id = submit(2)
@@ -108,7 +108,7 @@ def test_a_hang_is_detected_within_hang_timeout_and_the_job_completes(studio, mo
 
 
 def test_a_job_that_always_crashes_fails_and_the_next_one_completes(studio, monkeypatch):
-    from tools.supervisor import wait_for_job
+    from tools.jobs.supervisor import wait_for_job
 
     monkeypatch.setenv("ANIME_WORKER_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("ANIME_WORKER_FAULTS", "crash@2:always")

@@ -25,8 +25,8 @@ from pydantic import (
     ValidationError,
 )
 
+from tools.engine.samplers import normalize_sampler
 from tools.errors import ConfigError
-from tools.samplers import normalize_sampler
 
 CONFIG_FILENAME = ".anime-config.yaml"
 DEFAULT_CHECKPOINT = "gsdf/Counterfeit-V2.5"
@@ -113,7 +113,7 @@ class ModelSettings(_Section):
     checkpoint: str = DEFAULT_CHECKPOINT
     # Architecture configs for a single-file checkpoint: a diffusers folder or hub id.
     checkpoint_config: str | None = None
-    # Unset (null): the checkpoint family's default (tools/families.py); for SD1.5 that is
+    # Unset (null): the checkpoint family's default (tools/engine/families.py); for SD1.5 that is
     # DEFAULT_CONTROLNET and models/ip-adapter_sd15.safetensors of DEFAULT_IPADAPTER.
     controlnet: str | None = None
     ipadapter: str = DEFAULT_IPADAPTER
@@ -146,7 +146,7 @@ class OutputSettings(_Section):
     organize_by_date: bool = True
     steps: int = Field(25, ge=1, le=150)
     guidance_scale: float = Field(7.0, ge=0.0, le=30.0)
-    # Our names or A1111's ("DPM++ 2M Karras"), see tools/samplers.py.
+    # Our names or A1111's ("DPM++ 2M Karras"), see tools/engine/samplers.py.
     sampler: Sampler = "euler_a"
     # null: the default negative tags, plus the usual negative embeddings that are installed.
     negative_prompt: str | None = None

@@ -12,7 +12,7 @@ import re
 from assistant.planners import vocabulary as v
 from assistant.planners.resolve import match_character
 from assistant.planners.tokens import Mention, Tokens, name_forms, number_word, vocabulary_word
-from tools.toolbox import MAX_COUNT
+from tools.generation.toolbox import MAX_COUNT
 
 NAME_MIN_FUZZY = 3
 IMAGE_NOUNS = ("one", "image", "picture", "pic", "result")

@@ -24,7 +24,7 @@ from assistant.planners.base import Plan, PlannerContext
 from assistant.planners.resolve import Resolved, compose_reply, resolve_call
 from prompts import load_prompt
 from tools.errors import UserError
-from tools.toolbox import TOOLS, tool_schemas, validate_args
+from tools.generation.toolbox import TOOLS, tool_schemas, validate_args
 
 MAX_REASKS = 2
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from assistant.planners.base import PlannedCall, PlannerContext
-from tools.toolbox import BatchArgs, GenerateArgs
+from tools.generation.toolbox import BatchArgs, GenerateArgs
 
 FUZZY_CUTOFF = 0.75
 

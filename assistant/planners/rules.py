@@ -28,7 +28,7 @@ from assistant.planners.resolve import (
 )
 from assistant.planners.tokens import Tokens, name_forms
 from posebank.lexicon import posture_of
-from tools.toolbox import validate_args
+from tools.generation.toolbox import validate_args
 
 
 @dataclass

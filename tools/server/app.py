@@ -58,7 +58,7 @@ class Studio:
 
     def runtime(self, settings: Settings) -> Any:
         """A `Runtime` for these settings that shares the warm pose bank (and its embedder)."""
-        from tools.runtime import Runtime
+        from tools.generation.runtime import Runtime
 
         runtime = Runtime(settings)
         runtime.poses = self.poses
@@ -70,7 +70,7 @@ class Studio:
 
     def busy(self, own_requests: int = 0) -> bool:
         """Requests (beyond the caller's own), event streams or queued jobs keep it busy."""
-        from tools.jobs import JobJournal
+        from tools.jobs.journal import JobJournal
 
         if self.in_flight > own_requests or self.open_streams:
             return True

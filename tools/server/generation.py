@@ -28,11 +28,11 @@ def plan_generation(runtime: Any, body: GenerateBody, notice: Callable[[str], No
     """The `ImageSpec`s for the request; `notice` gets "using 'sakura' for 'sakra'" lines."""
     collection = body.collection
     if collection is not None:
-        from tools.characters import normalize_name
+        from tools.characters.library import normalize_name
 
         collection = normalize_name(collection)
     if body.variations is not None:
-        from tools.library_runs import plan_variations
+        from tools.generation.library_runs import plan_variations
 
         who = resolve_character(runtime, body.variations[0], notice)
         return plan_variations(
@@ -44,7 +44,7 @@ def plan_generation(runtime: Any, body: GenerateBody, notice: Callable[[str], No
             seed=body.seed,
         )
     if body.all_characters:
-        from tools.library_runs import plan_all_characters
+        from tools.generation.library_runs import plan_all_characters
 
         return plan_all_characters(
             runtime,
@@ -54,7 +54,7 @@ def plan_generation(runtime: Any, body: GenerateBody, notice: Callable[[str], No
             seed=body.seed,
             collection=collection,
         )
-    from tools.generate import GenerationRequest
+    from tools.generation.generate import GenerationRequest
 
     if not body.character:
         raise UserError("no character named", "anime-gen --character NAME, or anime-gen NAME")

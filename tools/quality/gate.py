@@ -1,9 +1,9 @@
 """The quality gate: scores every generated image and decides whether it is kept.
 
 - consistency: CLIP similarity of the output's character crop to the character's references,
-  calibrated per character (`tools/calibration.py`), against `quality.min_consistency`;
+  calibrated per character (`tools/quality/calibration.py`), against `quality.min_consistency`;
 - palette: colour-palette similarity of the figure to the character's references
-  (`tools/palette.py`, no model weights), calibrated per character like consistency, against
+  (`tools/quality/palette.py`, no model weights), calibrated per character like consistency, against
   `quality.min_palette`; it catches what CLIP misses most, the wrong hair or outfit colour;
 - face: the best `animeface` likelihood (0 when none); a pose whose framing shows the face
   (front views, upper body) must have one when `quality.require_face`; back views are exempt;
@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from tools.aesthetic import AestheticScorer
-    from tools.characters import Character, CharacterLibrary
-    from tools.consistency import ImageEncoder
-    from tools.engine import Engine
+    from tools.characters.library import Character, CharacterLibrary
+    from tools.engine.rendering import Engine
+    from tools.quality.aesthetic import AestheticScorer
+    from tools.quality.consistency import ImageEncoder
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def face_expected(pose_tags: list[str]) -> bool:
 
 
 def face_score(image: Image.Image) -> float:
-    from tools.faces import detect_faces
+    from tools.quality.faces import detect_faces
 
     faces = detect_faces(image)
     return round(faces[0].likelihood, 4) if faces else 0.0
@@ -87,7 +87,7 @@ class QualityGate:
     @property
     def encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            from tools.consistency import make_encoder
+            from tools.quality.consistency import make_encoder
 
             self._encoder = make_encoder(self.settings, self.engine)
         return self._encoder
@@ -95,7 +95,7 @@ class QualityGate:
     @property
     def library(self) -> CharacterLibrary:
         if self._library is None:
-            from tools.characters import CharacterLibrary
+            from tools.characters.library import CharacterLibrary
 
             self._library = CharacterLibrary(self.settings.paths)
         return self._library
@@ -103,7 +103,7 @@ class QualityGate:
     @property
     def aesthetic(self) -> AestheticScorer:
         if self._aesthetic is None:
-            from tools.aesthetic import AestheticScorer
+            from tools.quality.aesthetic import AestheticScorer
 
             self._aesthetic = AestheticScorer(self.settings)
         return self._aesthetic
@@ -112,14 +112,14 @@ class QualityGate:
     def _references(self, character: Character) -> torch.Tensor:
         key = tuple((str(p), *_stamp(p)) for p in character.reference_paths) + (self.encoder.name,)
         if key not in self._reference_cache:
-            from tools.calibration import reference_embeddings
+            from tools.quality.calibration import reference_embeddings
 
             images = [Image.open(path).convert("RGB") for path in character.reference_paths]
             self._reference_cache[key] = reference_embeddings(self.encoder, images)
         return self._reference_cache[key]
 
     def raw_consistency(self, image: Image.Image, character: Character) -> float:
-        from tools.consistency import similarity_to_references
+        from tools.quality.consistency import similarity_to_references
 
         return similarity_to_references(self.encoder, [image], self._references(character))[0]
 
@@ -133,7 +133,7 @@ class QualityGate:
         if character.consistency_baseline is not None:
             return character.consistency_baseline
         if character.name not in self._baselines:
-            from tools.calibration import calibrate_character
+            from tools.quality.calibration import calibrate_character
 
             updated = calibrate_character(self.library, self.encoder, character)
             assert updated.consistency_baseline is not None
@@ -142,14 +142,14 @@ class QualityGate:
         return self._baselines[character.name]
 
     def consistency(self, image: Image.Image, character: Character) -> float:
-        from tools.calibration import calibrated
+        from tools.quality.calibration import calibrated
 
         return calibrated(self.raw_consistency(image, character), self.baseline(character))
 
     def _palette_references(self, character: Character) -> list[np.ndarray]:
         key = tuple((str(p), *_stamp(p)) for p in character.reference_paths)
         if key not in self._palette_cache:
-            from tools.palette import palette_histogram
+            from tools.quality.palette import palette_histogram
 
             self._palette_cache[key] = [
                 palette_histogram(Image.open(path).convert("RGB"))
@@ -158,7 +158,7 @@ class QualityGate:
         return self._palette_cache[key]
 
     def raw_palette(self, image: Image.Image, character: Character) -> float:
-        from tools.palette import similarity_to_references
+        from tools.quality.palette import similarity_to_references
 
         return similarity_to_references([image], self._palette_references(character))[0]
 
@@ -167,7 +167,7 @@ class QualityGate:
         if character.palette_baseline is not None:
             return character.palette_baseline
         if character.name not in self._palette_baselines:
-            from tools.calibration import calibrate_palette
+            from tools.quality.calibration import calibrate_palette
 
             updated = calibrate_palette(self.library, character)
             assert updated.palette_baseline is not None
@@ -176,7 +176,7 @@ class QualityGate:
         return self._palette_baselines[character.name]
 
     def palette(self, image: Image.Image, character: Character) -> float:
-        from tools.calibration import calibrated
+        from tools.quality.calibration import calibrated
 
         return calibrated(self.raw_palette(image, character), self.palette_baseline(character))
 

@@ -1,7 +1,7 @@
 """Prompt text → the embeddings diffusers takes as `prompt_embeds`, the way A1111 and ComfyUI
 compute them.
 
-- Long prompts: the weighted text (`tools.prompt_syntax`) is tokenized and cut into chunks of
+- Long prompts: the weighted text (`tools.engine.prompt_syntax`) is tokenized and cut into chunks of
   75 tokens; each chunk becomes BOS + 75 tokens + EOS/padding = 77 and is encoded on its own; the
   chunks are concatenated along the sequence axis (77·n tokens), with no cap on n. A chunk that
   fills up inside a tag moves back to the last comma when that is at most 20 tokens back
@@ -12,8 +12,8 @@ compute them.
 - Clip skip in the A1111 sense: 1 = the last layer, 2 = the penultimate (then the final layer
   norm, for SD1.5); SDXL uses the penultimate layer of both encoders at least, as it was trained,
   and the pooled embedding of the second encoder's first chunk.
-- Textual-inversion tokens (loaded into the tokenizer by `tools.extra_networks`) are matched by
-  name, case-insensitively, and replaced by their vectors' token ids.
+- Textual-inversion tokens (loaded into the tokenizer by `tools.engine.extra_networks`) are matched
+  by name, case-insensitively, and replaced by their vectors' token ids.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tools.prompt_syntax import BREAK, parse_attention
+from tools.engine.prompt_syntax import BREAK, parse_attention
 
 if TYPE_CHECKING:
     import torch

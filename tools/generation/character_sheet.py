@@ -25,13 +25,13 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from tools.atomic import write_atomic, write_json_atomic
-from tools.characters import REFERENCE_FILENAME, normalize_name
+from tools.characters.library import REFERENCE_FILENAME, normalize_name
 from tools.errors import UserError
 
 if TYPE_CHECKING:
     from posebank import Pose
-    from tools.characters import Character
-    from tools.runtime import Runtime
+    from tools.characters.library import Character
+    from tools.generation.runtime import Runtime
 
 SHEET_FOLDER = "sheet"
 CANDIDATES = 4
@@ -130,8 +130,8 @@ class _Drawer:
     ) -> tuple[Image.Image, str]:
         from posebank.render import render_pose
         from prompts import load_prompt
-        from tools.engine import RenderJob
-        from tools.generate import compose_prompt
+        from tools.engine.rendering import RenderJob
+        from tools.generation.generate import compose_prompt
 
         models = self.runtime.settings.models
         width, height = self.resolution.width, self.resolution.height
@@ -162,7 +162,7 @@ def create_character_sheet(
     on_event: EventCallback | None = None,
 ) -> Character:
     """Make, pick, draw and register a new character; returns it (its sheet is in `sheet/`)."""
-    from tools.quality import face_score
+    from tools.quality.gate import face_score
 
     say = on_event or (lambda _message: None)
     tags = description_tags(description)

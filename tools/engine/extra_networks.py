@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
+from tools.engine.model_sources import fetch_hub
+from tools.engine.prompt_syntax import LoraRequest
 from tools.errors import UserError
-from tools.model_sources import fetch_hub
-from tools.prompt_syntax import LoraRequest
 
 if TYPE_CHECKING:
     import torch

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.engine.model_sources import ModelSource
 from tools.errors import UserError
-from tools.model_sources import ModelSource
 from tools.settings import DEFAULT_CONTROLNET, ModelSettings, Settings
 
 FAMILY_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
@@ -77,7 +77,7 @@ def family_of_model_index(index: dict[str, Any]) -> str:
 
 def family_for(settings: Settings, download: bool = True) -> str:
     """`models.family`, or detected from the checkpoint when it is `auto`."""
-    from tools.model_sources import resolve_source
+    from tools.engine.model_sources import resolve_source
 
     models = settings.models
     if models.family != "auto":

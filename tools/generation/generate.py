@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, Field
 
 from prompts import load_prompt
-from tools.engine import RenderJob, StepCallback
+from tools.engine.extra_networks import default_negative_prompt, embeddings_named, vae_label
+from tools.engine.prompt_syntax import LoraRequest
+from tools.engine.rendering import RenderJob, StepCallback
 from tools.errors import UserError
-from tools.extra_networks import default_negative_prompt, embeddings_named, vae_label
-from tools.prompt_syntax import LoraRequest
-from tools.quality import Scores
+from tools.quality.gate import Scores
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from posebank import Pose
-    from tools.characters import Character
-    from tools.runtime import Runtime
+    from tools.characters.library import Character
+    from tools.generation.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -245,8 +245,8 @@ class Generator:
 
     @property
     def batch_size(self) -> int:
-        """Images per engine call (`tools.engine.batch_size_for`)."""
-        from tools.engine import batch_size_for
+        """Images per engine call (`tools.engine.rendering.batch_size_for`)."""
+        from tools.engine.rendering import batch_size_for
 
         return batch_size_for(self.settings)
 

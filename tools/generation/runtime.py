@@ -5,16 +5,16 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from tools.characters import CharacterLibrary
-from tools.gen_index import GenerationIndex
-from tools.output_store import OutputStore
+from tools.characters.library import CharacterLibrary
 from tools.settings import Settings
+from tools.store.gen_index import GenerationIndex
+from tools.store.output_store import OutputStore
 
 if TYPE_CHECKING:
     from posebank import PoseBank
-    from tools.engine import Engine
-    from tools.generate import Generator
-    from tools.quality import QualityGate
+    from tools.engine.rendering import Engine
+    from tools.generation.generate import Generator
+    from tools.quality.gate import QualityGate
 
 
 class Runtime:
@@ -42,18 +42,18 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        from tools.engine import Engine
+        from tools.engine.rendering import Engine
 
         return Engine(self.settings)
 
     @cached_property
     def gate(self) -> QualityGate:
-        from tools.quality import QualityGate
+        from tools.quality.gate import QualityGate
 
         return QualityGate(self.settings, self.engine)
 
     @cached_property
     def generator(self) -> Generator:
-        from tools.generate import Generator
+        from tools.generation.generate import Generator
 
         return Generator(self)

@@ -1,6 +1,6 @@
 """A render worker: the process that owns one GPU. It leases images of queued jobs and draws them.
 
-It is started (and watched, and restarted) by `tools.supervisor`, one per GPU; each leases the
+It is started (and watched, and restarted) by `tools.jobs.supervisor`, one per GPU; each leases the
 next pending images of the first runnable job (`batch_size` of them), so several workers share
 one job. It beats its lease once per denoising step so the supervisor can tell a hang from slow
 work. Images go through `Generator.produce_batch`,
@@ -21,12 +21,12 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from tools.faults import FaultPlan, InjectedOutOfMemory
-from tools.jobs import RUNNING, Job, JobJournal
+from tools.jobs.faults import FaultPlan, InjectedOutOfMemory
+from tools.jobs.journal import RUNNING, Job, JobJournal
 from tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from tools.runtime import Runtime
+    from tools.generation.runtime import Runtime
 
 log = logging.getLogger("anime.worker")
 
@@ -115,7 +115,7 @@ class Worker:
     ) -> None:
         import uuid
 
-        from tools.runtime import Runtime
+        from tools.generation.runtime import Runtime
 
         self.settings = settings
         # Who drew an image (the index and `anime-gen jobs` name it) and this process's lease.
@@ -149,7 +149,7 @@ class Worker:
         """
         import json
 
-        from tools.runtime import Runtime
+        from tools.generation.runtime import Runtime
 
         key = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
         if key not in self._runtimes:
@@ -209,7 +209,7 @@ class Worker:
         """Draw the images of `job` this worker leased; False when this process must be
         replaced. The last image committed (by any worker) finishes the job."""
         from tools.errors import UserError
-        from tools.generate import ImageSpec
+        from tools.generation.generate import ImageSpec
 
         worker = self.settings.worker
         heartbeat = Heartbeat(self.journal, job, self.token)
@@ -289,7 +289,7 @@ class Worker:
 
 def _engine_key(settings: Settings) -> tuple[Any, ...]:
     """What the engine bakes in when it loads and renders."""
-    from tools.engine import sampling_for
+    from tools.engine.rendering import sampling_for
 
     return (settings.models, sampling_for(settings))
 
@@ -326,7 +326,9 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The GPU worker (started by tools.supervisor).")
+    parser = argparse.ArgumentParser(
+        description="The GPU worker (started by tools.jobs.supervisor)."
+    )
     parser.add_argument("--parent", type=int, default=None, help="the supervisor's pid")
     parser.add_argument("--name", default="local", help="the worker's name (e.g. gpu0)")
     parser.add_argument("--token", default=None, help="its lease token (from the supervisor)")

@@ -5,7 +5,7 @@ embeddings capture weakly; IP-Adapter drift often shows up as the wrong hair col
 compares the figures' colour distributions:
 
 - foreground: pixels far from every dominant border colour (the background, as in
-  `tools.consistency.character_crop`, but a two-tone scene border counts as background too);
+  `tools.quality.consistency.character_crop`, but a two-tone scene border counts as background too);
 - histogram: CIE Lab, coarse in lightness (lighting and shading move L most) and finer in the
   a/b chroma plane, soft-binned and smoothed so a small hue or shade shift moves mass to a
   neighbouring bin instead of out of the comparison;

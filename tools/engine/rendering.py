@@ -1,9 +1,9 @@
 """The warm diffusion engine: an SD1.5 or SDXL checkpoint + ControlNet OpenPose + IP-Adapter.
 
 One `Engine` owns one pipeline, loaded on first use and kept warm. Prompt embeddings come from
-`tools.prompt_encoding` (75-token chunks, A1111 weights, clip skip; cached per prompt and LoRA
-set); LoRAs, embeddings and an external VAE from `tools.extra_networks`. IP-Adapter image
-embeddings are computed once per reference image (cached in memory and on disk, keyed by file
+`tools.engine.prompt_encoding` (75-token chunks, A1111 weights, clip skip; cached per prompt and
+LoRA set); LoRAs, embeddings and an external VAE from `tools.engine.extra_networks`. IP-Adapter
+image embeddings are computed once per reference image (cached in memory and on disk, keyed by file
 hash and encoder), so a batch of a character pays for neither again. Speed settings (fused QKV,
 channels_last, compile, CFG cutoff, low-VRAM offload) are described, with their measured effect,
 in docs/PERFORMANCE.md.
@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from tools.clip_images import pad_to_square
-from tools.errors import UserError
-from tools.extra_networks import (
+from tools.engine.extra_networks import (
     Embeddings,
     LoraAdapters,
     decode_latents,
@@ -32,13 +30,13 @@ from tools.extra_networks import (
     find_vae,
     load_vae,
 )
-from tools.families import (
+from tools.engine.families import (
     check_controlnet_family,
     check_ipadapter_family,
     detect_family,
     models_for_family,
 )
-from tools.model_sources import (
+from tools.engine.model_sources import (
     SD15_CONFIG_REPO,
     ModelSource,
     fetch_hub,
@@ -46,9 +44,11 @@ from tools.model_sources import (
     resolve_source,
     weight_patterns,
 )
-from tools.prompt_encoding import PromptEmbedding, PromptEncoder, pad_to_chunks
-from tools.prompt_syntax import LoraRequest, extract_loras, merge_loras
-from tools.samplers import SAMPLER_TABLE
+from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder, pad_to_chunks
+from tools.engine.prompt_syntax import LoraRequest, extract_loras, merge_loras
+from tools.engine.samplers import SAMPLER_TABLE
+from tools.errors import UserError
+from tools.quality.clip_images import pad_to_square
 from tools.settings import ModelSettings, Settings
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from typing import Any
 
 from PIL import Image
 
+from tools.engine.model_sources import cached_snapshot, local_path, resolve_source
 from tools.errors import UserError
-from tools.model_sources import cached_snapshot, local_path, resolve_source
 from tools.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from prompts import load_prompt
 from tools.errors import UserError
 
 if TYPE_CHECKING:
-    from tools.runtime import Runtime
+    from tools.generation.runtime import Runtime
 
 MAX_COUNT = 100
 
@@ -142,7 +142,7 @@ def flat_property(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _generation_request(character: str, pose: str | None, prompt: str, count: int, seed):
-    from tools.generate import GenerationRequest
+    from tools.generation.generate import GenerationRequest
 
     return GenerationRequest(
         character=character,
@@ -157,7 +157,7 @@ def _generation_request(character: str, pose: str | None, prompt: str, count: in
 
 def _render(runtime: Runtime, request: Any, on_image: OnImage | None) -> list[Any]:
     """Images are drawn by the warm worker (one process owns the GPU), never in the chat."""
-    from tools.supervisor import run_in_worker
+    from tools.jobs.supervisor import run_in_worker
 
     specs = runtime.generator.plan(request)
     return run_in_worker(runtime.settings, specs, on_image, cancel_on_interrupt=True)
@@ -201,7 +201,7 @@ def run_batch(runtime: Runtime, args: BatchArgs, on_image: OnImage | None) -> To
 def run_create_character(
     runtime: Runtime, args: CreateCharacterArgs, on_image: OnImage | None
 ) -> ToolResult:
-    from tools.character_sheet import create_character_sheet
+    from tools.generation.character_sheet import create_character_sheet
 
     character = create_character_sheet(runtime, args.description, args.name)
     return ToolResult(
@@ -232,7 +232,7 @@ def run_find_pose(runtime: Runtime, args: FindPoseArgs, on_image: OnImage | None
 def run_show_results(
     runtime: Runtime, args: ShowResultsArgs, on_image: OnImage | None
 ) -> ToolResult:
-    from tools.generate import OutputRecord
+    from tools.generation.generate import OutputRecord
 
     rows = runtime.index.recent(limit=args.limit, character=args.character)
     records = [OutputRecord.model_validate(row["record"]) for row in rows]

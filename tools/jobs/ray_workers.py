@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from tools.errors import UserError
-from tools.faults import FaultPlan, trigger
-from tools.jobs import Job, JobImage, JobJournal
+from tools.jobs.faults import FaultPlan, trigger
+from tools.jobs.journal import Job, JobImage, JobJournal
+from tools.jobs.supervisor import PROJECT_ROOT, worker_lock
 from tools.settings import Settings, load_settings
-from tools.supervisor import PROJECT_ROOT, worker_lock
 
 log = logging.getLogger("anime.ray")
 
@@ -133,8 +133,8 @@ class RenderActor:
     def __init__(self, slot: str, config: dict[str, Any]) -> None:
         import yaml
 
+        from tools.jobs.worker import Worker
         from tools.settings import CONFIG_FILENAME
-        from tools.worker import Worker
 
         self.slot = slot
         self.home = Path(tempfile.mkdtemp(prefix="anime-actor-"))
@@ -147,7 +147,7 @@ class RenderActor:
         return {"host": socket.gethostname(), "pid": os.getpid()}
 
     def render(self, task: dict[str, Any]) -> dict[str, Any]:
-        from tools.generate import ImageSpec
+        from tools.generation.generate import ImageSpec
 
         ray = ray_module()
         for relative, (digest, ref) in task["files"].items():
@@ -182,7 +182,7 @@ class RenderActor:
 
     def _write_characters(self, characters: dict[str, dict[str, Any]]) -> None:
         from tools.atomic import write_json_atomic
-        from tools.characters import INDEX_FILENAME
+        from tools.characters.library import INDEX_FILENAME
 
         root = self.home / ".anime-characters"
         index = root / INDEX_FILENAME
@@ -252,7 +252,7 @@ def cluster_slots(slots: int | None) -> list[_ActorSlot]:
 
 class RayHead:
     def __init__(self, settings: Settings, slots: list[_ActorSlot], faults: FaultPlan) -> None:
-        from tools.runtime import Runtime
+        from tools.generation.runtime import Runtime
 
         self.settings = settings
         self.runtime = Runtime(settings)

@@ -7,8 +7,9 @@ views of the references themselves. Calibrated consistency = raw / baseline (cap
 0.90 reads "90% as close to the references as the character's own re-drawings are".
 The baseline is stored in `characters.json` (`consistency_baseline`) once per character.
 
-The palette signal (`tools/palette.py`) is calibrated the same way into `palette_baseline`, but
-from re-framed, cropped, rotated and blurred views only: recolouring is what it must catch.
+The palette signal (`tools/quality/palette.py`) is calibrated the same way into
+`palette_baseline`, but from re-framed, cropped, rotated and blurred views only: recolouring is
+what it must catch.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from tools import palette
-from tools.consistency import ImageEncoder, character_crop, similarity_to_references
+from tools.quality import palette
+from tools.quality.consistency import ImageEncoder, character_crop, similarity_to_references
 
 if TYPE_CHECKING:
     import torch
 
-    from tools.characters import Character, CharacterLibrary
+    from tools.characters.library import Character, CharacterLibrary
 
 VIEWS_PER_REFERENCE = 8
 CALIBRATION_SEED = 1234

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from tools.errors import UserError
-from tools.gen_index import GenerationIndex
-from tools.output_store import METADATA_KEY, read_png_metadata
 from tools.settings import Settings
+from tools.store.gen_index import GenerationIndex
+from tools.store.output_store import METADATA_KEY, read_png_metadata
 
 INDEX_NAME = "generations.sqlite"
 VIEW_FOLDERS = ("characters", "collections")
@@ -67,7 +67,7 @@ def _record(path: Path) -> dict[str, Any] | None:
 
 
 def rebuild_index(settings: Settings) -> RebuildReport:
-    from tools.supervisor import worker_running
+    from tools.jobs.supervisor import worker_running
 
     state, output = settings.paths.state, settings.paths.output
     if worker_running(state):

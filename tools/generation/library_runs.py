@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.errors import UserError
-from tools.generate import SEED_LIMIT, GenerationRequest
+from tools.generation.generate import SEED_LIMIT, GenerationRequest
 
 if TYPE_CHECKING:
-    from tools.generate import ImageSpec, OutputRecord
-    from tools.runtime import Runtime
+    from tools.generation.generate import ImageSpec, OutputRecord
+    from tools.generation.runtime import Runtime
 
 VARIATIONS_FOLDER = "variations"
 

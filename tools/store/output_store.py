@@ -22,8 +22,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from tools.atomic import write_atomic
-from tools.gen_index import GenerationIndex
 from tools.settings import Settings
+from tools.store.gen_index import GenerationIndex
 
 METADATA_KEY = "anime-chat"
 

@@ -1,12 +1,12 @@
 """Keep one warm worker per GPU alive, and let front ends hand it work and wait for it.
 
-The supervisor (`anime-gen worker`, or `python -m tools.supervisor` started in the background by
-the CLIs) holds `<state>/worker.lock`, runs one render worker per GPU (`worker.gpus`; each sees
+The supervisor (`anime-gen worker`, or `python -m tools.jobs.supervisor` started in the background
+by the CLIs) holds `<state>/worker.lock`, runs one render worker per GPU (`worker.gpus`; each sees
 its GPU alone through CUDA_VISIBLE_DEVICES) as child processes and watches them: a child that
 dies (kill -9, segfault, CUDA error) or stops beating its image leases for `worker.hang_timeout`
 is killed and replaced, and the images it held go back to the queue (the job backs off, or fails
 after `worker.max_attempts`). When every child exits idle and nothing is queued, the supervisor
-exits too. `anime-gen worker --ray` holds the same lock (tools.ray_workers).
+exits too. `anime-gen worker --ray` holds the same lock (tools.jobs.ray_workers).
 It imports no torch, so it starts fast and survives whatever the child does.
 
 Front ends call `run_in_worker` (submit, make sure a worker runs, wait), or the three steps.
@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tools.errors import UserError
-from tools.jobs import CANCELLED, DONE, Job, JobJournal
+from tools.jobs.journal import CANCELLED, DONE, Job, JobJournal
 from tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from tools.generate import ImageSpec, OutputRecord
+    from tools.generation.generate import ImageSpec, OutputRecord
 
 log = logging.getLogger("anime.supervisor")
 
@@ -238,7 +238,7 @@ class Supervisor:
         slot.token = f"{slot.name}:{uuid.uuid4().hex[:12]}"
         slot.idle = False
         command = [
-            *(sys.executable, "-m", "tools.worker", "--parent", str(os.getpid())),
+            *(sys.executable, "-m", "tools.jobs.worker", "--parent", str(os.getpid())),
             *("--name", slot.name, "--token", slot.token),
         ]
         env = {**_child_env(), **slot.env}
@@ -318,7 +318,7 @@ def start_background(settings: Settings) -> None:
     env["ANIME_HOME"] = str(settings.home)
     with open(log_file, "ab") as output:
         subprocess.Popen(
-            [sys.executable, "-m", "tools.supervisor"],
+            [sys.executable, "-m", "tools.jobs.supervisor"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -350,8 +350,8 @@ def settings_overrides(settings: Settings) -> dict[str, Any]:
 def prefetch_models(settings: Settings) -> None:
     """Download what the worker will need, here in the user's terminal (size note, progress
     bar) rather than unseen in the background worker. Instant when everything is cached."""
-    from tools.aesthetic import AestheticScorer
-    from tools.engine import Engine
+    from tools.engine.rendering import Engine
+    from tools.quality.aesthetic import AestheticScorer
 
     Engine(settings).prefetch()
     if settings.quality.enabled and settings.quality.aesthetic_model:
@@ -364,7 +364,7 @@ def prefetch_models(settings: Settings) -> None:
 def submit_job(
     settings: Settings, specs: list[ImageSpec], label: str | None = None
 ) -> tuple[JobJournal, str]:
-    from tools.gen_index import GenerationIndex
+    from tools.store.gen_index import GenerationIndex
 
     # Both stores fail here, in the user's terminal, rather than in every attempt of the job.
     GenerationIndex(settings.paths.state / "generations.sqlite").ensure_readable()
@@ -413,7 +413,7 @@ def wait_for_job(
 
 
 def job_records(job: Job) -> list[OutputRecord]:
-    from tools.generate import OutputRecord
+    from tools.generation.generate import OutputRecord
 
     return [OutputRecord.model_validate(image.record) for image in job.images if image.record]
 
@@ -444,7 +444,7 @@ def run_in_worker(
     Ctrl-C stops waiting; with `cancel_on_interrupt` it also cancels the job (the chat's
     "cancel the current request"), otherwise the job keeps running in the worker.
     """
-    from tools.generate import OutputRecord
+    from tools.generation.generate import OutputRecord
 
     _, job_id = submit_job(settings, specs, label)
     ensure_worker(settings)

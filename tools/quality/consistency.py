@@ -4,7 +4,7 @@ The encoder is the IP-Adapter's own (already loaded by the engine) unless
 `quality.consistency_model` names another CLIP vision model. Both images are cropped to the
 character first (the figure's bounding box against the background), so a large empty
 background does not dominate the embedding; the encoders pad every image to a square
-(`tools/clip_images.py`), so a tall crop keeps its head.
+(`tools/quality/clip_images.py`), so a tall crop keeps its head.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from PIL import Image
 
-from tools.clip_images import border_colour, pad_to_square
-from tools.model_sources import local_path, resolve_source
+from tools.engine.model_sources import local_path, resolve_source
+from tools.quality.clip_images import border_colour, pad_to_square
 from tools.settings import Settings
 
 if TYPE_CHECKING:
     import torch
 
-    from tools.engine import Engine
+    from tools.engine.rendering import Engine
 
 # A pixel belongs to the figure when it differs from the border colour by more than this
 # (sum of absolute RGB differences); the box gets a small margin.

@@ -12,7 +12,8 @@ from enum import StrEnum
 
 import typer
 
-from assistant.cli_common import log_bug, print_user_error, user_error_types
+from assistant.cli_common import log_bug, print_user_error
+from tools.errors import UserError
 
 
 class PlannerChoice(StrEnum):
@@ -47,7 +48,7 @@ def chat(
             run_repl(conversation)
             return
         _one_shot(conversation, command, plan_only, as_json)
-    except user_error_types() as error:
+    except UserError as error:
         print_user_error(error)
         raise typer.Exit(1) from None
     except typer.Exit:
@@ -63,7 +64,7 @@ def _plan_in_server(text: str, kind: str, model: str | None, as_json: bool) -> b
 
     try:
         client = studio_client()
-    except user_error_types() as error:
+    except UserError as error:
         typer.echo(f"notice: {error.message}; planning in this process", err=True)
         return False
     if client is None:

@@ -24,6 +24,7 @@ from prompts import load_prompt
 from tools.engine.extra_networks import default_negative_prompt, embeddings_named, vae_label
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.rendering import RenderJob, StepCallback
+from tools.engine.second_pass import apply_second_passes
 from tools.errors import UserError
 from tools.quality.gate import Scores
 
@@ -308,13 +309,17 @@ class Generator:
             for draft, meta in zip(drafts, metas, strict=True)
         ]
         resolution = self.settings.output.resolution
-        return self.runtime.engine.render(
+        images = self.runtime.engine.render(
             jobs,
             width=resolution.width,
             height=resolution.height,
             ipadapter_weight=self.settings.models.ipadapter_weight,
             controlnet_strength=self.settings.models.controlnet_strength,
             on_step=on_step,
+        )
+        # Hires fix and face detail, when configured, before the gate sees the image.
+        return apply_second_passes(
+            self.runtime.engine, self.settings.output, jobs, images, metas, on_step
         )
 
     def _produce_chunk(

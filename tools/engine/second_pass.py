@@ -9,8 +9,11 @@ image's metadata (`meta["hires"]`, `meta["face_detail"]`). The pipelines they us
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -69,11 +72,24 @@ def derived_pipeline(engine: Engine, kind: str) -> Any:
         sd15, sdxl = _PIPELINE_CLASSES[kind]
         family = engine.info.family if engine.info is not None else engine.family
         pipeline_class = getattr(diffusers, sdxl if family == "sdxl" else sd15)
-        # from_pipe casts every module to `dtype` (fp32 unless told): keep the warm one's.
-        derived = pipeline_class.from_pipe(pipe, dtype=pipe.unet.dtype)
+        # from_pipe casts every module to `dtype` (fp32 unless told): keep the warm one's. That
+        # cast is a no-op here, so its "kept in float32" warning is noise.
+        with _quiet("diffusers.models.modeling_utils"):
+            derived = pipeline_class.from_pipe(pipe, dtype=pipe.unet.dtype)
         derived.set_progress_bar_config(disable=True)
         cache[kind] = derived
     return cache[kind]
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def conditioning(engine: Engine, job: RenderJob, pipe: Any) -> dict[str, Any]:

@@ -196,12 +196,15 @@ def _from_png(
     from assistant.progress import render_with_progress
     from tools.generation.generate import GenerationRequest
     from tools.server.generation import planned_outputs
-    from tools.store.png_info import read_png_info, replay_plan
+    from tools.store.png_info import model_warning, read_png_info, replay_plan
 
-    plan, unmapped = replay_plan(read_png_info(path), character)
+    recorded = read_png_info(path)
+    plan, unmapped = replay_plan(recorded, character)
     if unmapped:
         typer.echo(f"not mapped (our settings used instead): {'; '.join(unmapped)}", err=True)
     runtime = _runtime(output={**plan["output"], **output_flags})
+    if warning := model_warning(recorded, runtime.engine.checkpoint.label):
+        typer.echo(warning, err=True)
     request = plan["request"]
     request["character"] = _resolve_character(runtime, request["character"])
     if seed is not None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from prompts import load_prompt
 from tools.engine.extra_networks import default_negative_prompt, embeddings_named, vae_label
+from tools.engine.lora_hashes import lora_hashes
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.rendering import RenderJob, StepCallback
 from tools.engine.second_pass import apply_second_passes
@@ -231,6 +232,7 @@ class Generator:
             "ipadapter_weight": models.ipadapter_weight,
             "collection": spec.collection,
             "loras": [lora.as_dict() for lora in loras],
+            "lora_hashes": lora_hashes(loras, self.settings.paths),
             "embeddings": embeddings_named(f"{prompt}, {negative}", self.settings.paths),
             "vae": vae_label(models.vae),
         }

@@ -75,6 +75,11 @@ def test_hires_and_face_detail_flags_write_the_upscaled_size_and_record_both(sak
     assert detail["model"] == "animeface" and detail["applied"] is bool(detail["faces"])
     if not detail["applied"]:
         assert theirs["Face detail"] == "no face found" and "ADetailer model" not in theirs
+    # Without the flags, --from-png turns both passes on again: the same pixels.
+    again = runner.invoke(app, ["--from-png", str(path), "--json"])
+    assert again.exit_code == 0, again.output
+    copy = Path(json.loads(again.stdout)["outputs"][0]["path"])
+    assert np.array_equal(np.asarray(Image.open(copy)), np.asarray(Image.open(path)))
 
 
 def _face_at(box):

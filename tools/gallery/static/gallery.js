@@ -198,10 +198,11 @@ function startImage() {
     if (button) button.addEventListener("click", handler);
   };
   on("star", async (event) => {
-    const pressed = event.currentTarget.getAttribute("aria-pressed") === "true";
+    const button = event.currentTarget; // currentTarget is gone once the handler awaits
+    const pressed = button.getAttribute("aria-pressed") === "true";
     const answer = await api("POST", `${base}/star`, { starred: !pressed });
-    event.currentTarget.setAttribute("aria-pressed", String(answer.starred));
-    event.currentTarget.textContent = answer.starred ? "★ starred" : "☆ star";
+    button.setAttribute("aria-pressed", String(answer.starred));
+    button.textContent = answer.starred ? "★ starred" : "☆ star";
   });
   on("trash", async () => {
     await api("POST", `${base}/trash`, {});

@@ -123,7 +123,7 @@ def test_filters_character_posture_day_starred(client):
     assert facets["characters"] == ["sakura", "yuki"] and facets["days"] == [day]
 
 
-def test_star_is_kept_in_the_file_and_survives_index_rebuild(client, home):
+def test_star_trash_and_keep_survive_index_rebuild(client, home):
     from tools.store.index_rebuild import rebuild_index
 
     target = listed(client, q="library")[0]
@@ -131,12 +131,18 @@ def test_star_is_kept_in_the_file_and_survives_index_rebuild(client, home):
     assert answer.status_code == 200 and answer.json()["starred"] is True
     assert [i["id"] for i in listed(client, starred="true")] == [target["id"]]
     pixels = Image.open(target["path"]).tobytes()
+    trashed = client.post(f"/api/images/{listed(client, q='running')[0]['id']}/trash", json={})
+    (rejected,) = listed(client, rejected="1")
+    kept = client.post(f"/api/images/{rejected['id']}/keep", json={}).json()
     rebuild_index(load_settings(home=home, env={}))
     rebuilt = TestClient(
         create_app(Studio(home, TOKEN, "127.0.0.1")), base_url="http://127.0.0.1", headers=AUTH
     )
     assert [i["path"] for i in listed(rebuilt, starred="1")] == [target["path"]]
     assert Image.open(target["path"]).tobytes() == pixels
+    assert [i["path"] for i in listed(rebuilt, trashed="1")] == [trashed.json()["path"]]
+    assert listed(rebuilt, rejected="1") == []
+    assert kept["path"] in [i["path"] for i in listed(rebuilt)]
 
 
 def test_trash_moves_the_file_and_restore_brings_it_back_with_the_same_id(client, home):

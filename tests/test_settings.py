@@ -98,6 +98,12 @@ def test_second_passes_are_off_by_default_and_read_from_file_and_env(tmp_path):
     env = {"ANIME_OUTPUT_HIRES": "off", "ANIME_OUTPUT_FACE_DETAIL": "false"}
     output = load_settings(env=env, home=tmp_path).output
     assert output.hires is None and output.face_detail is None
+    env = {
+        "ANIME_OUTPUT_HIRES": "{scale: 1.25, steps: 8}",
+        "ANIME_OUTPUT_FACE_DETAIL": "{padding: 16}",
+    }
+    output = load_settings(env=env, home=tmp_path).output
+    assert (output.hires.scale, output.hires.steps, output.face_detail.padding) == (1.25, 8, 16)
 
 
 @pytest.mark.parametrize(

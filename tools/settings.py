@@ -175,6 +175,8 @@ def parse_hires(value: Any) -> Any:
         text = value.strip().lower()
         if text in _OFF_WORDS:
             return None
+        if text.startswith("{"):
+            return _mapping_from_text(value)
         try:
             return {"scale": float(text.removesuffix("x"))}
         except ValueError:
@@ -183,6 +185,14 @@ def parse_hires(value: Any) -> Any:
                 "upscaler}"
             ) from None
     return value
+
+
+def _mapping_from_text(text: str) -> Any:
+    """An environment variable holding a mapping, e.g. '{scale: 2, upscaler: lanczos}'."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError(f"'{text}' is not a mapping like {{scale: 2, denoise: 0.4}}") from None
 
 
 def parse_face_detail(value: Any) -> Any:
@@ -197,6 +207,8 @@ def parse_face_detail(value: Any) -> Any:
             return None
         if text in _ON_WORDS:
             return {}
+        if text.startswith("{"):
+            return _mapping_from_text(value)
         raise ValueError(f"'{value}' is not true, false or a mapping {{denoise, confidence, ...}}")
     return value
 

@@ -12,6 +12,7 @@ from assistant.gen_cli import app
 from tests.test_output_store import image, make_store, meta
 from tools.store.png_info import (
     FIELDS,
+    format_info,
     model_warning,
     our_sampler,
     parse_a1111,
@@ -368,3 +369,13 @@ def test_our_parameters_text_spells_second_passes_and_lora_hashes_like_a1111(tmp
     with Image.open(path) as png:
         theirs = parse_a1111(png.text["parameters"])
     assert theirs["Face detail"] == "no face found" and "ADetailer model" not in theirs
+
+
+def test_info_text_names_the_second_passes():
+    hires = {"scale": 1.5, "denoise": 0.5, "steps": 4, "upscaler": "latent", "width": 192}
+    ours = parse_ours({"hires": {**hires, "height": 288}, "face_detail": {"faces": []}})
+    text = format_info(ours)
+    assert "hires: x1.5 latent, denoise 0.5, 4 steps -> 192x288" in text
+    assert "face detail: no face" in text
+    theirs = format_info(parse_a1111((DATA / "a1111_meinamix_hires_civitai.txt").read_text()))
+    assert "hires: x2 R-ESRGAN 4x+ Anime6B" in theirs

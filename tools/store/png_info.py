@@ -307,6 +307,19 @@ def format_info(info: dict[str, Any]) -> str:
     for lora in info.get("loras") or []:
         weight = "" if lora["weight"] is None else f" ({lora['weight']})"
         lines.append(f"lora: {lora['name']}{weight}")
+    hires, detail = info.get("hires"), info.get("face_detail")
+    if hires:
+        lines.append(
+            f"hires: x{hires['scale']} {hires['upscaler']}, denoise {hires['denoise']}, "
+            f"{hires['steps']} steps -> {hires['width']}x{hires['height']}"
+        )
+    elif info.get("Hires upscale"):
+        lines.append(f"hires: x{info['Hires upscale']} {info.get('Hires upscaler') or ''}".strip())
+    if detail:
+        found = len(detail.get("faces") or [])
+        lines.append(f"face detail: {found} face(s) redrawn" if found else "face detail: no face")
+    elif info.get("ADetailer model"):
+        lines.append(f"face detail: ADetailer {info['ADetailer model']}")
     return "\n".join(lines)
 
 

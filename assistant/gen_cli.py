@@ -173,7 +173,7 @@ def generate(
         raise typer.Exit(1)
 
 
-def _output_flags(resolution: str | None, hires: float | None, face_detail: bool) -> dict:
+def _output_flags(resolution: str | None, hires: float | None, face_detail: bool) -> dict[str, Any]:
     """The `output` settings the flags override; `--hires` sets only the scale (the config's
     hires options stay)."""
     flags: dict[str, Any] = {"resolution": resolution}

@@ -238,13 +238,16 @@ def test_from_png_reproduces_our_pixels_and_maps_other_tools_settings(sakura, tm
 
     a1111 = tmp_path / "a1111.png"
     info = PngInfo()
-    params = Path(__file__).parent / "data" / "png_params" / "a1111_two_loras.txt"
+    params = Path(__file__).parent / "data" / "png_params" / "a1111_xxmix_adetailer_loras.txt"
     info.add_text("parameters", params.read_text())
     Image.new("RGB", (8, 8)).save(a1111, pnginfo=info)
     result = run("--from-png", str(a1111))
     assert result.exit_code == 1 and "add --character NAME" in result.output
     result = run("--from-png", str(a1111), "--character", "sakura", "--dry-run", "--json")
     assert result.exit_code == 0, result.output
-    assert "sampler 'DPM++ 2M SDE Karras'" in result.stderr
-    assert "LoRA 'flat2'" in result.stderr
-    assert json.loads(result.stdout)["outputs"][0]["seed"] == 987654321
+    assert "sampler" not in result.stderr  # DPM++ 2M Karras is ours too
+    assert "LoRA 'plague doctor'" in result.stderr
+    assert "ADetailer model 'face_yolov8n.pt' (ours: animeface)" in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "'xxmix4_v10'" in warnings[0]
+    assert json.loads(result.stdout)["outputs"][0]["seed"] == 2517177978

@@ -25,12 +25,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tools.jobs.faults import InjectedFault, InjectedOutOfMemory
+
 # How each recovered fault shows in the worker's log.
 FAULT_PATTERNS = {
     "crash": r"died \(SIGKILL\) -> ",
     "hang": r"worker hung .* -> ",
-    "raise": r"^tools\.faults\.InjectedFault: ",
-    "oom": r"^tools\.faults\.InjectedOutOfMemory: ",
+    # The traceback's last line names the class by module (tools.faults moved to tools.jobs).
+    "raise": rf"^{re.escape(InjectedFault.__module__)}\.InjectedFault: ",
+    "oom": rf"^{re.escape(InjectedOutOfMemory.__module__)}\.InjectedOutOfMemory: ",
 }
 # The same, in the Ray head's log.
 RAY_FAULT_PATTERNS = {

@@ -176,3 +176,21 @@ def test_a_user_error_in_the_worker_reaches_the_cli_with_its_own_hint(journal, t
         raise_unless_done(failed, tmp_path)
     assert err.value.message == f"job {job_id} failed: checkpoint not found: x.safetensors"
     assert err.value.hint == f"put the file in ~/models; then anime-gen jobs retry {job_id}"
+
+
+def test_a_background_process_runs_this_checkout_from_any_folder(tmp_path):
+    import subprocess
+    import sys
+
+    import tools
+    from tools.jobs.processes import child_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import tools; print(tools.__file__)"],
+        cwd=tmp_path,
+        env=child_env({"PATH": "/usr/bin:/bin"}),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).resolve() == Path(tools.__file__).resolve()

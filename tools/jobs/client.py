@@ -156,7 +156,6 @@ def run_in_worker(
     from tools.generation.generate import OutputRecord
 
     journal, job_id = submit_job(settings, specs, label)
-    ensure_worker(settings)
     reported: set[int] = set()
 
     def report(job: Job) -> None:
@@ -167,6 +166,7 @@ def run_in_worker(
                     on_image(OutputRecord.model_validate(image.record))
 
     try:
+        ensure_worker(settings)
         job = wait_for_job(settings, job_id, report)
     except KeyboardInterrupt:
         if cancel_on_interrupt:

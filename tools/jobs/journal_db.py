@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tools.jobs.job import ImageState, Job, JobImage, JobState
@@ -53,10 +51,9 @@ IMAGE_LEASE_COLUMNS = {
 }
 
 
-class JournalDatabase:
+class JournalDatabase(Database):
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = Database(
+        super().__init__(
             path,
             SCHEMA,
             "job journal",
@@ -64,17 +61,6 @@ class JournalDatabase:
         )
         with self.transaction() as db:
             add_missing_columns(db, "job_images", IMAGE_LEASE_COLUMNS)
-
-    def ensure_readable(self) -> None:
-        """Open the journal now, so a corrupt file is reported before any work starts."""
-        with self.transaction():
-            pass
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE transaction: one writer at a time across processes."""
-        with self._db.transaction() as connection:
-            yield connection
 
     def attempt_failed(
         self,

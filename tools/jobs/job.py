@@ -22,10 +22,6 @@ class JobState(StrEnum):
     def finished(self) -> bool:
         return self in FINISHED
 
-    @property
-    def unfinished(self) -> bool:
-        return self in UNFINISHED
-
 
 class ImageState(StrEnum):
     PENDING = "pending"

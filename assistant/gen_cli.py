@@ -408,6 +408,27 @@ def serve(
     raise typer.Exit(run_server(resolve_home(), routers(), host, port))
 
 
+# -- gallery -------------------------------------------------------------------------------------
+@app.command()
+def gallery(
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Only print the URL; open nothing.")
+    ] = False,
+) -> None:
+    """Open the web gallery (starting the studio server if needed); the URL is the last line."""
+    from tools.gallery.auth import login_url
+    from tools.server.client import connect
+
+    client = connect()
+    url = login_url(client.discovery.url, client.token)
+    if not no_browser:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            typer.echo("no browser found here: open the URL below yourself", err=True)
+    typer.echo(url)
+
+
 # -- doctor --------------------------------------------------------------------------------------
 @app.command()
 def doctor() -> None:

@@ -193,6 +193,37 @@ def test_collection_links_without_moving_the_file(client, home):
     assert [i["id"] for i in listed(client, collection="best")] == [target["id"]]
 
 
+def test_bulk_actions_change_every_selected_image_or_none(client, home):
+    first, second, third = (image["id"] for image in listed(client)[:3])
+    url = "/api/gallery/bulk"
+    starred = client.post(url, json={"ids": [first, second], "action": "star"})
+    assert starred.status_code == 200, starred.text
+    assert [(i["id"], i["starred"]) for i in starred.json()["images"]] == [
+        (first, True),
+        (second, True),
+    ]
+    assert sorted(i["id"] for i in listed(client, starred="1")) == sorted([first, second])
+    bad = client.post(url, json={"ids": [third, "..%2F1"], "action": "trash"})
+    assert bad.status_code == 404 and third in [i["id"] for i in listed(client)]
+    assert client.post(url, json={"ids": [first], "action": "delete"}).status_code == 422
+    assert client.post(url, json={"ids": [], "action": "star"}).status_code == 422
+    collected = client.post(
+        url, json={"ids": [first, third], "action": "collection", "collection": "Picks"}
+    )
+    assert {i["collection"] for i in collected.json()["images"]} == {"picks"}
+    assert len(list((home / "anime-output" / "collections" / "picks").iterdir())) == 2
+    client.post(url, json={"ids": [first, second], "action": "unstar"})
+    assert listed(client, starred="1") == []
+    browser = TestClient(create_app(Studio(home, TOKEN, "127.0.0.1")), base_url="http://127.0.0.1")
+    browser.cookies.set(COOKIE_NAME, TOKEN)
+    trash = {"ids": [first, second], "action": "trash"}
+    assert browser.post(url, json=trash).status_code == 401  # a cookie without the CSRF header
+    trashed = browser.post(url, json=trash, headers={CSRF_HEADER: csrf_token(TOKEN)})
+    assert [i["trashed"] for i in trashed.json()["images"]] == [True, True]
+    assert sorted(i["id"] for i in listed(client, trashed="1")) == sorted([first, second])
+    assert all(Path(i["path"]).is_file() for i in trashed.json()["images"])
+
+
 def test_reconcile_picks_up_hand_edits_and_a_missing_file_never_crashes(client, home):
     images = listed(client)
     deleted, moved = Path(images[0]["path"]), Path(images[1]["path"])

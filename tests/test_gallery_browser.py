@@ -42,6 +42,8 @@ DRAWN = [
     ("yuki", ("lying", ["lying", "sleeping"]), "snowy mountain", (200, 220, 250)),
     ("sakura", ("running", ["running"]), "rainy street at night", (70, 80, 120)),
 ]
+# One image the gate turned down: only the rejected page lists it, until "keep anyway".
+REJECTED = ("yuki", ("sitting_reading", ["sitting", "reading"]), "rainbow umbrella", (90, 160, 90))
 JOB_TIMEOUT = 300
 
 
@@ -64,8 +66,8 @@ def _write_drawn_images(home: Path) -> None:
     settings = load_settings(home=home, env={})
     index = GenerationIndex(settings.paths.state / "generations.sqlite")
     store = OutputStore(settings, index)
-    for number, (character, pose, scene, background) in enumerate(DRAWN):
-        meta = synthetic_meta(number, character, pose, scene)
+    for number, (character, pose, scene, background) in enumerate([*DRAWN, REJECTED]):
+        meta = synthetic_meta(number, character, pose, scene, accepted=number < len(DRAWN))
         hair = (230, 90, 150) if character == "sakura" else (150, 190, 240)
         store.save(_drawing(background, hair), meta, key=meta["key"])
     index.close()
@@ -288,3 +290,60 @@ def test_job_queue_rejected_and_characters_pages_render(page):
     )
     page.goto(f"{base}/gallery/rejected")
     page.wait_for_selector("#empty:not([hidden]), #grid .card")
+
+
+# The three below change what the grid holds: they run last, in this order.
+def test_keep_anyway_moves_a_rejected_image_into_the_grid(page):
+    base = _base(page)
+    page.goto(f"{base}/gallery/rejected")
+    (image_id,) = _wait_cards(page, 1)
+    assert "consistency" in page.inner_text("#grid .card .reasons")
+    page.click("#grid .card button.keep")
+    _wait_cards(page, 0)
+    page.goto(f"{base}/gallery")
+    page.wait_for_selector(f"#grid .card[data-id='{image_id}']")
+    page.goto(f"{base}/gallery/rejected")
+    page.wait_for_selector("#empty:not([hidden])")
+
+
+def test_bulk_trash_of_a_shift_click_selection_hides_both_images(page):
+    page.goto(f"{_base(page)}/gallery")
+    page.wait_for_selector("#grid .card")
+    ids = _cards(page)
+    assert page.is_hidden("#bulk")
+    page.click(f"#grid .card[data-id='{ids[0]}'] input.select")
+    page.click(f"#grid .card[data-id='{ids[1]}'] input.select", modifiers=["Shift"])
+    assert page.inner_text("#selected-count") == "2 selected"
+    page.click("#clear-selection")
+    assert page.is_hidden("#bulk")
+    page.click(f"#grid .card[data-id='{ids[1]}'] input.select")
+    page.click(f"#grid .card[data-id='{ids[0]}'] input.select", modifiers=["Shift"])
+    page.click("#bulk button[data-action=trash]")
+    assert _wait_cards(page, len(ids) - 2) == ids[2:]
+    page.reload()
+    assert _wait_cards(page, len(ids) - 2) == ids[2:]
+    trashed = json.loads(page.evaluate("fetch('/api/images?trashed=1').then(r => r.text())"))
+    assert {ids[0], ids[1]} <= {image["id"] for image in trashed["images"]}
+
+
+def test_job_cancel_and_retry_from_the_queue_page_with_live_progress(page, gallery):
+    home, _, shots = gallery
+    job = running_client(home).call(
+        "POST", "/api/jobs", {"character": "yuki", "pose": "standing", "count": 40, "seed": 7}
+    )["job"]
+    row = f"#jobs tr[data-job='{job}']"
+    page.goto(f"{_base(page)}/gallery/jobs")
+    # "step" is only ever written by the job's event stream, never by the list.
+    page.wait_for_function(
+        f"(document.querySelector(\"{row} .job-state\") || {{}}).textContent?.includes('step')",
+        timeout=JOB_TIMEOUT * 1000,
+    )
+    page.screenshot(path=str(shots / "jobs.png"))
+    page.click(f"{row} button.cancel")
+    page.wait_for_selector(f"{row}[data-state=cancelled] button.retry")
+    page.click(f"{row} button.retry")
+    page.wait_for_selector(f"{row} button.cancel")
+    page.click(f"{row} button.cancel")
+    page.wait_for_selector(f"{row}[data-state=cancelled]")
+    done = running_client(home).call("GET", f"/api/jobs/{job}/wait?timeout=60")
+    assert done["state"] == "cancelled" and done["images_done"] < 40

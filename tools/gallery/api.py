@@ -8,7 +8,7 @@ output and character folders, is 404.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -27,6 +27,12 @@ class StarBody(BaseModel):
 
 
 class CollectionBody(BaseModel):
+    collection: str | None = None
+
+
+class BulkBody(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=1000)
+    action: Literal["star", "unstar", "trash", "collection"]
     collection: str | None = None
 
 
@@ -187,6 +193,23 @@ def keep(image_id: str, request: Request) -> dict[str, Any]:
 @gallery_api.post("/images/{image_id}/collection")
 def collection(image_id: str, body: CollectionBody, request: Request) -> dict[str, Any]:
     return _changed(request, image_id, "set_collection", body.collection)
+
+
+@gallery_api.post("/gallery/bulk")
+def bulk(body: BulkBody, request: Request) -> dict[str, Any]:
+    """One action on the grid's selection. Every id is checked first: one that is not a row
+    is 404 and nothing changes."""
+    catalog = catalog_of(request)
+    for image_id in body.ids:
+        _row(catalog, image_id)
+    change, args = {
+        "star": ("set_starred", (True,)),
+        "unstar": ("set_starred", (False,)),
+        "trash": ("trash_image", ()),
+        "collection": ("set_collection", (body.collection,)),
+    }[body.action]
+    images = [image_json(getattr(catalog, change)(i, *args)) for i in dict.fromkeys(body.ids)]
+    return {"images": images}
 
 
 @gallery_api.post("/images/{image_id}/rerun")

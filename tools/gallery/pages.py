@@ -109,9 +109,14 @@ def _filter_form(request: Request, rejected: bool) -> str:
 
 def _grid(request: Request, page: str, title: str, filters: dict[str, str], intro: str) -> str:
     form = _filter_form(request, rejected=filters.get("rejected") == "1")
+    bulk = """<div id="bulk" hidden><span id="selected-count"></span>
+<button data-action="star">★ Star</button><button data-action="unstar">☆ Unstar</button>
+<button data-action="collection">Add to collection…</button>
+<button data-action="trash" class="danger">Trash</button>
+<button id="clear-selection">Clear</button></div>"""
     if filters.get("trashed"):
-        form = ""
-    body = f"""<h1>{escape(title)}</h1>{intro}{form}
+        form = bulk = ""
+    body = f"""<h1>{escape(title)}</h1>{intro}{form}{bulk}
 <div id="grid" class="grid"></div><div id="sentinel"></div>
 <p id="empty" hidden>No images here yet.</p>"""
     return _page(request, page, title, body, {"fixed": filters})

@@ -57,6 +57,9 @@ function card(image) {
     element("a", { href: link }, [picture]),
     caption,
   ]);
+  if (PAGE !== "trash") {
+    figure.prepend(element("input", { type: "checkbox", class: "select", "aria-label": `select image ${image.id}` }));
+  }
   if (PAGE === "rejected") {
     figure.append(element("p", { class: "reasons", text: image.reasons.join("; ") || "no reason recorded" }));
     figure.append(element("button", { class: "keep", text: "Keep anyway", onclick: async () => {
@@ -125,6 +128,7 @@ function startGrid() {
     if (fresh.length) empty.hidden = true;
   }
 
+  startSelection(grid);
   const form = document.getElementById("filters");
   if (form) {
     let typing = null;
@@ -149,6 +153,58 @@ function startGrid() {
       const answer = await api("POST", "/api/gallery/empty-trash", {});
       alert(`${answer.deleted} images deleted`);
       reset();
+    });
+  }
+}
+
+// Bulk actions: tick thumbnails (shift-click ticks the range from the last one), then act.
+function startSelection(grid) {
+  const bar = document.getElementById("bulk");
+  if (!bar) return;
+  const count = document.getElementById("selected-count");
+  let last = null;
+  const boxes = () => [...grid.querySelectorAll("input.select")];
+  const chosen = () => boxes().filter((box) => box.checked);
+  const show = () => {
+    const ticked = chosen().length;
+    bar.hidden = ticked === 0;
+    count.textContent = `${ticked} selected`;
+  };
+  grid.addEventListener("click", (event) => {
+    const box = event.target.closest("input.select");
+    if (!box) return;
+    const all = boxes();
+    if (event.shiftKey && last && all.includes(last)) {
+      const [from, to] = [all.indexOf(last), all.indexOf(box)].sort((a, b) => a - b);
+      for (const other of all.slice(from, to + 1)) other.checked = box.checked;
+    }
+    last = box;
+    show();
+  });
+  document.getElementById("clear-selection").addEventListener("click", () => {
+    for (const box of chosen()) box.checked = false;
+    show();
+  });
+  for (const button of bar.querySelectorAll("button[data-action]")) {
+    button.addEventListener("click", async () => {
+      const action = button.dataset.action;
+      const body = { action, ids: chosen().map((box) => box.closest(".card").dataset.id) };
+      if (action === "collection") {
+        const name = prompt("Collection name (the images stay where they are):", "");
+        if (name === null) return;
+        body.collection = name.trim() || null;
+      }
+      const answer = await api("POST", "/api/gallery/bulk", body);
+      for (const image of answer.images) {
+        const figure = grid.querySelector(`.card[data-id="${image.id}"]`);
+        if (!figure) continue;
+        if (image.trashed) figure.remove();
+        else {
+          figure.querySelector(".star").textContent = image.starred ? "★" : "";
+          figure.querySelector("input.select").checked = false;
+        }
+      }
+      show();
     });
   }
 }
@@ -242,36 +298,79 @@ function startImage() {
 }
 
 // -- the job queue ---------------------------------------------------------------------------
+// The list is read once, then each unfinished job's row follows the server's event stream
+// (`/api/jobs/{id}/events`); the list is read again when a stream ends, after cancel or retry,
+// and every LIST_SECONDS for jobs queued elsewhere. Streams are capped: a browser opens only
+// a few connections to one host, and the page's own requests need one.
+const MAX_STREAMS = 3;
+const LIST_SECONDS = 10;
+
 function startJobs() {
   const body = document.querySelector("#jobs tbody");
+  const streams = new Map();
+
+  function stateText(state, error) {
+    return state + (error ? `: ${error}` : "");
+  }
+
+  function row(job) {
+    const actions = element("td", { class: "job-actions" });
+    if (["queued", "running"].includes(job.state)) {
+      actions.append(element("button", { class: "cancel", text: "Cancel", onclick: async () => {
+        await api("POST", `/api/jobs/${job.id}/cancel`, {});
+        refresh();
+      } }));
+    } else if (job.state !== "done") {
+      actions.append(element("button", { class: "retry", text: "Retry", onclick: async () => {
+        await api("POST", `/api/jobs/${job.id}/retry`, {});
+        refresh();
+      } }));
+    }
+    const bar = element("progress", { max: job.images_total || 1, value: job.images_done });
+    return element("tr", { "data-job": job.id, "data-state": job.state }, [
+      element("td", { text: job.id }),
+      element("td", { text: job.label || "" }),
+      element("td", { class: "job-state", text: stateText(job.state, job.error) }),
+      element("td", { class: "job-progress" }, [bar, element("span", { text: ` ${job.images_done}/${job.images_total}` })]),
+      actions,
+    ]);
+  }
+
+  function follow(id) {
+    const events = new EventSource(`/api/jobs/${id}/events`);
+    streams.set(id, events);
+    events.addEventListener("progress", (event) => {
+      const data = JSON.parse(event.data);
+      const line = body.querySelector(`tr[data-job="${id}"]`);
+      if (!line) return;
+      const step = data.step ? `, step ${data.step}/${data.steps}` : "";
+      line.querySelector(".job-state").textContent = data.state + step;
+      line.querySelector("progress").max = data.images || 1;
+      line.querySelector("progress").value = data.done;
+      line.querySelector(".job-progress span").textContent = ` ${data.done}/${data.images}`;
+    });
+    events.addEventListener("end", () => {
+      events.close();
+      streams.delete(id);
+      refresh();
+    });
+  }
+
   async function refresh() {
     const jobs = await api("GET", "/api/jobs?limit=100").catch(() => null);
     if (!jobs) return;
-    body.replaceChildren(...jobs.map((job) => {
-      const actions = element("td");
-      if (["queued", "running"].includes(job.state)) {
-        actions.append(element("button", { text: "Cancel", onclick: async () => {
-          await api("POST", `/api/jobs/${job.id}/cancel`, {});
-          refresh();
-        } }));
-      } else if (job.state !== "done") {
-        actions.append(element("button", { text: "Retry", onclick: async () => {
-          await api("POST", `/api/jobs/${job.id}/retry`, {});
-          refresh();
-        } }));
+    body.replaceChildren(...jobs.map(row));
+    const live = new Set(jobs.filter((job) => ["queued", "running"].includes(job.state)).map((job) => job.id));
+    for (const [id, events] of streams) {
+      if (!live.has(id)) {
+        events.close();
+        streams.delete(id);
       }
-      const bar = element("progress", { max: job.images_total || 1, value: job.images_done });
-      return element("tr", { "data-job": job.id }, [
-        element("td", { text: job.id }),
-        element("td", { text: job.label || "" }),
-        element("td", { text: job.state + (job.error ? `: ${job.error}` : "") }),
-        element("td", {}, [bar, ` ${job.images_done}/${job.images_total}`]),
-        actions,
-      ]);
-    }));
+    }
+    for (const id of live) if (!streams.has(id) && streams.size < MAX_STREAMS) follow(id);
   }
   refresh();
-  setInterval(refresh, 1000);
+  setInterval(refresh, LIST_SECONDS * 1000);
 }
 
 document.getElementById("rescan").addEventListener("click", async () => {

@@ -88,7 +88,7 @@ def _get(url: str, cookie: str | None = None) -> http.client.HTTPResponse:
 def gallery(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path):
     """`anime-gen gallery --no-browser` on a prepared home: (home, printed URL, shots dir)."""
     from tools.characters.library import CharacterLibrary
-    from tools.jobs.supervisor import stop_worker
+    from tools.jobs.processes import stop_worker
     from tools.server.serve import stop_server
     from tools.settings import load_settings
 

@@ -223,7 +223,7 @@ def rerun(
     is given (`null`: new seeds), `count` images, `prompt` replacing what the user asked."""
     import json
 
-    from tools.jobs.supervisor import ensure_worker, submit_job
+    from tools.jobs.client import ensure_worker, submit_job
     from tools.server.generation import GenerateBody, plan_generation
 
     row = _row(catalog_of(request), image_id)

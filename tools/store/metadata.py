@@ -53,9 +53,13 @@ class ImageMetadata(BaseModel):
     ipadapter_weight: float
     collection: str | None = None
     loras: list[LoraRecord] = []
+    lora_hashes: dict[str, str] = {}
     embeddings: list[str] = []
     vae: str | None = None
     fast_lora: str | None = None
+    # The second passes' records (tools/engine/second_pass.py), read by tools/store/a1111_fields.
+    hires: dict[str, Any] | None = None
+    face_detail: dict[str, Any] | None = None
     scores: dict[str, float | None] = {}
     accepted: bool = True
     attempts: int | None = None

@@ -24,6 +24,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from tools.atomic import write_atomic
 from tools.settings import Settings
+from tools.store.a1111_fields import second_pass_fields
 from tools.store.gen_index import GenerationIndex
 from tools.store.metadata import ImageMetadata
 
@@ -47,6 +48,7 @@ def png_parameters(meta: ImageMetadata) -> str:
         ("Model", meta.model),
         ("Clip skip", meta.clip_skip),
     ]
+    fields += second_pass_fields(meta.record())
     if meta.loras:
         fields.append(("Lora weights", ", ".join(f"{x.name}: {x.weight}" for x in meta.loras)))
     if meta.vae:

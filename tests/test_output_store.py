@@ -156,9 +156,11 @@ def producer_meta() -> dict:
         **{name: base[name] for name in list(base)[5:]},
         "collection": "beach",
         "loras": [{"name": "style", "weight": 0.8}],
+        "lora_hashes": {"style": "0123456789ab"},
         "embeddings": ["EasyNegative"],
         "vae": "kl-f8-anime",
         "fast_lora": "hyper-sd",
+        "hires": {"denoise": 0.5, "scale": 1.5, "steps": 10, "upscaler": "latent"},
         "scores": {"consistency": 0.91, "face": None, "aesthetic": None, "palette": 0.88},
         "accepted": True,
         "attempts": 2,
@@ -178,8 +180,10 @@ def test_png_chunk_and_index_record_keep_the_exact_json_of_the_metadata(tmp_path
     assert raw == json.dumps(record)
     assert read_png_metadata(path)["parameters"] == (
         "masterpiece, sakura\nNegative prompt: lowres\nSteps: 4, Sampler: Euler a, Schedule type:"
-        " Automatic, CFG scale: 7.0, Seed: 7, Size: 64x64, Model: tiny, Clip skip: 2, Lora weights:"
-        ' "style: 0.8", VAE: kl-f8-anime, ControlNet 0: "Module: none, Model: cn, Weight: 0.5",'
+        " Automatic, CFG scale: 7.0, Seed: 7, Size: 64x64, Model: tiny, Clip skip: 2, Denoising"
+        " strength: 0.5, Hires upscale: 1.5, Hires steps: 10, Hires upscaler: Latent, Lora hashes:"
+        ' "style: 0123456789ab", Lora weights: "style: 0.8", VAE: kl-f8-anime,'
+        ' ControlNet 0: "Module: none, Model: cn, Weight: 0.5",'
         " IP-Adapter: ip, IP-Adapter weight: 0.95, Pose: standing_basic, Pose tags: standing,"
         ' Character: sakura, VAE: kl-f8-anime, Loras: "style:0.8", Embeddings: EasyNegative,'
         " Consistency: 0.91, Palette: 0.88"

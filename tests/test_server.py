@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,6 +186,35 @@ def test_contract_shapes_through_the_server(studio):
     assert set(plan) == {"planner", "reply", "calls"} and plan["planner"] == "rules"
     assert plan["calls"][0]["tool"] == "generate"
     assert plan["calls"][0]["resolved"]["characters"] == ["sakura"]
+
+
+def test_chat_executes_in_the_server_with_the_contract_shape(studio):
+    result = _cli(
+        studio, "assistant.chat_cli", "-c", "who do I have", "--json", "--planner", "rules"
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer) == {"planner", "reply", "calls", "outputs"} and answer["outputs"] == []
+    assert answer["calls"][0]["tool"] == "list_characters"
+
+
+@pytest.mark.slow
+def test_repl_through_the_server_keeps_its_session_memory(studio):
+    lines = "draw sakura standing, seed 40\n1 more of that\n/jobs\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "assistant.chat_cli", "--planner", "rules"],
+        env={**_env(studio.home), "ANIME_CHAT_IMAGES": "off"},
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    paths = re.findall(r"^\s+(\S+\.png)\s", result.stdout, re.MULTILINE)
+    assert len(paths) == 2, result.stdout
+    # "1 more of that" is sakura standing again: the session lived in the server.
+    assert all(Path(path).name.startswith("sakura_standing_") for path in paths)
+    assert result.stdout.count("sakura / standing") >= 2
 
 
 def test_unknown_character_is_one_line_error_through_the_server(studio):

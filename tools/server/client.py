@@ -95,9 +95,17 @@ class StudioClient:
 
     def events(self, job_id: str, flags: dict[str, Any] | None = None) -> Iterator[tuple[str, Any]]:
         """The job's server-sent events as (kind, data) until its `end` event."""
+        return self.stream("GET", f"/api/jobs/{job_id}/events", flags=flags)
+
+    def stream(
+        self, method: str, path: str, body: Any = None, flags: dict[str, Any] | None = None
+    ) -> Iterator[tuple[str, Any]]:
+        """A streaming route's server-sent events as (kind, data), up to `end`; an `error`
+        event (a long call's user error) is raised as a `UserError`."""
         connection = self._connection(None)
         try:
-            connection.request("GET", f"/api/jobs/{job_id}/events", headers=self._headers(flags))
+            payload = None if body is None else json.dumps(body)
+            connection.request(method, path, body=payload, headers=self._headers(flags))
             response = connection.getresponse()
             if response.status >= 400:
                 raise _error(response.status, json.loads(response.read() or b"null"))
@@ -106,7 +114,10 @@ class StudioClient:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if not line:
                     if data:
-                        yield kind, json.loads("\n".join(data))
+                        value = json.loads("\n".join(data))
+                        if kind == "error":
+                            raise UserError(value["error"], value.get("hint"))
+                        yield kind, value
                         if kind == "end":
                             return
                     kind, data = "message", []

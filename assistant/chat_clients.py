@@ -152,6 +152,9 @@ class StudioChat:
         closes the stream, and the server cancels the turn's job before its next image."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+        from tools.server.client import with_my_environment
+
+        self.client = with_my_environment(self.client)
         columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = None

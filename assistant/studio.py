@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from tools.server.app import request_settings, studio_of
+from tools.server.app import request_settings, require_my_environment, studio_of
 from tools.settings import Settings
 
 planner_router = APIRouter(prefix="/api")
@@ -112,9 +112,13 @@ def chat(
         session_id, conversation = _conversation(
             request, settings, body, lambda line: emit("notice", line)
         )
-        conversation.on_plan = lambda planned, total: emit(
-            "plan", {"session": session_id, "plan": planned.contract(), "images": total}
-        )
+
+        def on_plan(planned: Any, total: int) -> None:
+            if total:
+                require_my_environment(request)
+            emit("plan", {"session": session_id, "plan": planned.contract(), "images": total})
+
+        conversation.on_plan = on_plan
 
         def on_image(record: Any) -> None:
             emit("image", record.model_dump(mode="json"))

@@ -93,6 +93,48 @@ def test_user_errors_keep_message_and_hint(app_client):
     assert "nobody" in answer.json()["error"] and answer.json()["hint"]
 
 
+def _overrides(env: dict[str, str]) -> dict[str, str]:
+
+    return {"Authorization": f"Bearer {TOKEN}", "X-Anime-Overrides": json.dumps({"env": env})}
+
+
+def test_anime_and_hf_overrides_reach_the_job(app_client, anime_home, monkeypatch):
+    from PIL import Image
+
+    from tools.characters.library import CharacterLibrary
+    from tools.jobs.journal import JobJournal
+    from tools.server.client import process_environment
+    from tools.settings import load_settings
+
+    started: list = []
+    monkeypatch.setattr("tools.jobs.supervisor.ensure_worker", started.append)
+    CharacterLibrary(load_settings().paths).add("sakura", Image.new("RGB", (64, 96), "pink"))
+    body = {"character": "sakura", "pose": "standing", "seed": 1}
+    same = {**process_environment(), "ANIME_OUTPUT_STEPS": "3"}
+    answer = app_client.post("/api/jobs", json=body, headers=_overrides(same))
+    assert answer.status_code == 200, answer.text
+    job = JobJournal.for_state(anime_home / ".anime-chat").find(answer.json()["job"])
+    assert job.request["settings"]["output"]["steps"] == 3
+    assert started and started[0].output.steps == 3
+    # HF_* are read once by the worker process: a job that asks for others is refused.
+    other = {**same, "HF_HUB_ETAG_TIMEOUT": "99"}
+    refused = app_client.post("/api/jobs", json=body, headers=_overrides(other))
+    assert refused.status_code == 422 and "HF_HUB_ETAG_TIMEOUT" in refused.json()["error"]
+
+
+def test_ollama_host_travels_to_the_planner(app_client):
+    from tests.fake_ollama import FakeOllama
+
+    with FakeOllama(models=("qwen2.5:7b",)) as fake:
+        fake.reply_tool_calls(("list_characters", {}))
+        body = {"text": "who do I have", "planner": "ollama"}
+        answer = app_client.post(
+            "/api/plan", json=body, headers=_overrides({"OLLAMA_HOST": fake.host})
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["plan"]["planner"] == "ollama"
+
+
 # --- files ---------------------------------------------------------------------------------------
 def test_stale_discovery_and_pid_are_cleaned(tmp_path):
     state = tmp_path / ".anime-chat"
@@ -297,6 +339,28 @@ def test_a_run_through_the_server_keeps_the_contract_shape(studio):
     (output,) = json.loads(result.stdout)["outputs"]
     assert set(output) >= {"path", "character", "pose", "seed", "scores", "accepted", "attempts"}
     assert output["seed"] == 5 and Path(output["path"]).is_file()
+
+
+@pytest.mark.slow
+def test_an_idle_server_with_other_hf_settings_is_replaced(tmp_path, tiny_models, monkeypatch):
+    """The worker inherits the server's HF_*: a client with others gets a server of its own."""
+    from tools.server.client import with_my_environment
+
+    home = _home(tmp_path / "home", tiny_models)
+    for name, value in _env(home).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ANIME_IN_PROCESS")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "11")
+    try:
+        first = connect(home)
+        assert first.call("GET", "/api/status")["env"]["HF_HUB_ETAG_TIMEOUT"] == "11"
+        assert with_my_environment(first).discovery.pid == first.discovery.pid
+        monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "12")
+        second = with_my_environment(first)
+        assert second.discovery.pid != first.discovery.pid
+        assert second.call("GET", "/api/status")["env"]["HF_HUB_ETAG_TIMEOUT"] == "12"
+    finally:
+        stop_server(home / ".anime-chat")
 
 
 def test_a_taken_port_falls_back_to_a_free_one_and_says_so():

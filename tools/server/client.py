@@ -43,6 +43,15 @@ def environment_overrides(env: dict[str, str] | None = None) -> dict[str, str]:
     }
 
 
+def process_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The overrides a warm process reads once, when it starts (`HF_*`: huggingface_hub keeps
+    them as module constants), so the server and its workers must have been started with the
+    client's own; `ANIME_*` and `OLLAMA_HOST` apply per request instead."""
+    return {
+        name: value for name, value in environment_overrides(env).items() if name.startswith("HF_")
+    }
+
+
 def server_log(state: Path) -> Path:
     return state / "logs" / "server.log"
 
@@ -215,6 +224,22 @@ def start_server(home: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def with_my_environment(client: StudioClient) -> StudioClient:
+    """The client, once its server (and so the worker it starts) runs with this process's
+    `HF_*`: an idle server started with others is replaced (with its idle worker); a busy one
+    is left alone, and the server itself refuses the job in one line (`EnvironmentMismatch`)."""
+    from tools.jobs.supervisor import stop_worker
+    from tools.server.serve import stop_server
+
+    status = client.call("GET", "/api/status", timeout=10)
+    if status.get("env") == process_environment() or status.get("busy"):
+        return client
+    state = client.home / ".anime-chat"
+    stop_server(state)
+    stop_worker(state)
+    return connect(client.home)
 
 
 def _last_log_line(path: Path) -> str:

@@ -259,6 +259,45 @@ def test_repl_through_the_server_keeps_its_session_memory(studio):
     assert result.stdout.count("sakura / standing") >= 2
 
 
+def test_library_commands_and_modes_through_the_server(studio, tmp_path):
+    from PIL import Image
+
+    picture = tmp_path / "momo.png"
+    Image.new("RGB", (96, 128), (200, 220, 240)).save(picture)
+    gen = "assistant.gen_cli"
+    added = _cli(studio, gen, "characters", "add", "momo", "--image", str(picture), "-d", "blue")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("added momo: ") and "no face found" in added.stderr
+    try:
+        edited = _cli(studio, gen, "characters", "edit", "momo", "--trigger", "momo_v1")
+        assert edited.stdout.strip() == "momo: loras none; trigger 'momo_v1'", edited.stderr
+        every = _cli(studio, gen, "--all-characters", "--pose", "standing", "--dry-run", "--json")
+        assert {o["character"] for o in json.loads(every.stdout)["outputs"]} == {"momo", "sakura"}
+        sheet = _cli(studio, gen, "--character-sheet", "girl with green hair", "--dry-run")
+        assert sheet.stdout.startswith("would create character '"), sheet.stderr
+        varied = _cli(studio, gen, "--variations", "sakura", "3", "--dry-run", "--json")
+        poses = [o["pose"]["id"] for o in json.loads(varied.stdout)["outputs"]]
+        assert len(set(poses)) == 3
+    finally:
+        removed = _cli(studio, gen, "characters", "remove", "momo")
+    assert removed.stdout.startswith("removed momo"), removed.stderr
+    missing = _cli(studio, gen, "characters", "remove", "momo")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_variations_render_and_link_through_the_server(studio):
+    result = _cli(
+        studio, "assistant.gen_cli", "--variations", "sakura", "2", "--seed", "9", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = json.loads(result.stdout)["outputs"]
+    assert [o["seed"] for o in outputs] == [9, 10]
+    links = list((studio.home / ".anime-characters" / "sakura" / "variations").iterdir())
+    accepted = {Path(o["path"]).name for o in outputs if o["accepted"]}
+    assert accepted and accepted <= {link.name.split("_", 1)[1] for link in links}
+
+
 def test_unknown_character_is_one_line_error_through_the_server(studio):
     result = _cli(studio, "assistant.gen_cli", "nobody", "standing", "--dry-run")
     assert result.returncode == 1

@@ -402,6 +402,36 @@ def test_an_idle_server_with_other_hf_settings_is_replaced(tmp_path, tiny_models
         stop_server(home / ".anime-chat")
 
 
+def test_a_server_that_cannot_start_is_one_line_and_plan_only_plans_here(anime_home, monkeypatch):
+    from typer.testing import CliRunner
+
+    from assistant.chat_cli import app as chat_app
+    from assistant.gen_cli import app as gen_app
+
+    monkeypatch.delenv("ANIME_IN_PROCESS")
+    monkeypatch.setenv("ANIME_SERVER_HOST", "192.0.2.1")  # TEST-NET: no interface has it
+    failed = CliRunner().invoke(gen_app, ["characters", "list"])
+    assert failed.exit_code == 1
+    error, hint = failed.stderr.splitlines()
+    assert error.startswith("error: the studio server could not start: cannot listen on 192.0.2.1")
+    assert hint.startswith("hint: set server.host")
+    planned = CliRunner().invoke(chat_app, ["-c", "who do I have", "--plan-only", "--json"])
+    assert planned.exit_code == 0, planned.output
+    assert json.loads(planned.stdout)["calls"][0]["tool"] == "list_characters"
+    assert "could not start" in planned.stderr and "planning in this process" in planned.stderr
+
+
+def test_an_explicit_non_loopback_host_is_warned_about(anime_home):
+    from typer.testing import CliRunner
+
+    from assistant.gen_cli import app as gen_app
+
+    result = CliRunner().invoke(gen_app, ["serve", "--host", "192.0.2.1", "--port", "0"])
+    assert result.exit_code == 1
+    assert "warning: listening on 192.0.2.1: other machines can reach this server" in result.stderr
+    assert "error: cannot listen on 192.0.2.1" in result.stderr
+
+
 def test_a_taken_port_falls_back_to_a_free_one_and_says_so():
     import socket
 

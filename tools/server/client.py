@@ -242,12 +242,26 @@ def with_my_environment(client: StudioClient) -> StudioClient:
     return connect(client.home)
 
 
-def _last_log_line(path: Path) -> str:
+def _start_failure(path: Path, offset: int) -> UserError:
+    """Why the server that was just started exited, from what it added to its log: its own
+    `error:`/`hint:` lines when it printed them, else the last line (a traceback's)."""
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode("utf-8", errors="replace")
     except OSError:
-        return "no log"
-    return lines[-1].strip() if lines else "no log"
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    fix = (
+        f"run `anime-gen serve` to see the whole error (log: {path}); ANIME_IN_PROCESS=1 runs"
+        " commands without the server"
+    )
+    if errors:
+        i = errors[-1]
+        hint = lines[i + 1][6:] if i + 1 < len(lines) and lines[i + 1].startswith("hint: ") else fix
+        return UserError(f"the studio server could not start: {lines[i][7:]}", hint)
+    return UserError(f"the studio server could not start: {lines[-1] if lines else 'no log'}", fix)
 
 
 def connect(home: Path | None = None, start: bool = True) -> StudioClient:
@@ -262,6 +276,8 @@ def connect(home: Path | None = None, start: bool = True) -> StudioClient:
             raise UserError("no studio server is running", "anime-gen serve")
         return client
     state = home / ".anime-chat"
+    log_file = server_log(state)
+    offset = log_file.stat().st_size if log_file.exists() else 0
     process = start_server(home)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -273,10 +289,7 @@ def connect(home: Path | None = None, start: bool = True) -> StudioClient:
             except OSError:
                 pass
         if process.poll() is not None and running_client(home) is None:
-            raise UserError(
-                f"the studio server could not start: {_last_log_line(server_log(state))}",
-                f"run `anime-gen serve` to see the whole error (log: {server_log(state)})",
-            )
+            raise _start_failure(log_file, offset)
         time.sleep(0.05)
     raise UserError(
         f"the studio server did not answer within {START_TIMEOUT:g} s",

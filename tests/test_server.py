@@ -120,6 +120,7 @@ def test_anime_and_hf_overrides_reach_the_job(app_client, anime_home, monkeypatc
     other = {**same, "HF_HUB_ETAG_TIMEOUT": "99"}
     refused = app_client.post("/api/jobs", json=body, headers=_overrides(other))
     assert refused.status_code == 422 and "HF_HUB_ETAG_TIMEOUT" in refused.json()["error"]
+    assert "secret" not in str(process_environment({"HF_TOKEN": "secret"}))
 
 
 def test_ollama_host_travels_to_the_planner(app_client):

@@ -46,9 +46,16 @@ def environment_overrides(env: dict[str, str] | None = None) -> dict[str, str]:
 def process_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     """The overrides a warm process reads once, when it starts (`HF_*`: huggingface_hub keeps
     them as module constants), so the server and its workers must have been started with the
-    client's own; `ANIME_*` and `OLLAMA_HOST` apply per request instead."""
+    client's own; `ANIME_*` and `OLLAMA_HOST` apply per request instead. Secrets (`HF_TOKEN`)
+    appear as a digest, which compares just as well."""
+    import hashlib
+
     return {
-        name: value for name, value in environment_overrides(env).items() if name.startswith("HF_")
+        name: f"sha256:{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+        if "TOKEN" in name
+        else value
+        for name, value in environment_overrides(env).items()
+        if name.startswith("HF_")
     }
 
 

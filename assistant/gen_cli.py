@@ -97,6 +97,13 @@ def generate(
         Path | None,
         typer.Option("--from-png", help="Draw again what a PNG (ours, A1111, ComfyUI) records."),
     ] = None,
+    hires: Annotated[
+        float | None,
+        typer.Option("--hires", metavar="SCALE", help="Hires fix: upscale by SCALE and refine."),
+    ] = None,
+    face_detail: Annotated[
+        bool, typer.Option("--face-detail", help="Redraw the face at a higher resolution.")
+    ] = False,
 ) -> None:
     """Draw BATCH images of a character in a pose."""
     from tools.errors import UserError
@@ -106,10 +113,11 @@ def generate(
         raise UserError("the pose is given twice", "use either POSE or --pose")
     pose = pose or pose_text
     who = character or name
+    output_flags = _output_flags(resolution, hires, face_detail)
     if from_png is not None:
-        _from_png(from_png, who, seed, as_json, dry_run)
+        _from_png(from_png, who, seed, as_json, dry_run, output_flags)
         return
-    run = _Run(resolution, as_json, dry_run, detach)
+    run = _Run(output_flags, as_json, dry_run, detach)
     if character_sheet is not None:
         _character_sheet_mode(run, character_sheet, new_name, seed)
         return
@@ -131,20 +139,22 @@ def generate(
 
 
 class _Run:
-    """The flags every mode of `generate` shares: output size, JSON, dry run, detach."""
+    """The flags every mode of `generate` shares: output settings, JSON, dry run, detach."""
 
-    def __init__(self, resolution: str | None, as_json: bool, dry_run: bool, detach: bool) -> None:
-        self.resolution = resolution
+    def __init__(
+        self, output_flags: dict[str, Any], as_json: bool, dry_run: bool, detach: bool
+    ) -> None:
+        self.output_flags = output_flags
         self.as_json = as_json
         self.dry_run = dry_run
         self.detach = detach
 
     @property
     def flags(self) -> dict[str, Any]:
-        return {"output": {"resolution": self.resolution}} if self.resolution else {}
+        return {"output": self.output_flags} if self.output_flags else {}
 
     def runtime(self) -> Any:
-        return _runtime(output={"resolution": self.resolution})
+        return _runtime(output=self.output_flags)
 
 
 def _collection(collection: str | None) -> str | None:
@@ -250,18 +260,38 @@ def _print_records(records: list[dict[str, Any]], as_json: bool) -> None:
         raise typer.Exit(1)
 
 
+def _output_flags(resolution: str | None, hires: float | None, face_detail: bool) -> dict[str, Any]:
+    """The `output` settings the flags override; `--hires` sets only the scale (the config's
+    hires options stay)."""
+    flags: dict[str, Any] = {"resolution": resolution}
+    if hires is not None:
+        flags["hires"] = {"scale": hires}
+    if face_detail:
+        # A mapping, so that face_detail options of the config file are kept.
+        flags["face_detail"] = {}
+    return {key: value for key, value in flags.items() if value is not None}
+
+
 def _from_png(
-    path: Path, character: str | None, seed: int | None, as_json: bool, dry_run: bool
+    path: Path,
+    character: str | None,
+    seed: int | None,
+    as_json: bool,
+    dry_run: bool,
+    output_flags: dict[str, Any],
 ) -> None:
     from assistant.progress import render_with_progress
     from tools.generation.generate import GenerationRequest
     from tools.server.generation import planned_outputs
-    from tools.store.png_info import read_png_info, replay_plan
+    from tools.store.png_info import model_warning, read_png_info, replay_plan
 
-    plan, unmapped = replay_plan(read_png_info(path), character)
+    recorded = read_png_info(path)
+    plan, unmapped = replay_plan(recorded, character)
     if unmapped:
         typer.echo(f"not mapped (our settings used instead): {'; '.join(unmapped)}", err=True)
-    runtime = _runtime(output=plan["output"])
+    runtime = _runtime(output={**plan["output"], **output_flags})
+    if warning := model_warning(recorded, runtime.engine.checkpoint.label):
+        typer.echo(warning, err=True)
     request = plan["request"]
     request["character"] = _resolve_character(runtime, request["character"])
     if seed is not None:
@@ -483,6 +513,27 @@ def serve(
     from tools.settings import resolve_home
 
     raise typer.Exit(run_server(resolve_home(), routers(), host, port))
+
+
+# -- gallery -------------------------------------------------------------------------------------
+@app.command()
+def gallery(
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Only print the URL; open nothing.")
+    ] = False,
+) -> None:
+    """Open the web gallery (starting the studio server if needed); the URL is the last line."""
+    from tools.gallery.auth import login_url
+    from tools.server.client import connect
+
+    client = connect()
+    url = login_url(client.discovery.url, client.token)
+    if not no_browser:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            typer.echo("no browser found here: open the URL below yourself", err=True)
+    typer.echo(url)
 
 
 # -- doctor --------------------------------------------------------------------------------------

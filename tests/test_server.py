@@ -107,7 +107,7 @@ def test_anime_and_hf_overrides_reach_the_job(app_client, anime_home, monkeypatc
     from tools.settings import load_settings
 
     started: list = []
-    monkeypatch.setattr("tools.jobs.supervisor.ensure_worker", started.append)
+    monkeypatch.setattr("tools.jobs.client.ensure_worker", started.append)
     CharacterLibrary(load_settings().paths).add("sakura", Image.new("RGB", (64, 96), "pink"))
     body = {"character": "sakura", "pose": "standing", "seed": 1}
     same = {**process_environment(), "ANIME_OUTPUT_STEPS": "3"}

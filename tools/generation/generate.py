@@ -22,8 +22,10 @@ from pydantic import BaseModel, Field
 
 from prompts import load_prompt
 from tools.engine.extra_networks import default_negative_prompt, embeddings_named, vae_label
+from tools.engine.lora_hashes import lora_hashes
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.rendering import RenderJob, StepCallback
+from tools.engine.second_pass import apply_second_passes
 from tools.errors import UserError
 from tools.quality.gate import Scores
 
@@ -230,6 +232,7 @@ class Generator:
             "ipadapter_weight": models.ipadapter_weight,
             "collection": spec.collection,
             "loras": [lora.as_dict() for lora in loras],
+            "lora_hashes": lora_hashes(loras, self.settings.paths),
             "embeddings": embeddings_named(f"{prompt}, {negative}", self.settings.paths),
             "vae": vae_label(models.vae),
         }
@@ -308,13 +311,17 @@ class Generator:
             for draft, meta in zip(drafts, metas, strict=True)
         ]
         resolution = self.settings.output.resolution
-        return self.runtime.engine.render(
+        images = self.runtime.engine.render(
             jobs,
             width=resolution.width,
             height=resolution.height,
             ipadapter_weight=self.settings.models.ipadapter_weight,
             controlnet_strength=self.settings.models.controlnet_strength,
             on_step=on_step,
+        )
+        # Hires fix and face detail, when configured, before the gate sees the image.
+        return apply_second_passes(
+            self.runtime.engine, self.settings.output, jobs, images, metas, on_step
         )
 
     def _produce_chunk(

@@ -21,8 +21,9 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from tools.jobs.faults import FaultPlan, InjectedOutOfMemory
-from tools.jobs.journal import RUNNING, Job, JobJournal
+from tools.jobs.faults import FaultPlan
+from tools.jobs.job import Job, JobState
+from tools.jobs.journal import JobJournal
 from tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ class RunEnded(Exception):
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, InjectedOutOfMemory):
-        return True
     return "out of memory" in str(error).lower() and isinstance(error, RuntimeError)
 
 
@@ -66,7 +65,7 @@ class Heartbeat:
     def alive(self, progress: dict[str, Any]) -> bool:
         if self.token is not None:
             return self.journal.beat_lease(self.job.id, self.token, progress)
-        return self.journal.beat(self.job, progress) == RUNNING
+        return self.journal.beat(self.job, progress) == JobState.RUNNING
 
     def beat(self, force: bool = False, **progress: Any) -> None:
         self.progress.update(progress)

@@ -127,6 +127,7 @@ def request_settings(request: Request) -> Settings:
 
 def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
     from posebank.errors import PoseBankError
+    from tools.gallery import gallery_routers, login_router
     from tools.server.library_routes import library_router
     from tools.server.routes import core_router
 
@@ -157,7 +158,9 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
             status_code=422,
         )
 
-    # Every router, the core ones and those plugged in (chat planner, gallery), needs the token.
-    for router in (core_router, library_router, *routers):
+    # The gallery's login link carries its own code (exchanged for the token cookie).
+    app.include_router(login_router())
+    # Every router, the core ones, the gallery's and those plugged in (planner), needs the token.
+    for router in (core_router, library_router, *gallery_routers(), *routers):
         app.include_router(router, dependencies=[Depends(require_token)])
     return app

@@ -13,7 +13,8 @@ from typing import Any
 
 import typer
 
-from assistant.cli_common import log_bug, print_user_error, user_error_types
+from assistant.cli_common import log_bug, print_user_error
+from tools.errors import UserError
 
 
 class PlannerChoice(StrEnum):
@@ -45,7 +46,7 @@ def chat(
             typer.echo(json.dumps(plan, indent=2) if as_json else plan["reply"])
         else:
             _one_shot(session, command, as_json)
-    except user_error_types() as error:
+    except UserError as error:
         print_user_error(error)
         raise typer.Exit(1) from None
     except typer.Exit:
@@ -64,7 +65,7 @@ def _chat(kind: str, model: str | None, plan_only: bool) -> Any:
 
     try:
         client = studio_client()
-    except user_error_types() as error:
+    except UserError as error:
         if not plan_only:
             raise
         typer.echo(f"notice: {error.message}; planning in this process", err=True)

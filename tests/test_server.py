@@ -91,6 +91,12 @@ def test_user_errors_keep_message_and_hint(app_client):
     answer = app_client.post("/api/generate/plan", json={"character": "nobody"}, headers=auth)
     assert answer.status_code == 422
     assert "nobody" in answer.json()["error"] and answer.json()["hint"]
+    # A pose bank error is a user error too (one handler for both).
+    answer = app_client.post(
+        "/api/poses/search", json={"text": "reading", "posture": "floating"}, headers=auth
+    )
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "unknown posture 'floating'" and answer.json()["hint"]
 
 
 def _overrides(env: dict[str, str]) -> dict[str, str]:

@@ -126,7 +126,6 @@ def request_settings(request: Request) -> Settings:
 
 
 def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
-    from posebank.errors import PoseBankError
     from tools.gallery import gallery_routers, login_router
     from tools.server.library_routes import library_router
     from tools.server.routes import core_router
@@ -149,12 +148,11 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
             studio.in_flight -= 1
             studio.last_activity = time.monotonic()
 
-    @app.exception_handler(UserError)
-    @app.exception_handler(PoseBankError)
-    async def user_error(_request: Request, error: Exception) -> JSONResponse:
-        message = getattr(error, "message", str(error))
+    @app.exception_handler(UserError)  # PoseBankError too: handlers match subclasses
+    async def user_error(_request: Request, error: UserError) -> JSONResponse:
+        message = error.message
         return JSONResponse(
-            {"detail": message, "error": message, "hint": getattr(error, "hint", None)},
+            {"detail": message, "error": message, "hint": error.hint},
             status_code=422,
         )
 

@@ -33,7 +33,6 @@ def sse(kind: str, data: Any) -> str:
 def stream_call(
     request: Request, call: Callable[[Emit, threading.Event], Any]
 ) -> StreamingResponse:
-    from posebank.errors import PoseBankError
     from tools.errors import UserError
     from tools.server.app import studio_of
 
@@ -44,7 +43,7 @@ def stream_call(
     def run() -> None:
         try:
             events.put(("end", call(lambda kind, data: events.put((kind, data)), cancelled)))
-        except (UserError, PoseBankError) as error:
+        except UserError as error:  # PoseBankError too
             events.put(("error", {"error": error.message, "hint": error.hint}))
         except BaseException as error:  # noqa: BLE001  (a bug: logged, reported in one line)
             if cancelled.is_set() and isinstance(error, KeyboardInterrupt):

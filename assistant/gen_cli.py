@@ -283,7 +283,8 @@ def _from_png(
     from assistant.progress import render_with_progress
     from tools.generation.generate import GenerationRequest
     from tools.server.generation import planned_outputs
-    from tools.store.png_info import model_warning, read_png_info, replay_plan
+    from tools.store.png_info import read_png_info
+    from tools.store.png_replay import model_warning, replay_plan
 
     recorded = read_png_info(path)
     plan, unmapped = replay_plan(recorded, character)

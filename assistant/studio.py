@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from tools.server.app import request_settings, require_my_environment, studio_of
+from tools.server.studio import request_settings, require_my_environment, studio_of
 from tools.settings import Settings
 
 planner_router = APIRouter(prefix="/api")

@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from fastapi.testclient import TestClient
 
-    from tools.server.app import Studio, create_app
+    from tools.server.app import create_app
+    from tools.server.studio import Studio
 
     with tempfile.TemporaryDirectory(prefix="gallery-bench-") as folder:
         home = Path(folder) / "home"

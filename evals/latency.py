@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         from tools.jobs.processes import stop_worker
-        from tools.server.serve import stop_server
+        from tools.server.files import stop_server
 
         stop_server(home / ".anime-chat")
         stop_worker(home / ".anime-chat")

@@ -79,7 +79,7 @@ def _short_lived_workers(monkeypatch: pytest.MonkeyPatch):
     home = os.environ.get("ANIME_HOME")
     if home:
         from tools.jobs.processes import stop_worker
-        from tools.server.serve import stop_server
+        from tools.server.files import stop_server
 
         stop_server(Path(home) / ".anime-chat")
         stop_worker(Path(home) / ".anime-chat")
@@ -119,7 +119,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Itera
     home = studio_home(tmp_path_factory.mktemp("studio") / "home", tiny_models)
     library = CharacterLibrary(load_settings(home=home, env={}).paths)
     library.add("sakura", Image.new("RGB", (96, 128), (240, 200, 210)), description="pink hair")
-    from tools.server.serve import stop_server
+    from tools.server.files import stop_server
 
     process = subprocess.Popen(
         [sys.executable, "-m", "assistant.studio", "--background"],

@@ -14,8 +14,9 @@ from PIL import Image
 
 from evals.gallery_bench import synthetic_meta
 from tools.gallery.auth import login_code
-from tools.server.app import Studio, create_app
+from tools.server.app import create_app
 from tools.server.security import COOKIE_NAME, CSRF_HEADER, csrf_token
+from tools.server.studio import Studio
 from tools.settings import load_settings
 from tools.store.gen_index import GenerationIndex
 from tools.store.output_store import OutputStore

@@ -89,7 +89,7 @@ def gallery(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path):
     """`anime-gen gallery --no-browser` on a prepared home: (home, printed URL, shots dir)."""
     from tools.characters.library import CharacterLibrary
     from tools.jobs.processes import stop_worker
-    from tools.server.serve import stop_server
+    from tools.server.files import stop_server
     from tools.settings import load_settings
 
     home = studio_home(tmp_path_factory.mktemp("gallery") / "home", tiny_models)

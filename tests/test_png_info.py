@@ -13,14 +13,12 @@ from tests.test_output_store import image, make_store, meta
 from tools.store.png_info import (
     FIELDS,
     format_info,
-    model_warning,
-    our_sampler,
     parse_a1111,
     parse_comfyui,
     parse_ours,
     read_png_info,
-    replay_plan,
 )
+from tools.store.png_replay import model_warning, our_sampler, replay_plan
 
 DATA = Path(__file__).parent / "data" / "png_params"
 

@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from assistant.gen_cli import app
-from tools.engine import second_pass
+from tools.engine import derived_pipelines
 from tools.engine.face_detail import face_detail_pass
 from tools.engine.hires import hires_size
 from tools.engine.rendering import Engine, RenderJob
@@ -175,8 +175,8 @@ def test_face_detail_setting_records_adetailer_keys_in_the_saved_png(warm, monke
 @pytest.mark.slow
 def test_derived_pipelines_keep_the_warm_dtype_and_share_modules(warm):
     engine = warm.engine
-    img2img = second_pass.derived_pipeline(engine, "img2img")
-    inpaint = second_pass.derived_pipeline(engine, "inpaint")
+    img2img = derived_pipelines.derived_pipeline(engine, "img2img")
+    inpaint = derived_pipelines.derived_pipeline(engine, "inpaint")
     assert img2img.unet is engine.pipe.unet and inpaint.vae is engine.pipe.vae
     assert img2img.controlnet is engine.pipe.controlnet
-    assert second_pass.derived_pipeline(engine, "img2img") is img2img
+    assert derived_pipelines.derived_pipeline(engine, "img2img") is img2img

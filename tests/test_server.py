@@ -22,10 +22,11 @@ from conftest import studio_home as _home
 from fastapi.testclient import TestClient
 
 from tools.server import files
-from tools.server.app import Studio, create_app
+from tools.server.app import create_app
 from tools.server.client import StudioClient, connect, running_client
+from tools.server.files import stop_server
 from tools.server.security import COOKIE_NAME, CSRF_HEADER, csrf_token
-from tools.server.serve import stop_server
+from tools.server.studio import Studio
 
 TOKEN = "test-token"
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
-from tools.engine.second_pass import (
+from tools.engine.derived_pipelines import (
     at_least_one_step,
     conditioning,
     derived_pipeline,

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from tools.engine.extra_networks import decode_latents
-from tools.engine.second_pass import (
+from tools.engine.derived_pipelines import (
     at_least_one_step,
     conditioning,
     derived_pipeline,
     seed_sde_noise,
     step_reporter,
 )
+from tools.engine.extra_networks import decode_latents
 
 if TYPE_CHECKING:
     import torch

@@ -15,8 +15,8 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from tools.gallery.catalog import Catalog, Filters, NotFound, image_json
-from tools.server.app import request_settings, studio_of
 from tools.server.security import guard_path
+from tools.server.studio import request_settings, studio_of
 from tools.settings import Settings
 
 gallery_api = APIRouter(prefix="/api")
@@ -126,6 +126,7 @@ def parameters_of(row: Any) -> str:
     """The PNG's `parameters` text; from the record when the file is gone or has none."""
     import json
 
+    from tools.store.metadata import ImageMetadata
     from tools.store.output_store import png_parameters, read_png_metadata
 
     try:
@@ -135,8 +136,8 @@ def parameters_of(row: Any) -> str:
     if text:
         return text
     try:
-        return png_parameters(json.loads(row["record"]))
-    except (KeyError, TypeError, ValueError):
+        return png_parameters(ImageMetadata.of(json.loads(row["record"])))
+    except (KeyError, TypeError, ValueError):  # a pydantic ValidationError is a ValueError
         return ""
 
 

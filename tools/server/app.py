@@ -6,130 +6,22 @@ and mounts it behind the same token dependency, so a new router needs no auth co
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Iterable
-from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tools.errors import UserError
+from tools.gallery import gallery_routers, login_router
+from tools.server.library_routes import library_router
+from tools.server.routes import core_router
 from tools.server.security import allowed_host, allowed_origin, require_token
-from tools.settings import Settings, load_settings
-
-OVERRIDES_HEADER = "X-Anime-Overrides"
-
-
-class Studio:
-    """What the server keeps warm for every request: the home, the pose bank, the sessions."""
-
-    def __init__(self, home: Path, token: str, host: str, background: bool = False) -> None:
-        self.home = home
-        self.token = token
-        self.host = host
-        self.port = 0
-        self.background = background
-        self.last_activity = time.monotonic()
-        self.open_streams = 0
-        # Requests being answered: a slow one (the embedder's first load) is not idle time.
-        self.in_flight = 0
-        self.sessions: dict[str, Any] = {}
-
-    @property
-    def state(self) -> Path:
-        return self.home / ".anime-chat"
-
-    def settings(self, overrides: dict[str, Any] | None = None) -> Settings:
-        """The settings a request asks for: its flags and environment over the config file,
-        read again on every request (so an edited config applies without a restart)."""
-        overrides = overrides or {}
-        return load_settings(
-            overrides=overrides.get("flags") or None, env=overrides.get("env") or {}, home=self.home
-        )
-
-    @cached_property
-    def poses(self) -> Any:
-        from posebank import PoseBank
-
-        settings = self.settings()
-        return PoseBank(settings.paths.state, settings.paths.user_poses)
-
-    def runtime(self, settings: Settings) -> Any:
-        """A `Runtime` for these settings that shares the warm pose bank (and its embedder)."""
-        from tools.generation.runtime import Runtime
-
-        runtime = Runtime(settings)
-        runtime.poses = self.poses
-        return runtime
-
-    def roots(self) -> list[Path]:
-        paths = self.settings().paths
-        return [paths.output, paths.characters, paths.state]
-
-    def busy(self, own_requests: int = 0) -> bool:
-        """Requests (beyond the caller's own), event streams or queued jobs keep it busy."""
-        from tools.jobs.journal import JobJournal
-
-        if self.in_flight > own_requests or self.open_streams:
-            return True
-        return JobJournal.for_state(self.state).pending_count() > 0
-
-
-def request_overrides(request: Request) -> dict[str, Any]:
-    """`X-Anime-Overrides: {"flags": {section: {key: value}}, "env": {NAME: value}}`."""
-    raw = request.headers.get(OVERRIDES_HEADER)
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-class EnvironmentMismatch(UserError):
-    def __init__(self, differences: list[str]) -> None:
-        super().__init__(
-            "this command's Hugging Face environment differs from the running studio server's"
-            f" ({'; '.join(differences)})",
-            f"HF_* apply when the server and its worker start: stop the server (`kill"
-            f" {os.getpid()}`) once its jobs are done; the next command starts one with yours",
-        )
-
-
-def require_my_environment(request: Request) -> None:
-    """Refuse a job whose `HF_*` the worker could not honour (it read its own at start)."""
-    from tools.server.client import process_environment
-
-    wanted = process_environment(request_overrides(request).get("env") or {})
-    mine = process_environment(dict(os.environ))
-    differences = [
-        f"{name}={wanted.get(name)!r} here, {mine.get(name)!r} in the server"
-        for name in sorted(set(wanted) | set(mine))
-        if wanted.get(name) != mine.get(name)
-    ]
-    if differences:
-        raise EnvironmentMismatch(differences)
-
-
-def studio_of(request: Request) -> Studio:
-    return request.app.state.studio
-
-
-def request_settings(request: Request) -> Settings:
-    """FastAPI dependency: the settings this request resolves to."""
-    return studio_of(request).settings(request_overrides(request))
+from tools.server.studio import Studio
 
 
 def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
-    from tools.gallery import gallery_routers, login_router
-    from tools.server.library_routes import library_router
-    from tools.server.routes import core_router
-
     app = FastAPI(title="anime-chat studio", version="1")
     app.state.studio = studio
     app.state.token = studio.token

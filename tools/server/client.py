@@ -223,13 +223,12 @@ def with_my_environment(client: StudioClient) -> StudioClient:
     `HF_*`: an idle server started with others is replaced (with its idle worker); a busy one
     is left alone, and the server itself refuses the job in one line (`EnvironmentMismatch`)."""
     from tools.jobs.processes import stop_worker
-    from tools.server.serve import stop_server
 
     status = client.call("GET", "/api/status", timeout=10)
     if status.get("env") == process_environment() or status.get("busy"):
         return client
     state = client.home / ".anime-chat"
-    stop_server(state)
+    files.stop_server(state)
     stop_worker(state)
     return connect(client.home)
 

@@ -10,6 +10,8 @@ import fcntl
 import json
 import os
 import secrets
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -103,3 +105,18 @@ def live_discovery(state: Path) -> Discovery | None:
         remove_discovery(state)
         return None
     return discovery
+
+
+def stop_server(state: Path, timeout: float = 10.0) -> bool:
+    """SIGTERM the home's running server and wait for it to let go of its lock."""
+    discovery = read_discovery(state)
+    if discovery is None or not server_running(state):
+        return False
+    os.kill(discovery.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while server_running(state):
+        if time.monotonic() > deadline:
+            os.kill(discovery.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    return True

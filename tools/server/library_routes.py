@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from tools.server.app import request_settings, require_my_environment, studio_of
 from tools.server.library import (
     AddBody,
     EditBody,
@@ -22,6 +21,7 @@ from tools.server.library import (
     link_variations,
     remove_character,
 )
+from tools.server.studio import request_settings, require_my_environment, studio_of
 from tools.settings import Settings
 
 library_router = APIRouter(prefix="/api")

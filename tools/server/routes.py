@@ -15,10 +15,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from tools.server.app import request_settings, require_my_environment, studio_of
 from tools.server.client import process_environment
 from tools.server.generation import GenerateBody, plan_generation, planned_outputs
 from tools.server.security import guard_path
+from tools.server.studio import request_settings, require_my_environment, studio_of
 from tools.settings import Settings
 
 core_router = APIRouter(prefix="/api")

@@ -92,7 +92,8 @@ def serve(
 ) -> int:
     import uvicorn
 
-    from tools.server.app import Studio, create_app
+    from tools.server.app import create_app
+    from tools.server.studio import Studio
 
     settings = load_settings(home=home)
     state = settings.paths.state
@@ -127,21 +128,6 @@ def serve(
     finally:
         files.remove_discovery(state)
         lock.close()
-
-
-def stop_server(state: Path, timeout: float = 10.0) -> bool:
-    """SIGTERM the home's running server and wait for it to let go of its lock."""
-    discovery = files.read_discovery(state)
-    if discovery is None or not files.server_running(state):
-        return False
-    os.kill(discovery.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while files.server_running(state):
-        if time.monotonic() > deadline:
-            os.kill(discovery.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    return True
 
 
 def _watch(studio: Any, server: Any) -> None:

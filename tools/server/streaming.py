@@ -34,7 +34,7 @@ def stream_call(
     request: Request, call: Callable[[Emit, threading.Event], Any]
 ) -> StreamingResponse:
     from tools.errors import UserError
-    from tools.server.app import studio_of
+    from tools.server.studio import studio_of
 
     studio = studio_of(request)
     events: queue.Queue[tuple[str, Any]] = queue.Queue()

@@ -29,7 +29,7 @@ FIELDS = (
     "model",
     "clip_skip",
 )
-_INLINE_LORA = re.compile(r"<lora:([^:>]+)(?::([-+]?[0-9.]+))?[^>]*>")
+INLINE_LORA = re.compile(r"<lora:([^:>]+)(?::([-+]?[0-9.]+))?[^>]*>")
 # One `Key: value` entry of A1111's last line; a value may be "quoted, with commas" or, as
 # Civitai writes `Hashes`, a {"json": "object"}.
 _A1111_ENTRY = re.compile(r'\s*([\w \-/+]+?):\s*("(?:\\.|[^\\"])*"|\{[^{}]*\}|[^,]*)(?:,|$)')
@@ -113,16 +113,16 @@ def parse_a1111(parameters: str) -> dict[str, Any]:
     info = _empty("a1111")
     info["prompt"] = "\n".join(prompt_lines).strip()
     info["negative_prompt"] = "\n".join(negative_lines).strip() if negative_lines else None
-    info["steps"] = _number(entries.pop("Steps", None), int)
+    info["steps"] = as_number(entries.pop("Steps", None), int)
     info["sampler"] = _a1111_sampler(entries.pop("Sampler", None), entries.get("Schedule type"))
-    info["cfg_scale"] = _number(entries.pop("CFG scale", None), float)
-    info["seed"] = _number(entries.pop("Seed", None), int)
+    info["cfg_scale"] = as_number(entries.pop("CFG scale", None), float)
+    info["seed"] = as_number(entries.pop("Seed", None), int)
     size = entries.pop("Size", None)
     if size and re.fullmatch(r"\d+x\d+", size):
         width, height = size.split("x")
         info["width"], info["height"] = int(width), int(height)
     info["model"] = entries.pop("Model", None)
-    info["clip_skip"] = _number(entries.pop("Clip skip", None), int)
+    info["clip_skip"] = as_number(entries.pop("Clip skip", None), int)
     info["loras"] = _loras(info["prompt"], entries.get("Lora hashes"))
     if entries.get("Lora hashes"):
         info["lora_hashes"] = lora_hashes(entries["Lora hashes"])
@@ -139,7 +139,7 @@ def _a1111_sampler(sampler: str | None, schedule: str | None) -> str | None:
     return sampler
 
 
-def _number(value: Any, kind: type) -> Any:
+def as_number(value: Any, kind: type) -> Any:
     if value is None:
         return None
     try:
@@ -151,7 +151,7 @@ def _number(value: Any, kind: type) -> Any:
 def _loras(prompt: str, hashes: str | None) -> list[dict[str, Any]]:
     """Inline `<lora:NAME:W>` tags (with their weights), then any only named in `Lora hashes`."""
     loras: dict[str, float | None] = {}
-    for name, weight in _INLINE_LORA.findall(prompt):
+    for name, weight in INLINE_LORA.findall(prompt):
         loras[name] = float(weight) if weight else 1.0
     for entry in (hashes or "").split(","):
         name = entry.split(":")[0].strip()
@@ -173,9 +173,9 @@ def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
     if sampler_id is None:
         return info
     sampler = graph[sampler_id]["inputs"]
-    info["seed"] = _number(sampler.get("seed", sampler.get("noise_seed")), int)
-    info["steps"] = _number(sampler.get("steps"), int)
-    info["cfg_scale"] = _number(sampler.get("cfg"), float)
+    info["seed"] = as_number(sampler.get("seed", sampler.get("noise_seed")), int)
+    info["steps"] = as_number(sampler.get("steps"), int)
+    info["cfg_scale"] = as_number(sampler.get("cfg"), float)
     name, scheduler = sampler.get("sampler_name"), sampler.get("scheduler")
     if isinstance(name, str):
         # Early ComfyUI wrote k-diffusion's function names ("sample_dpmpp_2m").
@@ -188,8 +188,8 @@ def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
     info["negative_prompt"] = _linked_text(graph, sampler.get("negative"))
     latent = _upstream(graph, sampler.get("latent_image"), ("EmptyLatentImage",))
     if latent is not None:
-        info["width"] = _number(latent["inputs"].get("width"), int)
-        info["height"] = _number(latent["inputs"].get("height"), int)
+        info["width"] = as_number(latent["inputs"].get("width"), int)
+        info["height"] = as_number(latent["inputs"].get("height"), int)
     loras: list[dict[str, Any]] = []
     checkpoint_clip_skip = None
     node = _node(graph, sampler.get("model"))
@@ -197,10 +197,10 @@ def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
         inputs = node.get("inputs", {})
         if node.get("class_type") in ("LoraLoader", "LoraLoaderModelOnly"):
             loras.insert(
-                0, {"name": _stem(inputs.get("lora_name")), "weight": _lora_weight(inputs)}
+                0, {"name": file_stem(inputs.get("lora_name")), "weight": _lora_weight(inputs)}
             )
         if "ckpt_name" in inputs:
-            info["model"] = _stem(inputs["ckpt_name"])
+            info["model"] = file_stem(inputs["ckpt_name"])
             config = re.search(r"clip_skip_(\d+)", str(inputs.get("config_name", "")))
             checkpoint_clip_skip = int(config[1]) if config else None
             break
@@ -239,7 +239,7 @@ def _lora_weight(inputs: dict[str, Any]) -> float | None:
     return float(weight) if isinstance(weight, int | float) else None
 
 
-def _stem(name: Any) -> Any:
+def file_stem(name: Any) -> Any:
     if not isinstance(name, str):
         return name
     return re.sub(r"\.(safetensors|ckpt|pt|pth|bin)$", "", name.replace("\\", "/").split("/")[-1])
@@ -321,125 +321,3 @@ def format_info(info: dict[str, Any]) -> str:
     elif info.get("ADetailer model"):
         lines.append(f"face detail: ADetailer {info['ADetailer model']}")
     return "\n".join(lines)
-
-
-# ComfyUI's sampler names that differ from ours (the others fold with normalize_sampler).
-_COMFYUI_SAMPLERS = {
-    "euler_ancestral": "euler_a",
-    "uni_pc": "unipc",
-    "uni_pc_bh2": "unipc",
-}
-
-
-def our_sampler(name: Any) -> str | None:
-    """Our `output.sampler` for a sampler as A1111 ("DPM++ 2M Karras", "UniPC") or ComfyUI
-    ("dpmpp_2m_karras", "euler_ancestral") names it; None when we have no such sampler."""
-    from tools.engine.samplers import normalize_sampler
-
-    if not name:
-        return None
-    text = str(name).strip()
-    if text.lower() in _COMFYUI_SAMPLERS:
-        return _COMFYUI_SAMPLERS[text.lower()]
-    try:
-        return normalize_sampler(text)
-    except ValueError:
-        return None
-
-
-def model_warning(info: dict[str, Any], configured: str) -> str | None:
-    """One line when the image's model is not the configured checkpoint (compared by file
-    stem, as A1111 and ComfyUI name models), else None."""
-    recorded = info.get("model")
-    if not recorded or _model_stem(recorded) == _model_stem(configured):
-        return None
-    return (
-        f"warning: {info['source']} image drawn with model '{recorded}', yours is "
-        f"'{configured}' (models.checkpoint): expect other pixels"
-    )
-
-
-def _model_stem(name: str) -> str:
-    return str(_stem(str(name).strip().split(" [")[0])).lower()
-
-
-def replay_plan(info: dict[str, Any], character: str | None) -> tuple[dict[str, Any], list[str]]:
-    """What `--from-png` draws: (request fields, settings overrides) and what it cannot map.
-
-    Ours: the recorded character, pose id, user prompt, seed and settings (hires fix and face
-    detail included). Others: their settings and prompt for the character named; anything
-    without an equivalent here is listed. The model is checked apart (`model_warning`).
-    """
-    ours = info["source"] == "anime-chat"
-    who = character or (info.get("character") if ours else None)
-    if not who:
-        raise UserError(
-            f"this image comes from {info['source']}: no character of ours is recorded",
-            "add --character NAME",
-        )
-    unmapped: list[str] = []
-    sampler = our_sampler(info.get("sampler"))
-    if info.get("sampler") and sampler is None:
-        unmapped.append(f"sampler '{info['sampler']}'")
-    output: dict[str, Any] = {
-        "steps": info.get("steps"),
-        "guidance_scale": info.get("cfg_scale"),
-        "sampler": sampler,
-    }
-    if info.get("width") and info.get("height"):
-        output["resolution"] = f"{info['width']}x{info['height']}"
-    request: dict[str, Any] = {"character": who, "seed": info.get("seed"), "count": 1}
-    if ours:
-        request["pose"] = (info.get("pose") or {}).get("id")
-        request["prompt"] = info.get("user_prompt") or ""
-        output.update(_our_second_passes(info))
-    else:
-        request["random_pose"] = True
-        request["prompt"] = _INLINE_LORA.sub("", info.get("prompt") or "").strip(" ,")
-        output.update(_a1111_second_passes(info, unmapped))
-        unmapped += [f"LoRA '{lora['name']}'" for lora in info.get("loras") or []]
-    return {"request": request, "output": output}, unmapped
-
-
-def _our_second_passes(info: dict[str, Any]) -> dict[str, Any]:
-    """Our recorded hires fix and face detail as the settings that drew them (off if absent)."""
-    hires, detail = info.get("hires"), info.get("face_detail")
-    passes: dict[str, Any] = {"hires": False, "face_detail": False}
-    if hires:
-        passes["hires"] = {key: hires[key] for key in ("scale", "denoise", "steps", "upscaler")}
-    if detail:
-        keys = ("denoise", "confidence", "padding", "mask_blur")
-        passes["face_detail"] = {key: detail[key] for key in keys}
-    return passes
-
-
-def _a1111_second_passes(info: dict[str, Any], unmapped: list[str]) -> dict[str, Any]:
-    """A1111's hires fix and ADetailer entries as our output.hires / output.face_detail."""
-    passes: dict[str, Any] = {}
-    scale = _number(info.get("Hires upscale"), float)
-    if scale and scale > 1:
-        upscaler = str(info.get("Hires upscaler") or "Latent")
-        hires: dict[str, Any] = {
-            "scale": scale,
-            "upscaler": "latent" if upscaler.lower().startswith("latent") else "lanczos",
-        }
-        if not upscaler.lower().startswith(("latent", "lanczos")):
-            unmapped.append(f"hires upscaler '{upscaler}' (ours: lanczos)")
-        if _number(info.get("Denoising strength"), float):
-            hires["denoise"] = _number(info["Denoising strength"], float)
-        if _number(info.get("Hires steps"), int):
-            hires["steps"] = _number(info["Hires steps"], int)
-        passes["hires"] = hires
-    if info.get("ADetailer model"):
-        detail: dict[str, Any] = {}
-        for ours, theirs, kind in (
-            ("denoise", "ADetailer denoising strength", float),
-            ("confidence", "ADetailer confidence", float),
-            ("padding", "ADetailer inpaint padding", int),
-            ("mask_blur", "ADetailer mask blur", int),
-        ):
-            if _number(info.get(theirs), kind) is not None:
-                detail[ours] = _number(info[theirs], kind)
-        passes["face_detail"] = detail
-        unmapped.append(f"ADetailer model '{info['ADetailer model']}' (ours: animeface)")
-    return passes

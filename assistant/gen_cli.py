@@ -169,7 +169,7 @@ def _from_png(
     path: Path, character: str | None, seed: int | None, as_json: bool, dry_run: bool
 ) -> None:
     from assistant.progress import render_with_progress
-    from tools.generation.generate import GenerationRequest
+    from tools.generation.specs import GenerationRequest
     from tools.server.generation import planned_outputs
     from tools.store.png_info import read_png_info, replay_plan
 
@@ -181,7 +181,7 @@ def _from_png(
     request["character"] = _resolve_character(runtime, request["character"])
     if seed is not None:
         request["seed"] = seed
-    specs = runtime.generator.plan(GenerationRequest(**request))
+    specs = runtime.planner.plan(GenerationRequest(**request))
     if dry_run:
         _print_planned(planned_outputs(specs)["outputs"], as_json)
         return

@@ -8,8 +8,8 @@
 
 The CPU bench runs a whole request both ways: raw diffusers written the obvious way (pipeline,
 `load_ip_adapter`, prompt strings, the reference image on every call, PNG saved) against
-`Generator.plan` + `Generator.produce` (pose rendering, scoring, saving, indexing included), from
-cold start to the last image. Its last line is `overhead_ratio=X` (project / raw).
+`GenerationPlanner.plan` + `Producer.produce` (pose rendering, scoring, saving, indexing
+included), from cold start to the last image. Its last line is `overhead_ratio=X` (project / raw).
 
 The GPU bench times `Engine.render` per setting (fused QKV, CFG cutoff, torch.compile, low-VRAM,
 few-step LoRA) against the raw pipeline at batch 1 and 4; its last line is `speedup=X` (raw / best
@@ -262,12 +262,12 @@ def _cpu_bench(images: int, workdir: Path, threads: int) -> dict[str, Any]:
     # The character exists before the request, as the reference file does for the raw side.
     CharacterLibrary(settings.paths).add("bench", reference_path, prompt_tags="1girl, red hair")
     with timed_both("project", "load"):
-        from tools.generation.generate import GenerationRequest
         from tools.generation.runtime import Runtime
+        from tools.generation.specs import GenerationRequest
 
         runtime = Runtime(settings)
         # One spec more than timed: the first image of each side warms the kernels up.
-        specs = runtime.generator.plan(
+        specs = runtime.planner.plan(
             GenerationRequest(character="bench", random_pose=True, count=images + 1, seed=BASE_SEED)
         )
         runtime.engine.pipe  # noqa: B018 - load now, as the raw side does
@@ -276,7 +276,7 @@ def _cpu_bench(images: int, workdir: Path, threads: int) -> dict[str, Any]:
 
     for spec in specs:
         # What the raw side is given: the same prompt text and pose map, drawn beforehand.
-        meta = runtime.generator.metadata(spec, spec.seed)
+        meta = runtime.producer.metadata(spec, spec.seed)
         pose = render_pose(runtime.poses.get(spec.pose.id), width, height)
         warm_up = spec.index == 0
         with _skip() if warm_up else timed_both("raw", "image"):
@@ -296,7 +296,7 @@ def _cpu_bench(images: int, workdir: Path, threads: int) -> dict[str, Any]:
             )[0]
             image.save(raw_out / f"{spec.index:03d}.png")
         with _skip() if warm_up else timed_both("project", "image"):
-            runtime.generator.produce(spec)
+            runtime.producer.produce(spec)
     raw, project = cpu["raw"], cpu["project"]
     return {
         "mode": "cpu",
@@ -541,8 +541,8 @@ def fast_quality_bench(
     from evals.tiny_models import build_tiny_models
     from tools.characters.library import CharacterLibrary
     from tools.engine.rendering import sampling_for
-    from tools.generation.generate import GenerationRequest
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
     from tools.settings import CONFIG_FILENAME, load_settings
 
     home = workdir / "quality-home"
@@ -570,7 +570,8 @@ def fast_quality_bench(
             character="bench", random_pose=True, count=images, seed=BASE_SEED, request_id=side
         )
         started = time.perf_counter()
-        records = Runtime(settings).generator.run(request)
+        runtime = Runtime(settings)
+        records = runtime.producer.produce_batch(runtime.planner.plan(request))
         sides[side] = _score_means(records) | {
             "seconds": round(time.perf_counter() - started, 2),
             "steps": sampling_for(settings).steps,

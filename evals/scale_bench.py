@@ -27,8 +27,8 @@ from evals.soak import prepare_home
 def run_once(models: Path, root: Path, workers: int, images: int, ray: bool) -> dict[str, float]:
     from PIL import Image
 
-    from tools.generation.generate import GenerationRequest
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
     from tools.jobs.supervisor import ensure_worker, stop_worker, submit_job, wait_for_job
     from tools.settings import load_settings
 
@@ -49,7 +49,7 @@ def run_once(models: Path, root: Path, workers: int, images: int, ray: bool) -> 
 
     def plan(count: int, seed: int):
         request = GenerationRequest(character="sakura", count=count, seed=seed, posture="standing")
-        return runtime.generator.plan(request)
+        return runtime.planner.plan(request)
 
     head = None
     if ray:

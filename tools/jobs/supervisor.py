@@ -32,7 +32,7 @@ from tools.jobs.journal import CANCELLED, DONE, Job, JobJournal
 from tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from tools.generation.generate import ImageSpec, OutputRecord
+    from tools.generation.specs import ImageSpec, OutputRecord
 
 log = logging.getLogger("anime.supervisor")
 
@@ -413,7 +413,7 @@ def wait_for_job(
 
 
 def job_records(job: Job) -> list[OutputRecord]:
-    from tools.generation.generate import OutputRecord
+    from tools.generation.specs import OutputRecord
 
     return [OutputRecord.model_validate(image.record) for image in job.images if image.record]
 
@@ -444,7 +444,7 @@ def run_in_worker(
     Ctrl-C stops waiting; with `cancel_on_interrupt` it also cancels the job (the chat's
     "cancel the current request"), otherwise the job keeps running in the worker.
     """
-    from tools.generation.generate import OutputRecord
+    from tools.generation.specs import OutputRecord
 
     _, job_id = submit_job(settings, specs, label)
     ensure_worker(settings)

@@ -146,7 +146,9 @@ class _SheetPlan:
 class _InOrder:
     """Hands the records of sheet specs on in spec order, whatever order they are drawn in."""
 
-    def __init__(self, specs: list[ImageSpec], on_record: Callable[[int, OutputRecord], None]):
+    def __init__(
+        self, specs: list[ImageSpec], on_record: Callable[[int, OutputRecord], None]
+    ) -> None:
         self.numbers = {spec.sheet.path: n for n, spec in enumerate(specs) if spec.sheet}
         self.on_record = on_record
         self.arrived: dict[int, OutputRecord] = {}

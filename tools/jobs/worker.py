@@ -111,8 +111,11 @@ class Worker:
         swept = self.base.store.sweep_stale_temp_files()
         if swept:
             log.info("removed %d temp files left by interrupted writes", swept)
-        # Imported now, not inside the claim's transaction where `_limit` runs.
-        import tools.engine.rendering  # noqa: F401
+        from tools.engine.rendering import batch_size_for
+
+        # Asked once now: it imports torch, which must not happen inside the claim's
+        # transaction (where `_limit` runs), or the lease it stamps is stale on arrival.
+        batch_size_for(self.settings)
 
         idle_since = time.monotonic()
         while True:

@@ -97,6 +97,13 @@ def generate(
         Path | None,
         typer.Option("--from-png", help="Draw again what a PNG (ours, A1111, ComfyUI) records."),
     ] = None,
+    hires: Annotated[
+        float | None,
+        typer.Option("--hires", metavar="SCALE", help="Hires fix: upscale by SCALE and refine."),
+    ] = None,
+    face_detail: Annotated[
+        bool, typer.Option("--face-detail", help="Redraw the face at a higher resolution.")
+    ] = False,
 ) -> None:
     """Draw BATCH images of a character in a pose."""
     from tools.errors import UserError
@@ -109,8 +116,9 @@ def generate(
         from tools.characters.library import normalize_name
 
         collection = normalize_name(collection)
+    output_flags = _output_flags(resolution, hires, face_detail)
     if from_png is not None:
-        _from_png(from_png, character or name, seed, as_json, dry_run)
+        _from_png(from_png, character or name, seed, as_json, dry_run, output_flags)
         return
     body = GenerateBody(
         character=character or name,
@@ -123,7 +131,7 @@ def generate(
         variations=variations,
         all_characters=all_characters,
     )
-    flags = {"output": {"resolution": resolution}} if resolution else {}
+    flags = {"output": output_flags} if output_flags else {}
     thin = character_sheet is None and (dry_run or variations is None)
     if thin and (client := studio_client()) is not None:
         if dry_run:
@@ -133,7 +141,7 @@ def generate(
             return
         _render_in_server(client, body.model_dump(), flags, as_json, detach)
         return
-    runtime = _runtime(output={"resolution": resolution})
+    runtime = _runtime(output=output_flags)
     if character_sheet is not None:
         _character_sheet(runtime, character_sheet, new_name, seed, as_json, dry_run)
         return
@@ -165,18 +173,38 @@ def generate(
         raise typer.Exit(1)
 
 
+def _output_flags(resolution: str | None, hires: float | None, face_detail: bool) -> dict[str, Any]:
+    """The `output` settings the flags override; `--hires` sets only the scale (the config's
+    hires options stay)."""
+    flags: dict[str, Any] = {"resolution": resolution}
+    if hires is not None:
+        flags["hires"] = {"scale": hires}
+    if face_detail:
+        # A mapping, so that face_detail options of the config file are kept.
+        flags["face_detail"] = {}
+    return {key: value for key, value in flags.items() if value is not None}
+
+
 def _from_png(
-    path: Path, character: str | None, seed: int | None, as_json: bool, dry_run: bool
+    path: Path,
+    character: str | None,
+    seed: int | None,
+    as_json: bool,
+    dry_run: bool,
+    output_flags: dict[str, Any],
 ) -> None:
     from assistant.progress import render_with_progress
     from tools.generation.specs import GenerationRequest
     from tools.server.generation import planned_outputs
-    from tools.store.png_info import read_png_info, replay_plan
+    from tools.store.png_info import model_warning, read_png_info, replay_plan
 
-    plan, unmapped = replay_plan(read_png_info(path), character)
+    recorded = read_png_info(path)
+    plan, unmapped = replay_plan(recorded, character)
     if unmapped:
         typer.echo(f"not mapped (our settings used instead): {'; '.join(unmapped)}", err=True)
-    runtime = _runtime(output=plan["output"])
+    runtime = _runtime(output={**plan["output"], **output_flags})
+    if warning := model_warning(recorded, runtime.engine.checkpoint.label):
+        typer.echo(warning, err=True)
     request = plan["request"]
     request["character"] = _resolve_character(runtime, request["character"])
     if seed is not None:
@@ -406,6 +434,27 @@ def serve(
     from tools.settings import resolve_home
 
     raise typer.Exit(run_server(resolve_home(), routers(), host, port))
+
+
+# -- gallery -------------------------------------------------------------------------------------
+@app.command()
+def gallery(
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Only print the URL; open nothing.")
+    ] = False,
+) -> None:
+    """Open the web gallery (starting the studio server if needed); the URL is the last line."""
+    from tools.gallery.auth import login_url
+    from tools.server.client import connect
+
+    client = connect()
+    url = login_url(client.discovery.url, client.token)
+    if not no_browser:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            typer.echo("no browser found here: open the URL below yourself", err=True)
+    typer.echo(url)
 
 
 # -- doctor --------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import typer
 from assistant.cli_common import GuardedGroup, print_json, settings_from_flags
 
 if TYPE_CHECKING:
-    from tools.jobs.journal import Job, JobJournal
+    from tools.jobs.job import Job
+    from tools.jobs.journal import JobJournal
 
 jobs_app = typer.Typer(
     cls=GuardedGroup,
@@ -44,7 +45,7 @@ def jobs_list(
     """Show the queue (next first), then the finished jobs (newest first)."""
     if ctx.invoked_subcommand is not None:
         return
-    from tools.jobs.supervisor import worker_running
+    from tools.jobs.processes import worker_running
 
     settings = settings_from_flags()
     jobs = _journal().list(limit)
@@ -52,7 +53,7 @@ def jobs_list(
         newest_first = sorted(jobs, key=lambda job: job.created, reverse=True)
         print_json([job.summary() for job in newest_first])
         return
-    from tools.jobs.journal import worker_throughput
+    from tools.jobs.job import worker_throughput
 
     typer.echo("worker: " + ("running" if worker_running(settings.paths.state) else "not running"))
     if not jobs:
@@ -80,7 +81,7 @@ def jobs_cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 def jobs_retry(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Queue a failed or cancelled job again; it resumes at its first image not yet done."""
     from tools.errors import UserError
-    from tools.jobs.supervisor import ensure_worker
+    from tools.jobs.client import ensure_worker
 
     journal = _journal()
     job = _job(journal, job_id)
@@ -98,7 +99,8 @@ def jobs_wait(
     """Wait for a job (or every unfinished job), with progress; exit 1 if one did not finish."""
     from assistant.progress import wait_with_progress
     from tools.generation.runtime import Runtime
-    from tools.jobs.supervisor import ensure_worker
+    from tools.jobs.client import ensure_worker
+    from tools.jobs.job import JobState
 
     runtime = Runtime(settings_from_flags())
     journal = _journal()
@@ -114,7 +116,7 @@ def jobs_wait(
     else:
         for job in finished:
             typer.echo(job.describe())
-    if any(job.state != "done" for job in finished):
+    if any(job.state != JobState.DONE for job in finished):
         raise typer.Exit(1)
 
 

@@ -21,7 +21,7 @@ CANCEL_WINDOW_SECONDS = 3.0
 
 def submit_detached(runtime: Runtime, specs: list[ImageSpec], label: str | None = None) -> str:
     """Enqueue the specs and make sure a worker will run them; returns the job id."""
-    from tools.jobs.supervisor import ensure_worker, submit_job
+    from tools.jobs.client import ensure_worker, submit_job
 
     _, job_id = submit_job(runtime.settings, specs, label)
     ensure_worker(runtime.settings)
@@ -32,7 +32,7 @@ def render_with_progress(
     runtime: Runtime, specs: list[ImageSpec], quiet: bool = False, label: str | None = None
 ) -> list[OutputRecord]:
     """Submit the specs as one job, wait for the worker, and return their records."""
-    from tools.jobs.supervisor import job_records, raise_unless_done
+    from tools.jobs.client import job_records, raise_unless_done
 
     job_id = submit_detached(runtime, specs, label)
     job = wait_with_progress(runtime, job_id, quiet)
@@ -55,7 +55,8 @@ def _wait(runtime: Runtime, job_id: str, console: object, show: bool) -> Job:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tools.engine.rendering import sampling_for
-    from tools.jobs.supervisor import wait_for_job
+    from tools.jobs.client import wait_for_job
+    from tools.jobs.job import JobState
 
     # Few-step mode runs output.fast_steps, not output.steps.
     steps = sampling_for(runtime.settings).steps
@@ -73,7 +74,7 @@ def _wait(runtime: Runtime, job_id: str, console: object, show: bool) -> Job:
         def update(job: Job) -> None:
             total = len(job.images)
             done = job.done_count
-            step = job.progress.get("step", 0) if job.state == "running" else 0
+            step = job.progress.get("step", 0) if job.state == JobState.RUNNING else 0
             phase = job.progress.get("phase") or job.state
             if phase == "rendering":
                 phase = f"image {min(done + 1, total)}/{total}"

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             " target"
         )
     finally:
-        from tools.jobs.supervisor import stop_worker
+        from tools.jobs.processes import stop_worker
         from tools.server.serve import stop_server
 
         stop_server(home / ".anime-chat")

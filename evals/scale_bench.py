@@ -29,7 +29,9 @@ def run_once(models: Path, root: Path, workers: int, images: int, ray: bool) -> 
 
     from tools.generation.runtime import Runtime
     from tools.generation.specs import GenerationRequest
-    from tools.jobs.supervisor import ensure_worker, stop_worker, submit_job, wait_for_job
+    from tools.jobs.client import ensure_worker, submit_job, wait_for_job
+    from tools.jobs.job import JobState
+    from tools.jobs.processes import stop_worker
     from tools.settings import load_settings
 
     home = prepare_home(models, root)
@@ -65,13 +67,13 @@ def run_once(models: Path, root: Path, workers: int, images: int, ray: bool) -> 
         if not ray:
             ensure_worker(settings)
         warmed = wait_for_job(settings, warm, timeout=600)
-        assert warmed.state == "done", warmed.error
+        assert warmed.state == JobState.DONE, warmed.error
         specs = plan(images, 1)  # planning (pose search) is the front end's time, not theirs
         started = time.perf_counter()
         _, job_id = submit_job(settings, specs, "bench")
         job = wait_for_job(settings, job_id, poll=0.05, timeout=1800)
         seconds = time.perf_counter() - started
-        assert job.state == "done", job.error
+        assert job.state == JobState.DONE, job.error
         return {"seconds": seconds, "rate": images / seconds, "workers": len(job.workers)}
     finally:
         if head is not None:

@@ -25,12 +25,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tools.jobs.faults import InjectedFault, InjectedOutOfMemory
+
 # How each recovered fault shows in the worker's log.
 FAULT_PATTERNS = {
     "crash": r"died \(SIGKILL\) -> ",
     "hang": r"worker hung .* -> ",
-    "raise": r"^tools\.faults\.InjectedFault: ",
-    "oom": r"^tools\.faults\.InjectedOutOfMemory: ",
+    # The traceback's last line names the class by module (tools.faults moved to tools.jobs).
+    "raise": rf"^{re.escape(InjectedFault.__module__)}\.InjectedFault: ",
+    "oom": rf"^{re.escape(InjectedOutOfMemory.__module__)}\.InjectedOutOfMemory: ",
 }
 # The same, in the Ray head's log.
 RAY_FAULT_PATTERNS = {
@@ -78,7 +81,7 @@ def submit_all(jobs: int) -> tuple[object, list[str]]:
 
     from tools.generation.runtime import Runtime
     from tools.generation.specs import GenerationRequest
-    from tools.jobs.supervisor import submit_job
+    from tools.jobs.client import submit_job
     from tools.settings import load_settings
 
     settings = load_settings()
@@ -96,7 +99,7 @@ def submit_all(jobs: int) -> tuple[object, list[str]]:
 
 def start_ray_head(settings: object, slots: int) -> subprocess.Popen[bytes]:
     """`anime-gen worker --ray local --slots N`, logging where the soak reads faults."""
-    from tools.jobs.supervisor import log_path
+    from tools.jobs.processes import log_path
 
     log = log_path(settings.paths.state)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +111,10 @@ def start_ray_head(settings: object, slots: int) -> subprocess.Popen[bytes]:
 
 
 def wait_all(settings: object, ids: list[str], budget: float, ray: bool = False) -> bool:
+    from tools.jobs.client import ensure_worker
+    from tools.jobs.job import JobState
     from tools.jobs.journal import JobJournal
-    from tools.jobs.supervisor import ensure_worker, worker_running
+    from tools.jobs.processes import worker_running
 
     journal = JobJournal.for_state(settings.paths.state)
     deadline = time.monotonic() + budget
@@ -122,7 +127,7 @@ def wait_all(settings: object, ids: list[str], budget: float, ray: bool = False)
         if line != last_line:
             print(f"  [{time.strftime('%H:%M:%S')}] {line}", flush=True)
             last_line = line
-        if states["queued"] + states["running"] == 0:
+        if states[JobState.QUEUED] + states[JobState.RUNNING] == 0:
             return True
         if not ray and not worker_running(settings.paths.state):
             ensure_worker(settings)
@@ -131,19 +136,20 @@ def wait_all(settings: object, ids: list[str], budget: float, ray: bool = False)
 
 
 def check(settings: object, ids: list[str], ray: bool = False) -> tuple[dict[str, int], list[str]]:
+    from tools.jobs.job import ImageState, JobState
     from tools.jobs.journal import JobJournal
-    from tools.jobs.supervisor import log_path
+    from tools.jobs.processes import log_path
 
     journal = JobJournal.for_state(settings.paths.state)
     jobs = [journal.get(job_id) for job_id in ids]
     problems = []
     done_paths = []
     for job in jobs:
-        if job.state == "failed" and not job.error:
+        if job.state == JobState.FAILED and not job.error:
             problems.append(f"job {job.id} failed without a reason")
-        elif job.state not in ("done", "failed"):
+        elif job.state not in (JobState.DONE, JobState.FAILED):
             problems.append(f"job {job.id} ended {job.state}")
-        done_paths += [image.path for image in job.images if image.state == "done"]
+        done_paths += [image.path for image in job.images if image.state == ImageState.DONE]
     on_disk = sorted(str(p) for p in settings.paths.output.glob("*/sakura_*.png"))
     if len(done_paths) != len(set(done_paths)):
         problems.append("two done images share one file")
@@ -156,8 +162,8 @@ def check(settings: object, ids: list[str], ray: bool = False) -> tuple[dict[str
     faults = {kind: len(re.findall(p, log, flags=re.M)) for kind, p in patterns.items()}
     counts = {
         "jobs": len(jobs),
-        "done": sum(job.state == "done" for job in jobs),
-        "failed": sum(job.state == "failed" for job in jobs),
+        "done": sum(job.state == JobState.DONE for job in jobs),
+        "failed": sum(job.state == JobState.FAILED for job in jobs),
         "images_done": len(done_paths),
         "images_on_disk": len(on_disk),
         "retries": sum(max(job.attempts - 1, 0) for job in jobs),
@@ -169,10 +175,11 @@ def check(settings: object, ids: list[str], ray: bool = False) -> tuple[dict[str
 
 def reasons(settings: object, ids: list[str]) -> Counter[str]:
     """The failed jobs' reasons, with image and job details cut so that alike ones group."""
+    from tools.jobs.job import JobState
     from tools.jobs.journal import JobJournal
 
     journal = JobJournal.for_state(settings.paths.state)
-    errors = [job.error or "" for job in map(journal.get, ids) if job.state == "failed"]
+    errors = [job.error or "" for job in map(journal.get, ids) if job.state == JobState.FAILED]
     return Counter(re.sub(r"image \d+", "image N", error) for error in errors)
 
 
@@ -187,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=2, help="CPU actors with --ray")
     args = parser.parse_args(argv)
 
-    from tools.jobs.supervisor import stop_worker
+    from tools.jobs.processes import stop_worker
 
     with tempfile.TemporaryDirectory(prefix="anime-soak-") as scratch:
         root = Path(scratch)

@@ -78,7 +78,7 @@ def _short_lived_workers(monkeypatch: pytest.MonkeyPatch):
     yield
     home = os.environ.get("ANIME_HOME")
     if home:
-        from tools.jobs.supervisor import stop_worker
+        from tools.jobs.processes import stop_worker
         from tools.server.serve import stop_server
 
         stop_server(Path(home) / ".anime-chat")
@@ -132,7 +132,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Itera
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.1)
     yield client
-    from tools.jobs.supervisor import stop_worker
+    from tools.jobs.processes import stop_worker
 
     stop_server(home / ".anime-chat")
     stop_worker(home / ".anime-chat")

@@ -98,8 +98,8 @@ def test_rejected_images_of_a_batch_are_rerolled_one_at_a_time(anime_home, refer
 def test_worker_halves_the_batch_on_out_of_memory_and_draws_each_image_once(
     anime_home, reference_image
 ):
-    from tools.jobs.journal import DONE
-    from tools.jobs.supervisor import submit_job
+    from tools.jobs.client import submit_job
+    from tools.jobs.job import JobState
     from tools.jobs.worker import Worker
 
     settings = load_settings(overrides={"output": {"batch_size": 4}}, home=anime_home, env={})
@@ -121,7 +121,7 @@ def test_worker_halves_the_batch_on_out_of_memory_and_draws_each_image_once(
     job = journal.claim(os.getpid())
     assert worker.run_job(job) is True
     done = journal.get(job_id)
-    assert done.state == DONE and done.attempts == 1 and worker.batch_limit == 1
+    assert done.state == JobState.DONE and done.attempts == 1 and worker.batch_limit == 1
     assert sizes == [4, 2, 1, 1, 1, 1]  # halved twice, then each image once
     paths = [image.path for image in done.images]
     assert len(set(paths)) == 4 and all(Path(p).exists() for p in paths)

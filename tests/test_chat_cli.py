@@ -18,21 +18,6 @@ from assistant.planners.base import PoseRef
 from tests.fake_ollama import FakeOllama
 from tests.test_ollama_planner import closed_port_host
 
-HEAVY = ("torch", "diffusers", "chromadb", "sentence_transformers")
-
-
-def test_help_imports_nothing_heavy():
-    probe = (
-        "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from assistant.chat_cli import app\n"
-        "result = CliRunner().invoke(app, ['--help'])\n"
-        "assert result.exit_code == 0 and '--plan-only' in result.output, result.output\n"
-        f"print([name for name in {HEAVY!r} if name in sys.modules])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
-
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

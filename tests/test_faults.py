@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import traceback
+from pathlib import Path
+
 import pytest
 
 from tools.jobs.faults import ENV_VAR, FaultPlan, InjectedFault, InjectedOutOfMemory, parse_faults
@@ -42,3 +46,27 @@ def test_random_faults_are_reproducible_and_roughly_as_frequent_as_asked():
 def test_a_misspelt_rule_is_refused(text):
     with pytest.raises(ValueError, match=ENV_VAR):
         parse_faults(text)
+
+
+@pytest.mark.parametrize("kind", ["raise", "oom"])
+def test_the_soak_eval_counts_the_faults_the_worker_logs(kind):
+    from evals.soak import FAULT_PATTERNS
+
+    try:
+        FaultPlan.from_env({ENV_VAR: f"{kind}@0"}).before_image("job", 0, 1)
+    except RuntimeError:
+        logged = traceback.format_exc()  # what the worker writes to its log
+    assert re.search(FAULT_PATTERNS[kind], logged, flags=re.M), logged
+
+
+def test_production_code_does_not_know_the_fault_classes():
+    """Injected faults look like real ones (an OOM reads as CUDA's message): nothing outside
+    tools/jobs/faults.py tells them apart, so the paths they test are the real paths."""
+    root = Path(__file__).resolve().parent.parent
+    naming = [
+        str(path.relative_to(root))
+        for folder in ("tools", "assistant", "posebank")
+        for path in (root / folder).rglob("*.py")
+        if path.name != "faults.py" and re.search(r"\bInjected\w+", path.read_text())
+    ]
+    assert naming == []

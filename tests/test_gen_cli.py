@@ -1,8 +1,6 @@
 """`anime-gen` end to end through typer's runner, on the tiny models."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +137,9 @@ def test_bad_input_is_one_line_exit_1_and_changes_nothing(sakura, args, expected
         assert expected in result.stderr
         return
     assert result.exit_code == 1, result.output
-    assert f"error: {expected}" in result.stderr or expected in result.stderr
+    error, *rest = result.stderr.splitlines()
+    assert error.startswith("error: ") and expected in error, result.stderr
+    assert all(line.startswith("hint: ") for line in rest), result.stderr
     assert "Traceback" not in result.output
     assert snapshot(sakura) == before
 
@@ -174,24 +174,6 @@ def test_unreadable_reference_image(anime_home, tmp_path):
     assert result.exit_code == 1
     assert "not a readable image" in result.stderr
     assert not (anime_home / ".anime-characters" / "yuki").exists()
-
-
-@pytest.mark.parametrize("command", ["anime-gen", "anime-chat"])
-def test_help_does_not_import_torch_or_diffusers(command):
-    module = "assistant.gen_cli" if command == "anime-gen" else "assistant.chat_cli"
-    code = (
-        "import sys\n"
-        f"from {module} import main\n"
-        f"sys.argv = ['{command}', '--help']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = ('torch', 'diffusers', 'transformers', 'chromadb')\n"
-        "heavy = [m for m in heavy if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
 
 
 @pytest.mark.slow
@@ -238,13 +220,16 @@ def test_from_png_reproduces_our_pixels_and_maps_other_tools_settings(sakura, tm
 
     a1111 = tmp_path / "a1111.png"
     info = PngInfo()
-    params = Path(__file__).parent / "data" / "png_params" / "a1111_two_loras.txt"
+    params = Path(__file__).parent / "data" / "png_params" / "a1111_xxmix_adetailer_loras.txt"
     info.add_text("parameters", params.read_text())
     Image.new("RGB", (8, 8)).save(a1111, pnginfo=info)
     result = run("--from-png", str(a1111))
     assert result.exit_code == 1 and "add --character NAME" in result.output
     result = run("--from-png", str(a1111), "--character", "sakura", "--dry-run", "--json")
     assert result.exit_code == 0, result.output
-    assert "sampler 'DPM++ 2M SDE Karras'" in result.stderr
-    assert "LoRA 'flat2'" in result.stderr
-    assert json.loads(result.stdout)["outputs"][0]["seed"] == 987654321
+    assert "sampler" not in result.stderr  # DPM++ 2M Karras is ours too
+    assert "LoRA 'plague doctor'" in result.stderr
+    assert "ADetailer model 'face_yolov8n.pt' (ours: animeface)" in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "'xxmix4_v10'" in warnings[0]
+    assert json.loads(result.stdout)["outputs"][0]["seed"] == 2517177978

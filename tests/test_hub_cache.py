@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_hub import FakeHub, repo_from_folder
-from tools.jobs.supervisor import stop_worker
+from tools.jobs.processes import stop_worker
 
 # Each weights folder also holds a variant the loaders never open: the partial download this
 # project makes on purpose (one weights file per folder) must still count as downloaded.

@@ -8,7 +8,8 @@ import pytest
 
 from tests.test_jobs import specs
 from tools.jobs.faults import ENV_VAR, FaultPlan
-from tools.jobs.journal import DONE, FAILED, QUEUED, RUNNING, JobJournal
+from tools.jobs.job import JobState
+from tools.jobs.journal import JobJournal
 from tools.sqlite_db import connect
 
 
@@ -22,7 +23,7 @@ def test_two_workers_lease_different_images_of_one_job(journal):
     job, first = journal.claim_images("gpu0", "a", 1, limit=2)
     again, second = journal.claim_images("gpu1", "b", 2, limit=2)
     assert job.id == again.id == job_id and first == [0, 1] and second == [2, 3]
-    assert journal.get(job_id).state == RUNNING and journal.get(job_id).attempts == 1
+    assert journal.get(job_id).state == JobState.RUNNING and journal.get(job_id).attempts == 1
     for index in first:
         assert journal.lease_done(job_id, index, "a", "gpu0", f"/out/{index}.png", {})
     assert not journal.lease_done(job_id, 2, "a", "gpu0", "/out/2.png", {})  # b's image
@@ -31,7 +32,7 @@ def test_two_workers_lease_different_images_of_one_job(journal):
     _, last = journal.claim_images("gpu1", "b", 2, limit=2)
     journal.lease_done(job_id, last[0], "b", "gpu1", "/out/4.png", {})
     done = journal.get(job_id)
-    assert done.state == DONE and done.workers == ["gpu0", "gpu1"]
+    assert done.state == JobState.DONE and done.workers == ["gpu0", "gpu1"]
     assert done.summary()["images_done"] == done.summary()["images_total"] == 5
 
 
@@ -39,13 +40,15 @@ def test_a_lost_lease_puts_its_images_back_and_counts_an_attempt(journal):
     job_id = journal.submit(specs(3))
     journal.claim_images("gpu0", "a", 1, limit=1)
     journal.claim_images("gpu1", "b", 2, limit=1)
-    assert journal.lease_failed("a", "worker process died (SIGKILL)", 3, 0) == {job_id: QUEUED}
+    assert journal.lease_failed("a", "worker process died (SIGKILL)", 3, 0) == {
+        job_id: JobState.QUEUED
+    }
     # b still draws image 1 and commits it; image 0 is free for anyone.
     assert journal.beat_lease(job_id, "b") and not journal.beat_lease(job_id, "a")
     assert journal.lease_done(job_id, 1, "b", "gpu1", "/out/1.png", {})
     job, again = journal.claim_images("gpu1", "b", 2, limit=3)
     assert again == [0, 2] and job.attempts == 2
-    assert journal.lease_failed("b", "boom", 2, 0) == {job_id: FAILED}
+    assert journal.lease_failed("b", "boom", 2, 0) == {job_id: JobState.FAILED}
     assert "gave up after 2 attempts" in journal.get(job_id).error
 
 
@@ -56,7 +59,7 @@ def test_silent_leases_are_found_and_a_stopped_worker_gives_back_uncounted(journ
     assert "a" in journal.silent_leases(older_than=-1)
     journal.release_leases("a", requeue=True)
     job = journal.get(job_id)
-    assert job.state == QUEUED and job.attempts == 0
+    assert job.state == JobState.QUEUED and job.attempts == 0
 
 
 def test_a_once_only_fault_fires_on_one_worker_only(journal):
@@ -71,10 +74,11 @@ def test_a_once_only_fault_fires_on_one_worker_only(journal):
 
 
 def test_an_old_journal_gets_the_lease_columns_and_keeps_its_jobs(tmp_path):
-    from tools.jobs import journal as jobs
+    from tools.jobs.journal import JOURNAL_NAME
+    from tools.jobs.journal_db import SCHEMA
 
-    path = tmp_path / "state" / jobs.JOURNAL_NAME
-    old = connect(path, jobs.SCHEMA)
+    path = tmp_path / "state" / JOURNAL_NAME
+    old = connect(path, SCHEMA)
     old.execute(
         "INSERT INTO jobs (id, seq, created, updated, priority, state, request)"
         ' VALUES (\'j1\', 1, 0, 0, 0, \'done\', \'{"characters": ["a"], "pose": "p"}\')'
@@ -85,7 +89,7 @@ def test_an_old_journal_gets_the_lease_columns_and_keeps_its_jobs(tmp_path):
     old.close()
     journal = JobJournal(path)
     job = journal.get("j1")
-    assert job.state == DONE and job.workers == [] and job.images[0].tries == 0
+    assert job.state == JobState.DONE and job.workers == [] and job.images[0].tries == 0
 
 
 def test_worker_slots_follow_gpus_and_cpu_workers(tmp_path, monkeypatch):

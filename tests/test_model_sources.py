@@ -114,7 +114,7 @@ def test_front_end_prefetch_downloads_hub_models_in_the_foreground(
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from tools.jobs.supervisor import prefetch_models
+    from tools.jobs.client import prefetch_models
     from tools.settings import load_settings
 
     downloads = []

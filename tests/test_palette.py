@@ -11,9 +11,10 @@ from PIL import Image, ImageOps
 
 from evals.gate_separation import Design, draw_character, generated_like, make_designs
 from tools.characters.library import CharacterLibrary
+from tools.quality import palette
 from tools.quality.calibration import calibrated, compute_palette_baseline
 from tools.quality.consistency import ClipEncoder
-from tools.quality.gate import QualityGate, palette
+from tools.quality.gate import QualityGate
 from tools.settings import load_settings
 
 PINK, BLUE, GREEN = (236, 120, 170), (90, 140, 230), (110, 200, 150)

@@ -106,15 +106,6 @@ def test_cli_contract(home, tmp_path):
     assert missing.stderr.startswith("error: unknown pose") and "hint:" in missing.stderr
 
 
-def test_help_imports_nothing_heavy():
-    code = (
-        "import sys; from assistant.poses_cli import poses_app; "
-        "print([m for m in ('torch', 'chromadb', 'sentence_transformers') if m in sys.modules])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.strip() == "[]"
-
-
 def test_named_action_outranks_the_place(bank):
     top = bank.search("reading a newspaper on a park bench")[0].pose
     assert top.posture == "sitting" and "reading" in top.tags

@@ -32,7 +32,7 @@ def test_bar_total_is_images_times_the_steps_of_the_mode_in_use(
 
     monkeypatch.setattr(Progress, "update", record)
     monkeypatch.setattr(
-        "tools.jobs.supervisor.wait_for_job", lambda _settings, _job_id, update: update(job) or job
+        "tools.jobs.client.wait_for_job", lambda _settings, _job_id, update: update(job) or job
     )
     progress._wait(SimpleNamespace(settings=settings), "j1", Console(quiet=True), show=False)
     assert shown[-1]["total"] == 3 * steps_per_image

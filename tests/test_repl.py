@@ -6,6 +6,10 @@ generator that writes small PNGs and records requests.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,12 +26,8 @@ class FakeGenerator:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.requests = []
-        self.interrupt_next = False
 
     def run(self, request, on_image=None):
-        if self.interrupt_next:
-            self.interrupt_next = False
-            raise KeyboardInterrupt
         self.requests.append(request)
         records = []
         for i in range(request.count):
@@ -92,12 +92,40 @@ def test_follow_ups_reuse_the_previous_request_and_seeds(generator):
     assert (again.count, again.seed, again.prompt) == (1, 101, "smiling")
 
 
-def test_ctrl_c_cancels_the_request_and_keeps_the_session(generator):
-    generator.interrupt_next = True
-    result = repl("draw yuki standing", "draw yuki waving", "/jobs")
+def test_ctrl_c_cancels_the_job_for_real_and_keeps_the_session(anime_home, monkeypatch):
+    """Ctrl-C (a real SIGINT) while the request waits for the worker: the job is cancelled in
+    the journal, and the session goes on (/jobs answers, and shows it cancelled)."""
+    from tools.characters.library import CharacterLibrary
+    from tools.jobs.job import JobState
+    from tools.jobs.journal import JobJournal
+    from tools.jobs.processes import worker_lock
+    from tools.settings import load_settings
+
+    monkeypatch.setenv("OLLAMA_HOST", closed_port_host())
+    monkeypatch.setenv("ANIME_CHAT_IMAGES", "off")
+    state = load_settings().paths.state
+    CharacterLibrary(load_settings().paths).add("yuki", Image.new("RGB", (64, 64), "pink"))
+    queued: list[str] = []
+
+    def press_ctrl_c_once_queued() -> None:
+        journal = JobJournal.for_state(state)
+        deadline = time.monotonic() + 120
+        while not queued and time.monotonic() < deadline:
+            queued.extend(job.id for job in journal.list())
+            time.sleep(0.05)
+        if queued:  # never interrupt anything but the wait
+            os.kill(os.getpid(), signal.SIGINT)
+
+    # Holding the worker lock stands in for a busy worker: the job waits, nothing renders.
+    with worker_lock(state):
+        presser = threading.Thread(target=press_ctrl_c_once_queued)
+        presser.start()
+        result = repl("draw yuki", "/jobs")
+        presser.join()
     assert result.exit_code == 0, result.output
-    assert "cancelled" in result.output
-    assert [r.pose for r in generator.requests] == ["waving"]
+    [job] = JobJournal.for_state(state).list()
+    assert job.id == queued[0] and job.state == JobState.CANCELLED
+    assert "cancelled" in result.output and f"{job.id}  cancelled" in result.output
 
 
 def test_unknown_command_and_end_of_input_exit_cleanly(generator):

@@ -17,7 +17,8 @@ import pytest
 
 from tests import test_worker
 from tests.test_worker import accepted_numbers, submit, wait_until
-from tools.jobs.journal import DONE, JobJournal
+from tools.jobs.job import JobState
+from tools.jobs.journal import JobJournal
 
 pytestmark = pytest.mark.slow
 studio = test_worker.studio  # a home with one character, quick retries, short hang timeout
@@ -25,7 +26,7 @@ studio = test_worker.studio  # a home with one character, quick retries, short h
 
 def assert_each_image_once(home: Path, job_id: str, count: int):
     job = JobJournal.for_state(home / ".anime-chat").get(job_id)
-    assert job.state == DONE
+    assert job.state == JobState.DONE
     assert accepted_numbers(home) == list(range(1, count + 1))
     paths = [image.path for image in job.images]
     assert len(set(paths)) == count and all(Path(p).exists() for p in paths)
@@ -34,7 +35,7 @@ def assert_each_image_once(home: Path, job_id: str, count: int):
 
 
 def test_two_local_workers_share_a_job_and_survive_a_kill_9(studio, monkeypatch):
-    from tools.jobs.supervisor import wait_for_job
+    from tools.jobs.client import wait_for_job
     from tools.store.gen_index import GenerationIndex
 
     monkeypatch.setenv("ANIME_WORKER_CPU_WORKERS", "2")
@@ -123,7 +124,7 @@ def kill_slot_actor_mid_render(state: Path, job_id: str) -> str:
 
 
 def test_ray_actors_share_a_job_through_a_crash_and_a_ray_kill(studio, ray_head):
-    from tools.jobs.supervisor import wait_for_job
+    from tools.jobs.client import wait_for_job
 
     head, log = ray_head
     settings, journal, job_id = submit(12)

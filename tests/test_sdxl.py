@@ -215,3 +215,28 @@ def test_family_setting_overrides_detection(tmp_path: Path, tiny_models: Path):
     )
     assert Engine(settings).family == "sdxl"
     assert detect_family(ModelSource("dir", str(tiny_models / "sd15"))) == "sd15"
+
+
+@pytest.mark.slow
+def test_sdxl_hires_and_face_detail_passes(sdxl_home, monkeypatch):
+    from types import SimpleNamespace
+
+    from tools.engine.face_detail import face_detail_pass
+    from tools.engine.hires import hires_pass
+    from tools.settings import FaceDetailSettings, HiresSettings
+
+    animeface = pytest.importorskip("animeface")
+    engine = Engine(load_settings(home=sdxl_home, env={}))
+    job = RenderJob("1girl", "lowres", Image.new("RGB", (128, 192)), None, 3)
+    image = engine.render(
+        [job], width=128, height=192, ipadapter_weight=0.9, controlnet_strength=0.5
+    )[0]
+    upscaled, record = hires_pass(engine, job, image, HiresSettings(scale=1.5))
+    assert upscaled.size == (192, 288) and record["upscaler"] == "latent"
+    assert type(engine.pipe).__name__ == "StableDiffusionXLControlNetPipeline"
+    position = SimpleNamespace(x=60, y=40, width=50, height=50)
+    face = SimpleNamespace(face=SimpleNamespace(pos=position), likelihood=0.9)
+    monkeypatch.setattr(animeface, "detect", lambda _image: [face])
+    detailed, record = face_detail_pass(engine, job, upscaled, FaceDetailSettings())
+    assert record["applied"] is True and detailed.size == (192, 288)
+    assert not np.array_equal(np.asarray(detailed), np.asarray(upscaled))

@@ -77,3 +77,53 @@ def test_bad_file_names_file_and_key(tmp_path, text, expected):
     assert str(path) in message
     assert expected in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "scale"), [(1.5, 1.5), ("2", 2.0), ("1.5x", 1.5), ({"scale": 2}, 2.0)]
+)
+def test_hires_from_a_bare_scale_or_a_mapping(tmp_path, value, scale):
+    hires = load_settings(overrides={"output": {"hires": value}}, env={}, home=tmp_path).output
+    assert hires.hires.scale == scale
+    assert (hires.hires.denoise, hires.hires.steps, hires.hires.upscaler) == (0.5, None, "latent")
+
+
+def test_second_passes_are_off_by_default_and_read_from_file_and_env(tmp_path):
+    assert load_settings(env={}, home=tmp_path).output.hires is None
+    assert load_settings(env={}, home=tmp_path).output.face_detail is None
+    write_config(tmp_path, "output:\n  hires: {scale: 2, upscaler: lanczos}\n  face_detail: true\n")
+    output = load_settings(env={}, home=tmp_path).output
+    assert (output.hires.scale, output.hires.upscaler) == (2.0, "lanczos")
+    assert output.face_detail.denoise == 0.4
+    env = {"ANIME_OUTPUT_HIRES": "off", "ANIME_OUTPUT_FACE_DETAIL": "false"}
+    output = load_settings(env=env, home=tmp_path).output
+    assert output.hires is None and output.face_detail is None
+    env = {
+        "ANIME_OUTPUT_HIRES": "{scale: 1.25, steps: 8}",
+        "ANIME_OUTPUT_FACE_DETAIL": "{padding: 16}",
+    }
+    output = load_settings(env=env, home=tmp_path).output
+    assert (output.hires.scale, output.hires.steps, output.face_detail.padding) == (1.25, 8, 16)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"hires": 1.0}, "output.hires.scale: Input should be greater than 1"),
+        ({"hires": "big"}, "'big' is not a scale (e.g. 1.5)"),
+        ({"hires": {"scale": 2, "upscaler": "esrgan"}}, "output.hires.upscaler"),
+        ({"hires": {"scael": 2}}, "unknown key 'output.hires.scael'"),
+        ({"face_detail": "maybe"}, "'maybe' is not true, false or a mapping"),
+        ({"face_detail": {"denoise": 0}}, "output.face_detail.denoise"),
+    ],
+)
+def test_second_pass_settings_explain_bad_values(tmp_path, override, message):
+    with pytest.raises(ConfigError) as error:
+        load_settings(overrides={"output": override}, env={}, home=tmp_path)
+    assert message in str(error.value)
+
+
+def test_a_typo_in_hires_lists_the_hires_keys(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_settings(overrides={"output": {"hires": {"scael": 2}}}, env={}, home=tmp_path)
+    assert error.value.hint == "known keys: scale, denoise, steps, upscaler"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.jobs.journal import DONE, FAILED, JobJournal
+from tools.jobs.job import JobState
+from tools.jobs.journal import JobJournal
 
 pytestmark = pytest.mark.slow
 GEN = [sys.executable, "-m", "assistant.gen_cli"]
@@ -49,7 +50,7 @@ def plan(count: int, seed: int = 1):
 
 
 def submit(count: int, seed: int = 1) -> tuple[object, JobJournal, str]:
-    from tools.jobs.supervisor import ensure_worker, submit_job
+    from tools.jobs.client import ensure_worker, submit_job
 
     settings, specs = plan(count, seed)
     journal, job_id = submit_job(settings, specs)
@@ -73,7 +74,7 @@ def accepted_numbers(home: Path) -> list[int]:
 
 
 def test_kill_9_mid_batch_recovers_with_every_image_exactly_once(studio):
-    from tools.jobs.supervisor import wait_for_job
+    from tools.jobs.client import wait_for_job
 
     settings, journal, job_id = submit(10)
     running = wait_until(
@@ -83,7 +84,7 @@ def test_kill_9_mid_batch_recovers_with_every_image_exactly_once(studio):
     )
     os.kill(running.worker_pid, signal.SIGKILL)
     job = wait_for_job(settings, job_id, timeout=120)
-    assert job.state == DONE and job.attempts == 2
+    assert job.state == JobState.DONE and job.attempts == 2
     assert accepted_numbers(studio) == list(range(1, 11))
     paths = [image.path for image in job.images]
     assert len(set(paths)) == 10 and all(Path(p).exists() for p in paths)
@@ -91,7 +92,7 @@ def test_kill_9_mid_batch_recovers_with_every_image_exactly_once(studio):
 
 
 def test_a_hang_is_detected_within_hang_timeout_and_the_job_completes(studio, monkeypatch):
-    from tools.jobs.supervisor import wait_for_job
+    from tools.jobs.client import wait_for_job
 
     monkeypatch.setenv("ANIME_WORKER_FAULTS", "hang@1")
     settings, journal, job_id = submit(2)
@@ -104,21 +105,21 @@ def test_a_hang_is_detected_within_hang_timeout_and_the_job_completes(studio, mo
     assert "hung" in failed.error
     assert failed.updated - hung.heartbeat < HANG_TIMEOUT + 3
     job = wait_for_job(settings, job_id, timeout=120)
-    assert job.state == DONE and job.attempts == 2 and accepted_numbers(studio) == [1, 2]
+    assert job.state == JobState.DONE and job.attempts == 2 and accepted_numbers(studio) == [1, 2]
 
 
 def test_a_job_that_always_crashes_fails_and_the_next_one_completes(studio, monkeypatch):
-    from tools.jobs.supervisor import wait_for_job
+    from tools.jobs.client import wait_for_job
 
     monkeypatch.setenv("ANIME_WORKER_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("ANIME_WORKER_FAULTS", "crash@2:always")
     settings, _, doomed = submit(3, seed=1)  # images 0 and 1 land, image 2 kills the worker
     _, _, healthy = submit(2, seed=100)  # two images: never reaches image 2
     failed = wait_for_job(settings, doomed, timeout=150)
-    assert failed.state == FAILED and failed.attempts == 2
+    assert failed.state == JobState.FAILED and failed.attempts == 2
     assert "SIGKILL" in failed.error and "gave up after 2 attempts" in failed.error
     assert failed.done_count == 2  # the images it finished stay done
-    assert wait_for_job(settings, healthy, timeout=120).state == DONE
+    assert wait_for_job(settings, healthy, timeout=120).state == JobState.DONE
 
 
 def test_two_clis_at_once_share_one_worker_without_name_clashes(studio):

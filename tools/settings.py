@@ -141,6 +141,78 @@ class ModelSettings(_Section):
     loras: Annotated[list[LoraSetting], BeforeValidator(parse_loras)] = Field(default_factory=list)
 
 
+class HiresSettings(_Section):
+    """A1111's hires fix: draw at `output.resolution`, upscale by `scale`, refine (img2img)."""
+
+    scale: float = Field(1.5, gt=1.0, le=4.0)
+    denoise: float = Field(0.5, gt=0.0, le=1.0)
+    # Steps of the second pass before `denoise` shortens it; null: output.steps (A1111's 0).
+    steps: int | None = Field(None, ge=1, le=150)
+    upscaler: Literal["latent", "lanczos"] = "latent"
+
+
+class FaceDetailSettings(_Section):
+    """ADetailer-style face pass: faces found with `confidence` are inpainted again."""
+
+    denoise: float = Field(0.4, gt=0.0, le=1.0)
+    confidence: float = Field(0.3, ge=0.0, le=1.0)
+    # Pixels of context around the face in the crop that is redrawn (ADetailer's inpaint padding).
+    padding: int = Field(32, ge=0, le=512)
+    mask_blur: int = Field(4, ge=0, le=64)
+
+
+_OFF_WORDS = {"", "off", "false", "no", "none", "null", "0"}
+_ON_WORDS = {"on", "true", "yes", "1"}
+
+
+def parse_hires(value: Any) -> Any:
+    """`output.hires`: off (null/false), a bare number (the scale), or a mapping."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"scale": value}
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _OFF_WORDS:
+            return None
+        if text.startswith("{"):
+            return _mapping_from_text(value)
+        try:
+            return {"scale": float(text.removesuffix("x"))}
+        except ValueError:
+            raise ValueError(
+                f"'{value}' is not a scale (e.g. 1.5) or a mapping {{scale, denoise, steps, "
+                "upscaler}"
+            ) from None
+    return value
+
+
+def _mapping_from_text(text: str) -> Any:
+    """An environment variable holding a mapping, e.g. '{scale: 2, upscaler: lanczos}'."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError(f"'{text}' is not a mapping like {{scale: 2, denoise: 0.4}}") from None
+
+
+def parse_face_detail(value: Any) -> Any:
+    """`output.face_detail`: true/false, or a mapping {denoise, confidence, padding, mask_blur}."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _OFF_WORDS:
+            return None
+        if text in _ON_WORDS:
+            return {}
+        if text.startswith("{"):
+            return _mapping_from_text(value)
+        raise ValueError(f"'{value}' is not true, false or a mapping {{denoise, confidence, ...}}")
+    return value
+
+
 class OutputSettings(_Section):
     resolution: ResolutionField = Resolution(512, 768)
     organize_by_date: bool = True
@@ -159,6 +231,9 @@ class OutputSettings(_Section):
     fast_steps: int = Field(6, ge=1, le=50)
     fast_guidance_scale: float = Field(1.5, ge=0.0, le=30.0)
     fast_sampler: Literal["lcm", "tcd"] = "lcm"
+    # Second passes (tools/engine/second_pass.py); both off by default.
+    hires: Annotated[HiresSettings | None, BeforeValidator(parse_hires)] = None
+    face_detail: Annotated[FaceDetailSettings | None, BeforeValidator(parse_face_detail)] = None
 
 
 class QualitySettings(_Section):
@@ -327,6 +402,13 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# Mappings inside a section, for the "known keys" of a typo in them.
+_NESTED_SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {
+    ("output", "hires"): HiresSettings,
+    ("output", "face_detail"): FaceDetailSettings,
+}
+
+
 def _explain(error: ValidationError, source: str) -> ConfigError:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
@@ -337,6 +419,9 @@ def _explain(error: ValidationError, source: str) -> ConfigError:
             if section in _SECTIONS
             else _SECTIONS
         )
+        nested = _NESTED_SECTIONS.get(tuple(first["loc"][:-1]))
+        if nested is not None:
+            known = nested.model_fields
         return ConfigError(f"{source}: unknown key '{key}'", f"known keys: {', '.join(known)}")
     message = first["msg"].removeprefix("Value error, ")
     return ConfigError(f"{source}: {key}: {message}")

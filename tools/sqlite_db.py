@@ -79,6 +79,11 @@ class Database:
             cached.close()
             self._local.connection = None
 
+    def ensure_readable(self) -> None:
+        """Open the file now, so a corrupt one is reported before any work starts."""
+        with self.transaction():
+            pass
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An IMMEDIATE transaction: one writer at a time across processes."""

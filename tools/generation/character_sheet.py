@@ -169,7 +169,7 @@ def _in_worker(
 ) -> list[OutputRecord]:
     """Draw the specs as one job in the warm worker; `on_record(i, record)` for each spec i as
     it is drawn, in spec order. Returns the records in spec order."""
-    from tools.jobs.supervisor import run_in_worker
+    from tools.jobs.client import run_in_worker
 
     on_image = None if on_record is None else _InOrder(specs, on_record)
     return run_in_worker(runtime.settings, specs, on_image, label=label, cancel_on_interrupt=True)

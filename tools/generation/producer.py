@@ -12,12 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
 from tools.engine.extra_networks import default_negative_prompt, embeddings_named, vae_label
+from tools.engine.lora_hashes import lora_hashes
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.rendering import RenderJob, StepCallback
+from tools.engine.second_pass import apply_second_passes
 from tools.generation.specs import SEED_LIMIT, ImageSpec, OutputRecord
 from tools.quality.gate import Scores
 
@@ -31,8 +33,6 @@ if TYPE_CHECKING:
     from tools.settings import Settings
     from tools.store.gen_index import GenerationIndex
     from tools.store.output_store import OutputStore
-
-T = TypeVar("T")
 
 # A re-roll after a rejection moves the seed by a large odd stride so it never meets S+i.
 REROLL_STRIDE = 1_000_003
@@ -50,10 +50,6 @@ class _Draft:
 
 def character_loras(character: Character) -> tuple[LoraRequest, ...]:
     return tuple(LoraRequest(lora.name, lora.weight) for lora in character.loras)
-
-
-def chunked(items: list[T], size: int) -> list[list[T]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def reroll_seed(seed: int, attempt: int) -> int:
@@ -145,6 +141,7 @@ class Producer:
             "ipadapter_weight": models.ipadapter_weight,
             "collection": spec.collection,
             "loras": [lora.as_dict() for lora in loras],
+            "lora_hashes": lora_hashes(loras, self.settings.paths),
             "embeddings": embeddings_named(f"{prompt}, {negative}", self.settings.paths),
             "vae": vae_label(models.vae),
         }
@@ -192,7 +189,8 @@ class Producer:
                 pending.append(spec)
             else:
                 records[spec.key] = saved
-        for chunk in chunked(pending, self.batch_size):
+        size = self.batch_size
+        for chunk in (pending[start : start + size] for start in range(0, len(pending), size)):
             for record, spec in zip(self._produce_chunk(chunk, on_step), chunk, strict=True):
                 records[spec.key] = record
         return [records[spec.key] for spec in specs]
@@ -219,8 +217,8 @@ class Producer:
     def _draw(
         self, jobs: list[RenderJob], ipadapter_weight: float, on_step: StepCallback | None
     ) -> list[Image.Image]:
-        """The one place images are drawn (library and sheet images alike), so whatever follows
-        rendering (e.g. a post-processing pass) goes here once."""
+        """The one engine call for library and sheet images alike; `_render` adds the second
+        passes (hires fix, face detail) to library images; sheet images never had them."""
         resolution = self.settings.output.resolution
         return self.engine.render(
             jobs,
@@ -246,7 +244,9 @@ class Producer:
             )
             for draft, meta in zip(drafts, metas, strict=True)
         ]
-        return self._draw(jobs, self.settings.models.ipadapter_weight, on_step)
+        images = self._draw(jobs, self.settings.models.ipadapter_weight, on_step)
+        # Hires fix and face detail, when configured, before the gate sees the image.
+        return apply_second_passes(self.engine, self.settings.output, jobs, images, metas, on_step)
 
     def _produce_chunk(
         self, specs: list[ImageSpec], on_step: StepCallback | None
@@ -315,9 +315,8 @@ class Producer:
         raise AssertionError("unreachable: the last attempt always returns")
 
     def _produce_sheet_image(self, spec: ImageSpec, on_step: StepCallback | None) -> OutputRecord:
-        """Draw one character-sheet image from its tags, write it to its sheet path; a candidate
-        (no reference yet) is scored by face and looks, which is how the reference is chosen.
-        Drawing again (a retry) writes the same pixels to the same path."""
+        """Draw one sheet image from its tags into its sheet path (a retry writes the same pixels
+        again); a candidate (no reference yet) is scored by face and looks, to pick the reference."""
         from posebank.render import render_pose
         from tools.quality.gate import face_score
 

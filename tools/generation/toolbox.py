@@ -157,7 +157,7 @@ def _generation_request(character: str, pose: str | None, prompt: str, count: in
 
 def _render(runtime: Runtime, request: Any, on_image: OnImage | None) -> list[Any]:
     """Images are drawn by the warm worker (one process owns the GPU), never in the chat."""
-    from tools.jobs.supervisor import run_in_worker
+    from tools.jobs.client import run_in_worker
 
     specs = runtime.planner.plan(request)
     return run_in_worker(runtime.settings, specs, on_image, cancel_on_interrupt=True)

@@ -8,7 +8,8 @@ import threading
 import time
 from typing import Any
 
-from tools.jobs.journal import RUNNING, Job, JobJournal
+from tools.jobs.job import Job, JobState
+from tools.jobs.journal import JobJournal
 
 log = logging.getLogger("anime.worker")
 
@@ -35,7 +36,7 @@ class Heartbeat:
     def alive(self, progress: dict[str, Any]) -> bool:
         if self.token is not None:
             return self.journal.beat_lease(self.job.id, self.token, progress)
-        return self.journal.beat(self.job, progress) == RUNNING
+        return self.journal.beat(self.job, progress) == JobState.RUNNING
 
     def beat(self, force: bool = False, **progress: Any) -> None:
         self.progress.update(progress)

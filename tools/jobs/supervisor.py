@@ -1,4 +1,4 @@
-"""Keep one warm worker per GPU alive, and let front ends hand it work and wait for it.
+"""Keep one warm worker per GPU alive: the supervisor's process loop.
 
 The supervisor (`anime-gen worker`, or `python -m tools.jobs.supervisor` started in the background
 by the CLIs) holds `<state>/worker.lock`, runs one render worker per GPU (`worker.gpus`; each sees
@@ -9,12 +9,12 @@ after `worker.max_attempts`). When every child exits idle and nothing is queued,
 exits too. `anime-gen worker --ray` holds the same lock (tools.jobs.ray_workers).
 It imports no torch, so it starts fast and survives whatever the child does.
 
-Front ends call `run_in_worker` (submit, make sure a worker runs, wait), or the three steps.
+Front ends hand it work and wait through `tools.jobs.client`; the lock and the background
+start are `tools.jobs.processes`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -22,97 +22,37 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tools.errors import UserError
-from tools.jobs.journal import CANCELLED, DONE, Job, JobJournal
+# The client API and the locks were imported from here before the split; those names stay
+# importable from here (F401) while branches written against them merge.
+from tools.jobs.client import (  # noqa: F401
+    ensure_worker,
+    job_records,
+    prefetch_models,
+    raise_unless_done,
+    run_in_worker,
+    submit_job,
+    wait_for_job,
+)
+from tools.jobs.job import Job
+from tools.jobs.journal import JobJournal
+from tools.jobs.processes import (  # noqa: F401
+    WorkerAlreadyRunning,
+    child_env,
+    lock_held,
+    log_path,
+    stop_worker,
+    worker_lock,
+    worker_running,
+)
 from tools.settings import Settings, load_settings
-
-if TYPE_CHECKING:
-    from tools.generation.specs import ImageSpec, OutputRecord
 
 log = logging.getLogger("anime.supervisor")
 
-LOCK_NAME = "worker.lock"
-PID_NAME = "worker.pid"
 WATCH_SECONDS = 0.25
 # A child that dies this many times in a row without having claimed a job cannot start at all.
 MAX_START_FAILURES = 4
-CLIENT_RESTARTS = 3
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class WorkerAlreadyRunning(UserError):
-    def __init__(self, pid: str) -> None:
-        super().__init__(
-            f"a worker is already running{f' (pid {pid})' if pid else ''}",
-            "it serves every anime-gen and anime-chat; `anime-gen jobs` shows its queue",
-        )
-
-
-def log_path(state: Path) -> Path:
-    return state / "logs" / "worker.log"
-
-
-@contextmanager
-def worker_lock(state: Path) -> Iterator[None]:
-    """Hold the one-worker-per-GPU lock; the kernel drops it if the holder dies."""
-    state.mkdir(parents=True, exist_ok=True)
-    handle = open(state / LOCK_NAME, "a+")  # noqa: SIM115  (held for the block's lifetime)
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid_file = state / PID_NAME
-            raise WorkerAlreadyRunning(
-                pid_file.read_text().strip() if pid_file.exists() else ""
-            ) from None
-        (state / PID_NAME).write_text(f"{os.getpid()}\n")
-        yield
-    finally:
-        handle.close()
-
-
-def lock_held(lock: Path) -> bool:
-    """Whether a live process holds the flock on `lock` (the kernel drops it when one dies)."""
-    if not lock.exists():
-        return False
-    with open(lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
-
-
-def worker_running(state: Path) -> bool:
-    return lock_held(state / LOCK_NAME)
-
-
-def stop_worker(state: Path, timeout: float = 10.0) -> bool:
-    """Ask the running worker to stop (SIGTERM: its job goes back to the queue uncounted)."""
-    pid_file = state / PID_NAME
-    if not worker_running(state) or not pid_file.exists():
-        return False
-    pid = int(pid_file.read_text().strip())
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while worker_running(state):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            break
-        time.sleep(0.1)
-    return True
-
-
-def _child_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if env is None else env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    return env
 
 
 def exit_reason(returncode: int) -> str:
@@ -241,7 +181,7 @@ class Supervisor:
             *(sys.executable, "-m", "tools.jobs.worker", "--parent", str(os.getpid())),
             *("--name", slot.name, "--token", slot.token),
         ]
-        env = {**_child_env(), **slot.env}
+        env = {**child_env(), **slot.env}
         slot.child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         log.info("started worker %s pid %d", slot.name, slot.child.pid)
 
@@ -306,165 +246,6 @@ class Supervisor:
             job.id, job.run_token, reason, worker.max_attempts, worker.retry_backoff
         )
         log.warning("job %s: %s -> %s", job.id, reason, state)
-
-
-# -- front ends ------------------------------------------------------------------------------------
-def start_background(settings: Settings) -> None:
-    """Start a supervisor detached from this terminal; a second one exits if the lock is taken."""
-    state = settings.paths.state
-    log_file = log_path(state)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = _child_env()
-    env["ANIME_HOME"] = str(settings.home)
-    with open(log_file, "ab") as output:
-        subprocess.Popen(
-            [sys.executable, "-m", "tools.jobs.supervisor"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def ensure_worker(settings: Settings) -> bool:
-    """Start a background worker unless one runs; True when one was started."""
-    if worker_running(settings.paths.state):
-        return False
-    start_background(settings)
-    return True
-
-
-def settings_overrides(settings: Settings) -> dict[str, Any]:
-    """What `settings` has beyond the config file alone (flags, environment), as sections."""
-    base = load_settings(env={}, home=settings.home).model_dump(mode="json")
-    mine = settings.model_dump(mode="json")
-    overrides = {
-        section: {key: value for key, value in values.items() if base[section].get(key) != value}
-        for section, values in mine.items()
-        if isinstance(values, dict)
-    }
-    return {section: values for section, values in overrides.items() if values}
-
-
-def prefetch_models(settings: Settings) -> None:
-    """Download what the worker will need, here in the user's terminal (size note, progress
-    bar) rather than unseen in the background worker. Instant when everything is cached."""
-    from tools.engine.rendering import Engine
-    from tools.quality.aesthetic import AestheticScorer
-
-    Engine(settings).prefetch()
-    if settings.quality.enabled and settings.quality.aesthetic_model:
-        try:
-            AestheticScorer(settings).folder()
-        except UserError as error:
-            print(f"note: {error.message}; images are not scored for looks", file=sys.stderr)
-
-
-def submit_job(
-    settings: Settings, specs: list[ImageSpec], label: str | None = None
-) -> tuple[JobJournal, str]:
-    from tools.store.gen_index import GenerationIndex
-
-    # Both stores fail here, in the user's terminal, rather than in every attempt of the job.
-    GenerationIndex(settings.paths.state / "generations.sqlite").ensure_readable()
-    journal = JobJournal.for_state(settings.paths.state)
-    journal.ensure_readable()
-    prefetch_models(settings)
-    job_id = journal.submit(
-        [spec.model_dump(mode="json") for spec in specs],
-        label=label,
-        overrides=settings_overrides(settings),
-        settings=settings.model_dump(mode="json"),
-    )
-    return journal, job_id
-
-
-def wait_for_job(
-    settings: Settings,
-    job_id: str,
-    on_update: Callable[[Job], None] | None = None,
-    poll: float = 0.2,
-    timeout: float | None = None,
-) -> Job:
-    """Poll the journal until the job finishes, restarting the worker if it went away."""
-    journal = JobJournal.for_state(settings.paths.state)
-    restarts, last_check = 0, time.monotonic()
-    deadline = None if timeout is None else last_check + timeout
-    while True:
-        job = journal.get(job_id)
-        if on_update is not None:
-            on_update(job)
-        if job.finished:
-            return job
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} is still {job.state} after {timeout:g} s")
-        if time.monotonic() - last_check > 2.0:
-            last_check = time.monotonic()
-            if not worker_running(settings.paths.state):
-                if restarts >= CLIENT_RESTARTS:
-                    raise UserError(
-                        "the worker keeps stopping before the job is done",
-                        f"see {log_path(settings.paths.state)}",
-                    )
-                start_background(settings)
-                restarts += 1
-        time.sleep(poll)
-
-
-def job_records(job: Job) -> list[OutputRecord]:
-    from tools.generation.specs import OutputRecord
-
-    return [OutputRecord.model_validate(image.record) for image in job.images if image.record]
-
-
-def raise_unless_done(job: Job, state: Path) -> None:
-    if job.state == DONE:
-        return
-    if job.state == CANCELLED:
-        raise UserError(f"job {job.id} was cancelled", f"anime-gen jobs retry {job.id}")
-    # A user error keeps its own hint (`UserError.__str__` is "message\nhint: ...").
-    reason, _, fix = (job.error or "").partition("\nhint: ")
-    retry = f"anime-gen jobs retry {job.id}"
-    raise UserError(
-        f"job {job.id} failed: {reason}",
-        f"{fix}; then {retry}" if fix else f"{retry} (the worker's log: {log_path(state)})",
-    )
-
-
-def run_in_worker(
-    settings: Settings,
-    specs: list[ImageSpec],
-    on_image: Callable[[OutputRecord], None] | None = None,
-    label: str | None = None,
-    cancel_on_interrupt: bool = False,
-) -> list[OutputRecord]:
-    """Submit the specs as one job, make sure a worker runs, wait; the records in spec order.
-
-    Ctrl-C stops waiting; with `cancel_on_interrupt` it also cancels the job (the chat's
-    "cancel the current request"), otherwise the job keeps running in the worker.
-    """
-    from tools.generation.specs import OutputRecord
-
-    _, job_id = submit_job(settings, specs, label)
-    ensure_worker(settings)
-    reported: set[int] = set()
-
-    def report(job: Job) -> None:
-        for image in job.images:
-            if image.record and image.index not in reported:
-                reported.add(image.index)
-                if on_image is not None:
-                    on_image(OutputRecord.model_validate(image.record))
-
-    try:
-        job = wait_for_job(settings, job_id, report)
-    except KeyboardInterrupt:
-        if cancel_on_interrupt:
-            JobJournal.for_state(settings.paths.state).cancel(job_id)
-        raise
-    raise_unless_done(job, settings.paths.state)
-    return job_records(job)
 
 
 def main() -> int:

@@ -20,9 +20,10 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from tools.jobs.faults import FaultPlan, InjectedOutOfMemory
+from tools.jobs.faults import FaultPlan
 from tools.jobs.heartbeat import Heartbeat, Keepalive, RunEnded
-from tools.jobs.journal import Job, JobJournal
+from tools.jobs.job import Job
+from tools.jobs.journal import JobJournal
 from tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ EXIT_IDLE, EXIT_RESTART = 0, 3
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, InjectedOutOfMemory):
-        return True
     return "out of memory" in str(error).lower() and isinstance(error, RuntimeError)
 
 

@@ -101,6 +101,7 @@ def request_settings(request: Request) -> Settings:
 def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
     from posebank.errors import PoseBankError
     from tools.errors import UserError
+    from tools.gallery import gallery_routers, login_router
     from tools.server.routes import core_router
 
     app = FastAPI(title="anime-chat studio", version="1")
@@ -130,7 +131,9 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
             status_code=422,
         )
 
-    # Every router, the core one and those plugged in (chat planner, gallery), needs the token.
-    for router in (core_router, *routers):
+    # The gallery's login link carries its own code (exchanged for the token cookie).
+    app.include_router(login_router())
+    # Every router, the core one, the gallery's and those plugged in (planner), needs the token.
+    for router in (core_router, *gallery_routers(), *routers):
         app.include_router(router, dependencies=[Depends(require_token)])
     return app

@@ -12,17 +12,16 @@ import http.client
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tools.errors import UserError
+from tools.jobs.processes import start_detached
 from tools.server import files
 
 START_TIMEOUT = 90.0
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENTRY_MODULE = "assistant.studio"
 
 
@@ -189,21 +188,7 @@ def running_client(home: Path) -> StudioClient | None:
 def start_server(home: Path) -> subprocess.Popen[bytes]:
     """Start the server in the background, detached from this terminal; it logs to
     `<state>/logs/server.log` and exits after `worker.keep_alive` idle."""
-    state = home / ".anime-chat"
-    log_file = server_log(state)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["ANIME_HOME"] = str(home)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    with open(log_file, "ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", ENTRY_MODULE, "--background"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return start_detached(ENTRY_MODULE, home, server_log(home / ".anime-chat"), "--background")
 
 
 def _last_log_line(path: Path) -> str:

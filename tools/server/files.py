@@ -89,7 +89,7 @@ def try_lock(state: Path) -> IO[str] | None:
 
 
 def server_running(state: Path) -> bool:
-    from tools.jobs.supervisor import lock_held
+    from tools.jobs.processes import lock_held
 
     return lock_held(state / LOCK_NAME)
 

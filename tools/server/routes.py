@@ -77,7 +77,7 @@ def submit(
     body: GenerateBody, request: Request, settings: Settings = Depends(request_settings)
 ) -> dict[str, Any]:
     """Plan and queue one job (rendered with this request's overrides); `{"job": id}`."""
-    from tools.jobs.supervisor import ensure_worker, submit_job
+    from tools.jobs.client import ensure_worker, submit_job
 
     notices: list[str] = []
     specs = plan_generation(studio_of(request).runtime(settings), body, notices.append)
@@ -126,7 +126,7 @@ def cancel(job_id: str, request: Request) -> dict[str, Any]:
 
 @core_router.post("/jobs/{job_id}/retry")
 def retry(job_id: str, request: Request, settings: Settings = Depends(request_settings)) -> Any:
-    from tools.jobs.supervisor import ensure_worker
+    from tools.jobs.client import ensure_worker
 
     found = _job(request, job_id)
     queued = _journal(request).retry(found.id)

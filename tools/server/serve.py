@@ -144,8 +144,8 @@ def stop_server(state: Path, timeout: float = 10.0) -> bool:
 def _watch(studio: Any, server: Any) -> None:
     """Exit after `worker.keep_alive` without requests or work; keep a worker on queued jobs."""
     from tools.errors import ConfigError
+    from tools.jobs.client import ensure_worker
     from tools.jobs.journal import JobJournal
-    from tools.jobs.supervisor import ensure_worker
 
     while not server.should_exit:
         time.sleep(WATCH_SECONDS)

@@ -36,7 +36,38 @@ CREATE INDEX IF NOT EXISTS images_character ON images(character, id);
 CREATE INDEX IF NOT EXISTS images_request ON images(request_id, id);
 """
 # Columns added after the first release (additive: older indexes get them on open).
-LATER_COLUMNS = {"worker": "TEXT"}  # the render worker (local GPU worker or Ray slot) that drew it
+LATER_COLUMNS = {
+    "worker": "TEXT",  # the render worker (local GPU worker or Ray slot) that drew it
+    # The gallery's marks: a star, the trash (the file lies in anime-output/.trash/), and a row
+    # whose file is gone from disk (found by the gallery's reconcile; shown, never a crash).
+    "starred": "INTEGER NOT NULL DEFAULT 0",
+    "trashed": "INTEGER NOT NULL DEFAULT 0",
+    "missing": "INTEGER NOT NULL DEFAULT 0",
+}
+# Full-text search (the gallery's `q`): prompt, pose id + tags, character, seed and model of each
+# row. Triggers keep it in step with every insert (`reserve`, so `index rebuild` too), update and
+# delete; they also take a row's star and trash marks from its record (rebuild reads those
+# from the files).
+_SEARCH_COLUMNS = "rowid, prompt, tags, character, seed, model"
+_SEARCH_VALUES = (
+    "new.id, coalesce(json_extract(new.record, '$.prompt'), ''),"
+    " coalesce(new.pose_id, '') || ' ' || coalesce((SELECT group_concat(value, ' ')"
+    " FROM json_each(new.record, '$.pose.tags')), ''),"
+    " new.character, coalesce(new.seed, ''), coalesce(json_extract(new.record, '$.model'), '')"
+)
+SEARCH_SCHEMA = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS images_fts USING fts5("
+    "prompt, tags, character, seed, model, tokenize = 'unicode61')",
+    "CREATE TRIGGER IF NOT EXISTS images_fts_insert AFTER INSERT ON images BEGIN"
+    f" INSERT INTO images_fts({_SEARCH_COLUMNS}) VALUES ({_SEARCH_VALUES});"
+    " UPDATE images SET starred = coalesce(json_extract(new.record, '$.starred'), 0),"
+    " trashed = coalesce(json_extract(new.record, '$.trashed'), 0) WHERE id = new.id; END",
+    "CREATE TRIGGER IF NOT EXISTS images_fts_delete AFTER DELETE ON images BEGIN"
+    " DELETE FROM images_fts WHERE rowid = old.id; END",
+    "CREATE TRIGGER IF NOT EXISTS images_fts_update AFTER UPDATE OF record, character, seed,"
+    " pose_id ON images BEGIN DELETE FROM images_fts WHERE rowid = old.id;"
+    f" INSERT INTO images_fts({_SEARCH_COLUMNS}) VALUES ({_SEARCH_VALUES}); END",
+)
 
 
 class GenerationIndex:
@@ -51,6 +82,7 @@ class GenerationIndex:
         )
         with self.transaction() as connection:
             add_missing_columns(connection, "images", LATER_COLUMNS)
+            add_search(connection)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -137,6 +169,23 @@ class GenerationIndex:
         with self.transaction() as connection:
             rows = connection.execute(query, params).fetchall()
         return [_row(row) for row in rows]
+
+
+def add_search(connection: sqlite3.Connection) -> None:
+    """Create the full-text table and its triggers if missing; an index from before them gets
+    its existing rows searchable (and their marks) once, here."""
+    exists = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images_fts'"
+    ).fetchone()
+    for statement in SEARCH_SCHEMA:
+        connection.execute(statement)
+    if not exists:
+        values = _SEARCH_VALUES.replace("new.", "images.")
+        connection.execute(f"INSERT INTO images_fts({_SEARCH_COLUMNS}) SELECT {values} FROM images")
+        connection.execute(
+            "UPDATE images SET starred = coalesce(json_extract(record, '$.starred'), 0),"
+            " trashed = coalesce(json_extract(record, '$.trashed'), 0)"
+        )
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def _record(path: Path) -> dict[str, Any] | None:
 
 
 def rebuild_index(settings: Settings) -> RebuildReport:
-    from tools.jobs.supervisor import worker_running
+    from tools.jobs.processes import worker_running
 
     state, output = settings.paths.state, settings.paths.output
     if worker_running(state):

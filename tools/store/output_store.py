@@ -23,6 +23,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from tools.atomic import write_atomic
 from tools.settings import Settings
+from tools.store.a1111_fields import second_pass_fields
 from tools.store.gen_index import GenerationIndex
 
 METADATA_KEY = "anime-chat"
@@ -45,6 +46,7 @@ def png_parameters(meta: dict[str, Any]) -> str:
         ("Model", meta["model"]),
         ("Clip skip", meta["clip_skip"]),
     ]
+    fields += second_pass_fields(meta)
     loras = meta.get("loras") or []
     if loras:
         fields.append(("Lora weights", ", ".join(f"{x['name']}: {x['weight']}" for x in loras)))

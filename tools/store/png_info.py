@@ -30,8 +30,9 @@ FIELDS = (
     "clip_skip",
 )
 _INLINE_LORA = re.compile(r"<lora:([^:>]+)(?::([-+]?[0-9.]+))?[^>]*>")
-# One `Key: value` entry of A1111's last line; a value may be "quoted, with commas".
-_A1111_ENTRY = re.compile(r'\s*([\w \-/+]+?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+# One `Key: value` entry of A1111's last line; a value may be "quoted, with commas" or, as
+# Civitai writes `Hashes`, a {"json": "object"}.
+_A1111_ENTRY = re.compile(r'\s*([\w \-/+]+?):\s*("(?:\\.|[^\\"])*"|\{[^{}]*\}|[^,]*)(?:,|$)')
 # A1111 schedule types that are part of the sampler name when not "Automatic".
 _SCHEDULE_SUFFIX = {"karras": "Karras", "exponential": "Exponential", "sgm uniform": "SGM Uniform"}
 
@@ -123,6 +124,8 @@ def parse_a1111(parameters: str) -> dict[str, Any]:
     info["model"] = entries.pop("Model", None)
     info["clip_skip"] = _number(entries.pop("Clip skip", None), int)
     info["loras"] = _loras(info["prompt"], entries.get("Lora hashes"))
+    if entries.get("Lora hashes"):
+        info["lora_hashes"] = lora_hashes(entries["Lora hashes"])
     info.update({key: value for key, value in entries.items() if key not in info})
     return info
 
@@ -157,17 +160,16 @@ def _loras(prompt: str, hashes: str | None) -> list[dict[str, Any]]:
     return [{"name": name, "weight": weight} for name, weight in loras.items()]
 
 
+def lora_hashes(text: str) -> dict[str, str]:
+    """A1111's `Lora hashes` value, "name: hash, name: hash" → {name: hash}."""
+    pairs = (entry.rpartition(":") for entry in text.split(","))
+    return {name.strip(): digest.strip() for name, _, digest in pairs if name.strip()}
+
+
 def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
     """ComfyUI's API-format `prompt` graph: follow the sampler's links to its inputs."""
     info = _empty("comfyui")
-    sampler_id = next(
-        (
-            node_id
-            for node_id, node in graph.items()
-            if str(node.get("class_type", "")).startswith("KSampler")
-        ),
-        None,
-    )
+    sampler_id = _first_pass_sampler(graph)
     if sampler_id is None:
         return info
     sampler = graph[sampler_id]["inputs"]
@@ -175,8 +177,11 @@ def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
     info["steps"] = _number(sampler.get("steps"), int)
     info["cfg_scale"] = _number(sampler.get("cfg"), float)
     name, scheduler = sampler.get("sampler_name"), sampler.get("scheduler")
-    if name is not None:
-        info["sampler"] = name if scheduler in (None, "normal") else f"{name}_{scheduler}"
+    if isinstance(name, str):
+        # Early ComfyUI wrote k-diffusion's function names ("sample_dpmpp_2m").
+        name = name.removeprefix("sample_")
+        plain = scheduler in (None, "normal", "simple")
+        info["sampler"] = name if plain else f"{name}_{scheduler}"
     info["comfyui_sampler"] = name
     info["comfyui_scheduler"] = scheduler
     info["prompt"] = _linked_text(graph, sampler.get("positive"))
@@ -186,6 +191,7 @@ def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
         info["width"] = _number(latent["inputs"].get("width"), int)
         info["height"] = _number(latent["inputs"].get("height"), int)
     loras: list[dict[str, Any]] = []
+    checkpoint_clip_skip = None
     node = _node(graph, sampler.get("model"))
     while node is not None:
         inputs = node.get("inputs", {})
@@ -195,6 +201,8 @@ def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
             )
         if "ckpt_name" in inputs:
             info["model"] = _stem(inputs["ckpt_name"])
+            config = re.search(r"clip_skip_(\d+)", str(inputs.get("config_name", "")))
+            checkpoint_clip_skip = int(config[1]) if config else None
             break
         node = _node(graph, inputs.get("model"))
     info["loras"] = loras
@@ -206,8 +214,24 @@ def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
         ),
         None,
     )
-    info["clip_skip"] = abs(int(clip_layer)) if clip_layer is not None else None
+    info["clip_skip"] = abs(int(clip_layer)) if clip_layer is not None else checkpoint_clip_skip
     return info
+
+
+def _first_pass_sampler(graph: dict[str, Any]) -> str | None:
+    """The KSampler that starts from an empty latent (the first pass of a two-pass graph),
+    else the first wired one; None without any."""
+    samplers = [
+        node_id
+        for node_id, node in graph.items()
+        if str(node.get("class_type", "")).startswith("KSampler")
+        and "model" in node.get("inputs", {})
+    ]
+    for node_id in samplers:
+        latent = _node(graph, graph[node_id]["inputs"].get("latent_image"))
+        if latent is not None and latent.get("class_type") == "EmptyLatentImage":
+            return node_id
+    return samplers[0] if samplers else None
 
 
 def _lora_weight(inputs: dict[str, Any]) -> float | None:
@@ -241,12 +265,37 @@ def _upstream(graph: dict[str, Any], link: Any, classes: tuple[str, ...]) -> dic
     return None
 
 
+# Inputs that hold a prompt's text in the text encoders and the text nodes that feed them.
+_TEXT_INPUTS = ("text", "text_g", "populated_text", "wildcard_text", "string", "value")
+
+
 def _linked_text(graph: dict[str, Any], link: Any) -> str | None:
-    node = _upstream(graph, link, ("CLIPTextEncode", "CLIPTextEncodeSDXL"))
-    if node is None:
-        return None
-    text = node["inputs"].get("text", node["inputs"].get("text_g"))
-    return text if isinstance(text, str) else None
+    """The text of the first text encoder upstream of `link` (any CLIPTextEncode flavour),
+    following a text input that is itself a link (wildcard and string nodes)."""
+    queue, seen = [link], set()
+    while queue:
+        node = _node(graph, queue.pop(0))
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        inputs = node.get("inputs", {})
+        if "CLIPTextEncode" in str(node.get("class_type", "")):
+            return _text_of(graph, inputs)
+        queue += [value for value in inputs.values() if isinstance(value, list)]
+    return None
+
+
+def _text_of(graph: dict[str, Any], inputs: dict[str, Any], depth: int = 0) -> str | None:
+    for key in _TEXT_INPUTS:
+        value = inputs.get(key)
+        if isinstance(value, str) and (value or key != "text_g"):
+            return value
+        source = _node(graph, value)
+        if source is not None and depth < 8:
+            text = _text_of(graph, source.get("inputs", {}), depth + 1)
+            if text is not None:
+                return text
+    return None
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -258,25 +307,68 @@ def format_info(info: dict[str, Any]) -> str:
     for lora in info.get("loras") or []:
         weight = "" if lora["weight"] is None else f" ({lora['weight']})"
         lines.append(f"lora: {lora['name']}{weight}")
+    hires, detail = info.get("hires"), info.get("face_detail")
+    if hires:
+        lines.append(
+            f"hires: x{hires['scale']} {hires['upscaler']}, denoise {hires['denoise']}, "
+            f"{hires['steps']} steps -> {hires['width']}x{hires['height']}"
+        )
+    elif info.get("Hires upscale"):
+        lines.append(f"hires: x{info['Hires upscale']} {info.get('Hires upscaler') or ''}".strip())
+    if detail:
+        found = len(detail.get("faces") or [])
+        lines.append(f"face detail: {found} face(s) redrawn" if found else "face detail: no face")
+    elif info.get("ADetailer model"):
+        lines.append(f"face detail: ADetailer {info['ADetailer model']}")
     return "\n".join(lines)
 
 
-# Sampler names as A1111 and ComfyUI write them → our `output.sampler` values.
-_SAMPLER_NAMES = {
-    "euler a": "euler_a",
+# ComfyUI's sampler names that differ from ours (the others fold with normalize_sampler).
+_COMFYUI_SAMPLERS = {
     "euler_ancestral": "euler_a",
-    "euler": "euler",
-    "dpm++ 2m": "dpmpp_2m",
-    "dpmpp_2m": "dpmpp_2m",
-    "ddim": "ddim",
+    "uni_pc": "unipc",
+    "uni_pc_bh2": "unipc",
 }
+
+
+def our_sampler(name: Any) -> str | None:
+    """Our `output.sampler` for a sampler as A1111 ("DPM++ 2M Karras", "UniPC") or ComfyUI
+    ("dpmpp_2m_karras", "euler_ancestral") names it; None when we have no such sampler."""
+    from tools.engine.samplers import normalize_sampler
+
+    if not name:
+        return None
+    text = str(name).strip()
+    if text.lower() in _COMFYUI_SAMPLERS:
+        return _COMFYUI_SAMPLERS[text.lower()]
+    try:
+        return normalize_sampler(text)
+    except ValueError:
+        return None
+
+
+def model_warning(info: dict[str, Any], configured: str) -> str | None:
+    """One line when the image's model is not the configured checkpoint (compared by file
+    stem, as A1111 and ComfyUI name models), else None."""
+    recorded = info.get("model")
+    if not recorded or _model_stem(recorded) == _model_stem(configured):
+        return None
+    return (
+        f"warning: {info['source']} image drawn with model '{recorded}', yours is "
+        f"'{configured}' (models.checkpoint): expect other pixels"
+    )
+
+
+def _model_stem(name: str) -> str:
+    return str(_stem(str(name).strip().split(" [")[0])).lower()
 
 
 def replay_plan(info: dict[str, Any], character: str | None) -> tuple[dict[str, Any], list[str]]:
     """What `--from-png` draws: (request fields, settings overrides) and what it cannot map.
 
-    Ours: the recorded character, pose id, user prompt, seed and settings. Others: their settings
-    and prompt for the character named; anything without an equivalent here is listed.
+    Ours: the recorded character, pose id, user prompt, seed and settings (hires fix and face
+    detail included). Others: their settings and prompt for the character named; anything
+    without an equivalent here is listed. The model is checked apart (`model_warning`).
     """
     ours = info["source"] == "anime-chat"
     who = character or (info.get("character") if ours else None)
@@ -286,7 +378,7 @@ def replay_plan(info: dict[str, Any], character: str | None) -> tuple[dict[str, 
             "add --character NAME",
         )
     unmapped: list[str] = []
-    sampler = _SAMPLER_NAMES.get(str(info.get("sampler") or "").lower())
+    sampler = our_sampler(info.get("sampler"))
     if info.get("sampler") and sampler is None:
         unmapped.append(f"sampler '{info['sampler']}'")
     output: dict[str, Any] = {
@@ -300,10 +392,54 @@ def replay_plan(info: dict[str, Any], character: str | None) -> tuple[dict[str, 
     if ours:
         request["pose"] = (info.get("pose") or {}).get("id")
         request["prompt"] = info.get("user_prompt") or ""
+        output.update(_our_second_passes(info))
     else:
         request["random_pose"] = True
         request["prompt"] = _INLINE_LORA.sub("", info.get("prompt") or "").strip(" ,")
-        if info.get("model"):
-            unmapped.append(f"checkpoint '{info['model']}' (ours: models.checkpoint)")
+        output.update(_a1111_second_passes(info, unmapped))
         unmapped += [f"LoRA '{lora['name']}'" for lora in info.get("loras") or []]
     return {"request": request, "output": output}, unmapped
+
+
+def _our_second_passes(info: dict[str, Any]) -> dict[str, Any]:
+    """Our recorded hires fix and face detail as the settings that drew them (off if absent)."""
+    hires, detail = info.get("hires"), info.get("face_detail")
+    passes: dict[str, Any] = {"hires": False, "face_detail": False}
+    if hires:
+        passes["hires"] = {key: hires[key] for key in ("scale", "denoise", "steps", "upscaler")}
+    if detail:
+        keys = ("denoise", "confidence", "padding", "mask_blur")
+        passes["face_detail"] = {key: detail[key] for key in keys}
+    return passes
+
+
+def _a1111_second_passes(info: dict[str, Any], unmapped: list[str]) -> dict[str, Any]:
+    """A1111's hires fix and ADetailer entries as our output.hires / output.face_detail."""
+    passes: dict[str, Any] = {}
+    scale = _number(info.get("Hires upscale"), float)
+    if scale and scale > 1:
+        upscaler = str(info.get("Hires upscaler") or "Latent")
+        hires: dict[str, Any] = {
+            "scale": scale,
+            "upscaler": "latent" if upscaler.lower().startswith("latent") else "lanczos",
+        }
+        if not upscaler.lower().startswith(("latent", "lanczos")):
+            unmapped.append(f"hires upscaler '{upscaler}' (ours: lanczos)")
+        if _number(info.get("Denoising strength"), float):
+            hires["denoise"] = _number(info["Denoising strength"], float)
+        if _number(info.get("Hires steps"), int):
+            hires["steps"] = _number(info["Hires steps"], int)
+        passes["hires"] = hires
+    if info.get("ADetailer model"):
+        detail: dict[str, Any] = {}
+        for ours, theirs, kind in (
+            ("denoise", "ADetailer denoising strength", float),
+            ("confidence", "ADetailer confidence", float),
+            ("padding", "ADetailer inpaint padding", int),
+            ("mask_blur", "ADetailer mask blur", int),
+        ):
+            if _number(info.get(theirs), kind) is not None:
+                detail[ours] = _number(info[theirs], kind)
+        passes["face_detail"] = detail
+        unmapped.append(f"ADetailer model '{info['ADetailer model']}' (ours: animeface)")
+    return passes

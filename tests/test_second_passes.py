@@ -1,0 +1,181 @@
+"""Hires fix and face detail (tools/engine/hires.py, face_detail.py) on the tiny models."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from assistant.gen_cli import app
+from tools.engine import second_pass
+from tools.engine.face_detail import face_detail_pass
+from tools.engine.hires import hires_size
+from tools.engine.rendering import Engine, RenderJob
+from tools.settings import FaceDetailSettings, load_settings
+from tools.store.png_info import parse_a1111, read_png_info
+
+runner = CliRunner()
+
+
+def test_hires_size_rounds_to_multiples_of_8():
+    assert hires_size(128, 192, 1.5) == (192, 288)
+    assert hires_size(512, 768, 1.3) == (664, 1000)
+    assert hires_size(100, 100, 1.25) == (128, 128)
+
+
+@pytest.fixture
+def sakura(anime_home, reference_image):
+    result = runner.invoke(app, ["characters", "add", "sakura", "--image", str(reference_image)])
+    assert result.exit_code == 0, result.output
+    return anime_home
+
+
+@pytest.mark.slow
+def test_hires_and_face_detail_flags_write_the_upscaled_size_and_record_both(sakura):
+    result = runner.invoke(
+        app,
+        [
+            "sakura",
+            "--pose",
+            "standing",
+            "--seed",
+            "5",
+            "--hires",
+            "1.5",
+            "--face-detail",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    path = Path(json.loads(result.stdout)["outputs"][0]["path"])
+    with Image.open(path) as png:
+        assert png.size == (192, 288)
+        parameters = png.text["parameters"]
+    ours = read_png_info(path)
+    assert (ours["width"], ours["height"]) == (128, 192)  # the base size, like A1111's Size
+    assert ours["hires"] == {
+        "scale": 1.5,
+        "denoise": 0.5,
+        "steps": 4,
+        "upscaler": "latent",
+        "width": 192,
+        "height": 288,
+    }
+    theirs = parse_a1111(parameters)
+    assert theirs["Hires upscale"] == "1.5"
+    assert theirs["Hires steps"] == "4"
+    assert theirs["Hires upscaler"] == "Latent"
+    assert theirs["Denoising strength"] == "0.5"
+    assert (theirs["width"], theirs["height"]) == (128, 192)
+    # --face-detail reached the worker: the real detector ran on the final image.
+    detail = ours["face_detail"]
+    assert detail["model"] == "animeface" and detail["applied"] is bool(detail["faces"])
+    if not detail["applied"]:
+        assert theirs["Face detail"] == "no face found" and "ADetailer model" not in theirs
+    # Without the flags, --from-png turns both passes on again: the same pixels.
+    again = runner.invoke(app, ["--from-png", str(path), "--json"])
+    assert again.exit_code == 0, again.output
+    copy = Path(json.loads(again.stdout)["outputs"][0]["path"])
+    assert np.array_equal(np.asarray(Image.open(copy)), np.asarray(Image.open(path)))
+
+
+def _face_at(box):
+    """A stand-in for `animeface.detect`: one face at `box` (x, y, w, h), or none."""
+
+    def detect(_image):
+        if box is None:
+            return []
+        x, y, width, height = box
+        position = SimpleNamespace(x=x, y=y, width=width, height=height)
+        return [SimpleNamespace(face=SimpleNamespace(pos=position), likelihood=0.9)]
+
+    return detect
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, tiny_models):
+    """A home holding `sakura`, one warm tiny engine on it and a first-pass image
+    (module-scoped: the face detail tests share the engine load)."""
+    import shutil
+
+    from evals.tiny_models import CONFIG_NAME
+    from tools.characters.library import CharacterLibrary
+    from tools.settings import CONFIG_FILENAME
+
+    home = tmp_path_factory.mktemp("second-passes")
+    shutil.copyfile(tiny_models / CONFIG_NAME, home / CONFIG_FILENAME)
+    settings = load_settings(home=home, env={})
+    CharacterLibrary(settings.paths).add("sakura", Image.new("RGB", (96, 128), (240, 200, 210)))
+    engine = Engine(settings)
+    job = RenderJob("1girl, smile", "lowres", Image.new("RGB", (128, 192)), None, 3)
+    image = engine.render(
+        [job], width=128, height=192, ipadapter_weight=0.9, controlnet_strength=0.5
+    )[0]
+    return SimpleNamespace(home=home, engine=engine, job=job, image=image)
+
+
+@pytest.mark.slow
+def test_face_detail_redraws_inside_the_face_box_only(warm, monkeypatch):
+    animeface = pytest.importorskip("animeface")
+    engine, job, image = warm.engine, warm.job, warm.image
+    box = (40, 30, 40, 40)
+    monkeypatch.setattr(animeface, "detect", _face_at(box))
+    detail = FaceDetailSettings(mask_blur=2)
+    redrawn, record = face_detail_pass(engine, job, image, detail)
+    assert record["applied"] is True
+    assert record["faces"] == [list(box)]
+    before, after = np.asarray(image).astype(int), np.asarray(redrawn).astype(int)
+    assert redrawn.size == image.size
+    changed = np.abs(before - after).sum(axis=2) > 0
+    x, y, width, height = box
+    reach = 4 * detail.mask_blur  # dilated by the blur, then blurred (~3 radii of spread)
+    outside = np.ones_like(changed)
+    outside[y - reach : y + height + reach, x - reach : x + width + reach] = False
+    assert not changed[outside].any()
+    assert changed[y : y + height, x : x + width].mean() > 0.5
+
+
+@pytest.mark.slow
+def test_face_detail_without_a_face_keeps_the_image(warm, monkeypatch):
+    animeface = pytest.importorskip("animeface")
+    engine, job, image = warm.engine, warm.job, warm.image
+    monkeypatch.setattr(animeface, "detect", _face_at(None))
+    kept, record = face_detail_pass(engine, job, image, FaceDetailSettings())
+    assert kept is image
+    assert record["applied"] is False and record["faces"] == []
+
+
+@pytest.mark.slow
+def test_face_detail_setting_records_adetailer_keys_in_the_saved_png(warm, monkeypatch):
+    from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
+
+    animeface = pytest.importorskip("animeface")
+    monkeypatch.setattr(animeface, "detect", _face_at((40, 30, 40, 40)))
+    settings = load_settings(overrides={"output": {"face_detail": True}}, home=warm.home, env={})
+    runtime = Runtime(settings, engine=warm.engine)  # as the worker shares its warm engine
+    request = GenerationRequest(character="sakura", random_pose=True, seed=7)
+    record = runtime.producer.produce(runtime.planner.plan(request)[0])
+    ours = read_png_info(Path(record.path))
+    assert ours["face_detail"]["applied"] is True
+    assert ours["face_detail"]["faces"] == [[40, 30, 40, 40]]
+    with Image.open(record.path) as png:
+        theirs = parse_a1111(png.text["parameters"])
+    assert theirs["ADetailer model"] == "animeface"
+    assert theirs["ADetailer confidence"] == "0.3"
+    assert theirs["ADetailer denoising strength"] == "0.4"
+    assert theirs["ADetailer mask blur"] == "4"
+    assert theirs["ADetailer inpaint padding"] == "32"
+
+
+@pytest.mark.slow
+def test_derived_pipelines_keep_the_warm_dtype_and_share_modules(warm):
+    engine = warm.engine
+    img2img = second_pass.derived_pipeline(engine, "img2img")
+    inpaint = second_pass.derived_pipeline(engine, "inpaint")
+    assert img2img.unet is engine.pipe.unet and inpaint.vae is engine.pipe.vae
+    assert img2img.controlnet is engine.pipe.controlnet
+    assert second_pass.derived_pipeline(engine, "img2img") is img2img

@@ -1,0 +1,120 @@
+"""A1111's hires fix: the image drawn at the base size is upscaled, then refined by an img2img
+ControlNet pass at the new size with the same pose (scaled), prompt, seed and reference.
+
+`upscaler: latent` (A1111's "Latent") upscales the image's VAE latents bilinearly, `lanczos` its
+pixels. The final size is the base size times `scale`, rounded to multiples of 8. Like A1111,
+`steps` is the second pass's step count before `denoise` shortens it (12 at 0.5 runs 6).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from tools.engine.extra_networks import decode_latents
+from tools.engine.second_pass import (
+    at_least_one_step,
+    conditioning,
+    derived_pipeline,
+    seed_sde_noise,
+    step_reporter,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from tools.engine.rendering import Engine, RenderJob, StepCallback
+    from tools.settings import HiresSettings
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The final size: each side times `scale`, to the nearest multiple of 8."""
+    return _multiple_of_8(width * scale), _multiple_of_8(height * scale)
+
+
+def _multiple_of_8(side: float) -> int:
+    return max(8, round(side / 8) * 8)
+
+
+def hires_pass(
+    engine: Engine,
+    job: RenderJob,
+    image: Image.Image,
+    hires: HiresSettings,
+    on_step: StepCallback | None = None,
+) -> tuple[Image.Image, dict[str, Any]]:
+    """(the refined image at the final size, what to record in the metadata)."""
+    import torch
+
+    width, height = hires_size(image.width, image.height, hires.scale)
+    steps = at_least_one_step(hires.steps or engine.sampling.steps, hires.denoise)
+    pipe = derived_pipeline(engine, "img2img")
+    inputs = conditioning(engine, job, pipe)
+    if hires.upscaler == "latent":
+        start: Any = _upscaled_latents(pipe, engine.device, image, width, height)
+    else:
+        start = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    pose = job.pose_image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    seed_sde_noise(pipe, job.seed)
+    with torch.inference_mode():
+        result = pipe(
+            **inputs,
+            image=start,
+            control_image=pose,
+            strength=hires.denoise,
+            num_inference_steps=steps,
+            controlnet_conditioning_scale=engine.settings.models.controlnet_strength,
+            width=width,
+            height=height,
+            callback_on_step_end=step_reporter(on_step, steps),
+            output_type="latent",
+        )
+    images, redone = decode_latents(pipe, result.images)
+    engine.vae_redecodes += redone
+    record = {
+        "scale": hires.scale,
+        "denoise": hires.denoise,
+        "steps": steps,
+        "upscaler": hires.upscaler,
+        "width": width,
+        "height": height,
+    }
+    return images[0], record
+
+
+def _upscaled_latents(
+    pipe: Any, device: Any, image: Image.Image, width: int, height: int
+) -> torch.Tensor:
+    """The image's VAE latents (scaled as the UNet sees them), resized to the final size."""
+    import torch
+
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(image.convert("RGB")).to(device)
+
+    def encode(dtype: torch.dtype) -> torch.Tensor:
+        with torch.inference_mode():
+            return vae.encode(pixels.to(dtype)).latent_dist.mode()
+
+    latents = encode(vae.dtype)
+    if vae.dtype == torch.float16 and torch.isnan(latents).any():
+        # The fp16 overflow decode_latents guards against on the way out (SDXL's VAE).
+        vae.to(dtype=torch.float32)
+        try:
+            latents = encode(torch.float32)
+        finally:
+            vae.to(dtype=torch.float16)
+    config = vae.config
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        shape = (1, len(mean), 1, 1)
+        mean_t = torch.tensor(mean).view(shape).to(latents)
+        std_t = torch.tensor(std).view(shape).to(latents)
+        latents = (latents - mean_t) * config.scaling_factor / std_t
+    else:
+        latents = latents * config.scaling_factor
+    factor = pipe.vae_scale_factor
+    resized = torch.nn.functional.interpolate(
+        latents.float(), size=(height // factor, width // factor), mode="bilinear"
+    )
+    return resized.to(pipe.unet.dtype)

@@ -1,0 +1,443 @@
+"""The gallery's view of the generation index: listing, search, marks, trash and reconcile.
+
+Rows live in `<state>/generations.sqlite` (tools/store/gen_index.py adds the gallery's columns
+and the full-text table). Files move only for the trash (to `anime-output/.trash/`, same
+relative path) and for "keep anyway" (out of `rejected/`); a row keeps its id through both.
+Marks that `anime-gen index rebuild` must find again are written into the PNG's record too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tools.errors import UserError
+from tools.gallery.png_record import update_record
+from tools.store.gen_index import GenerationIndex
+from tools.store.index_rebuild import INDEX_NAME, TRASH_FOLDER, image_files
+from tools.store.output_store import METADATA_KEY, read_png_metadata
+
+SCORE_NAMES = ("consistency", "face", "aesthetic", "palette")
+ID_PATTERN = re.compile(r"[0-9]{1,18}")
+# FTS5 (unicode61) splits words on anything but letters and digits: split the query alike.
+_WORD = re.compile(r"[^\W_]+")
+
+
+class NotFound(LookupError):
+    """No such image (or an id that is not one): the API answers 404."""
+
+
+@dataclass
+class Filters:
+    q: str = ""
+    character: str | None = None
+    collection: str | None = None
+    starred: bool | None = None
+    rejected: bool = False
+    trashed: bool = False
+    day: str | None = None
+    posture: str | None = None
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        clauses = ["status = 'saved'", "trashed = ?", "accepted = ?"]
+        params: list[Any] = [int(self.trashed), 0 if self.rejected else 1]
+        if self.trashed:  # the trash shows accepted and rejected images alike
+            clauses.pop()
+            params.pop()
+        for column in ("character", "collection", "posture"):
+            value = getattr(self, column)
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.starred is not None:
+            clauses.append("starred = ?")
+            params.append(int(self.starred))
+        if self.day:
+            clauses.append("substr(created, 1, 10) = ?")
+            params.append(self.day)
+        match = match_expression(self.q)
+        if match:
+            clauses.append("id IN (SELECT rowid FROM images_fts WHERE images_fts MATCH ?)")
+            params.append(match)
+        return clauses, params
+
+
+def match_expression(q: str) -> str | None:
+    """Every word of `q`, each as a prefix: `pink libr` → `"pink"* "libr"*` (FTS5: AND)."""
+    words = _WORD.findall(q.lower())
+    return " ".join(f'"{word}"*' for word in words) or None
+
+
+@dataclass
+class ReconcileReport:
+    added: int = 0
+    moved: int = 0
+    missing: int = 0
+    found_again: int = 0
+    foreign: list[str] = field(default_factory=list)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The JSON record our PNGs carry, or None (not ours, damaged, unreadable)."""
+    try:
+        record = json.loads(read_png_metadata(path)[METADATA_KEY])
+    except (OSError, ValueError, KeyError, SyntaxError):
+        return None
+    needed = ("character", "posture", "pose", "seed")
+    return record if isinstance(record, dict) and all(k in record for k in needed) else None
+
+
+class Catalog:
+    def __init__(self, output: Path, state: Path, organize_by_date: bool = True) -> None:
+        self.output = output
+        self.state = state
+        self.trash = output / TRASH_FOLDER
+        self.organize_by_date = organize_by_date
+        self.index = GenerationIndex(state / INDEX_NAME)
+
+    # -- reading -------------------------------------------------------------------------------
+    def page(
+        self, filters: Filters, cursor: str | None = None, limit: int = 100
+    ) -> tuple[list[sqlite3.Row], str | None]:
+        """One page, newest first, and the cursor of the next one (None at the end)."""
+        clauses, params = filters.where()
+        if cursor:
+            if not ID_PATTERN.fullmatch(cursor):
+                raise UserError(f"bad cursor '{cursor}'", "pass the `next` of the previous page")
+            clauses.append("id < ?")
+            params.append(int(cursor))
+        query = f"SELECT * FROM images WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?"
+        with self.index.transaction() as connection:
+            rows = connection.execute(query, [*params, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, str(rows[-1]["id"]) if more and rows else None
+
+    def get(self, image_id: str) -> sqlite3.Row:
+        if not ID_PATTERN.fullmatch(image_id):
+            raise NotFound(image_id)
+        with self.index.transaction() as connection:
+            row = connection.execute(
+                "SELECT * FROM images WHERE id = ? AND status = 'saved'", (int(image_id),)
+            ).fetchone()
+        if row is None:
+            raise NotFound(image_id)
+        return row
+
+    def neighbours(self, image_id: str, filters: Filters) -> dict[str, str | None]:
+        """The ids next to this one in the listing `filters` gives: newer and older."""
+        clauses, params = filters.where()
+        where = " AND ".join(clauses)
+        found: dict[str, str | None] = {}
+        with self.index.transaction() as connection:
+            for name, compare, order in (("newer", ">", "ASC"), ("older", "<", "DESC")):
+                row = connection.execute(
+                    f"SELECT id FROM images WHERE {where} AND id {compare} ? "
+                    f"ORDER BY id {order} LIMIT 1",
+                    [*params, int(image_id)],
+                ).fetchone()
+                found[name] = str(row["id"]) if row else None
+        return found
+
+    def facets(self) -> dict[str, list[str]]:
+        """The values the grid's filters offer."""
+        found: dict[str, list[str]] = {}
+        queries = {
+            "characters": "SELECT DISTINCT character FROM images",
+            "collections": "SELECT DISTINCT collection FROM images WHERE collection IS NOT NULL",
+            "postures": "SELECT DISTINCT posture FROM images",
+            "days": "SELECT DISTINCT substr(created, 1, 10) FROM images",
+        }
+        with self.index.transaction() as connection:
+            for name, query in queries.items():
+                rows = connection.execute(f"{query} ORDER BY 1").fetchall()
+                found[name] = [row[0] for row in rows]
+        found["days"].reverse()
+        return found
+
+    # -- marks ---------------------------------------------------------------------------------
+    def set_starred(self, image_id: str, starred: bool) -> sqlite3.Row:
+        row = self.get(image_id)
+        self._update(row, {"starred": int(starred)}, {"starred": starred})
+        self._write_file_record(Path(row["path"]), {"starred": starred})
+        return self.get(image_id)
+
+    def set_collection(self, image_id: str, collection: str | None) -> sqlite3.Row:
+        """File the image under `collections/NAME` too (a link: no file moves); None: none."""
+        from tools.characters.library import normalize_name
+
+        row = self.get(image_id)
+        name = normalize_name(collection) if collection else None
+        path = Path(row["path"])
+        if row["collection"]:
+            self._unlink_views(path, [self.output / "collections" / row["collection"]])
+        self._update(row, {"collection": name}, {"collection": name})
+        if name and not row["trashed"] and path.exists():
+            self._link(path, self.output / "collections" / name)
+        return self.get(image_id)
+
+    # -- moving files --------------------------------------------------------------------------
+    def trash_image(self, image_id: str) -> sqlite3.Row:
+        row = self.get(image_id)
+        if row["trashed"]:
+            return row
+        source = Path(row["path"])
+        relative = self._relative(source)
+        target = self._free_path(self.trash / relative)
+        self._unlink_views(source, self._view_folders(row))
+        moved = self._move(source, target)
+        self._update(
+            row,
+            {"path": str(target), "trashed": 1, "missing": int(not moved)},
+            {"trashed": True},
+        )
+        return self.get(image_id)
+
+    def restore(self, image_id: str) -> sqlite3.Row:
+        row = self.get(image_id)
+        if not row["trashed"]:
+            return row
+        source = Path(row["path"])
+        try:
+            relative = source.relative_to(self.trash)
+        except ValueError:
+            relative = self._relative(source)
+        target = self._free_path(self.output / relative)
+        moved = self._move(source, target)
+        self._update(
+            row,
+            {"path": str(target), "trashed": 0, "missing": int(not moved)},
+            {"trashed": False},
+        )
+        if moved:
+            self._link_views(self.get(image_id))
+        return self.get(image_id)
+
+    def keep(self, image_id: str) -> sqlite3.Row:
+        """ "Keep anyway": a rejected image becomes an accepted one (out of `rejected/`)."""
+        row = self.get(image_id)
+        if row["accepted"] or row["trashed"]:
+            return row
+        source = Path(row["path"])
+        relative = self._relative(source)
+        if relative.parts[0] == "rejected":
+            relative = Path(*relative.parts[1:])
+        target = self._free_path(self.output / relative)
+        moved = self._move(source, target)
+        self._update(
+            row,
+            {"path": str(target), "accepted": 1, "missing": int(not moved)},
+            {"accepted": True, "kept": True},
+        )
+        if moved:
+            self._write_file_record(target, {"accepted": True, "kept": True})
+            self._link_views(self.get(image_id))
+        return self.get(image_id)
+
+    def empty_trash(self) -> int:
+        """The only permanent delete: every trashed image's file and row."""
+        with self.index.transaction() as connection:
+            rows = connection.execute("SELECT id, path FROM images WHERE trashed = 1").fetchall()
+            for row in rows:
+                Path(row["path"]).unlink(missing_ok=True)
+            connection.execute("DELETE FROM images WHERE trashed = 1")
+        for leftover in image_files(self.trash) if self.trash.exists() else []:
+            leftover.unlink(missing_ok=True)
+        return len(rows)
+
+    # -- reconcile -----------------------------------------------------------------------------
+    def reconcile(self) -> ReconcileReport:
+        """Bring the index in line with the disk: files added or moved by hand get a row (a
+        moved one keeps its row, found by its record's key), rows whose file is gone are
+        marked missing (and unmarked when it comes back)."""
+        report = ReconcileReport()
+        on_disk = image_files(self.output) if self.output.exists() else []
+        with self.index.transaction() as connection:
+            rows = connection.execute(
+                "SELECT id, key, path, status, missing FROM images"
+            ).fetchall()
+            known = {row["path"] for row in rows}
+            disk = {str(path) for path in on_disk}
+            gone = {
+                row["id"]: row
+                for row in rows
+                if row["status"] == "saved" and row["path"] not in disk
+            }
+            by_key = {row["key"]: row for row in gone.values() if row["key"]}
+            by_path = {row["path"]: row for row in gone.values()}
+            keys = {row["key"] for row in rows if row["key"]}
+            for path in on_disk:
+                if str(path) in known:
+                    continue
+                record = read_record(path)
+                if record is None:
+                    report.foreign.append(str(path))
+                    continue
+                moved = by_key.get(record.get("key")) or by_path.get(record.get("path"))
+                if moved is not None and moved["id"] not in gone:
+                    moved = None
+                marks = self._marks_of(path, record)
+                if moved is not None:
+                    gone.pop(moved["id"])
+                    connection.execute(
+                        "UPDATE images SET path = ?, missing = 0, trashed = ?, accepted = ?"
+                        " WHERE id = ?",
+                        (str(path), marks["trashed"], marks["accepted"], moved["id"]),
+                    )
+                    report.moved += 1
+                    continue
+                key = record.get("key")
+                key = key if isinstance(key, str) and key not in keys else None
+                if key:
+                    keys.add(key)
+                created = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                record.update(path=str(path), trashed=bool(marks["trashed"]))
+                record["accepted"] = bool(marks["accepted"])
+                self.index.reserve(
+                    connection,
+                    path,
+                    key,
+                    record,
+                    status="saved",
+                    created=created.isoformat(timespec="seconds"),
+                )
+                report.added += 1
+            for row in gone.values():
+                if not row["missing"]:
+                    connection.execute("UPDATE images SET missing = 1 WHERE id = ?", (row["id"],))
+                    report.missing += 1
+            back = [row["id"] for row in rows if row["missing"] and row["path"] in disk]
+            for row_id in back:
+                connection.execute("UPDATE images SET missing = 0 WHERE id = ?", (row_id,))
+            report.found_again = len(back)
+        return report
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _marks_of(self, path: Path, record: dict[str, Any]) -> dict[str, int]:
+        parts = path.relative_to(self.output).parts
+        accepted = "rejected" not in parts[:2] and bool(record.get("accepted", True))
+        return {"trashed": int(parts[0] == TRASH_FOLDER), "accepted": int(accepted)}
+
+    def _relative(self, path: Path) -> Path:
+        try:
+            return path.relative_to(self.output)
+        except ValueError:
+            raise UserError(f"{path} is not under {self.output}") from None
+
+    def _update(self, row: sqlite3.Row, columns: dict[str, Any], record: dict[str, Any]) -> None:
+        merged = {**json.loads(row["record"]), **record}
+        if "path" in columns:
+            merged["path"] = columns["path"]
+        if "accepted" in record and isinstance(merged.get("output"), dict):
+            merged["output"] = {**merged["output"], "accepted": record["accepted"]}
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self.index.transaction() as connection:
+            connection.execute(
+                f"UPDATE images SET {assignments}, record = ? WHERE id = ?",
+                [*columns.values(), json.dumps(merged), row["id"]],
+            )
+
+    @staticmethod
+    def _write_file_record(path: Path, changes: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            update_record(path, changes)
+
+    @staticmethod
+    def _move(source: Path, target: Path) -> bool:
+        """Move the file (False when it is already gone: the row moves anyway)."""
+        if not source.exists():
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        return True
+
+    def _free_path(self, wanted: Path) -> Path:
+        """`wanted`, or the next free `<stem>_NNN.png` beside it (on disk and in the index)."""
+        with self.index.transaction() as connection:
+            taken = connection.execute(
+                "SELECT 1 FROM images WHERE path = ?", (str(wanted),)
+            ).fetchone()
+        if not taken and not wanted.exists():
+            return wanted
+        stem = re.sub(r"_\d+$", "", wanted.stem)
+        number = 1
+        while True:
+            candidate = wanted.with_name(f"{stem}_{number:03d}.png")
+            with self.index.transaction() as connection:
+                taken = connection.execute(
+                    "SELECT 1 FROM images WHERE path = ?", (str(candidate),)
+                ).fetchone()
+            if not taken and not candidate.exists():
+                return candidate
+            number += 1
+
+    def _view_folders(self, row: sqlite3.Row) -> list[Path]:
+        folders = [self.output / "characters" / row["character"]]
+        if row["collection"]:
+            folders.append(self.output / "collections" / row["collection"])
+        return folders
+
+    def _link_views(self, row: sqlite3.Row) -> None:
+        path = Path(row["path"])
+        if row["accepted"]:
+            self._link(path, self.output / "characters" / row["character"])
+        if row["collection"]:
+            self._link(path, self.output / "collections" / row["collection"])
+
+    def _link(self, target: Path, view: Path) -> None:
+        """A view link as the output store makes them (flat, the day in the name)."""
+        view.mkdir(parents=True, exist_ok=True)
+        name = f"{target.parent.name}_{target.name}" if self.organize_by_date else target.name
+        link = view / name
+        if link.is_symlink() or link.exists():
+            return
+        try:
+            link.symlink_to(os.path.relpath(target, view))
+        except OSError:
+            os.link(target, link)
+
+    @staticmethod
+    def _unlink_views(path: Path, folders: list[Path]) -> None:
+        real = os.path.realpath(path)
+        for folder in folders:
+            for link in folder.glob("*.png") if folder.is_dir() else []:
+                with contextlib.suppress(OSError):
+                    same = os.path.realpath(link) == real or (
+                        not link.is_symlink() and path.exists() and link.samefile(path)
+                    )
+                    if same:
+                        link.unlink()
+
+
+def image_json(row: sqlite3.Row) -> dict[str, Any]:
+    """The contract's image shape, plus the gallery's own keys (accepted, collection, ...)."""
+    record = json.loads(row["record"])
+    scores = record.get("scores") or {}
+    output = record.get("output") if isinstance(record.get("output"), dict) else {}
+    pose = record.get("pose") or {}
+    return {
+        "id": str(row["id"]),
+        "path": row["path"],
+        "character": row["character"],
+        "pose": {"id": row["pose_id"], "tags": list(pose.get("tags") or [])},
+        "seed": row["seed"],
+        "prompt": record.get("prompt", ""),
+        "created": row["created"],
+        "starred": bool(row["starred"]),
+        "scores": {name: scores.get(name) for name in SCORE_NAMES},
+        "accepted": bool(row["accepted"]),
+        "trashed": bool(row["trashed"]),
+        "missing": bool(row["missing"]) or not Path(row["path"]).exists(),
+        "collection": row["collection"],
+        "posture": row["posture"],
+        "user_prompt": record.get("user_prompt", ""),
+        "model": record.get("model"),
+        "reasons": list(output.get("reasons") or []),
+    }

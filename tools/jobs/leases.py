@@ -1,0 +1,198 @@
+"""Image leases: how several render workers (one per GPU, or Ray actors) share jobs.
+
+A worker leases pending images under its own token (`claim_images`), beats the lease while it
+draws, and commits each image under that lease (`lease_done`); a worker that dies or hangs loses
+its leases (`lease_failed`), which puts those images back for any worker. An image's key names
+its file, so a redraw rewrites the same file and every image lands exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from tools.jobs.job import ImageState, Job, JobState
+from tools.jobs.journal_db import JournalDatabase
+
+QUEUED, RUNNING = JobState.QUEUED, JobState.RUNNING
+
+
+class ImageLeases(JournalDatabase):
+    def claim_images(
+        self,
+        worker: str,
+        token: str,
+        worker_pid: int,
+        limit: int | Callable[[dict[str, Any]], int] = 1,
+        job_id: str | None = None,
+    ) -> tuple[Job, list[int]] | None:
+        """Lease up to `limit` pending images of the next runnable job (or of `job_id`) for one
+        worker; `limit` may be a function of the job's request (its settings' batch size).
+
+        A queued job becomes running (one more attempt); a running one lends its images that no
+        worker holds, so one job spreads over every free worker.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id, state, request FROM jobs WHERE"
+                " ((state = ? AND not_before <= ?) OR state = ?) AND (? IS NULL OR id = ?)"
+                " AND EXISTS (SELECT 1 FROM job_images i WHERE i.job_id = jobs.id"
+                " AND i.state != ? AND i.lease IS NULL)"
+                " ORDER BY priority, seq LIMIT 1",
+                (QUEUED, now, RUNNING, job_id, job_id, ImageState.DONE),
+            ).fetchone()
+            if row is None:
+                return None
+            if callable(limit):
+                limit = limit(json.loads(row["request"]))
+            if row["state"] == QUEUED:
+                db.execute(
+                    "UPDATE jobs SET state = ?, attempts = attempts + 1, run_token = ?,"
+                    " progress = NULL WHERE id = ?",
+                    (RUNNING, uuid.uuid4().hex, row["id"]),
+                )
+            db.execute(
+                "UPDATE jobs SET heartbeat = ?, updated = ?, worker_pid = ? WHERE id = ?",
+                (now, now, worker_pid, row["id"]),
+            )
+            indices = [
+                image["idx"]
+                for image in db.execute(
+                    "SELECT idx FROM job_images WHERE job_id = ? AND state != ? AND lease IS NULL"
+                    " ORDER BY idx LIMIT ?",
+                    (row["id"], ImageState.DONE, limit),
+                )
+            ]
+            db.executemany(
+                "UPDATE job_images SET lease = ?, lease_beat = ?, tries = tries + 1"
+                " WHERE job_id = ? AND idx = ?",
+                [(token, now, row["id"], index) for index in indices],
+            )
+            job = self._load(db, row["id"])
+        assert job is not None
+        return job, indices
+
+    def beat_lease(self, job_id: str, token: str, progress: dict[str, Any] | None = None) -> bool:
+        """Beat a worker's leases on a job; False once they are gone or the job was ended."""
+        now = time.time()
+        with self.transaction() as db:
+            held = db.execute(
+                "UPDATE job_images SET lease_beat = ? WHERE job_id = ? AND lease = ?",
+                (now, job_id, token),
+            ).rowcount
+            db.execute(
+                "UPDATE jobs SET heartbeat = ?, progress = COALESCE(?, progress)"
+                " WHERE id = ? AND state IN (?, ?)",
+                (now, json.dumps(progress) if progress else None, job_id, QUEUED, RUNNING),
+            )
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(held) and row is not None and row["state"] in (QUEUED, RUNNING)
+
+    def lease_done(
+        self,
+        job_id: str,
+        index: int,
+        token: str,
+        worker: str,
+        path: str | None,
+        record: dict[str, Any],
+    ) -> bool:
+        """Commit one leased image (its file is on disk); the last one finishes the job."""
+        now = time.time()
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE job_images SET state = ?, path = ?, record = ?, worker = ?, lease = NULL"
+                " WHERE job_id = ? AND idx = ? AND lease = ?",
+                (ImageState.DONE, path, json.dumps(record), worker, job_id, index, token),
+            ).rowcount
+            if not changed:
+                return False
+            missing = db.execute(
+                "SELECT COUNT(*) FROM job_images WHERE job_id = ? AND state != ?",
+                (job_id, ImageState.DONE),
+            ).fetchone()[0]
+            if missing:
+                db.execute("UPDATE jobs SET updated = ? WHERE id = ?", (now, job_id))
+            else:
+                db.execute(
+                    "UPDATE jobs SET state = ?, updated = ?, error = NULL, progress = NULL,"
+                    " run_token = NULL WHERE id = ? AND state IN (?, ?)",
+                    (JobState.DONE, now, job_id, QUEUED, RUNNING),
+                )
+        return True
+
+    def lease_failed(
+        self,
+        token: str,
+        reason: str,
+        max_attempts: int,
+        backoff: float,
+        low_memory: bool = False,
+    ) -> dict[str, JobState | None]:
+        """A worker's run failed (it died, hung or raised): its images go back to the queue and
+        each job it held counts a failed attempt (backoff, or failed after max_attempts).
+        Returns {job id: its new state, None when another failure already counted}."""
+        with self.transaction() as db:
+            jobs = _drop_leases(db, token)
+        return {
+            job_id: self.attempt_failed(
+                job_id, self._run_token(job_id), reason, max_attempts, backoff, low_memory
+            )
+            for job_id in jobs
+        }
+
+    def release_leases(self, token: str, requeue: bool = False) -> None:
+        """Give a worker's images back without counting a failure (a smaller batch next, an
+        ended run). With `requeue` (the worker was stopped on purpose), a running job that no
+        worker holds any more waits in the queue again, its attempt not counted."""
+        with self.transaction() as db:
+            jobs = _drop_leases(db, token)
+            for job_id in jobs if requeue else []:
+                db.execute(
+                    "UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), run_token = NULL,"
+                    " progress = NULL, updated = ? WHERE id = ? AND state = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM job_images WHERE job_id = ? AND lease IS NOT NULL)",
+                    (QUEUED, time.time(), job_id, RUNNING, job_id),
+                )
+
+    def clear_leases(self) -> None:
+        """Drop every lease: called when no worker of this home can be alive."""
+        with self.transaction() as db:
+            db.execute("UPDATE job_images SET lease = NULL WHERE lease IS NOT NULL")
+
+    def silent_leases(self, older_than: float) -> dict[str, float]:
+        """Tokens whose leases nobody beat for `older_than` s, with the seconds since."""
+        now = time.time()
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT lease, MAX(lease_beat) AS beat FROM job_images"
+                " WHERE lease IS NOT NULL GROUP BY lease HAVING MAX(lease_beat) < ?",
+                (now - older_than,),
+            ).fetchall()
+        return {row["lease"]: now - row["beat"] for row in rows}
+
+    def mark_fault_fired(self, job_id: str, index: int) -> bool:
+        """True once per image: a once-only injected fault fires on whichever worker asks first."""
+        with self.transaction() as db:
+            return bool(
+                db.execute(
+                    "UPDATE job_images SET fault_fired = 1"
+                    " WHERE job_id = ? AND idx = ? AND fault_fired = 0",
+                    (job_id, index),
+                ).rowcount
+            )
+
+
+def _drop_leases(db: sqlite3.Connection, token: str) -> list[str]:
+    """Take a worker's leases away; the jobs they were on."""
+    jobs = [
+        row["job_id"]
+        for row in db.execute("SELECT DISTINCT job_id FROM job_images WHERE lease = ?", (token,))
+    ]
+    db.execute("UPDATE job_images SET lease = NULL WHERE lease = ?", (token,))
+    return jobs

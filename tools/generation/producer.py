@@ -316,7 +316,7 @@ class Producer:
 
     def _produce_sheet_image(self, spec: ImageSpec, on_step: StepCallback | None) -> OutputRecord:
         """Draw one sheet image from its tags into its sheet path (a retry writes the same pixels
-        again); a candidate (no reference yet) is scored by face and looks, to pick the reference."""
+        again); a candidate (no reference yet) is scored by face and looks to pick the reference."""
         from posebank.render import render_pose
         from tools.quality.gate import face_score
 

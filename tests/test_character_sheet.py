@@ -37,7 +37,8 @@ def test_character_sheet_is_drawn_by_the_worker_into_a_complete_character_folder
     anime_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tools.engine.rendering import Engine
-    from tools.jobs.journal import DONE, JobJournal
+    from tools.jobs.job import JobState
+    from tools.jobs.journal import JobJournal
 
     # This process only plans: a pipeline here would be a second one beside the worker's.
     monkeypatch.setattr(Engine, "pipe", property(_no_drawing_here))
@@ -72,9 +73,9 @@ def test_character_sheet_is_drawn_by_the_worker_into_a_complete_character_folder
     assert events[3:] == [f"sheet: {view.name}" for view in VIEWS]
     jobs = sorted(JobJournal.for_state(runtime.paths.state).list(), key=lambda job: job.created)
     assert [(job.request["label"], len(job.images), job.state) for job in jobs] == [
-        ("character sheet pink-hair-girl: candidates", 2, DONE),
-        ("character sheet pink-hair-girl: views", len(VIEWS), DONE),
-        ("calibrate pink-hair-girl", 1, DONE),
+        ("character sheet pink-hair-girl: candidates", 2, JobState.DONE),
+        ("character sheet pink-hair-girl: views", len(VIEWS), JobState.DONE),
+        ("calibrate pink-hair-girl", 1, JobState.DONE),
     ]
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from enum import StrEnum
+from typing import Any
 
 import typer
 
-from assistant.cli_common import log_bug, print_user_error, user_error_types
+from assistant.cli_common import log_bug, print_user_error
+from tools.errors import UserError
 
 
 class PlannerChoice(StrEnum):
@@ -34,20 +36,17 @@ def chat(
 ) -> None:
     """Talk to your anime studio: `anime-chat`, or `anime-chat -c "draw yuki sitting"`."""
     try:
-        if (
-            command is not None
-            and plan_only
-            and _plan_in_server(command, planner.value, model, as_json)
-        ):
-            return
-        conversation = _conversation(planner.value, model)
+        session = _chat(planner.value, model, plan_only=command is not None and plan_only)
         if command is None:
             from assistant.repl import run_repl
 
-            run_repl(conversation)
-            return
-        _one_shot(conversation, command, plan_only, as_json)
-    except user_error_types() as error:
+            run_repl(session)
+        elif plan_only:
+            plan = session.plan(command)
+            typer.echo(json.dumps(plan, indent=2) if as_json else plan["reply"])
+        else:
+            _one_shot(session, command, as_json)
+    except UserError as error:
         print_user_error(error)
         raise typer.Exit(1) from None
     except typer.Exit:
@@ -57,25 +56,26 @@ def chat(
         raise
 
 
-def _plan_in_server(text: str, kind: str, model: str | None, as_json: bool) -> bool:
-    """Plan through the studio server; False (plan here instead) when it cannot start."""
-    from assistant.cli_common import echo_notices, studio_client
+def _chat(kind: str, model: str | None, plan_only: bool) -> Any:
+    """The conversation in the studio server (started when none runs), or in this process
+    under `ANIME_IN_PROCESS=1`. A server that cannot start is one line with the fix, except
+    for `--plan-only`, which then plans here."""
+    from assistant.chat_clients import LocalChat, StudioChat
+    from assistant.cli_common import studio_client
 
     try:
         client = studio_client()
-    except user_error_types() as error:
+    except UserError as error:
+        if not plan_only:
+            raise
         typer.echo(f"notice: {error.message}; planning in this process", err=True)
-        return False
-    if client is None:
-        return False
-    answer = client.call("POST", "/api/plan", {"text": text, "planner": kind, "model": model})
-    echo_notices(answer)
-    plan = answer["plan"]
-    typer.echo(json.dumps(plan, indent=2) if as_json else plan["reply"])
-    return True
+        client = None
+    if client is not None:
+        return StudioChat(client, kind, model)
+    return LocalChat(_conversation(kind, model))
 
 
-def _conversation(kind: str, model: str | None):
+def _conversation(kind: str, model: str | None) -> Any:
     from assistant.conversation import Conversation
     from assistant.planners import choose_planner
     from tools.settings import load_settings
@@ -88,24 +88,19 @@ def _conversation(kind: str, model: str | None):
     return Conversation(settings, chosen)
 
 
-def _one_shot(conversation, text: str, plan_only: bool, as_json: bool) -> None:
-    if plan_only:
-        plan = conversation.plan(text)
-        typer.echo(json.dumps(plan.contract(), indent=2) if as_json else plan.reply)
-        return
+def _one_shot(session: Any, text: str, as_json: bool) -> None:
     from rich.console import Console
 
     from assistant import reply
 
-    turn = conversation.run(text, Console(stderr=True))
+    answer = session.run(text, Console(stderr=True))
     if as_json:
-        outputs = [record.model_dump(mode="json") for record in turn.images]
-        typer.echo(json.dumps({**turn.plan.contract(), "outputs": outputs}, indent=2))
+        typer.echo(json.dumps(answer.contract(), indent=2))
     else:
-        typer.echo(turn.text)
+        typer.echo(answer.text)
         protocol = reply.terminal_protocol(sys.stdout)
-        sys.stdout.write(reply.inline_thumbnails(reply.image_paths(turn.outcomes), protocol))
-    if any(outcome.error for outcome in turn.outcomes) and not turn.images:
+        sys.stdout.write(reply.inline_thumbnails(answer.paths, protocol))
+    if answer.failed and not answer.outputs:
         raise typer.Exit(1)
 
 

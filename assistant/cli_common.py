@@ -20,18 +20,10 @@ from tools.settings import load_settings, resolve_home
 log = logging.getLogger("anime")
 
 
-def user_error_types() -> tuple[type[Exception], ...]:
-    from posebank.errors import PoseBankError
-
-    return (UserError, PoseBankError)
-
-
-def print_user_error(error: Exception) -> None:
-    message = getattr(error, "message", str(error))
-    hint = getattr(error, "hint", None)
-    typer.echo(f"error: {message}", err=True)
-    if hint:
-        typer.echo(f"hint: {hint}", err=True)
+def print_user_error(error: UserError) -> None:
+    typer.echo(f"error: {error.message}", err=True)
+    if error.hint:
+        typer.echo(f"hint: {error.hint}", err=True)
 
 
 def log_bug(error: BaseException) -> None:
@@ -52,7 +44,7 @@ class GuardedGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except user_error_types() as error:
+        except UserError as error:
             print_user_error(error)
             raise typer.Exit(1) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,9 @@ class Conversation:
         self.settings = settings
         self.planner = planner
         self.session = Session()
+        # The studio server streams a turn through these (the plan, then each image).
+        self.on_plan: Callable[[Plan, int], None] | None = None
+        self.on_image: Callable[[Any], None] | None = None
 
     @cached_property
     def runtime(self) -> Runtime:
@@ -43,7 +47,7 @@ class Conversation:
         context.mentioned = list(self.session.mentioned)
         return self.planner.plan(text, context)
 
-    def run(self, text: str, console: Console) -> Turn:
+    def run(self, text: str, console: Console | None) -> Turn:
         """Plan and execute; Ctrl-C (KeyboardInterrupt) propagates to the caller to cancel."""
         from assistant import reply
 
@@ -61,9 +65,11 @@ class Conversation:
         images = [record for o in outcomes if o.result for record in o.result.outputs]
         return Turn(plan, outcomes, text, images)
 
-    def _execute(self, plan: Plan, total: int, console: Console) -> list[CallOutcome]:
-        if not total:
-            return execute(plan, self.runtime)
+    def _execute(self, plan: Plan, total: int, console: Console | None) -> list[CallOutcome]:
+        if self.on_plan is not None:
+            self.on_plan(plan, total)
+        if not total or console is None:
+            return execute(plan, self.runtime, on_image=self.on_image)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -35,16 +35,12 @@ def expected_images(plan: Plan) -> int:
 def execute(
     plan: Plan, runtime: Runtime, on_image: Callable[[Any], None] | None = None
 ) -> list[CallOutcome]:
-    from posebank.errors import PoseBankError
-
     outcomes = []
     for call in plan.calls:
         tool = TOOLS[call.tool]
         args = tool.args_model.model_validate(call.args)
         try:
             outcomes.append(CallOutcome(call, result=tool.run(runtime, args, on_image)))
-        except UserError as error:
+        except UserError as error:  # PoseBankError too
             outcomes.append(CallOutcome(call, error=error))
-        except PoseBankError as error:
-            outcomes.append(CallOutcome(call, error=UserError(error.message, error.hint)))
     return outcomes

@@ -107,69 +107,156 @@ def generate(
 ) -> None:
     """Draw BATCH images of a character in a pose."""
     from tools.errors import UserError
-    from tools.server.generation import GenerateBody, plan_generation, planned_outputs
+    from tools.server.generation import GenerateBody
 
     if pose and pose_text:
         raise UserError("the pose is given twice", "use either POSE or --pose")
     pose = pose or pose_text
-    if collection is not None:
-        from tools.characters.library import normalize_name
-
-        collection = normalize_name(collection)
+    who = character or name
     output_flags = _output_flags(resolution, hires, face_detail)
     if from_png is not None:
-        _from_png(from_png, character or name, seed, as_json, dry_run, output_flags)
+        _from_png(from_png, who, seed, as_json, dry_run, output_flags)
+        return
+    run = _Run(output_flags, as_json, dry_run, detach)
+    if character_sheet is not None:
+        _character_sheet_mode(run, character_sheet, new_name, seed)
         return
     body = GenerateBody(
-        character=character or name,
+        character=who,
         pose=pose,
         random_pose=random_pose,
         prompt=prompt,
         count=batch,
         seed=seed,
-        collection=collection,
-        variations=variations,
-        all_characters=all_characters,
+        collection=_collection(collection),
     )
-    flags = {"output": output_flags} if output_flags else {}
-    thin = character_sheet is None and (dry_run or variations is None)
-    if thin and (client := studio_client()) is not None:
-        if dry_run:
-            answer = client.call("POST", "/api/generate/plan", body.model_dump(), flags=flags)
-            echo_notices(answer)
-            _print_planned(answer["outputs"], as_json)
-            return
-        _render_in_server(client, body.model_dump(), flags, as_json, detach)
-        return
-    runtime = _runtime(output=output_flags)
-    if character_sheet is not None:
-        _character_sheet(runtime, character_sheet, new_name, seed, as_json, dry_run)
-        return
-    specs = plan_generation(runtime, body, lambda line: typer.echo(line, err=True))
-    if dry_run:
-        _print_planned(planned_outputs(specs)["outputs"], as_json)
-        return
-    from assistant.progress import render_with_progress, submit_detached
-
-    if detach:
-        job_id = submit_detached(runtime, specs)
-        if as_json:
-            print_json({"job": job_id})
-        else:
-            typer.echo(f"queued job {job_id} (anime-gen jobs wait {job_id})")
-        return
-    records = render_with_progress(runtime, specs, quiet=as_json)
     if variations is not None:
-        from tools.generation.library_runs import link_variations
+        _variations_mode(run, body, variations)
+    elif all_characters:
+        _all_characters_mode(run, body)
+    else:
+        _generate_images(run, body)
 
-        link_variations(runtime, records)
+
+class _Run:
+    """The flags every mode of `generate` shares: output settings, JSON, dry run, detach."""
+
+    def __init__(
+        self, output_flags: dict[str, Any], as_json: bool, dry_run: bool, detach: bool
+    ) -> None:
+        self.output_flags = output_flags
+        self.as_json = as_json
+        self.dry_run = dry_run
+        self.detach = detach
+
+    @property
+    def flags(self) -> dict[str, Any]:
+        return {"output": self.output_flags} if self.output_flags else {}
+
+    def runtime(self) -> Any:
+        return _runtime(output=self.output_flags)
+
+
+def _collection(collection: str | None) -> str | None:
+    if collection is None:
+        return None
+    from tools.characters.library import normalize_name
+
+    return normalize_name(collection)
+
+
+def _variations_mode(run: _Run, body: Any, variations: tuple[str, int]) -> None:
+    """`--variations NAME N`: N images in distinct poses, linked under NAME/variations/."""
+    body = body.model_copy(update={"variations": variations})
+    _generate_images(run, body, link_variations=True)
+
+
+def _all_characters_mode(run: _Run, body: Any) -> None:
+    """`--all-characters`: BATCH images of every character."""
+    _generate_images(run, body.model_copy(update={"all_characters": True}))
+
+
+def _generate_images(run: _Run, body: Any, link_variations: bool = False) -> None:
+    """Plan, then draw (or only print the plan) in the studio server, or here in process."""
+    client = studio_client()
+    if run.dry_run:
+        if client is not None:
+            answer = client.call("POST", "/api/generate/plan", body.model_dump(), flags=run.flags)
+            echo_notices(answer)
+            outputs = answer["outputs"]
+        else:
+            outputs = _plan_here(run, body)
+        _print_planned(outputs, run.as_json)
+        return
+    if client is not None:
+        records = _render_in_server(client, run, body, link_variations)
+    else:
+        records = _render_here(run, body, link_variations)
+    if records is not None:
+        _print_records(records, run.as_json)
+
+
+def _plan_here(run: _Run, body: Any) -> list[dict[str, Any]]:
+    from tools.server.generation import plan_generation, planned_outputs
+
+    specs = plan_generation(run.runtime(), body, lambda line: typer.echo(line, err=True))
+    return planned_outputs(specs)["outputs"]
+
+
+def _print_detached(job_id: str, as_json: bool) -> None:
     if as_json:
-        print_json({"outputs": [record.model_dump(mode="json") for record in records]})
+        print_json({"job": job_id})
+    else:
+        typer.echo(f"queued job {job_id} (anime-gen jobs wait {job_id})")
+
+
+def _render_here(run: _Run, body: Any, link_variations: bool) -> list[dict[str, Any]] | None:
+    """In this process (`ANIME_IN_PROCESS=1`): the records, or None once a detached job is
+    queued."""
+    from assistant.progress import render_with_progress, submit_detached
+    from tools.server.generation import plan_generation
+
+    runtime = run.runtime()
+    specs = plan_generation(runtime, body, lambda line: typer.echo(line, err=True))
+    if run.detach:
+        _print_detached(submit_detached(runtime, specs), run.as_json)
+        return None
+    records = render_with_progress(runtime, specs, quiet=run.as_json)
+    if link_variations:
+        from tools.generation.library_runs import link_variations as link
+
+        link(runtime, records)
+    return [record.model_dump(mode="json") for record in records]
+
+
+def _render_in_server(
+    client: Any, run: _Run, body: Any, link_variations: bool
+) -> list[dict[str, Any]] | None:
+    """Queue the job in the server and follow its events; the records as the in-process run."""
+    from tools.server.client import follow_job, with_my_environment
+
+    client = with_my_environment(client)
+    answer = client.call("POST", "/api/jobs", body.model_dump(), flags=run.flags)
+    echo_notices(answer)
+    job_id = answer["job"]
+    if run.detach:
+        _print_detached(job_id, run.as_json)
+        return None
+    show = not run.as_json and sys.stderr.isatty()
+    records = follow_job(client, job_id, on_progress=_progress_line if show else None)
+    if link_variations:
+        client.call("POST", "/api/variations/link", {"records": records}, flags=run.flags)
+    return records
+
+
+def _print_records(records: list[dict[str, Any]], as_json: bool) -> None:
+    """The run's `{"outputs": [...]}`, or a line per image; exit 1 when none was accepted."""
+    if as_json:
+        print_json({"outputs": records})
     else:
         for record in records:
-            mark = "saved" if record.accepted else "REJECTED"
-            typer.echo(f"{mark} {record.path}")
-    if not any(record.accepted for record in records):
+            typer.echo(f"{'saved' if record['accepted'] else 'REJECTED'} {record['path']}")
+    if not any(record["accepted"] for record in records):
         raise typer.Exit(1)
 
 
@@ -228,32 +315,6 @@ def _resolve_character(runtime: Any, who: str) -> str:
     return resolved.name
 
 
-def _render_in_server(
-    client: Any, body: dict[str, Any], flags: dict[str, Any], as_json: bool, detach: bool
-) -> None:
-    """Queue the job in the server and follow its events; the records as the in-process run."""
-    from tools.server.client import follow_job
-
-    answer = client.call("POST", "/api/jobs", body, flags=flags)
-    echo_notices(answer)
-    job_id = answer["job"]
-    if detach:
-        if as_json:
-            print_json({"job": job_id})
-        else:
-            typer.echo(f"queued job {job_id} (anime-gen jobs wait {job_id})")
-        return
-    show = not as_json and sys.stderr.isatty()
-    records = follow_job(client, job_id, on_progress=_progress_line if show else None)
-    if as_json:
-        print_json({"outputs": records})
-    else:
-        for record in records:
-            typer.echo(f"{'saved' if record['accepted'] else 'REJECTED'} {record['path']}")
-    if not any(record["accepted"] for record in records):
-        raise typer.Exit(1)
-
-
 def _progress_line(data: dict[str, Any]) -> None:
     step = f" step {data['step']}/{data['steps']}" if data.get("step") else ""
     line = f"job {data['job']}: {data['state']} {data['done']}/{data['images']} images{step}"
@@ -271,33 +332,49 @@ def _print_planned(outputs: list[dict[str, Any]], as_json: bool) -> None:
         )
 
 
-def _character_sheet(
-    runtime: Any, description: str, name: str | None, seed: int | None, as_json: bool, dry_run: bool
-) -> None:
-    from tools.generation.character_sheet import create_character_sheet, derive_name
+def _streamed(client: Any, path: str, body: dict[str, Any], flags: dict[str, Any]) -> Any:
+    """A streaming route's result; its notices go to stderr as they come."""
+    for kind, data in client.stream("POST", path, body, flags=flags):
+        if kind == "notice":
+            typer.echo(data, err=True)
+        elif kind == "end":
+            return data
+    raise RuntimeError(f"the studio server ended {path} without a result")
 
-    if dry_run:
-        planned = name or derive_name(description, set(runtime.characters.names()))
-        typer.echo(f"would create character '{planned}' from: {description}")
-        return
-    created = create_character_sheet(
-        runtime, description, name, seed=seed, on_event=lambda m: typer.echo(m, err=True)
-    )
-    if as_json:
-        print_json(
-            {
-                "name": created.name,
-                "description": created.description,
-                "reference": str(created.reference_path),
-            }
-        )
+
+def _character_sheet_mode(run: _Run, description: str, name: str | None, seed: int | None) -> None:
+    """`--character-sheet TEXT [--name NAME]`: a new character drawn from a sentence."""
+    from tools.server.library import SheetBody, character_sheet
+
+    body = SheetBody(description=description, name=name, seed=seed, dry_run=run.dry_run)
+    client = studio_client()
+    if client is None:
+        made = character_sheet(run.runtime(), body, lambda line: typer.echo(line, err=True))
     else:
-        typer.echo(f"created {created.name}: {created.folder}")
+        from tools.server.client import with_my_environment
+
+        if not run.dry_run:
+            client = with_my_environment(client)
+        made = _streamed(client, "/api/characters/sheet", body.model_dump(), run.flags)
+    if run.dry_run:
+        typer.echo(f"would create character '{made['planned']}' from: {description}")
+    elif run.as_json:
+        print_json({key: made[key] for key in ("name", "description", "reference")})
+    else:
+        typer.echo(f"created {made['name']}: {made['folder']}")
 
 
 # -- characters ----------------------------------------------------------------------------------
 _LORA_HELP = "A LoRA for this character: NAME[:WEIGHT] (in <home>/models/lora/); repeatable."
 _TRIGGER_HELP = "Words the character's LoRA was trained on, added to its prompt."
+
+
+def _library_call(method: str, path: str, body: Any, here: Any) -> Any:
+    """A library change in the studio server, or `here(settings)` in process."""
+    client = studio_client()
+    if client is not None:
+        return client.call(method, path, body)
+    return here(settings_from_flags())
 
 
 @characters_app.command("add")
@@ -310,22 +387,22 @@ def characters_add(
     trigger: Annotated[str, typer.Option("--trigger", help=_TRIGGER_HELP)] = "",
 ) -> None:
     """Add a character from one reference image."""
-    from tools.characters.library import load_reference_image, normalize_name
-    from tools.quality.faces import detect_faces
+    from tools.server.library import AddBody, add_character
 
-    runtime = _runtime()
-    normalize_name(name)
-    loras = _character_loras(runtime, lora or [])
-    picture = load_reference_image(image)
-    added = runtime.characters.add(
-        name, picture, description=description, prompt_tags=tags, loras=loras, trigger=trigger
+    body = AddBody(
+        name=name,
+        image=str(image.expanduser().absolute()),
+        description=description,
+        tags=tags,
+        lora=lora or [],
+        trigger=trigger,
     )
-    if not detect_faces(picture):
-        typer.echo(
-            "warning: no face found in the reference; kept anyway (fine for back views/chibi)",
-            err=True,
-        )
-    typer.echo(f"added {added.name}: {added.reference_path}")
+    added = _library_call(
+        "POST", "/api/characters", body.model_dump(), lambda s: add_character(s, body)
+    )
+    for line in added["warnings"]:
+        typer.echo(line, err=True)
+    typer.echo(f"added {added['character']['name']}: {added['character']['reference']}")
 
 
 @characters_app.command("edit")
@@ -338,27 +415,21 @@ def characters_edit(
     tags: Annotated[str | None, typer.Option("--tags", help="Prompt tags.")] = None,
 ) -> None:
     """Change a character's LoRAs, trigger words, description or tags."""
-    runtime = _runtime()
-    changes: dict[str, Any] = {}
-    if lora or no_lora:
-        changes["loras"] = _character_loras(runtime, lora or [])
-    for key, value in (("trigger", trigger), ("description", description), ("prompt_tags", tags)):
-        if value is not None:
-            changes[key] = value.strip()
-    edited = runtime.characters.edit(name, **changes)
-    loras = ", ".join(f"{item.name}:{item.weight:g}" for item in edited.loras) or "none"
-    typer.echo(f"{edited.name}: loras {loras}; trigger '{edited.trigger}'")
+    from urllib.parse import quote
 
+    from tools.server.library import EditBody, edit_character
 
-def _character_loras(runtime: Any, options: list[str]) -> list[Any]:
-    """`--lora` values, each checked now (a missing file is one line naming the folder)."""
-    from tools.characters.library import parse_lora_option
-    from tools.engine.extra_networks import check_lora
-
-    loras = [parse_lora_option(option) for option in options]
-    for item in loras:
-        check_lora(item.name, runtime.settings.paths)
-    return loras
+    body = EditBody(
+        lora=lora or [], no_lora=no_lora, trigger=trigger, description=description, tags=tags
+    )
+    edited = _library_call(
+        "PATCH",
+        f"/api/characters/{quote(name, safe='')}",
+        body.model_dump(),
+        lambda s: edit_character(s, name, body),
+    )
+    loras = ", ".join(f"{item['name']}:{item['weight']:g}" for item in edited["loras"]) or "none"
+    typer.echo(f"{edited['name']}: loras {loras}; trigger '{edited['trigger']}'")
 
 
 @characters_app.command("list")
@@ -368,10 +439,9 @@ def characters_list(as_json: Annotated[bool, typer.Option("--json")] = False) ->
     if client is not None:
         entries = client.call("GET", "/api/characters")
     else:
-        entries = [
-            {"name": c.name, "description": c.description, "reference": str(c.reference_path)}
-            for c in _runtime().characters.list()
-        ]
+        from tools.server.library import character_entry
+
+        entries = [character_entry(c) for c in _runtime().characters.list()]
     if as_json:
         print_json(entries)
         return
@@ -384,8 +454,17 @@ def characters_list(as_json: Annotated[bool, typer.Option("--json")] = False) ->
 @characters_app.command("remove")
 def characters_remove(name: str) -> None:
     """Remove a character (its folder moves to the library's .trash)."""
-    removed = _runtime().characters.remove(name)
-    typer.echo(f"removed {removed.name} (folder kept in .anime-characters/.trash)")
+    from urllib.parse import quote
+
+    from tools.server.library import remove_character
+
+    removed = _library_call(
+        "DELETE",
+        f"/api/characters/{quote(name, safe='')}",
+        None,
+        lambda s: remove_character(s, name),
+    )
+    typer.echo(f"removed {removed['name']} (folder kept in .anime-characters/.trash)")
 
 
 # -- info ----------------------------------------------------------------------------------------

@@ -1,14 +1,19 @@
 """The interactive loop: line editing and history (prompt_toolkit) on a terminal, plain lines
-from a pipe. Ctrl-C cancels the request in flight and keeps the session; Ctrl-D exits."""
+from a pipe. Ctrl-C cancels the request in flight and keeps the session; Ctrl-D exits.
+
+It drives a `StudioChat` (the conversation and its memory live in the studio server) or a
+`LocalChat` (`ANIME_IN_PROCESS=1`); both answer alike (`assistant/chat_clients.py`).
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from assistant.conversation import Conversation
 from tools.errors import UserError
 
 HELP = """Ask in plain words, e.g. "draw yuki sitting reading, 5 variations",
@@ -17,7 +22,7 @@ Commands: /help  /characters  /jobs  /quit   (Ctrl-C cancels a request, Ctrl-D e
 HISTORY_FILE = "chat_history"
 
 
-def _line_reader(conversation: Conversation) -> Callable[[], str]:
+def _line_reader(state: Path) -> Callable[[], str]:
     """A prompt with history in the state dir on a terminal; plain stdin lines otherwise."""
     if not sys.stdin.isatty():
 
@@ -31,48 +36,29 @@ def _line_reader(conversation: Conversation) -> Callable[[], str]:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
-    state = conversation.settings.paths.state
     state.mkdir(parents=True, exist_ok=True)
     session: PromptSession[str] = PromptSession(history=FileHistory(str(state / HISTORY_FILE)))
     return lambda: session.prompt("anime> ")
 
 
-def _characters(conversation: Conversation) -> str:
-    characters = conversation.runtime.characters.list()
-    if not characters:
-        return "no characters yet: `anime-gen characters add NAME --image PATH`"
-    return "\n".join(c.name + (f": {c.description}" if c.description else "") for c in characters)
-
-
-def _jobs(conversation: Conversation) -> str:
-    from tools.jobs.journal import JobJournal
-
-    jobs = JobJournal.for_state(conversation.settings.paths.state).list(10)
-    if not jobs:
-        return "no jobs yet"
-    return "\n".join(job.describe() for job in jobs)
-
-
-def handle_command(line: str, conversation: Conversation) -> str | None:
+def handle_command(line: str, chat: Any) -> str | None:
     """The answer to a slash command; None means quit."""
     name = line.split()[0].lower()
     if name in ("/quit", "/exit", "/q"):
         return None
     if name in ("/help", "/?"):
         return HELP
-    if name == "/characters":
-        return _characters(conversation)
-    if name == "/jobs":
-        return _jobs(conversation)
+    if name in ("/characters", "/jobs"):
+        return chat.command(name)
     return f"unknown command {name}; try /help"
 
 
-def run_repl(conversation: Conversation, console: Console | None = None) -> None:
+def run_repl(chat: Any, console: Console | None = None) -> None:
     from assistant import reply
 
     console = console or Console()
-    read = _line_reader(conversation)
-    console.print(f"anime-chat ({conversation.planner.name} planner). /help for help.")
+    read = _line_reader(chat.state)
+    console.print(f"anime-chat ({chat.planner_name} planner). /help for help.")
     while True:
         try:
             line = read().strip()
@@ -83,13 +69,13 @@ def run_repl(conversation: Conversation, console: Console | None = None) -> None
         if not line:
             continue
         if line.startswith("/"):
-            answer = handle_command(line, conversation)
+            answer = handle_command(line, chat)
             if answer is None:
                 break
             console.print(answer, markup=False, highlight=False, soft_wrap=True)
             continue
         try:
-            turn = conversation.run(line, console)
+            turn = chat.run(line, console)
         except KeyboardInterrupt:
             console.print("cancelled")
             continue
@@ -101,4 +87,4 @@ def run_repl(conversation: Conversation, console: Console | None = None) -> None
             continue
         console.print(turn.text, markup=False, highlight=False, soft_wrap=True)
         protocol = reply.terminal_protocol(sys.stdout)
-        sys.stdout.write(reply.inline_thumbnails(reply.image_paths(turn.outcomes), protocol))
+        sys.stdout.write(reply.inline_thumbnails(turn.paths, protocol))

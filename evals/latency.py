@@ -5,7 +5,8 @@
 In one run: a bare typer CLI's `--help` (the floor any typer CLI pays), the first (cold) call,
 which starts the server and loads the pose embedder, and the median of `--runs` warm calls of
 `anime-gen poses search --json`, `anime-gen NAME POSE --dry-run --json` and
-`anime-chat -c ... --plan-only --json`. Target: each warm call <= 4x the bare `--help`.
+`anime-chat -c ... --plan-only --json` (plus `anime-chat -c "who do I have" --json`, executed in
+the server). Target: each warm call <= 4x the bare `--help`.
 Uses a temporary home (no model weights needed: nothing is rendered); the server it started is
 stopped at the end.
 """
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         "anime-chat -c --plan-only --json": [
             python, "-m", "assistant.chat_cli", "-c", "draw sakura sitting reading, 3 variations",
             "--plan-only", "--json", "--planner", "rules",
+        ],
+        # Executed in the server (planned and run there; a request that draws nothing).
+        "anime-chat -c --json (executed)": [
+            python, "-m", "assistant.chat_cli", "-c", "who do I have", "--json",
+            "--planner", "rules",
         ],
     }  # fmt: skip
     try:

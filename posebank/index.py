@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +73,44 @@ def write_builtin_embeddings() -> Path:
 
 
 class PoseIndex:
-    """Chroma collection of pose texts under `<state_dir>/pose_index`."""
+    """Chroma collection of pose texts under `<state_dir>/pose_index`.
+
+    Building one touches nothing; `ensure_loaded()` (or the first search) opens the collection,
+    fills it if the library changed, and drops stale collections. MiniLM loads only when a text
+    needs embedding (a query, or a user pose's text).
+    """
 
     def __init__(
         self, state_dir: Path, user_dir: Path, poses: Sequence[Pose], embedder: Any = None
     ) -> None:
+        self.state_dir = Path(state_dir)
+        self.user_dir = Path(user_dir)
+        self._poses = list(poses)
+        self._given_embedder = embedder
+        self.rows = sum(len(pose_texts(p)) for p in self._poses)
+        self.rebuilt: bool | None = None  # known once loaded
+        self._client: Any = None
+        self._collection: Any = None
+
+    @cached_property
+    def name(self) -> str:
+        """The collection's name: a hash of the library content and the ids in hand."""
+        digest = hashlib.sha256(f"{SCHEMA}:{MODEL_NAME}:{library_hash(self.user_dir)}".encode())
+        # User poses may shadow built-ins; the ids in hand are what counts.
+        digest.update(",".join(sorted(p.id for p in self._poses)).encode())
+        return _PREFIX + digest.hexdigest()[:24]
+
+    @cached_property
+    def _embedder(self) -> Any:
+        return self._given_embedder or load_embedder()
+
+    def ensure_loaded(self) -> None:
+        if self._collection is not None:
+            return
         import chromadb
         from chromadb.config import Settings
 
-        self._poses = list(poses)
-        self._embedder = embedder or load_embedder()
-        digest = hashlib.sha256(f"{SCHEMA}:{MODEL_NAME}:{library_hash(user_dir)}".encode())
-        # User poses may shadow built-ins; the ids in hand are what counts.
-        digest.update(",".join(sorted(p.id for p in self._poses)).encode())
-        self.name = _PREFIX + digest.hexdigest()[:24]
-        path = Path(state_dir) / INDEX_DIR
+        path = self.state_dir / INDEX_DIR
         path.mkdir(parents=True, exist_ok=True)
         self._client = chromadb.PersistentClient(
             path=str(path), settings=Settings(anonymized_telemetry=False)
@@ -94,7 +118,6 @@ class PoseIndex:
         self._collection = self._client.get_or_create_collection(
             self.name, metadata={"hnsw:space": "cosine"}
         )
-        self.rows = sum(len(pose_texts(p)) for p in self._poses)
         self.rebuilt = self._collection.count() != self.rows
         if self.rebuilt:
             self._build()
@@ -122,11 +145,13 @@ class PoseIndex:
         """Shipped vectors for built-in texts; the model only for user poses."""
         shipped = load_builtin_embeddings()
         missing = [text for text in texts if text not in shipped]
-        computed = dict(zip(missing, embed_texts(self._embedder, missing), strict=True))
+        vectors = embed_texts(self._embedder, missing) if missing else []
+        computed = dict(zip(missing, vectors, strict=True))
         return [shipped[text] if text in shipped else computed[text] for text in texts]
 
     def similarities(self, query: str) -> dict[str, float]:
         """Cosine similarity of the query to each pose (its best-matching text)."""
+        self.ensure_loaded()
         result = self._collection.query(
             query_embeddings=embed_texts(self._embedder, [query]),
             n_results=self.rows,

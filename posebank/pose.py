@@ -35,10 +35,6 @@ class Pose:
         """18 pixel points (or None) in OpenPose COCO-18 order on a width x height canvas."""
         return fit_to_canvas(self.body, width, height, framing)
 
-    def document(self) -> str:
-        """The text that describes this pose as a whole (name, tags, descriptions)."""
-        return ". ".join([self.name, ", ".join(self.tags), *self.descriptions])
-
 
 @dataclass(frozen=True)
 class PoseMatch:

@@ -49,9 +49,11 @@ def test_checkpoint_found_under_home_models(anime_home, tiny_models):
     assert engine.checkpoint.location == str((tiny_models / "sd15.safetensors").resolve())
 
 
-def test_missing_checkpoint_file_is_a_user_error(anime_home):
+def test_missing_checkpoint_file_is_a_user_error_on_first_use_not_on_construction(anime_home):
+    engine = engine_for(anime_home, checkpoint="nothing_here.safetensors")
+    assert not engine.loaded
     with pytest.raises(UserError, match="checkpoint not found"):
-        engine_for(anime_home, checkpoint="nothing_here.safetensors")
+        engine.ensure_loaded()
 
 
 def test_reference_embedding_is_computed_once(anime_home, reference_image):
@@ -74,10 +76,25 @@ def test_reference_changes_the_image(anime_home, reference_image, tmp_path):
 
 
 def test_clip_skip_two_uses_penultimate_layer(anime_home):
-    skip1 = engine_for(anime_home, clip_skip=1)._encode_prompt("1girl, pink hair")
-    skip2 = engine_for(anime_home, clip_skip=2)._encode_prompt("1girl, pink hair")
-    assert skip1.shape == skip2.shape
-    assert not np.allclose(skip1.numpy(), skip2.numpy())
+    """A1111's clip skip 2: the text encoder's penultimate hidden state, through its final
+    layer norm (what the checkpoints were trained on); clip skip 1 is the last layer."""
+    import torch
+
+    text = "1girl, pink hair"
+    engine = engine_for(anime_home, clip_skip=2)
+    pipe = engine.pipe
+    ids = pipe.tokenizer(
+        text, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.inference_mode():
+        hidden = pipe.text_encoder(ids, output_hidden_states=True).hidden_states
+        penultimate = pipe.text_encoder.final_layer_norm(hidden[-2])
+        last = pipe.text_encoder.final_layer_norm(hidden[-1])
+    skip2 = engine.ensure_loaded().prompt(text).embeds
+    skip1 = engine_for(anime_home, clip_skip=1).ensure_loaded().prompt(text).embeds
+    assert torch.allclose(skip2, penultimate, atol=1e-6)
+    assert torch.allclose(skip1, last, atol=1e-6)
+    assert not torch.allclose(penultimate, last, atol=1e-3)
 
 
 def test_cached_reference_embeddings_are_per_encoder_dtype(anime_home, reference_image):

@@ -2,6 +2,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tools.settings import load_settings
@@ -140,3 +141,61 @@ def test_index_records_carry_their_final_path(tmp_path):
     path = store.save(image(), meta())
     (row,) = store.index.recent()
     assert row["record"]["path"] == str(path) == row["path"]
+
+
+def producer_meta() -> dict:
+    """A record in the producer's own key order (Generator.metadata, then the gate's fields),
+    with every optional field it writes."""
+    base = meta()
+    return {
+        "key": "job9:0",
+        "request_id": "job9",
+        **{name: base[name] for name in ("character", "posture", "pose", "prompt")},
+        "negative_prompt": "lowres",
+        "user_prompt": "in the rain",
+        **{name: base[name] for name in list(base)[5:]},
+        "collection": "beach",
+        "loras": [{"name": "style", "weight": 0.8}],
+        "lora_hashes": {"style": "0123456789ab"},
+        "embeddings": ["EasyNegative"],
+        "vae": "kl-f8-anime",
+        "fast_lora": "hyper-sd",
+        "hires": {"denoise": 0.5, "scale": 1.5, "steps": 10, "upscaler": "latent"},
+        "scores": {"consistency": 0.91, "face": None, "aesthetic": None, "palette": 0.88},
+        "accepted": True,
+        "attempts": 2,
+        "output": {"path": None, "seed": 7, "rejected": ["x.png"]},
+    }
+
+
+def test_png_chunk_and_index_record_keep_the_exact_json_of_the_metadata(tmp_path):
+    """ImageMetadata is typed but the bytes are contract: the PNG chunk is the record plus its
+    path, the index's record column the record itself, field order included."""
+    store = make_store(tmp_path)
+    record = producer_meta()
+    path = store.save(image(), record, key="job9:0")
+    assert read_png_metadata(path)["anime-chat"] == json.dumps({**record, "path": str(path)})
+    with store.index.transaction() as connection:
+        (raw,) = connection.execute("SELECT record FROM images").fetchone()
+    assert raw == json.dumps(record)
+    assert read_png_metadata(path)["parameters"] == (
+        "masterpiece, sakura\nNegative prompt: lowres\nSteps: 4, Sampler: Euler a, Schedule type:"
+        " Automatic, CFG scale: 7.0, Seed: 7, Size: 64x64, Model: tiny, Clip skip: 2, Denoising"
+        " strength: 0.5, Hires upscale: 1.5, Hires steps: 10, Hires upscaler: Latent, Lora hashes:"
+        ' "style: 0123456789ab", Lora weights: "style: 0.8", VAE: kl-f8-anime,'
+        ' ControlNet 0: "Module: none, Model: cn, Weight: 0.5",'
+        " IP-Adapter: ip, IP-Adapter weight: 0.95, Pose: standing_basic, Pose tags: standing,"
+        ' Character: sakura, VAE: kl-f8-anime, Loras: "style:0.8", Embeddings: EasyNegative,'
+        " Consistency: 0.91, Palette: 0.88"
+    )
+
+
+def test_metadata_missing_a_field_the_png_needs_is_refused_before_anything_is_written(tmp_path):
+    from pydantic import ValidationError
+
+    store = make_store(tmp_path)
+    incomplete = meta()
+    del incomplete["steps"]
+    with pytest.raises(ValidationError):
+        store.save(image(), incomplete)
+    assert not (tmp_path / "anime-output").exists()

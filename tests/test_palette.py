@@ -12,9 +12,10 @@ from PIL import Image, ImageOps
 from evals.gate_separation import Design, draw_character, generated_like, make_designs
 from tools.characters.library import CharacterLibrary
 from tools.quality import palette
-from tools.quality.calibration import calibrated, compute_palette_baseline
+from tools.quality.calibration import calibrated, compute_baseline
 from tools.quality.consistency import ClipEncoder
 from tools.quality.gate import QualityGate
+from tools.quality.signals import PALETTE
 from tools.settings import load_settings
 
 PINK, BLUE, GREEN = (236, 120, 170), (90, 140, 230), (110, 200, 150)
@@ -22,7 +23,7 @@ PINK, BLUE, GREEN = (236, 120, 170), (90, 140, 230), (110, 200, 150)
 
 def _score(image: Image.Image, reference: Image.Image) -> float:
     raw = palette.similarity_to_references([image], [palette.palette_histogram(reference)])[0]
-    return calibrated(raw, compute_palette_baseline([reference]))
+    return calibrated(raw, compute_baseline(PALETTE, [reference]))
 
 
 def test_same_character_in_other_poses_and_framings_scores_high() -> None:

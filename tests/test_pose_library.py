@@ -79,3 +79,25 @@ def test_random_respects_posture(bank):
     assert {bank.random(rng, posture="lying").posture for _ in range(10)} == {"lying"}
     with pytest.raises(PoseBankError):
         bank.random(rng, posture="flying")
+
+
+def test_building_the_pose_index_touches_nothing_until_it_is_used(tmp_path, monkeypatch):
+    """No MiniLM, no Chroma, no files at construction; the first use opens and fills it."""
+    import posebank.index as index_module
+
+    loads: list[int] = []
+    monkeypatch.setattr(index_module, "load_embedder", lambda: loads.append(1))
+    state = tmp_path / "state"
+    index = index_module.PoseIndex(state, state / "poses", LIBRARY)
+    assert not state.exists() and loads == []
+    index.ensure_loaded()  # built-in texts ship their vectors: still no model
+    assert (state / index_module.INDEX_DIR).is_dir() and index.rebuilt is True and loads == []
+
+
+def test_pose_bank_errors_are_the_user_errors_every_cli_catches(bank):
+    from tools.errors import UserError
+
+    with pytest.raises(UserError) as error:
+        bank.get("no_such_pose")
+    assert isinstance(error.value, PoseBankError)
+    assert error.value.message == "unknown pose 'no_such_pose'" and error.value.hint

@@ -43,7 +43,9 @@ def test_import_json_then_index_rebuilds(bank, tmp_path):
     assert bank.search("frog crouch", k=1)[0].pose.id == "frog_crouch"
     # A fresh bank on the same state sees the new pose without a stale row.
     again = PoseBank(bank.state_dir, bank.user_dir)
-    assert not again.index().rebuilt
+    index = again.index()
+    index.ensure_loaded()
+    assert index.rebuilt is False
     assert again.search("frog crouch", k=1)[0].pose.id == "frog_crouch"
 
 

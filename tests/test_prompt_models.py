@@ -39,6 +39,11 @@ def jobs_of(*prompts: str, negative: str = "lowres", loras=()) -> list[RenderJob
     return [RenderJob(p, negative, pose, None, 1, tuple(loras)) for p in prompts]
 
 
+def prompt_embeds(engine: Engine, prompt: str):
+    """The prompt embedding the engine hands the pipeline (the render path's own encoder)."""
+    return engine.ensure_loaded().prompt(prompt).embeds
+
+
 def draw(engine: Engine, prompt: str, negative: str = "lowres", loras=()) -> np.ndarray:
     return render(engine, jobs_of(prompt, negative=negative, loras=loras))[0]
 
@@ -52,9 +57,9 @@ def render(engine: Engine, jobs: list[RenderJob]) -> list[np.ndarray]:
 
 def test_chunk_shapes_and_words_after_token_77_change_the_image(home):
     engine = engine_for(home)
-    assert engine._encode_prompt("girl").shape == (1, 77, 32)
-    assert engine._encode_prompt(LONG).shape == (1, 154, 32)
-    assert engine._encode_prompt(", ".join(["girl"] * 120)).shape == (1, 77 * 4, 32)
+    assert prompt_embeds(engine, "girl").shape == (1, 77, 32)
+    assert prompt_embeds(engine, LONG).shape == (1, 154, 32)
+    assert prompt_embeds(engine, ", ".join(["girl"] * 120)).shape == (1, 77 * 4, 32)
     # Only words past the first chunk differ; before chunking both were cut to the same 77.
     one, other = draw(engine, LONG + ", red hair"), draw(engine, LONG + ", blue sky")
     assert not np.array_equal(one, other)
@@ -64,7 +69,7 @@ def test_chunk_shapes_and_words_after_token_77_change_the_image(home):
 
 def test_short_prompt_encodes_exactly_as_diffusers_does(home):
     engine = engine_for(home, clip_skip=1)
-    ours = engine._encode_prompt("a girl, red hair")
+    ours = prompt_embeds(engine, "a girl, red hair")
     theirs, _ = engine.pipe.encode_prompt("a girl, red hair", "cpu", 1, False)
     assert np.allclose(ours.numpy(), theirs.detach().numpy(), atol=1e-6)
 
@@ -173,8 +178,8 @@ def test_sdxl_chunks_concatenate_both_encoders_and_pool_the_first(sdxl_config, t
     home.mkdir()
     shutil.copyfile(sdxl_config, home / CONFIG_FILENAME)
     engine = Engine(load_settings(home=home, env={}))
-    one = engine._prompt_embedding("girl")
-    two = engine._prompt_embedding(LONG)
+    one = engine.ensure_loaded().prompt("girl")
+    two = engine.ensure_loaded().prompt(LONG)
     width = (
         engine.pipe.text_encoder.config.hidden_size + engine.pipe.text_encoder_2.config.hidden_size
     )

@@ -11,9 +11,9 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
-from tools.engine.families import models_for_family
+from tools.engine.families import detect_family, models_for_family
 from tools.engine.model_sources import ModelSource, image_encoder_subfolder
-from tools.engine.rendering import Engine, RenderJob, detect_family
+from tools.engine.rendering import Engine, RenderJob
 from tools.errors import UserError
 from tools.settings import CONFIG_FILENAME, ModelSettings, load_settings
 
@@ -140,11 +140,11 @@ def test_unset_controlnet_and_ipadapter_settings_follow_the_family(
     )
     fetched: list[list[str]] = []
     monkeypatch.setattr(
-        "tools.engine.rendering.local_path",
+        "tools.engine.loading.local_path",
         lambda _source, patterns, _what: fetched.append(patterns),
     )
     engine = Engine(settings)
-    engine._ipadapter_dir()
+    engine.sources.ipadapter_dir()
     assert fetched == [
         ["sdxl_models/ip-adapter-plus_sdxl_vit-h.safetensors", "models/image_encoder/*"]
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +91,55 @@ def test_user_errors_keep_message_and_hint(app_client):
     answer = app_client.post("/api/generate/plan", json={"character": "nobody"}, headers=auth)
     assert answer.status_code == 422
     assert "nobody" in answer.json()["error"] and answer.json()["hint"]
+    # A pose bank error is a user error too (one handler for both).
+    answer = app_client.post(
+        "/api/poses/search", json={"text": "reading", "posture": "floating"}, headers=auth
+    )
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "unknown posture 'floating'" and answer.json()["hint"]
+
+
+def _overrides(env: dict[str, str]) -> dict[str, str]:
+
+    return {"Authorization": f"Bearer {TOKEN}", "X-Anime-Overrides": json.dumps({"env": env})}
+
+
+def test_anime_and_hf_overrides_reach_the_job(app_client, anime_home, monkeypatch):
+    from PIL import Image
+
+    from tools.characters.library import CharacterLibrary
+    from tools.jobs.journal import JobJournal
+    from tools.server.client import process_environment
+    from tools.settings import load_settings
+
+    started: list = []
+    monkeypatch.setattr("tools.jobs.client.ensure_worker", started.append)
+    CharacterLibrary(load_settings().paths).add("sakura", Image.new("RGB", (64, 96), "pink"))
+    body = {"character": "sakura", "pose": "standing", "seed": 1}
+    same = {**process_environment(), "ANIME_OUTPUT_STEPS": "3"}
+    answer = app_client.post("/api/jobs", json=body, headers=_overrides(same))
+    assert answer.status_code == 200, answer.text
+    job = JobJournal.for_state(anime_home / ".anime-chat").find(answer.json()["job"])
+    assert job.request["settings"]["output"]["steps"] == 3
+    assert started and started[0].output.steps == 3
+    # HF_* are read once by the worker process: a job that asks for others is refused.
+    other = {**same, "HF_HUB_ETAG_TIMEOUT": "99"}
+    refused = app_client.post("/api/jobs", json=body, headers=_overrides(other))
+    assert refused.status_code == 422 and "HF_HUB_ETAG_TIMEOUT" in refused.json()["error"]
+    assert "secret" not in str(process_environment({"HF_TOKEN": "secret"}))
+
+
+def test_ollama_host_travels_to_the_planner(app_client):
+    from tests.fake_ollama import FakeOllama
+
+    with FakeOllama(models=("qwen2.5:7b",)) as fake:
+        fake.reply_tool_calls(("list_characters", {}))
+        body = {"text": "who do I have", "planner": "ollama"}
+        answer = app_client.post(
+            "/api/plan", json=body, headers=_overrides({"OLLAMA_HOST": fake.host})
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["plan"]["planner"] == "ollama"
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -187,6 +237,74 @@ def test_contract_shapes_through_the_server(studio):
     assert plan["calls"][0]["resolved"]["characters"] == ["sakura"]
 
 
+def test_chat_executes_in_the_server_with_the_contract_shape(studio):
+    result = _cli(
+        studio, "assistant.chat_cli", "-c", "who do I have", "--json", "--planner", "rules"
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer) == {"planner", "reply", "calls", "outputs"} and answer["outputs"] == []
+    assert answer["calls"][0]["tool"] == "list_characters"
+
+
+@pytest.mark.slow
+def test_repl_through_the_server_keeps_its_session_memory(studio):
+    lines = "draw sakura standing, seed 40\n1 more of that\n/jobs\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "assistant.chat_cli", "--planner", "rules"],
+        env={**_env(studio.home), "ANIME_CHAT_IMAGES": "off"},
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    paths = re.findall(r"^\s+(\S+\.png)\s", result.stdout, re.MULTILINE)
+    assert len(paths) == 2, result.stdout
+    # "1 more of that" is sakura standing again: the session lived in the server.
+    assert all(Path(path).name.startswith("sakura_standing_") for path in paths)
+    assert result.stdout.count("sakura / standing") >= 2
+
+
+def test_library_commands_and_modes_through_the_server(studio, tmp_path):
+    from PIL import Image
+
+    picture = tmp_path / "momo.png"
+    Image.new("RGB", (96, 128), (200, 220, 240)).save(picture)
+    gen = "assistant.gen_cli"
+    added = _cli(studio, gen, "characters", "add", "momo", "--image", str(picture), "-d", "blue")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("added momo: ") and "no face found" in added.stderr
+    try:
+        edited = _cli(studio, gen, "characters", "edit", "momo", "--trigger", "momo_v1")
+        assert edited.stdout.strip() == "momo: loras none; trigger 'momo_v1'", edited.stderr
+        every = _cli(studio, gen, "--all-characters", "--pose", "standing", "--dry-run", "--json")
+        assert {o["character"] for o in json.loads(every.stdout)["outputs"]} == {"momo", "sakura"}
+        sheet = _cli(studio, gen, "--character-sheet", "girl with green hair", "--dry-run")
+        assert sheet.stdout.startswith("would create character '"), sheet.stderr
+        varied = _cli(studio, gen, "--variations", "sakura", "3", "--dry-run", "--json")
+        poses = [o["pose"]["id"] for o in json.loads(varied.stdout)["outputs"]]
+        assert len(set(poses)) == 3
+    finally:
+        removed = _cli(studio, gen, "characters", "remove", "momo")
+    assert removed.stdout.startswith("removed momo"), removed.stderr
+    missing = _cli(studio, gen, "characters", "remove", "momo")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_variations_render_and_link_through_the_server(studio):
+    result = _cli(
+        studio, "assistant.gen_cli", "--variations", "sakura", "2", "--seed", "9", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = json.loads(result.stdout)["outputs"]
+    assert [o["seed"] for o in outputs] == [9, 10]
+    links = list((studio.home / ".anime-characters" / "sakura" / "variations").iterdir())
+    accepted = {Path(o["path"]).name for o in outputs if o["accepted"]}
+    assert accepted and accepted <= {link.name.split("_", 1)[1] for link in links}
+
+
 def test_unknown_character_is_one_line_error_through_the_server(studio):
     result = _cli(studio, "assistant.gen_cli", "nobody", "standing", "--dry-run")
     assert result.returncode == 1
@@ -267,6 +385,58 @@ def test_a_run_through_the_server_keeps_the_contract_shape(studio):
     (output,) = json.loads(result.stdout)["outputs"]
     assert set(output) >= {"path", "character", "pose", "seed", "scores", "accepted", "attempts"}
     assert output["seed"] == 5 and Path(output["path"]).is_file()
+
+
+@pytest.mark.slow
+def test_an_idle_server_with_other_hf_settings_is_replaced(tmp_path, tiny_models, monkeypatch):
+    """The worker inherits the server's HF_*: a client with others gets a server of its own."""
+    from tools.server.client import with_my_environment
+
+    home = _home(tmp_path / "home", tiny_models)
+    for name, value in _env(home).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ANIME_IN_PROCESS")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "11")
+    try:
+        first = connect(home)
+        assert first.call("GET", "/api/status")["env"]["HF_HUB_ETAG_TIMEOUT"] == "11"
+        assert with_my_environment(first).discovery.pid == first.discovery.pid
+        monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "12")
+        second = with_my_environment(first)
+        assert second.discovery.pid != first.discovery.pid
+        assert second.call("GET", "/api/status")["env"]["HF_HUB_ETAG_TIMEOUT"] == "12"
+    finally:
+        stop_server(home / ".anime-chat")
+
+
+def test_a_server_that_cannot_start_is_one_line_and_plan_only_plans_here(anime_home, monkeypatch):
+    from typer.testing import CliRunner
+
+    from assistant.chat_cli import app as chat_app
+    from assistant.gen_cli import app as gen_app
+
+    monkeypatch.delenv("ANIME_IN_PROCESS")
+    monkeypatch.setenv("ANIME_SERVER_HOST", "192.0.2.1")  # TEST-NET: no interface has it
+    failed = CliRunner().invoke(gen_app, ["characters", "list"])
+    assert failed.exit_code == 1
+    error, hint = failed.stderr.splitlines()
+    assert error.startswith("error: the studio server could not start: cannot listen on 192.0.2.1")
+    assert hint.startswith("hint: set server.host")
+    planned = CliRunner().invoke(chat_app, ["-c", "who do I have", "--plan-only", "--json"])
+    assert planned.exit_code == 0, planned.output
+    assert json.loads(planned.stdout)["calls"][0]["tool"] == "list_characters"
+    assert "could not start" in planned.stderr and "planning in this process" in planned.stderr
+
+
+def test_an_explicit_non_loopback_host_is_warned_about(anime_home):
+    from typer.testing import CliRunner
+
+    from assistant.gen_cli import app as gen_app
+
+    result = CliRunner().invoke(gen_app, ["serve", "--host", "192.0.2.1", "--port", "0"])
+    assert result.exit_code == 1
+    assert "warning: listening on 192.0.2.1: other machines can reach this server" in result.stderr
+    assert "error: cannot listen on 192.0.2.1" in result.stderr
 
 
 def test_a_taken_port_falls_back_to_a_free_one_and_says_so():

@@ -56,7 +56,11 @@ WARM_CALLS = [
     ("anime-gen", "assistant.gen_cli", ["nobody", "standing", "--dry-run", "--json"]),
     ("anime-gen", "assistant.gen_cli", ["characters", "list", "--json"]),
     ("anime-chat", "assistant.chat_cli", ["-c", "who do I have", "--plan-only", "--json"]),
+    # Executed in the server, not only planned; and the REPL, fed from a pipe.
+    ("anime-chat", "assistant.chat_cli", ["-c", "who do I have", "--json"]),
+    ("anime-chat", "assistant.chat_cli", ["--planner", "rules"]),
 ]
+REPL_INPUT = "/characters\nwho do I have\n/jobs\n"
 
 
 @pytest.mark.parametrize(("prog", "module", "args"), WARM_CALLS)
@@ -70,7 +74,9 @@ def test_warm_calls_import_nothing_heavy(studio, prog, module, args):
         text=True,
         timeout=120,
         env=studio_env(studio.home),
+        input=REPL_INPUT,
     )
+    assert "Traceback" not in result.stderr, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["heavy"] == [], f"{prog} {' '.join(args)} imported {report['heavy']}"
     print(f"{prog} {' '.join(args)}: {report['seconds']:.2f} s (exit {report['code']})")

@@ -1,28 +1,18 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+`write_atomic` is `posebank.atomic`'s (posebank imports nothing of ours, so the one copy lives
+there); the JSON helper is ours.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from posebank.atomic import write_atomic
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through `write(fileobj)` into a temp file beside `path`, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["write_atomic", "write_json_atomic"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

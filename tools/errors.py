@@ -1,22 +1,16 @@
 """Errors split by who fixes them.
 
 `UserError` is something the person can fix (unknown character, bad config value): the CLIs print
-its one-line message and hint, never a traceback, and exit 1. Anything else is a bug.
+its one-line message and hint, never a traceback, and exit 1. Anything else is a bug. It is
+defined in `posebank.errors` (posebank imports nothing of ours), so the pose bank's
+`PoseBankError` is one too and the CLIs catch the one type.
 """
 
 from __future__ import annotations
 
+from posebank.errors import UserError
 
-class UserError(Exception):
-    """A problem the user can fix; `hint` says how."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+__all__ = ["ConfigError", "UnknownCharacterError", "UserError"]
 
 
 class ConfigError(UserError):

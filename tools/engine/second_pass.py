@@ -97,16 +97,13 @@ def conditioning(engine: Engine, job: RenderJob, pipe: Any) -> dict[str, Any]:
     LoRAs active: what the first pass saw."""
     import torch
 
-    engine.loras.use(engine.pipe, engine.loras_for(job))
-    text = engine._text_inputs([job])
-    if job.reference is None:
-        positive, negative = engine._zero_reference()
-        pipe.set_ip_adapter_scale(0.0)
-    else:
-        positive, negative = engine.reference_embedding(job.reference)
-        pipe.set_ip_adapter_scale(engine.settings.models.ipadapter_weight)
+    embeddings = engine.ensure_loaded()
+    engine.loras.use(engine.pipe, engine.lora_set(job.prompt, job.negative_prompt, job.loras))
+    text = embeddings.text_inputs([job])
+    weight = 0.0 if job.reference is None else engine.settings.models.ipadapter_weight
+    pipe.set_ip_adapter_scale(weight)
     guided = engine.sampling.guidance_scale > 1.0
-    reference = torch.cat([negative[None, :], positive[None, :]]) if guided else positive[None, :]
+    reference, _ = embeddings.reference_rows([job], guided)
     return {
         **text,
         "ip_adapter_image_embeds": [reference],

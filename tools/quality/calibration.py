@@ -9,7 +9,8 @@ The baseline is stored in `characters.json` (`consistency_baseline`) once per ch
 
 The palette signal (`tools/quality/palette.py`) is calibrated the same way into
 `palette_baseline`, but from re-framed, cropped, rotated and blurred views only: recolouring is
-what it must catch.
+what it must catch. Both are `tools.quality.signals.Signal`s; this module is written once for
+either.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from tools.quality import palette
-from tools.quality.consistency import ImageEncoder, character_crop, similarity_to_references
+from tools.quality.consistency import character_crop
 
 if TYPE_CHECKING:
-    import torch
-
     from tools.characters.library import Character, CharacterLibrary
+    from tools.quality.signals import Signal
 
 VIEWS_PER_REFERENCE = 8
 CALIBRATION_SEED = 1234
@@ -91,33 +90,17 @@ def augmented_views(
     return views
 
 
-def reference_embeddings(encoder: ImageEncoder, references: list[Image.Image]) -> torch.Tensor:
-    return encoder.embed([character_crop(image) for image in references])
-
-
-def compute_baseline(encoder: ImageEncoder, references: list[Image.Image]) -> float:
+def compute_baseline(signal: Signal, references: list[Image.Image]) -> float:
     """Mean best-reference similarity of the references' augmented views."""
-    targets = reference_embeddings(encoder, references)
-    views = [
-        view
-        for number, image in enumerate(references)
-        for view in augmented_views(image, VIEWS_PER_REFERENCE, CALIBRATION_SEED + number)
-    ]
-    scores = similarity_to_references(encoder, views, targets)
-    return max(MIN_BASELINE, sum(scores) / len(scores))
-
-
-def compute_palette_baseline(references: list[Image.Image]) -> float:
-    """Mean best-reference palette similarity of re-framed (never recoloured) reference views."""
-    targets = [palette.palette_histogram(image) for image in references]
+    targets = signal.summarise(references)
     views = [
         view
         for number, image in enumerate(references)
         for view in augmented_views(
-            image, VIEWS_PER_REFERENCE, CALIBRATION_SEED + number, SHAPE_AUGMENTATIONS
+            image, VIEWS_PER_REFERENCE, CALIBRATION_SEED + number, signal.views
         )
     ]
-    scores = palette.similarity_to_references(views, targets)
+    scores = signal.similarity(views, targets)
     return max(MIN_BASELINE, sum(scores) / len(scores))
 
 
@@ -125,23 +108,12 @@ def calibrated(raw: float, baseline: float) -> float:
     return max(0.0, min(1.0, raw / max(baseline, MIN_BASELINE)))
 
 
-def calibrate_character(
-    library: CharacterLibrary, encoder: ImageEncoder, character: Character
-) -> Character:
-    """Compute the character's baseline and store it in characters.json; returns the update."""
+def calibrate(library: CharacterLibrary, signal: Signal, character: Character) -> Character:
+    """Compute the character's baseline of `signal` and store it in characters.json; returns
+    the updated character."""
     references = [Image.open(path).convert("RGB") for path in character.reference_paths]
-    baseline = round(compute_baseline(encoder, references), 4)
+    baseline = round(compute_baseline(signal, references), 4)
     current = library.get(character.name)
-    updated = current.model_copy(update={"consistency_baseline": baseline})
-    library.update(updated)
-    return updated
-
-
-def calibrate_palette(library: CharacterLibrary, character: Character) -> Character:
-    """Compute the character's palette baseline and store it in characters.json."""
-    references = [Image.open(path).convert("RGB") for path in character.reference_paths]
-    baseline = round(compute_palette_baseline(references), 4)
-    current = library.get(character.name)
-    updated = current.model_copy(update={"palette_baseline": baseline})
+    updated = current.model_copy(update={signal.baseline_field: baseline})
     library.update(updated)
     return updated

@@ -4,7 +4,8 @@
   calibrated per character (`tools/quality/calibration.py`), against `quality.min_consistency`;
 - palette: colour-palette similarity of the figure to the character's references
   (`tools/quality/palette.py`, no model weights), calibrated per character like consistency, against
-  `quality.min_palette`; it catches what CLIP misses most, the wrong hair or outfit colour;
+  `quality.min_palette`; it catches what CLIP misses most, the wrong hair or outfit colour
+  (both are `tools.quality.signals.Signal`s, scored by one code path);
 - face: the best `animeface` likelihood (0 when none); a pose whose framing shows the face
   (front views, upper body) must have one when `quality.require_face`; back views are exempt;
 - aesthetic: P(good) from `quality.aesthetic_model` against `quality.min_aesthetic`, skipped
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -23,13 +24,11 @@ from pydantic import BaseModel, Field
 from tools.settings import Settings
 
 if TYPE_CHECKING:
-    import numpy as np
-    import torch
-
     from tools.characters.library import Character, CharacterLibrary
     from tools.engine.rendering import Engine
     from tools.quality.aesthetic import AestheticScorer
     from tools.quality.consistency import ImageEncoder
+    from tools.quality.signals import Signal
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +77,9 @@ class QualityGate:
         self._encoder = encoder
         self._library = library
         self._aesthetic: AestheticScorer | None = None
-        self._reference_cache: dict[tuple, torch.Tensor] = {}
-        self._baselines: dict[str, float] = {}
-        self._palette_cache: dict[tuple, list[np.ndarray]] = {}
-        self._palette_baselines: dict[str, float] = {}
+        self._consistency_signal: Signal | None = None
+        self._summaries: dict[tuple, Any] = {}
+        self._baselines: dict[tuple[str, str], float] = {}
 
     # -- parts, created on first use -------------------------------------------------------
     @property
@@ -108,88 +106,73 @@ class QualityGate:
             self._aesthetic = AestheticScorer(self.settings)
         return self._aesthetic
 
-    # -- scores ------------------------------------------------------------------------------
-    def _references(self, character: Character) -> torch.Tensor:
-        key = tuple((str(p), *_stamp(p)) for p in character.reference_paths) + (self.encoder.name,)
-        if key not in self._reference_cache:
-            from tools.quality.calibration import reference_embeddings
+    @property
+    def consistency_signal(self) -> Signal:
+        if self._consistency_signal is None:
+            from tools.quality.signals import consistency_signal
 
+            self._consistency_signal = consistency_signal(self.encoder)
+        return self._consistency_signal
+
+    # -- scores ------------------------------------------------------------------------------
+    def _summary(self, signal: Signal, character: Character) -> Any:
+        """The signal's summary of the character's references, cached per reference file."""
+        files = tuple((str(p), *_stamp(p)) for p in character.reference_paths)
+        key = (signal.name, signal.cache_tag, files)
+        if key not in self._summaries:
             images = [Image.open(path).convert("RGB") for path in character.reference_paths]
-            self._reference_cache[key] = reference_embeddings(self.encoder, images)
-        return self._reference_cache[key]
+            self._summaries[key] = signal.summarise(images)
+        return self._summaries[key]
+
+    def raw(self, signal: Signal, image: Image.Image, character: Character) -> float:
+        return signal.similarity([image], self._summary(signal, character))[0]
 
     def raw_consistency(self, image: Image.Image, character: Character) -> float:
-        from tools.quality.consistency import similarity_to_references
+        return self.raw(self.consistency_signal, image, character)
 
-        return similarity_to_references(self.encoder, [image], self._references(character))[0]
+    def signal_baseline(self, signal: Signal, character: Character) -> float:
+        """The character's stored baseline of `signal`; computed and stored on first use."""
+        stored = getattr(character, signal.baseline_field)
+        if stored is not None:
+            return stored
+        key = (signal.name, character.name)
+        if key not in self._baselines:
+            from tools.quality.calibration import calibrate
+
+            updated = calibrate(self.library, signal, character)
+            value = getattr(updated, signal.baseline_field)
+            assert value is not None
+            log.info("calibrated %s: %s baseline %.4f", updated.name, signal.name, value)
+            self._baselines[key] = value
+        return self._baselines[key]
 
     def baseline(self, character: Character) -> float:
-        """The character's stored consistency baseline; computed and stored on first use.
+        """The character's consistency baseline. Calibrates the palette too, so that warming
+        a character up (worker, character sheet) stores both baselines."""
+        from tools.quality.signals import PALETTE
 
-        Calibrates the palette too, so that warming a character up (worker, character sheet)
-        stores both baselines.
-        """
-        self.palette_baseline(character)
-        if character.consistency_baseline is not None:
-            return character.consistency_baseline
-        if character.name not in self._baselines:
-            from tools.quality.calibration import calibrate_character
+        self.signal_baseline(PALETTE, character)
+        return self.signal_baseline(self.consistency_signal, character)
 
-            updated = calibrate_character(self.library, self.encoder, character)
-            assert updated.consistency_baseline is not None
-            log.info("calibrated %s: baseline %.4f", updated.name, updated.consistency_baseline)
-            self._baselines[character.name] = updated.consistency_baseline
-        return self._baselines[character.name]
-
-    def consistency(self, image: Image.Image, character: Character) -> float:
+    def score(self, signal: Signal, image: Image.Image, character: Character) -> float:
+        """The calibrated score: raw similarity over the character's baseline, in 0..1."""
         from tools.quality.calibration import calibrated
 
-        return calibrated(self.raw_consistency(image, character), self.baseline(character))
-
-    def _palette_references(self, character: Character) -> list[np.ndarray]:
-        key = tuple((str(p), *_stamp(p)) for p in character.reference_paths)
-        if key not in self._palette_cache:
-            from tools.quality.palette import palette_histogram
-
-            self._palette_cache[key] = [
-                palette_histogram(Image.open(path).convert("RGB"))
-                for path in character.reference_paths
-            ]
-        return self._palette_cache[key]
-
-    def raw_palette(self, image: Image.Image, character: Character) -> float:
-        from tools.quality.palette import similarity_to_references
-
-        return similarity_to_references([image], self._palette_references(character))[0]
-
-    def palette_baseline(self, character: Character) -> float:
-        """The character's stored palette baseline; computed and stored on first use."""
-        if character.palette_baseline is not None:
-            return character.palette_baseline
-        if character.name not in self._palette_baselines:
-            from tools.quality.calibration import calibrate_palette
-
-            updated = calibrate_palette(self.library, character)
-            assert updated.palette_baseline is not None
-            log.info("calibrated %s: palette baseline %.4f", updated.name, updated.palette_baseline)
-            self._palette_baselines[character.name] = updated.palette_baseline
-        return self._palette_baselines[character.name]
-
-    def palette(self, image: Image.Image, character: Character) -> float:
-        from tools.quality.calibration import calibrated
-
-        return calibrated(self.raw_palette(image, character), self.palette_baseline(character))
+        raw = self.raw(signal, image, character)
+        return calibrated(raw, self.signal_baseline(signal, character))
 
     # -- the decision ------------------------------------------------------------------------
     def evaluate(self, image: Image.Image, character: Character, pose_tags: list[str]) -> Verdict:
+        from tools.quality.signals import PALETTE
+
         if not self.quality.enabled:
             return Verdict(scores=Scores(), accepted=True)
         aesthetic = self.aesthetic.score(image)
         scores = Scores(
-            consistency=round(self.consistency(image, character), 4),
+            consistency=round(self.score(self.consistency_signal, image, character), 4),
             face=face_score(image),
             aesthetic=None if aesthetic is None else round(aesthetic, 4),
-            palette=round(self.palette(image, character), 4),
+            palette=round(self.score(PALETTE, image, character), 4),
         )
         quality = self.quality
         reasons = []

@@ -7,6 +7,7 @@ and mounts it behind the same token dependency, so a new router needs no auth co
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable
 from functools import cached_property
@@ -16,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from tools.errors import UserError
 from tools.server.security import allowed_host, allowed_origin, require_token
 from tools.settings import Settings, load_settings
 
@@ -89,6 +91,31 @@ def request_overrides(request: Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+class EnvironmentMismatch(UserError):
+    def __init__(self, differences: list[str]) -> None:
+        super().__init__(
+            "this command's Hugging Face environment differs from the running studio server's"
+            f" ({'; '.join(differences)})",
+            f"HF_* apply when the server and its worker start: stop the server (`kill"
+            f" {os.getpid()}`) once its jobs are done; the next command starts one with yours",
+        )
+
+
+def require_my_environment(request: Request) -> None:
+    """Refuse a job whose `HF_*` the worker could not honour (it read its own at start)."""
+    from tools.server.client import process_environment
+
+    wanted = process_environment(request_overrides(request).get("env") or {})
+    mine = process_environment(dict(os.environ))
+    differences = [
+        f"{name}={wanted.get(name)!r} here, {mine.get(name)!r} in the server"
+        for name in sorted(set(wanted) | set(mine))
+        if wanted.get(name) != mine.get(name)
+    ]
+    if differences:
+        raise EnvironmentMismatch(differences)
+
+
 def studio_of(request: Request) -> Studio:
     return request.app.state.studio
 
@@ -99,9 +126,8 @@ def request_settings(request: Request) -> Settings:
 
 
 def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
-    from posebank.errors import PoseBankError
-    from tools.errors import UserError
     from tools.gallery import gallery_routers, login_router
+    from tools.server.library_routes import library_router
     from tools.server.routes import core_router
 
     app = FastAPI(title="anime-chat studio", version="1")
@@ -122,18 +148,17 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
             studio.in_flight -= 1
             studio.last_activity = time.monotonic()
 
-    @app.exception_handler(UserError)
-    @app.exception_handler(PoseBankError)
-    async def user_error(_request: Request, error: Exception) -> JSONResponse:
-        message = getattr(error, "message", str(error))
+    @app.exception_handler(UserError)  # PoseBankError too: handlers match subclasses
+    async def user_error(_request: Request, error: UserError) -> JSONResponse:
+        message = error.message
         return JSONResponse(
-            {"detail": message, "error": message, "hint": getattr(error, "hint", None)},
+            {"detail": message, "error": message, "hint": error.hint},
             status_code=422,
         )
 
     # The gallery's login link carries its own code (exchanged for the token cookie).
     app.include_router(login_router())
-    # Every router, the core one, the gallery's and those plugged in (planner), needs the token.
-    for router in (core_router, *gallery_routers(), *routers):
+    # Every router, the core ones, the gallery's and those plugged in (planner), needs the token.
+    for router in (core_router, library_router, *gallery_routers(), *routers):
         app.include_router(router, dependencies=[Depends(require_token)])
     return app

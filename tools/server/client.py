@@ -42,6 +42,22 @@ def environment_overrides(env: dict[str, str] | None = None) -> dict[str, str]:
     }
 
 
+def process_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The overrides a warm process reads once, when it starts (`HF_*`: huggingface_hub keeps
+    them as module constants), so the server and its workers must have been started with the
+    client's own; `ANIME_*` and `OLLAMA_HOST` apply per request instead. Secrets (`HF_TOKEN`)
+    appear as a digest, which compares just as well."""
+    import hashlib
+
+    return {
+        name: f"sha256:{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+        if "TOKEN" in name
+        else value
+        for name, value in environment_overrides(env).items()
+        if name.startswith("HF_")
+    }
+
+
 def server_log(state: Path) -> Path:
     return state / "logs" / "server.log"
 
@@ -94,9 +110,17 @@ class StudioClient:
 
     def events(self, job_id: str, flags: dict[str, Any] | None = None) -> Iterator[tuple[str, Any]]:
         """The job's server-sent events as (kind, data) until its `end` event."""
+        return self.stream("GET", f"/api/jobs/{job_id}/events", flags=flags)
+
+    def stream(
+        self, method: str, path: str, body: Any = None, flags: dict[str, Any] | None = None
+    ) -> Iterator[tuple[str, Any]]:
+        """A streaming route's server-sent events as (kind, data), up to `end`; an `error`
+        event (a long call's user error) is raised as a `UserError`."""
         connection = self._connection(None)
         try:
-            connection.request("GET", f"/api/jobs/{job_id}/events", headers=self._headers(flags))
+            payload = None if body is None else json.dumps(body)
+            connection.request(method, path, body=payload, headers=self._headers(flags))
             response = connection.getresponse()
             if response.status >= 400:
                 raise _error(response.status, json.loads(response.read() or b"null"))
@@ -105,7 +129,10 @@ class StudioClient:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if not line:
                     if data:
-                        yield kind, json.loads("\n".join(data))
+                        value = json.loads("\n".join(data))
+                        if kind == "error":
+                            raise UserError(value["error"], value.get("hint"))
+                        yield kind, value
                         if kind == "end":
                             return
                     kind, data = "message", []
@@ -191,12 +218,42 @@ def start_server(home: Path) -> subprocess.Popen[bytes]:
     return start_detached(ENTRY_MODULE, home, server_log(home / ".anime-chat"), "--background")
 
 
-def _last_log_line(path: Path) -> str:
+def with_my_environment(client: StudioClient) -> StudioClient:
+    """The client, once its server (and so the worker it starts) runs with this process's
+    `HF_*`: an idle server started with others is replaced (with its idle worker); a busy one
+    is left alone, and the server itself refuses the job in one line (`EnvironmentMismatch`)."""
+    from tools.jobs.processes import stop_worker
+    from tools.server.serve import stop_server
+
+    status = client.call("GET", "/api/status", timeout=10)
+    if status.get("env") == process_environment() or status.get("busy"):
+        return client
+    state = client.home / ".anime-chat"
+    stop_server(state)
+    stop_worker(state)
+    return connect(client.home)
+
+
+def _start_failure(path: Path, offset: int) -> UserError:
+    """Why the server that was just started exited, from what it added to its log: its own
+    `error:`/`hint:` lines when it printed them, else the last line (a traceback's)."""
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode("utf-8", errors="replace")
     except OSError:
-        return "no log"
-    return lines[-1].strip() if lines else "no log"
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    fix = (
+        f"run `anime-gen serve` to see the whole error (log: {path}); ANIME_IN_PROCESS=1 runs"
+        " commands without the server"
+    )
+    if errors:
+        i = errors[-1]
+        hint = lines[i + 1][6:] if i + 1 < len(lines) and lines[i + 1].startswith("hint: ") else fix
+        return UserError(f"the studio server could not start: {lines[i][7:]}", hint)
+    return UserError(f"the studio server could not start: {lines[-1] if lines else 'no log'}", fix)
 
 
 def connect(home: Path | None = None, start: bool = True) -> StudioClient:
@@ -211,6 +268,8 @@ def connect(home: Path | None = None, start: bool = True) -> StudioClient:
             raise UserError("no studio server is running", "anime-gen serve")
         return client
     state = home / ".anime-chat"
+    log_file = server_log(state)
+    offset = log_file.stat().st_size if log_file.exists() else 0
     process = start_server(home)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -222,10 +281,7 @@ def connect(home: Path | None = None, start: bool = True) -> StudioClient:
             except OSError:
                 pass
         if process.poll() is not None and running_client(home) is None:
-            raise UserError(
-                f"the studio server could not start: {_last_log_line(server_log(state))}",
-                f"run `anime-gen serve` to see the whole error (log: {server_log(state)})",
-            )
+            raise _start_failure(log_file, offset)
         time.sleep(0.05)
     raise UserError(
         f"the studio server did not answer within {START_TIMEOUT:g} s",

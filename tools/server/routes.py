@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from tools.server.app import request_settings, studio_of
+from tools.server.app import request_settings, require_my_environment, studio_of
+from tools.server.client import process_environment
 from tools.server.generation import GenerateBody, plan_generation, planned_outputs
 from tools.server.security import guard_path
 from tools.settings import Settings
@@ -40,17 +41,17 @@ def status(request: Request) -> dict[str, Any]:
         "home": str(studio.home),
         "background": studio.background,
         "busy": studio.busy(own_requests=1),
+        # What the server and the workers it starts read at start-up (see `EnvironmentMismatch`).
+        "env": process_environment(dict(os.environ)),
     }
 
 
 @core_router.get("/characters")
 def characters(settings: Settings = Depends(request_settings)) -> list[dict[str, str]]:
     from tools.characters.library import CharacterLibrary
+    from tools.server.library import character_entry
 
-    return [
-        {"name": c.name, "description": c.description, "reference": str(c.reference_path)}
-        for c in CharacterLibrary(settings.paths).list()
-    ]
+    return [character_entry(c) for c in CharacterLibrary(settings.paths).list()]
 
 
 @core_router.post("/poses/search")
@@ -79,6 +80,7 @@ def submit(
     """Plan and queue one job (rendered with this request's overrides); `{"job": id}`."""
     from tools.jobs.client import ensure_worker, submit_job
 
+    require_my_environment(request)
     notices: list[str] = []
     specs = plan_generation(studio_of(request).runtime(settings), body, notices.append)
     _, job_id = submit_job(settings, specs, body.label)

@@ -71,7 +71,10 @@ def bind(host: str, port: int, say: Callable[[str], None]) -> socket.socket:
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             sock.close()
-            raise UserError(f"cannot listen on {host}:{port} ({error.strerror})") from None
+            raise UserError(
+                f"cannot listen on {host}:{port} ({error.strerror})",
+                "set server.host to an address of this machine (default 127.0.0.1), or give --host",
+            ) from None
         sock.bind((host, 0))
         say(f"port {port} is taken; using port {sock.getsockname()[1]} instead")
     sock.listen(128)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tools.sqlite_db import Database, add_missing_columns
+from tools.store.metadata import ImageMetadata
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -95,11 +96,12 @@ class GenerationIndex:
         connection: sqlite3.Connection,
         path: Path,
         key: str | None,
-        record: dict[str, Any],
+        record: ImageMetadata | Mapping[str, Any],
         status: str = "pending",
         created: str | None = None,
     ) -> None:
         """Insert the row of one image (`index rebuild` inserts saved ones the same way)."""
+        meta = ImageMetadata.of(record)
         connection.execute(
             "INSERT INTO images (key, path, status, created, request_id, character, posture,"
             " pose_id, seed, accepted, collection, record)"
@@ -109,14 +111,14 @@ class GenerationIndex:
                 str(path),
                 status,
                 created or datetime.now(UTC).isoformat(timespec="seconds"),
-                record.get("request_id"),
-                record["character"],
-                record["posture"],
-                record["pose"]["id"],
-                record["seed"],
-                int(record.get("accepted", True)),
-                record.get("collection"),
-                json.dumps(record),
+                meta.request_id,
+                meta.character,
+                meta.posture,
+                meta.pose.id,
+                meta.seed,
+                int(meta.accepted),
+                meta.collection,
+                json.dumps(meta.record(accepted=meta.accepted)),
             ),
         )
 

@@ -16,9 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from tools.errors import UserError
 from tools.settings import Settings
 from tools.store.gen_index import GenerationIndex
+from tools.store.metadata import ImageMetadata
 from tools.store.output_store import METADATA_KEY, read_png_metadata
 
 INDEX_NAME = "generations.sqlite"
@@ -62,8 +65,11 @@ def _record(path: Path) -> dict[str, Any] | None:
         record = json.loads(read_png_metadata(path)[METADATA_KEY])
     except (OSError, ValueError, KeyError, SyntaxError):
         return None
-    needed = ("character", "posture", "pose", "seed")
-    return record if isinstance(record, dict) and all(k in record for k in needed) else None
+    try:
+        ImageMetadata.model_validate(record)
+    except ValidationError:
+        return None
+    return record
 
 
 def rebuild_index(settings: Settings) -> RebuildReport:

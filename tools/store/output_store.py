@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -25,56 +26,57 @@ from tools.atomic import write_atomic
 from tools.settings import Settings
 from tools.store.a1111_fields import second_pass_fields
 from tools.store.gen_index import GenerationIndex
+from tools.store.metadata import ImageMetadata
 
 METADATA_KEY = "anime-chat"
 
 
-def png_parameters(meta: dict[str, Any]) -> str:
+def png_parameters(meta: ImageMetadata) -> str:
     """The `parameters` text in A1111's own spelling, so A1111, Civitai and image browsers read it.
 
     Our own fields (pose, IP-Adapter...) follow as extra `Key: value` entries; a value holding a
     comma or a colon is quoted the way A1111 quotes its `Lora hashes`.
     """
-    sampler, schedule = _a1111_sampler(meta["sampler"])
+    sampler, schedule = _a1111_sampler(meta.sampler)
     fields: list[tuple[str, Any]] = [
-        ("Steps", meta["steps"]),
+        ("Steps", meta.steps),
         ("Sampler", sampler),
         ("Schedule type", schedule),
-        ("CFG scale", meta["guidance_scale"]),
-        ("Seed", meta["seed"]),
-        ("Size", f"{meta['width']}x{meta['height']}"),
-        ("Model", meta["model"]),
-        ("Clip skip", meta["clip_skip"]),
+        ("CFG scale", meta.guidance_scale),
+        ("Seed", meta.seed),
+        ("Size", f"{meta.width}x{meta.height}"),
+        ("Model", meta.model),
+        ("Clip skip", meta.clip_skip),
     ]
-    fields += second_pass_fields(meta)
-    loras = meta.get("loras") or []
-    if loras:
-        fields.append(("Lora weights", ", ".join(f"{x['name']}: {x['weight']}" for x in loras)))
-    if meta.get("vae"):
-        fields.append(("VAE", meta["vae"]))
+    fields += second_pass_fields(meta.record())
+    if meta.loras:
+        fields.append(("Lora weights", ", ".join(f"{x.name}: {x.weight}" for x in meta.loras)))
+    if meta.vae:
+        fields.append(("VAE", meta.vae))
     fields += [
         (
             "ControlNet 0",
-            f"Module: none, Model: {meta['controlnet']}, Weight: {meta['controlnet_strength']}",
+            f"Module: none, Model: {meta.controlnet}, Weight: {meta.controlnet_strength}",
         ),
-        ("IP-Adapter", meta["ipadapter"]),
-        ("IP-Adapter weight", meta["ipadapter_weight"]),
-        ("Pose", meta["pose"]["id"]),
-        ("Pose tags", "|".join(meta["pose"]["tags"])),
-        ("Character", meta["character"]),
+        ("IP-Adapter", meta.ipadapter),
+        ("IP-Adapter weight", meta.ipadapter_weight),
+        ("Pose", meta.pose.id),
+        ("Pose tags", "|".join(meta.pose.tags)),
+        ("Character", meta.character),
     ]
-    if meta.get("vae"):
-        fields.append(("VAE", meta["vae"]))
-    if meta.get("loras"):
-        fields.append(("Loras", "|".join(f"{x['name']}:{x['weight']:g}" for x in meta["loras"])))
-    if meta.get("embeddings"):
-        fields.append(("Embeddings", "|".join(meta["embeddings"])))
-    scores = meta.get("scores") or {}
-    fields += [(name.capitalize(), value) for name, value in scores.items() if value is not None]
+    if meta.vae:
+        fields.append(("VAE", meta.vae))
+    if meta.loras:
+        fields.append(("Loras", "|".join(f"{x.name}:{x.weight:g}" for x in meta.loras)))
+    if meta.embeddings:
+        fields.append(("Embeddings", "|".join(meta.embeddings)))
+    fields += [
+        (name.capitalize(), value) for name, value in meta.scores.items() if value is not None
+    ]
     body = ", ".join(
         f"{name}: {_a1111_value(value)}" for name, value in fields if value is not None
     )
-    return f"{meta['prompt']}\nNegative prompt: {meta['negative_prompt']}\n{body}"
+    return f"{meta.prompt}\nNegative prompt: {meta.negative_prompt}\n{body}"
 
 
 def _a1111_sampler(label: str) -> tuple[str, str]:
@@ -109,19 +111,21 @@ class OutputStore:
             return base / (day or date.today()).isoformat()
         return base
 
-    def save(self, image: Image.Image, meta: dict[str, Any], key: str | None = None) -> Path:
+    def save(
+        self, image: Image.Image, meta: ImageMetadata | Mapping[str, Any], key: str | None = None
+    ) -> Path:
         """Write one image with its metadata; returns its final path."""
-        accepted = bool(meta.get("accepted", True))
-        path = self._reserve(meta, key, accepted)
+        meta = ImageMetadata.of(meta)
+        path = self._reserve(meta, key)
         info = PngInfo()
         info.add_text("parameters", png_parameters(meta))
-        info.add_text(METADATA_KEY, json.dumps({**meta, "path": str(path)}))
+        info.add_text(METADATA_KEY, json.dumps(meta.record(path=str(path))))
         write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
         self.index.mark_saved(path)
-        if accepted:
-            self._link(path, self.root / "characters" / meta["character"])
-            if meta.get("collection"):
-                self._link(path, self.root / "collections" / meta["collection"])
+        if meta.accepted:
+            self._link(path, self.root / "characters" / meta.character)
+            if meta.collection:
+                self._link(path, self.root / "collections" / meta.collection)
         return path
 
     def sweep_stale_temp_files(self, older_than: float = 600.0) -> int:
@@ -137,10 +141,10 @@ class OutputStore:
                     removed += 1
         return removed
 
-    def _reserve(self, meta: dict[str, Any], key: str | None, accepted: bool) -> Path:
-        folder = self.folder_for(accepted)
+    def _reserve(self, meta: ImageMetadata, key: str | None) -> Path:
+        folder = self.folder_for(meta.accepted)
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{meta['character']}_{meta['posture']}"
+        stem = f"{meta.character}_{meta.posture}"
         with self.index.transaction() as connection:
             if key is not None:
                 row = connection.execute("SELECT path FROM images WHERE key = ?", (key,)).fetchone()
@@ -150,7 +154,7 @@ class OutputStore:
             taken += [str(p) for p in folder.glob(f"{stem}_*.png")]
             number = 1 + max((_number(stem, p) for p in taken), default=0)
             path = folder / f"{stem}_{number:03d}.png"
-            self.index.reserve(connection, path, key, {**meta, "accepted": accepted})
+            self.index.reserve(connection, path, key, meta)
         return path
 
     def _link(self, target: Path, view: Path) -> None:

@@ -1,0 +1,222 @@
+"""What a render is conditioned on besides the pose: prompt embeddings and reference embeddings.
+
+Prompt embeddings come from `tools.engine.prompt_encoding` (75-token chunks, A1111 weights,
+clip skip), cached per prompt and LoRA set. IP-Adapter image embeddings are computed once per
+reference image (cached in memory and on disk, keyed by file hash and encoder), so a batch of a
+character pays for neither again. `PerImageReferences` hands each image of a batch exactly its
+own reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from tools.engine.extra_networks import Embeddings, LoraAdapters
+from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder, pad_to_chunks
+from tools.engine.prompt_syntax import LoraRequest, extract_loras
+from tools.quality.clip_images import pad_to_square
+
+if TYPE_CHECKING:
+    import torch
+
+    from tools.engine.loading import ModelSources
+    from tools.engine.rendering import RenderJob
+
+# Part of the reference-embedding cache key: bump it when the image handed to the encoder changes.
+REFERENCE_FRAMING = "square"
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class PerImageReferences:
+    """UNet pre-hook that gives each image of a batch exactly its own IP-Adapter embedding.
+
+    diffusers repeats `ip_adapter_image_embeds` by the batch size (`prepare_ip_adapter_image_
+    embeds` treats them as one reference set shared by every image), and the attention processor
+    then folds the repeats into each image's key/value tokens: every image would attend to every
+    reference of the batch. `Engine.render` therefore hands diffusers a one-image placeholder and
+    sets `rows` here, one row per UNet batch row (unconditional rows first, as diffusers orders
+    the doubled CFG batch); after the CFG cutoff the UNet runs the conditional rows only.
+    """
+
+    def __init__(self) -> None:
+        self.rows: torch.Tensor | None = None
+
+    def __call__(self, _module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        added = kwargs.get("added_cond_kwargs")
+        if self.rows is None or not added or "image_embeds" not in added:
+            return args, kwargs
+        sample = args[0] if args else kwargs["sample"]
+        rows = self.rows
+        if sample.shape[0] != rows.shape[0]:
+            rows = rows[rows.shape[0] - sample.shape[0] :]
+        kwargs["added_cond_kwargs"] = {**added, "image_embeds": [rows]}
+        return args, kwargs
+
+
+class Conditioning:
+    """Prompt and reference embeddings for one loaded pipeline, with their caches."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        sources: ModelSources,
+        loras: LoraAdapters,
+        embeddings: Embeddings,
+        cache_dir: Path,
+    ) -> None:
+        self.pipe = pipe
+        self.sources = sources
+        self.loras = loras
+        self.embeddings = embeddings
+        self.cache_dir = cache_dir
+        # Asking the pipeline walks every module (milliseconds a call): once is enough. With
+        # CPU offload the modules rest on the CPU; this is where inputs go.
+        self.device = pipe._execution_device
+        self.encoder_calls = 0
+        self._prompts: dict[tuple[str, tuple[LoraRequest, ...]], PromptEmbedding] = {}
+        self._prompt_encoder: PromptEncoder | None = None
+        self._references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._blank_reference: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # -- prompts -----------------------------------------------------------------------------
+    def prompt(self, prompt: str) -> PromptEmbedding:
+        """The prompt's embedding (its `<lora:...>` tags already taken out), cached per prompt
+        and active LoRA set: a LoRA may adapt the text encoder too."""
+        key = (prompt, self.loras.active)
+        if key in self._prompts:
+            return self._prompts[key]
+        family = self.sources.family
+        if self.embeddings.load_named(self.pipe, family, [prompt]) or self._prompt_encoder is None:
+            self._prompt_encoder = PromptEncoder(
+                self.pipe,
+                family,
+                self.sources.models.clip_skip,
+                self.device,
+                self.embeddings.tokens,
+            )
+        embedding = self._prompt_encoder.encode(prompt)
+        self._prompts[key] = embedding
+        return embedding
+
+    def text_inputs(self, jobs: list[RenderJob]) -> dict[str, Any]:
+        """Prompt and negative embeddings of the jobs, all padded with empty chunks to the
+        longest one (a prompt may be several 77-token chunks)."""
+        import torch
+
+        prompts = [self.prompt(extract_loras(job.prompt)[0]) for job in jobs]
+        negatives = [self.prompt(extract_loras(job.negative_prompt)[0]) for job in jobs]
+        chunks = max(embedding.chunks for embedding in prompts + negatives)
+        empty = self.prompt("")
+        text: dict[str, Any] = {
+            "prompt_embeds": torch.cat([pad_to_chunks(p, chunks, empty) for p in prompts]),
+            "negative_prompt_embeds": torch.cat(
+                [pad_to_chunks(p, chunks, empty) for p in negatives]
+            ),
+        }
+        if self.sources.family == "sdxl":
+            text["pooled_prompt_embeds"] = torch.cat([p.pooled for p in prompts])
+            text["negative_pooled_prompt_embeds"] = torch.cat([p.pooled for p in negatives])
+        return text
+
+    # -- references --------------------------------------------------------------------------
+    def reference_rows(
+        self, jobs: list[RenderJob], guided: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, stand-in): one reference row per UNet row (see PerImageReferences), and the
+        one-image stand-in diffusers is handed."""
+        import torch
+
+        positives, negatives = [], []
+        for job in jobs:
+            if job.reference is None:
+                positive, negative = self.zero_reference()
+            else:
+                positive, negative = self.reference(job.reference)
+            positives.append(positive[None, :])
+            negatives.append(negative[None, :])
+        if guided:
+            return torch.cat(negatives + positives), torch.cat([negatives[0], positives[0]])
+        return torch.cat(positives), positives[0]
+
+    def reference(self, reference: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positive, negative) IP-Adapter embeddings of a reference image, cached."""
+        import torch
+        from safetensors.torch import load_file, save
+
+        from tools.atomic import write_atomic
+
+        key = f"{file_digest(reference)}-{self._encoder_key()}"
+        if key in self._references:
+            return self._references[key]
+        cache_file = self.cache_dir / f"{key}.safetensors"
+        if cache_file.exists():
+            tensors = load_file(str(cache_file), device=str(self.device))
+            pair = (tensors["positive"], tensors["negative"])
+        else:
+            with Image.open(reference) as image:
+                picture = pad_to_square(image)
+            with torch.inference_mode():
+                positive, negative = self.pipe.encode_image(
+                    picture, self.device, 1, self._uses_hidden_states()
+                )
+            self.encoder_calls += 1
+            pair = (positive, negative)
+            payload = save(
+                {"positive": positive.contiguous().cpu(), "negative": negative.contiguous().cpu()}
+            )
+            write_atomic(cache_file, lambda handle: handle.write(payload))
+        self._references[key] = pair
+        return pair
+
+    def zero_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings standing in for 'no reference' (text-only images, IP-Adapter scale 0)."""
+        import torch
+
+        if self._blank_reference is None:
+            size = self.pipe.feature_extractor.crop_size
+            blank = Image.new("RGB", (size["width"], size["height"]), "white")
+            with torch.inference_mode():
+                positive, negative = self.pipe.encode_image(
+                    blank, self.device, 1, self._uses_hidden_states()
+                )
+            self._blank_reference = (torch.zeros_like(positive), negative)
+        return self._blank_reference
+
+    def image_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
+        """L2-normalised CLIP image embeddings from the IP-Adapter's encoder (for scoring)."""
+        import torch
+
+        pixels = self.pipe.feature_extractor(
+            [pad_to_square(image) for image in images], return_tensors="pt"
+        ).pixel_values.to(self.device, dtype=self.pipe.image_encoder.dtype)
+        with torch.inference_mode():
+            embeds = self.pipe.image_encoder(pixels).image_embeds.float()
+        return torch.nn.functional.normalize(embeds, dim=-1)
+
+    def _encoder_key(self) -> str:
+        """What a cached reference embedding depends on besides the image: the adapter, its
+        encoder, the encoder's dtype (an fp32 cache is wrong for an fp16 UNet) and how the image
+        was framed (`square` since references are padded to a square)."""
+        models = self.sources.models
+        return hashlib.sha256(
+            f"{self.sources.ipadapter.location}|{models.ipadapter_weight_name}|"
+            f"{models.image_encoder_folder}|{self.pipe.image_encoder.dtype}|"
+            f"{REFERENCE_FRAMING}".encode()
+        ).hexdigest()[:16]
+
+    def _uses_hidden_states(self) -> bool:
+        from diffusers.models.embeddings import ImageProjection
+
+        projection = self.pipe.unet.encoder_hid_proj.image_projection_layers[0]
+        return not isinstance(projection, ImageProjection)

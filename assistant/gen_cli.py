@@ -281,7 +281,7 @@ def _from_png(
     output_flags: dict[str, Any],
 ) -> None:
     from assistant.progress import render_with_progress
-    from tools.generation.generate import GenerationRequest
+    from tools.generation.specs import GenerationRequest
     from tools.server.generation import planned_outputs
     from tools.store.png_info import read_png_info
     from tools.store.png_replay import model_warning, replay_plan
@@ -297,7 +297,7 @@ def _from_png(
     request["character"] = _resolve_character(runtime, request["character"])
     if seed is not None:
         request["seed"] = seed
-    specs = runtime.generator.plan(GenerationRequest(**request))
+    specs = runtime.planner.plan(GenerationRequest(**request))
     if dry_run:
         _print_planned(planned_outputs(specs)["outputs"], as_json)
         return

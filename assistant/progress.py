@@ -12,8 +12,8 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tools.generation.generate import ImageSpec, OutputRecord
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import ImageSpec, OutputRecord
     from tools.jobs.journal import Job
 
 CANCEL_WINDOW_SECONDS = 3.0

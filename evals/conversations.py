@@ -45,7 +45,7 @@ def made_images(plan: Plan, turn: int) -> list[tuple[Any, list[Any]]]:
                 number += 1
                 records.append(SimpleNamespace(
                     seed=turn * 100 + number,
-                    pose=PoseRef(pose["id"], list(pose["tags"])),
+                    pose=PoseRef(id=pose["id"], tags=list(pose["tags"])),
                     character=name,
                 ))  # fmt: skip
         made.append((call, records))

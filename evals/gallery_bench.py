@@ -50,7 +50,7 @@ def synthetic_meta(
     scene: str | None = None,
     accepted: bool = True,
 ) -> dict[str, Any]:
-    """A record shaped like the ones `Generator.metadata` + the gate write (scores included)."""
+    """A record shaped like the ones `Producer.metadata` + the gate write (scores included)."""
     rng = random.Random(number)
     character = character or CHARACTERS[number % len(CHARACTERS)]
     pose_id, tags = pose or POSES[number % len(POSES)]

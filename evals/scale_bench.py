@@ -27,8 +27,8 @@ from evals.soak import prepare_home
 def run_once(models: Path, root: Path, workers: int, images: int, ray: bool) -> dict[str, float]:
     from PIL import Image
 
-    from tools.generation.generate import GenerationRequest
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
     from tools.jobs.client import ensure_worker, submit_job, wait_for_job
     from tools.jobs.job import JobState
     from tools.jobs.processes import stop_worker
@@ -51,7 +51,7 @@ def run_once(models: Path, root: Path, workers: int, images: int, ray: bool) -> 
 
     def plan(count: int, seed: int):
         request = GenerationRequest(character="sakura", count=count, seed=seed, posture="standing")
-        return runtime.generator.plan(request)
+        return runtime.planner.plan(request)
 
     head = None
     if ray:

@@ -79,8 +79,8 @@ def configure(home: Path, fault_rate: float, seed: int, hang_timeout: str = "8s"
 def submit_all(jobs: int) -> tuple[object, list[str]]:
     from PIL import Image
 
-    from tools.generation.generate import GenerationRequest
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
     from tools.jobs.client import submit_job
     from tools.settings import load_settings
 
@@ -93,7 +93,7 @@ def submit_all(jobs: int) -> tuple[object, list[str]]:
         request = GenerationRequest(
             character="sakura", count=count, seed=number * 10, posture="standing"
         )
-        ids.append(submit_job(settings, runtime.generator.plan(request), f"soak {number}")[1])
+        ids.append(submit_job(settings, runtime.planner.plan(request), f"soak {number}")[1])
     return settings, ids
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.generation.generate import GenerationRequest
 from tools.generation.runtime import Runtime
+from tools.generation.specs import GenerationRequest
 from tools.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -40,15 +40,15 @@ def test_a_batch_renders_together_saves_each_image_and_skips_saved_keys(
     anime_home, reference_image
 ):
     runtime = runtime_for(anime_home, reference_image, batch_size=2)
-    specs = runtime.generator.plan(GenerationRequest(character="sakura", count=3, seed=7))
+    specs = runtime.planner.plan(GenerationRequest(character="sakura", count=3, seed=7))
     batches = unet_batches(runtime)
-    records = runtime.generator.produce_batch(specs)
+    records = runtime.producer.produce_batch(specs)
     # Two images (each with its negative) for four steps, then the third alone.
     assert batches == [4] * 4 + [2] * 4
     assert [r.seed for r in records] == [7, 8, 9]
     assert len({r.path for r in records}) == 3 and all(Path(r.path).exists() for r in records)
     batches.clear()
-    again = runtime.generator.produce_batch([specs[2], specs[0]])
+    again = runtime.producer.produce_batch([specs[2], specs[0]])
     assert batches == [] and [r.path for r in again] == [records[2].path, records[0].path]
 
 
@@ -57,18 +57,18 @@ def test_batch_pixels_repeat_exactly_and_differ_from_single_images_by_rounding_o
 ):
     request = GenerationRequest(character="sakura", count=2, seed=11, request_id="r")
     batched = runtime_for(anime_home, reference_image, batch_size=2)
-    first = batched.generator.produce_batch(batched.generator.plan(request))
+    first = batched.producer.produce_batch(batched.planner.plan(request))
     second_home = tmp_path / "second"
     second_home.mkdir()
     (second_home / ".anime-config.yaml").write_bytes(
         (anime_home / ".anime-config.yaml").read_bytes()
     )
     rerun = runtime_for(second_home, reference_image, batch_size=2)
-    repeat = rerun.generator.produce_batch(rerun.generator.plan(request))
+    repeat = rerun.producer.produce_batch(rerun.planner.plan(request))
     single = runtime_for(second_home, reference_image, batch_size=1)
     alone = [
-        single.generator.produce(spec)
-        for spec in single.generator.plan(request.model_copy(update={"request_id": "s"}))
+        single.producer.produce(spec)
+        for spec in single.planner.plan(request.model_copy(update={"request_id": "s"}))
     ]
     for a, b, c in zip(first, repeat, alone, strict=True):
         assert np.array_equal(pixels(a.path), pixels(b.path))
@@ -87,9 +87,9 @@ def test_rejected_images_of_a_batch_are_rerolled_one_at_a_time(anime_home, refer
         )
     )
     runtime.characters.add("sakura", reference_image)
-    specs = runtime.generator.plan(GenerationRequest(character="sakura", count=2, seed=3))
+    specs = runtime.planner.plan(GenerationRequest(character="sakura", count=2, seed=3))
     batches = unet_batches(runtime)
-    records = runtime.generator.produce_batch(specs)
+    records = runtime.producer.produce_batch(specs)
     assert batches == [4] * 4 + [2] * 8
     assert [(r.accepted, r.attempts, len(r.rejected)) for r in records] == [(False, 2, 1)] * 2
     assert len({r.seed for r in records}) == 2 and {r.seed for r in records}.isdisjoint({3, 4})
@@ -104,11 +104,11 @@ def test_worker_halves_the_batch_on_out_of_memory_and_draws_each_image_once(
 
     settings = load_settings(overrides={"output": {"batch_size": 4}}, home=anime_home, env={})
     runtime = runtime_for(anime_home, reference_image, batch_size=4)
-    specs = runtime.generator.plan(GenerationRequest(character="sakura", count=4, seed=21))
+    specs = runtime.planner.plan(GenerationRequest(character="sakura", count=4, seed=21))
     journal, job_id = submit_job(settings, specs)
     worker = Worker(settings)
-    generator = worker.runtime_for(settings).generator
-    real = generator.produce_batch
+    producer = worker.runtime_for(settings).producer
+    real = producer.produce_batch
     sizes: list[int] = []
 
     def tight_memory(batch, on_step=None):
@@ -117,7 +117,7 @@ def test_worker_halves_the_batch_on_out_of_memory_and_draws_each_image_once(
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(batch, on_step)
 
-    generator.produce_batch = tight_memory
+    producer.produce_batch = tight_memory
     job = journal.claim(os.getpid())
     assert worker.run_job(job) is True
     done = journal.get(job_id)
@@ -150,8 +150,8 @@ def all_characters_pixels(home: Path, references: dict[str, Path], **output) -> 
             runtime.characters.add(name, path)
     specs = plan_all_characters(runtime, pose="standing", seed=5)
     batches = unet_batches(runtime)
-    records = runtime.generator.produce_batch(specs)
-    assert batches[0] == 2 * runtime.generator.batch_size  # really drawn together
+    records = runtime.producer.produce_batch(specs)
+    assert batches[0] == 2 * runtime.producer.batch_size  # really drawn together
     return {record.character: pixels(record.path) for record in records}
 
 

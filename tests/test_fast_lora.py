@@ -51,8 +51,8 @@ def test_the_fast_lora_is_fused_and_changes_the_image(anime_home, tiny_models, t
 def test_tcd_sampler_and_metadata_say_what_drew_the_image(
     anime_home, tiny_models, tmp_path, reference_image
 ):
-    from tools.generation.generate import GenerationRequest
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
 
     lora = build_tiny_lora(tiny_models / "sd15" / "unet", tmp_path / "hyper.safetensors")
     overrides = {
@@ -62,7 +62,7 @@ def test_tcd_sampler_and_metadata_say_what_drew_the_image(
     runtime = Runtime(load_settings(overrides=overrides, home=anime_home, env={}))
     assert type(runtime.engine.pipe.scheduler).__name__ == "TCDScheduler"
     runtime.characters.add("sakura", reference_image)
-    spec = runtime.generator.plan(GenerationRequest(character="sakura", seed=1))[0]
-    meta = runtime.generator.metadata(spec, 1)
+    spec = runtime.planner.plan(GenerationRequest(character="sakura", seed=1))[0]
+    meta = runtime.producer.metadata(spec, 1)
     assert (meta["steps"], meta["sampler"], meta["guidance_scale"]) == (3, "TCD", 1.0)
     assert meta["fast_lora"].endswith("hyper.safetensors")

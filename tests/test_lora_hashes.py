@@ -44,8 +44,8 @@ def test_short_hashes_by_name_for_local_files_only(tiny_models, tmp_path):
 def test_an_image_records_its_lora_hashes_in_a1111_spelling(anime_home, tiny_models):
     from PIL import Image
 
-    from tools.generation.generate import GenerationRequest
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
     from tools.store.output_store import png_parameters
 
     settings = load_settings(overrides={"models": {"loras": f"{LORA_NAME}:0.8"}})
@@ -55,8 +55,8 @@ def test_an_image_records_its_lora_hashes_in_a1111_spelling(anime_home, tiny_mod
     runtime = Runtime(settings)
     runtime.characters.add("sakura", Image.new("RGB", (96, 128), (240, 200, 210)))
     request = GenerationRequest(character="sakura", random_pose=True, seed=1)
-    spec = runtime.generator.plan(request)[0]
-    meta = runtime.generator.metadata(spec, spec.seed)
+    spec = runtime.planner.plan(request)[0]
+    meta = runtime.producer.metadata(spec, spec.seed)
     short = addnet_hash(lora)[:12]
     assert meta["lora_hashes"] == {LORA_NAME: short}
     assert f'Lora hashes: "{LORA_NAME}: {short}"' in png_parameters(meta)

@@ -144,7 +144,7 @@ def test_index_records_carry_their_final_path(tmp_path):
 
 
 def producer_meta() -> dict:
-    """A record in the producer's own key order (Generator.metadata, then the gate's fields),
+    """A record in the producer's own key order (Producer.metadata, then the gate's fields),
     with every optional field it writes."""
     base = meta()
     return {

@@ -113,8 +113,8 @@ def test_missing_aesthetic_model_is_skipped_and_reported(anime_home: Path) -> No
 def test_rejects_are_rerolled_up_to_max_attempts_and_kept_with_scores(
     anime_home: Path, reference_image: Path
 ) -> None:
-    from tools.generation.generate import GenerationRequest
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
     from tools.store.output_store import read_png_metadata
 
     # No probability reaches 1.0, so every attempt fails the aesthetic minimum.
@@ -122,8 +122,8 @@ def test_rejects_are_rerolled_up_to_max_attempts_and_kept_with_scores(
         load_settings(overrides={"quality": {"min_aesthetic": 1.0, "max_attempts": 3}})
     )
     runtime.characters.add("sakura", reference_image)
-    spec = runtime.generator.plan(GenerationRequest(character="sakura", seed=5))[0]
-    record = runtime.generator.produce(spec)
+    spec = runtime.planner.plan(GenerationRequest(character="sakura", seed=5))[0]
+    record = runtime.producer.produce(spec)
 
     assert not record.accepted and record.attempts == 3
     assert len(record.rejected) == 2 and record.path not in record.rejected

@@ -19,8 +19,7 @@ from typer.testing import CliRunner
 from assistant.chat_cli import app
 from assistant.planners.base import PoseRef
 from tests.test_ollama_planner import closed_port_host
-from tools.generation.generate import OutputRecord
-from tools.generation.generate import PoseRef as RecordPose
+from tools.generation.specs import OutputRecord
 
 
 class FakeGenerator:
@@ -36,7 +35,7 @@ class FakeGenerator:
             Image.new("RGB", (32, 48), (40 * i % 255, 90, 160)).save(path)
             tags = (request.pose or "standing").split()
             record = OutputRecord(path=str(path), character=request.character,
-                                  pose=RecordPose(id=f"{tags[0]}_{i}", tags=tags),
+                                  pose=PoseRef(id=f"{tags[0]}_{i}", tags=tags),
                                   seed=(request.seed or 100) + i)  # fmt: skip
             records.append(record)
             if on_image:

@@ -150,16 +150,15 @@ def test_face_detail_without_a_face_keeps_the_image(warm, monkeypatch):
 
 @pytest.mark.slow
 def test_face_detail_setting_records_adetailer_keys_in_the_saved_png(warm, monkeypatch):
-    from tools.generation.generate import GenerationRequest
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
 
     animeface = pytest.importorskip("animeface")
     monkeypatch.setattr(animeface, "detect", _face_at((40, 30, 40, 40)))
     settings = load_settings(overrides={"output": {"face_detail": True}}, home=warm.home, env={})
-    runtime = Runtime(settings)
-    runtime.__dict__["engine"] = warm.engine  # as the worker shares its warm engine
+    runtime = Runtime(settings, engine=warm.engine)  # as the worker shares its warm engine
     request = GenerationRequest(character="sakura", random_pose=True, seed=7)
-    record = runtime.generator.produce(runtime.generator.plan(request)[0])
+    record = runtime.producer.produce(runtime.planner.plan(request)[0])
     ours = read_png_info(Path(record.path))
     assert ours["face_detail"]["applied"] is True
     assert ours["face_detail"]["faces"] == [[40, 30, 40, 40]]

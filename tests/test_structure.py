@@ -21,8 +21,6 @@ TOO_LONG_FOR_NOW = {
     "assistant/gen_cli.py",
     "tools/engine/extra_networks.py",
     "tools/gallery/catalog.py",
-    "tools/generation/generate.py",
-    "tools/jobs/worker.py",
     "tools/settings.py",
 }
 

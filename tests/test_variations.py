@@ -1,4 +1,4 @@
-"""`--variations NAME N` and `--all-characters`: planned through the generator, gated, linked."""
+"""`--variations NAME N` and `--all-characters`: planned through the planner, gated, linked."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_five_variations_have_distinct_poses_and_are_linked(
     specs = plan_variations(runtime, "sakura", 5, seed=40)
     assert len({spec.pose.id for spec in specs}) == 5
     assert [spec.seed for spec in specs] == [40, 41, 42, 43, 44]
-    records = [runtime.generator.produce(spec) for spec in specs]
+    records = [runtime.producer.produce(spec) for spec in specs]
     assert all(record.accepted and record.scores.consistency is not None for record in records)
 
     rejected = records[0].model_copy(update={"accepted": False})

@@ -40,13 +40,13 @@ def studio(anime_home: Path, reference_image: Path, monkeypatch: pytest.MonkeyPa
 
 
 def plan(count: int, seed: int = 1):
-    from tools.generation.generate import GenerationRequest
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
     from tools.settings import load_settings
 
     settings = load_settings()
     request = GenerationRequest(character="sakura", count=count, seed=seed, posture="standing")
-    return settings, Runtime(settings).generator.plan(request)
+    return settings, Runtime(settings).planner.plan(request)
 
 
 def submit(count: int, seed: int = 1) -> tuple[object, JobJournal, str]:

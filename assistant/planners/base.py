@@ -1,7 +1,8 @@
 """What every planner shares: the plan it returns, the context it reads, and the protocol.
 
-Planners are pure: they see the character names, a pose lookup and the previous turn through a
-`PlannerContext`, and return a `Plan` of validated tool calls. Nothing here touches a GPU.
+Planners are pure: they see the character names, a pose lookup (`PoseRef`, the one shape that
+image records carry too) and the previous turn through a `PlannerContext`, and return a `Plan` of
+validated tool calls. Nothing here touches a GPU.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from posebank.pose import POSTURES
+from tools.generation.specs import PoseRef
 
 
 class PlannedCall(BaseModel):
@@ -39,17 +41,6 @@ class Plan(BaseModel):
             "reply": self.reply,
             "calls": [call.contract() for call in self.calls],
         }
-
-
-@dataclass(frozen=True)
-class PoseRef:
-    """A pose as the plan reports it: the bank's id (None when no bank answered) and its tags."""
-
-    id: str | None
-    tags: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "tags": list(self.tags)}
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def _pose(pose: str | None, context: PlannerContext) -> dict[str, Any] | None:
     if pose is None:
         return None
     ref = context.find_pose(pose)
-    return ref.as_dict() if ref else None
+    return ref.model_dump() if ref else None
 
 
 def resolve_call(tool: str, args: BaseModel, context: PlannerContext, out: Resolved) -> None:

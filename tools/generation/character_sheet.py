@@ -6,27 +6,29 @@
    in `<character>/sheet/` (each view, the candidates, and one `sheet.png` strip).
 3. The character is registered with its description and prompt tags, and calibrated.
 
-Everything is drawn in a staging folder first and moved in only once the character is
-registered, so a failure leaves no half-made character; an existing name is never overwritten.
+This process only plans: every image is a spec (`ImageSpec.sheet`) in a job that the warm worker
+draws, like any other image, so no second pipeline is loaded here. Everything is drawn in a
+staging folder first and moved in only once the character is registered, so a failure leaves no
+half-made character; an existing name is never overwritten.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-from tools.atomic import write_atomic, write_json_atomic
+from tools.atomic import write_json_atomic
 from tools.characters.library import REFERENCE_FILENAME, normalize_name
 from tools.errors import UserError
+from tools.generation.specs import SEED_LIMIT, ImageSpec, OutputRecord, PoseRef, SheetImage
 
 if TYPE_CHECKING:
     from posebank import Pose
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 SHEET_FOLDER = "sheet"
 CANDIDATES = 4
-SEED_LIMIT = 2**32
 # Words that describe the request, not the character ("a new character with pink hair").
 _FILLER_WORDS = "new a an the character characters with and of make create draw me please named"
 _FILLER = set(f"{_FILLER_WORDS} called who has in".split())
@@ -105,51 +106,87 @@ def _pose_for(runtime: Runtime, tag: str) -> Pose:
     return (standing or tagged or poses)[0]
 
 
-def _save_png(path: Path, image: Image.Image, parameters: str) -> None:
-    info = PngInfo()
-    info.add_text("parameters", parameters)
-    write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
-
-
 def _candidate_rank(face: float, aesthetic: float | None) -> tuple[bool, float]:
     """A candidate with a face beats one without; then face likelihood plus aesthetic."""
     return face > 0, face + (NEUTRAL_AESTHETIC if aesthetic is None else aesthetic)
 
 
-class _Drawer:
-    """Renders one image of the new character with the configured size and weights."""
+@dataclass(frozen=True)
+class _SheetPlan:
+    """The new character's name and tags, and the seeds of its images (base seed S: candidate
+    i uses S+i, view j uses S+candidates+j)."""
 
-    def __init__(self, runtime: Runtime, tags: str, name: str) -> None:
-        self.runtime = runtime
-        self.tags = tags
-        self.name = name
-        self.resolution = runtime.settings.output.resolution
+    name: str
+    tags: str
+    base_seed: int
+    request_id: str
 
-    def draw(
-        self, pose: Pose, extra: str, seed: int, reference: Path | None
-    ) -> tuple[Image.Image, str]:
-        from posebank.render import render_pose
-        from prompts import load_prompt
-        from tools.engine.rendering import RenderJob
-        from tools.generation.generate import compose_prompt
-
-        models = self.runtime.settings.models
-        width, height = self.resolution.width, self.resolution.height
-        prompt = compose_prompt(self.tags, self.name, pose, extra)
-        negative = load_prompt("negative_tags")
-        job = RenderJob(prompt, negative, render_pose(pose, width, height), reference, seed)
-        image = self.runtime.engine.render(
-            [job],
-            width=width,
-            height=height,
-            ipadapter_weight=models.ipadapter_weight if reference else 0.0,
-            controlnet_strength=models.controlnet_strength,
-        )[0]
-        parameters = (
-            f"{prompt}\nNegative prompt: {negative}\nSeed: {seed}, Size: {width}x{height}, "
-            f"Pose: {pose.id}, IP-Adapter weight: {models.ipadapter_weight if reference else 0}"
+    def spec(
+        self, index: int, pose: Pose, view: SheetView, folder: Path, reference: Path | None
+    ) -> ImageSpec:
+        """Image `index` of the sheet: a candidate (no reference yet) or a view."""
+        file = f"candidate_{index + 1}.png" if reference is None else f"{view.name}.png"
+        return ImageSpec(
+            key=f"{self.request_id}:{index}",
+            request_id=self.request_id,
+            index=index,
+            character=self.name,
+            pose=PoseRef(id=pose.id, tags=list(pose.tags)),
+            posture=pose.posture,
+            user_prompt=view.prompt,
+            seed=(self.base_seed + index) % SEED_LIMIT,
+            sheet=SheetImage(
+                tags=self.tags,
+                reference=None if reference is None else str(reference),
+                path=str(folder / file),
+            ),
         )
-        return image, parameters
+
+
+class _InOrder:
+    """Hands the records of sheet specs on in spec order, whatever order they are drawn in."""
+
+    def __init__(
+        self, specs: list[ImageSpec], on_record: Callable[[int, OutputRecord], None]
+    ) -> None:
+        self.numbers = {spec.sheet.path: n for n, spec in enumerate(specs) if spec.sheet}
+        self.on_record = on_record
+        self.arrived: dict[int, OutputRecord] = {}
+        self.next = 0
+
+    def __call__(self, record: OutputRecord) -> None:
+        self.arrived[self.numbers[record.path or ""]] = record
+        while self.next in self.arrived:
+            self.on_record(self.next, self.arrived[self.next])
+            self.next += 1
+
+
+def _in_worker(
+    runtime: Runtime,
+    specs: list[ImageSpec],
+    label: str,
+    on_record: Callable[[int, OutputRecord], None] | None = None,
+) -> list[OutputRecord]:
+    """Draw the specs as one job in the warm worker; `on_record(i, record)` for each spec i as
+    it is drawn, in spec order. Returns the records in spec order."""
+    from tools.jobs.client import run_in_worker
+
+    on_image = None if on_record is None else _InOrder(specs, on_record)
+    return run_in_worker(runtime.settings, specs, on_image, label=label, cancel_on_interrupt=True)
+
+
+def _calibration_spec(plan: _SheetPlan, pose: Pose) -> ImageSpec:
+    """The registered character's baselines, measured with the worker's image encoder."""
+    return ImageSpec(
+        key=f"{plan.request_id}:calibration",
+        request_id=plan.request_id,
+        index=0,
+        character=plan.name,
+        pose=PoseRef(id=pose.id, tags=list(pose.tags)),
+        posture=pose.posture,
+        seed=plan.base_seed,
+        calibration_only=True,
+    )
 
 
 def create_character_sheet(
@@ -162,7 +199,8 @@ def create_character_sheet(
     on_event: EventCallback | None = None,
 ) -> Character:
     """Make, pick, draw and register a new character; returns it (its sheet is in `sheet/`)."""
-    from tools.quality.gate import face_score
+    from tools.generation.planner import new_seed
+    from tools.generation.producer import save_png
 
     say = on_event or (lambda _message: None)
     tags = description_tags(description)
@@ -175,27 +213,35 @@ def create_character_sheet(
         )
     if candidates < 1:
         raise UserError(f"candidates must be at least 1 (got {candidates})")
-    base_seed = seed if seed is not None else secrets.randbelow(SEED_LIMIT)
-    drawer = _Drawer(runtime, tags, key)
+    base_seed = seed if seed is not None else new_seed()
+    plan = _SheetPlan(key, tags, base_seed, uuid.uuid4().hex[:12])
     runtime.characters.root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.sheet-", dir=runtime.characters.root))
     try:
         sheet = staging / SHEET_FOLDER
         front = _pose_for(runtime, "front view")
-        scored = []
-        for number in range(candidates):
-            candidate_seed = (base_seed + number) % SEED_LIMIT
-            image, parameters = drawer.draw(front, VIEWS[0].prompt, candidate_seed, None)
-            face, aesthetic = face_score(image), runtime.gate.aesthetic.score(image)
-            path = sheet / "candidates" / f"candidate_{number + 1}.png"
-            _save_png(path, image, parameters)
-            scored.append(
-                {"file": path.name, "seed": candidate_seed, "face": face, "aesthetic": aesthetic}
-            )
+        drafts = [
+            plan.spec(number, front, VIEWS[0], sheet / "candidates", None)
+            for number in range(candidates)
+        ]
+
+        def candidate_drawn(number: int, record: OutputRecord) -> None:
+            face, aesthetic = record.scores.face or 0.0, record.scores.aesthetic
             say(
                 f"candidate {number + 1}/{candidates}: face {face:.2f}, aesthetic "
                 f"{'n/a' if aesthetic is None else f'{aesthetic:.2f}'}"
             )
+
+        drawn = _in_worker(runtime, drafts, f"character sheet {key}: candidates", candidate_drawn)
+        scored = [
+            {
+                "file": Path(record.path or "").name,
+                "seed": record.seed,
+                "face": record.scores.face or 0.0,
+                "aesthetic": record.scores.aesthetic,
+            }
+            for record in drawn
+        ]
         best = max(
             range(candidates),
             key=lambda i: _candidate_rank(scored[i]["face"], scored[i]["aesthetic"]),
@@ -208,15 +254,20 @@ def create_character_sheet(
         )
         say(f"reference: candidate {best + 1}")
 
-        views = []
-        for number, view in enumerate(VIEWS):
-            view_seed = (base_seed + candidates + number) % SEED_LIMIT
-            pose = _pose_for(runtime, view.pose_tag)
-            image, parameters = drawer.draw(pose, view.prompt, view_seed, reference)
-            _save_png(sheet / f"{view.name}.png", image, parameters)
-            views.append(image)
-            say(f"sheet: {view.name}")
-        _save_png(sheet / "sheet.png", _strip(views), f"turnaround sheet of {key}: {tags}")
+        views = [
+            plan.spec(
+                candidates + number, _pose_for(runtime, view.pose_tag), view, sheet, reference
+            )
+            for number, view in enumerate(VIEWS)
+        ]
+        view_records = _in_worker(
+            runtime,
+            views,
+            f"character sheet {key}: views",
+            lambda number, _record: say(f"sheet: {VIEWS[number].name}"),
+        )
+        images = [Image.open(record.path or "").convert("RGB") for record in view_records]
+        save_png(sheet / "sheet.png", _strip(images), f"turnaround sheet of {key}: {tags}")
 
         character = runtime.characters.add(
             key, reference_image, description=description.strip(), prompt_tags=tags
@@ -224,7 +275,7 @@ def create_character_sheet(
         (staging / SHEET_FOLDER).rename(character.folder / SHEET_FOLDER)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    runtime.gate.baseline(character)
+    _in_worker(runtime, [_calibration_spec(plan, front)], f"calibrate {key}")
     return runtime.characters.get(key)
 
 

@@ -1,23 +1,23 @@
 """Runs over the library: `--variations NAME N` and `--all-characters`.
 
-Both only plan `ImageSpec`s through `Generator.plan`, so every image goes through the same
+Both only plan `ImageSpec`s through the planner, so every image goes through the same
 render → quality gate → re-roll → save path as a single generation.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.errors import UserError
-from tools.generation.generate import SEED_LIMIT, GenerationRequest
+from tools.generation.planner import new_seed
+from tools.generation.specs import SEED_LIMIT, GenerationRequest
 
 if TYPE_CHECKING:
-    from tools.generation.generate import ImageSpec, OutputRecord
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import ImageSpec, OutputRecord
 
 VARIATIONS_FOLDER = "variations"
 
@@ -36,7 +36,7 @@ def plan_variations(
     request = GenerationRequest(
         character=character, posture=posture, prompt=prompt, count=count, seed=seed
     )
-    return runtime.generator.plan(request)
+    return runtime.planner.plan(request)
 
 
 def link_variations(runtime: Runtime, records: list[OutputRecord]) -> list[Path]:
@@ -76,7 +76,7 @@ def plan_all_characters(
             "the character library is empty",
             "add one: anime-gen characters add NAME --image PATH",
         )
-    base_seed = seed if seed is not None else secrets.randbelow(SEED_LIMIT)
+    base_seed = seed if seed is not None else new_seed()
     run_id = uuid.uuid4().hex[:12]
     specs: list[ImageSpec] = []
     for number, name in enumerate(names):
@@ -90,5 +90,5 @@ def plan_all_characters(
             collection=collection,
             request_id=f"{run_id}-{number}",
         )
-        specs.extend(runtime.generator.plan(request))
+        specs.extend(runtime.planner.plan(request))
     return specs

@@ -1,4 +1,8 @@
-"""The runtime owns the warm resources of one process, built lazily from one `Settings`."""
+"""The runtime owns the warm resources of one process, built lazily from one `Settings`.
+
+It is the one place that wires the parts together: the planner gets the library and the pose
+bank, the producer gets the engine, gate, store and index. Nothing else pulls parts out of it.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,18 @@ from tools.store.output_store import OutputStore
 if TYPE_CHECKING:
     from posebank import PoseBank
     from tools.engine.rendering import Engine
-    from tools.generation.generate import Generator
+    from tools.generation.planner import GenerationPlanner
+    from tools.generation.producer import Producer
     from tools.quality.gate import QualityGate
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        """`engine`: a warm engine to share (the worker hands the one it owns to each job's
+        runtime whose settings render alike); by default one is made on first use."""
         self.settings = settings
         self.paths = settings.paths
+        self._engine = engine
 
     @cached_property
     def characters(self) -> CharacterLibrary:
@@ -42,6 +50,8 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
+        if self._engine is not None:
+            return self._engine
         from tools.engine.rendering import Engine
 
         return Engine(self.settings)
@@ -53,7 +63,21 @@ class Runtime:
         return QualityGate(self.settings, self.engine)
 
     @cached_property
-    def generator(self) -> Generator:
-        from tools.generation.generate import Generator
+    def planner(self) -> GenerationPlanner:
+        from tools.generation.planner import GenerationPlanner
 
-        return Generator(self)
+        return GenerationPlanner(self.settings, self.characters, self.poses)
+
+    @cached_property
+    def producer(self) -> Producer:
+        from tools.generation.producer import Producer
+
+        return Producer(
+            self.settings,
+            engine=self.engine,
+            gate=self.gate,
+            store=self.store,
+            index=self.index,
+            characters=self.characters,
+            poses=self.poses,
+        )

@@ -142,7 +142,7 @@ def flat_property(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _generation_request(character: str, pose: str | None, prompt: str, count: int, seed):
-    from tools.generation.generate import GenerationRequest
+    from tools.generation.specs import GenerationRequest
 
     return GenerationRequest(
         character=character,
@@ -159,7 +159,7 @@ def _render(runtime: Runtime, request: Any, on_image: OnImage | None) -> list[An
     """Images are drawn by the warm worker (one process owns the GPU), never in the chat."""
     from tools.jobs.client import run_in_worker
 
-    specs = runtime.generator.plan(request)
+    specs = runtime.planner.plan(request)
     return run_in_worker(runtime.settings, specs, on_image, cancel_on_interrupt=True)
 
 
@@ -232,7 +232,7 @@ def run_find_pose(runtime: Runtime, args: FindPoseArgs, on_image: OnImage | None
 def run_show_results(
     runtime: Runtime, args: ShowResultsArgs, on_image: OnImage | None
 ) -> ToolResult:
-    from tools.generation.generate import OutputRecord
+    from tools.generation.specs import OutputRecord
 
     rows = runtime.index.recent(limit=args.limit, character=args.character)
     records = [OutputRecord.model_validate(row["record"]) for row in rows]

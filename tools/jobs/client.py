@@ -22,7 +22,7 @@ from tools.jobs.processes import log_path, start_detached, worker_running
 from tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from tools.generation.generate import ImageSpec, OutputRecord
+    from tools.generation.specs import ImageSpec, OutputRecord
 
 SUPERVISOR_MODULE = "tools.jobs.supervisor"
 # How many times one wait starts the worker again before it gives up on it.
@@ -122,7 +122,7 @@ def wait_for_job(
 
 
 def job_records(job: Job) -> list[OutputRecord]:
-    from tools.generation.generate import OutputRecord
+    from tools.generation.specs import OutputRecord
 
     return [OutputRecord.model_validate(image.record) for image in job.images if image.record]
 
@@ -153,7 +153,7 @@ def run_in_worker(
     Ctrl-C stops waiting; with `cancel_on_interrupt` it also cancels the job (the chat's
     "cancel the current request"), otherwise the job keeps running in the worker.
     """
-    from tools.generation.generate import OutputRecord
+    from tools.generation.specs import OutputRecord
 
     journal, job_id = submit_job(settings, specs, label)
     reported: set[int] = set()

@@ -1,7 +1,7 @@
 """The job journal: every request is a job in SQLite (WAL) under the state dir; it is the truth.
 
 A job holds the planned `ImageSpec`s of one request and tracks its images one by one: an image is
-done only after `Generator.produce` has written its file (atomically) and the row here is
+done only after `Producer.produce_batch` has written its file (atomically) and the row here is
 committed. Every state change is one IMMEDIATE transaction, so several front ends and the worker
 can use the journal at once. Updates that belong to one run of a job are conditioned on its
 `run_token`, so a worker that was given up on cannot overwrite what its successor did.

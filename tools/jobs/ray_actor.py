@@ -80,7 +80,8 @@ class RenderActor:
         return {"host": socket.gethostname(), "pid": os.getpid()}
 
     def render(self, task: dict[str, Any]) -> dict[str, Any]:
-        from tools.generation.generate import ImageSpec
+        from tools.generation.producer import Producer
+        from tools.generation.specs import ImageSpec
 
         ray = ray_module()
         for relative, (digest, ref) in task["files"].items():
@@ -93,9 +94,16 @@ class RenderActor:
         request = _local_paths(task["request"], task["path_map"], self.home)
         runtime = self.worker.runtime_for(self.worker.request_settings(request))
         store = _CapturingStore()
-        runtime.__dict__["store"] = store
-        runtime.__dict__["poses"] = _ShippedPoses(task["poses"])
-        for name in {spec["character"] for spec in task["specs"]}:
+        producer = Producer(
+            runtime.settings,
+            engine=runtime.engine,
+            gate=runtime.gate,
+            store=store,
+            index=runtime.index,
+            characters=runtime.characters,
+            poses=_ShippedPoses(task["poses"]),
+        )
+        for name in {spec["character"] for spec in task["specs"] if not spec.get("sheet")}:
             if name not in self.calibrated:
                 runtime.gate.baseline(runtime.characters.get(name))
                 self.calibrated.add(name)
@@ -104,7 +112,7 @@ class RenderActor:
             if kind is not None:
                 trigger(kind, spec["index"])
         specs = [ImageSpec.model_validate(spec) for spec in task["specs"]]
-        records = runtime.generator.produce_batch(specs)
+        records = producer.produce_batch(specs)
         images = []
         for spec, record in zip(specs, records, strict=True):
             mine = [save for save in store.saves if _base_key(save["key"]) == spec.key]

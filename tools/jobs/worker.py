@@ -3,7 +3,7 @@
 It is started (and watched, and restarted) by `tools.jobs.supervisor`, one per GPU; each leases the
 next pending images of the first runnable job (`batch_size` of them), so several workers share
 one job. It beats its lease once per denoising step so the supervisor can tell a hang from slow
-work. Images go through `Generator.produce_batch`,
+work. Images go through `Producer.produce_batch`,
 `batch_size` at a time, which is idempotent on each image's key: a job retried after a crash skips
 the images the journal has as done and redraws the interrupted ones under the same names, so
 nothing is duplicated. Out of memory halves the batch; at one image, the retry slices the VAE.
@@ -16,28 +16,24 @@ import argparse
 import logging
 import os
 import sys
-import threading
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from tools.jobs.faults import FaultPlan
-from tools.jobs.job import Job, JobState
+from tools.jobs.heartbeat import Heartbeat, Keepalive, RunEnded
+from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
 from tools.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from tools.generation.runtime import Runtime
+    from tools.generation.specs import ImageSpec
 
 log = logging.getLogger("anime.worker")
 
 POLL_SECONDS = 0.2
-BEAT_EVERY = 0.25  # seconds between journal writes; the watchdog allows hang_timeout
 EXIT_IDLE, EXIT_RESTART = 0, 3
-
-
-class RunEnded(Exception):
-    """The job was cancelled, or its run was taken away (the watchdog gave up on it)."""
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -47,61 +43,6 @@ def is_out_of_memory(error: BaseException) -> bool:
 def is_device_broken(error: BaseException) -> bool:
     """A CUDA error other than OOM leaves the context unusable: only a new process helps."""
     return "cuda error" in str(error).lower() or "device-side assert" in str(error).lower()
-
-
-class Heartbeat:
-    """The step callback: records progress at most every BEAT_EVERY s, stops cancelled runs.
-
-    With a lease `token` it beats the worker's image leases (several workers per job), else the
-    job's whole run."""
-
-    def __init__(self, journal: JobJournal, job: Job, token: str | None = None) -> None:
-        self.journal = journal
-        self.job = job
-        self.token = token
-        self.progress: dict[str, Any] = {}
-        self._last = 0.0
-
-    def alive(self, progress: dict[str, Any]) -> bool:
-        if self.token is not None:
-            return self.journal.beat_lease(self.job.id, self.token, progress)
-        return self.journal.beat(self.job, progress) == JobState.RUNNING
-
-    def beat(self, force: bool = False, **progress: Any) -> None:
-        self.progress.update(progress)
-        now = time.monotonic()
-        if not force and now - self._last < BEAT_EVERY:
-            return
-        self._last = now
-        if not self.alive(dict(self.progress)):
-            raise RunEnded(self.job.id)
-
-    def on_step(self, step: int, steps: int) -> None:
-        self.beat(step=step, steps=steps)
-
-
-class Keepalive:
-    """Beats from a thread while models load: no step callback runs then, and loading is slow."""
-
-    def __init__(self, heartbeat: Heartbeat) -> None:
-        self.heartbeat = heartbeat
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            try:
-                self.heartbeat.alive({"phase": "loading"})
-            except Exception:  # a failed beat only makes the watchdog stricter
-                log.exception("heartbeat while loading failed")
-
-    def __enter__(self) -> Keepalive:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class Worker:
@@ -152,10 +93,10 @@ class Worker:
 
         key = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
         if key not in self._runtimes:
-            runtime = Runtime(settings)
             if _engine_key(settings) == _engine_key(self.base.settings):
-                runtime.__dict__["engine"] = self.base.engine
+                runtime = Runtime(settings, engine=self.base.engine)
             else:
+                runtime = Runtime(settings)
                 self._runtimes.clear()
                 self.base = runtime
                 self.low_memory = False
@@ -169,7 +110,12 @@ class Worker:
         swept = self.base.store.sweep_stale_temp_files()
         if swept:
             log.info("removed %d temp files left by interrupted writes", swept)
-        self.base.generator.batch_size  # noqa: B018  (imports what the claim's limit needs)
+        from tools.engine.rendering import batch_size_for
+
+        # Asked once now: it imports torch, which must not happen inside the claim's
+        # transaction (where `_limit` runs), or the lease it stamps is stale on arrival.
+        batch_size_for(self.settings)
+
         idle_since = time.monotonic()
         while True:
             if parent_pid is not None and os.getppid() != parent_pid:
@@ -187,10 +133,9 @@ class Worker:
 
     def _limit(self, request: dict[str, Any]) -> int:
         """Images to lease at once: the job's batch size, or less after out of memory."""
-        return (
-            self.batch_limit
-            or self.runtime_for(self.request_settings(request)).generator.batch_size
-        )
+        from tools.engine.rendering import batch_size_for
+
+        return self.batch_limit or batch_size_for(self.request_settings(request))
 
     def run_job(self, job: Job) -> bool:
         """Draw every pending image of one job on this worker alone; False when this process
@@ -208,7 +153,7 @@ class Worker:
         """Draw the images of `job` this worker leased; False when this process must be
         replaced. The last image committed (by any worker) finishes the job."""
         from tools.errors import UserError
-        from tools.generation.generate import ImageSpec
+        from tools.generation.specs import ImageSpec
 
         worker = self.settings.worker
         heartbeat = Heartbeat(self.journal, job, self.token)
@@ -216,7 +161,8 @@ class Worker:
         log.info("job %s attempt %d: images %s", job.id, job.attempts, indices)
         try:
             runtime = self.runtime_for(self.job_settings(job))
-            self._warm(runtime, job, heartbeat, job.low_memory)
+            specs = [ImageSpec.model_validate(image.spec) for image in chunk]
+            self._warm(runtime, specs, heartbeat, job.low_memory)
             for image in chunk:
                 heartbeat.beat(force=True, image=image.index, step=0, phase="rendering")
                 self.faults.before_image(
@@ -225,9 +171,8 @@ class Worker:
                     image.tries,
                     lambda index=image.index: self.journal.mark_fault_fired(job.id, index),
                 )
-            specs = [ImageSpec.model_validate(image.spec) for image in chunk]
             try:
-                records = runtime.generator.produce_batch(specs, on_step=heartbeat.on_step)
+                records = runtime.producer.produce_batch(specs, on_step=heartbeat.on_step)
             except Exception as error:
                 if len(chunk) == 1 or not is_out_of_memory(error):
                     raise
@@ -269,10 +214,14 @@ class Worker:
                 _free_device_memory()
             return not is_device_broken(error)
 
-    def _warm(self, runtime: Runtime, job: Job, heartbeat: Heartbeat, low_memory: bool) -> None:
-        """Load models and calibrate the job's characters while a thread beats for us."""
+    def _warm(
+        self, runtime: Runtime, specs: list[ImageSpec], heartbeat: Heartbeat, low_memory: bool
+    ) -> None:
+        """Load models and calibrate the images' characters while a thread beats for us (a
+        character-sheet image's character is not in the library yet: nothing to calibrate)."""
         engine, gate = runtime.engine, runtime.gate
-        characters = [runtime.characters.get(name) for name in job.request["characters"]]
+        names = sorted({spec.character for spec in specs if spec.sheet is None})
+        characters = [runtime.characters.get(name) for name in names]
         cold = [c for c in characters if c.name not in self._calibrated]
         if not engine.loaded or cold:
             with Keepalive(heartbeat):

@@ -54,7 +54,7 @@ def plan_generation(runtime: Any, body: GenerateBody, notice: Callable[[str], No
             seed=body.seed,
             collection=collection,
         )
-    from tools.generation.generate import GenerationRequest
+    from tools.generation.specs import GenerationRequest
 
     if not body.character:
         raise UserError("no character named", "anime-gen --character NAME, or anime-gen NAME")
@@ -67,7 +67,7 @@ def plan_generation(runtime: Any, body: GenerateBody, notice: Callable[[str], No
         seed=body.seed,
         collection=collection,
     )
-    return runtime.generator.plan(request)
+    return runtime.planner.plan(request)
 
 
 def resolve_character(runtime: Any, who: str, notice: Callable[[str], None]) -> str:

@@ -126,7 +126,7 @@ def character_sheet(runtime: Any, body: SheetBody, say: Callable[[str], None]) -
 
 
 def link_variations(runtime: Any, records: list[dict[str, Any]]) -> list[str]:
-    from tools.generation.generate import OutputRecord
     from tools.generation.library_runs import link_variations as link
+    from tools.generation.specs import OutputRecord
 
     return [str(path) for path in link(runtime, [OutputRecord.model_validate(r) for r in records])]

@@ -1,24 +1,18 @@
-"""From a request ("sakura, sitting reading, 3 images") to images on disk.
+"""From `ImageSpec`s to saved, scored images: the worker's half.
 
-`Generator.plan` resolves the character, a pose per image and a seed per image (seed S+i, so the
-same request with the same seed gives the same pixels) into `ImageSpec`s, which are plain data the
-job journal can store. `Generator.produce_batch` turns specs into saved, scored images, drawing
-`batch_size` of them per engine call (`produce` is the one-spec case); it is idempotent on each
-spec's key.
+`Producer.produce_batch` draws `batch_size` specs per engine call, gates each image, re-rolls
+rejects and saves through the output store; it is idempotent on each spec's key (a key already
+saved returns the saved record), which is what lets the worker retry after a crash without
+duplicates. Character-sheet specs (`spec.sheet`) are drawn one per engine call from their tags
+and written into the sheet's staging folder instead. Every image is drawn in `_draw`.
 """
 
 from __future__ import annotations
 
-import random
-import secrets
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from pydantic import BaseModel, Field
+from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
 from tools.engine.extra_networks import default_negative_prompt, embeddings_named, vae_label
@@ -26,70 +20,22 @@ from tools.engine.lora_hashes import lora_hashes
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.rendering import RenderJob, StepCallback
 from tools.engine.second_pass import apply_second_passes
-from tools.errors import UserError
+from tools.generation.specs import SEED_LIMIT, ImageSpec, OutputRecord
 from tools.quality.gate import Scores
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from posebank import Pose
-    from tools.characters.library import Character
-    from tools.generation.runtime import Runtime
+    from posebank import Pose, PoseBank
+    from tools.characters.library import Character, CharacterLibrary
+    from tools.engine.rendering import Engine
+    from tools.quality.gate import QualityGate
+    from tools.settings import Settings
+    from tools.store.gen_index import GenerationIndex
+    from tools.store.output_store import OutputStore
 
-T = TypeVar("T")
-
-SEED_LIMIT = 2**32
 # A re-roll after a rejection moves the seed by a large odd stride so it never meets S+i.
 REROLL_STRIDE = 1_000_003
-
-
-class GenerationRequest(BaseModel):
-    character: str
-    pose: str | None = None
-    random_pose: bool = False
-    posture: str | None = None
-    prompt: str = ""
-    count: int = 1
-    seed: int | None = None
-    collection: str | None = None
-    request_id: str | None = None
-
-
-class PoseRef(BaseModel):
-    id: str
-    tags: list[str]
-
-
-class ImageSpec(BaseModel):
-    """Everything needed to draw one image again, exactly."""
-
-    key: str
-    request_id: str
-    index: int
-    character: str
-    pose: PoseRef
-    posture: str
-    user_prompt: str = ""
-    seed: int
-    collection: str | None = None
-
-
-class OutputRecord(BaseModel):
-    """One entry of the contract's `outputs` list."""
-
-    path: str | None
-    character: str
-    pose: PoseRef
-    seed: int
-    scores: Scores = Field(default_factory=Scores)
-    accepted: bool = True
-    attempts: int = 1
-    reasons: list[str] = Field(default_factory=list)
-    rejected: list[str] = Field(default_factory=list)
-    seconds: float | None = None
-
-
-ImageCallback = Callable[[OutputRecord], None]
 
 
 @dataclass(frozen=True)
@@ -106,27 +52,8 @@ def character_loras(character: Character) -> tuple[LoraRequest, ...]:
     return tuple(LoraRequest(lora.name, lora.weight) for lora in character.loras)
 
 
-def chunked(items: list[T], size: int) -> list[list[T]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
-
-
 def reroll_seed(seed: int, attempt: int) -> int:
     return (seed + (attempt - 1) * REROLL_STRIDE) % SEED_LIMIT
-
-
-def _check_count(count: int, limit: int) -> None:
-    if count < 1:
-        raise UserError(f"count must be at least 1 (got {count})", "e.g. --batch 3")
-    if count > limit:
-        raise UserError(
-            f"count {count} is more than output.max_batch ({limit})",
-            "split the request, or raise output.max_batch in the config",
-        )
-
-
-def _check_seed(seed: int | None) -> None:
-    if seed is not None and not 0 <= seed < SEED_LIMIT:
-        raise UserError(f"seed must be between 0 and {SEED_LIMIT - 1} (got {seed})")
 
 
 def compose_prompt(
@@ -145,64 +72,46 @@ def compose_prompt(
     return ", ".join(part for part in parts if part)
 
 
-class Generator:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.settings = runtime.settings
+def save_png(path: Path, image: Image.Image, parameters: str) -> None:
+    """Write a PNG with its `parameters` text chunk, atomically."""
+    from PIL.PngImagePlugin import PngInfo
 
-    # -- planning ------------------------------------------------------------------------------
-    def plan(self, request: GenerationRequest) -> list[ImageSpec]:
-        _check_count(request.count, self.settings.output.max_batch)
-        _check_seed(request.seed)
-        character, _ = self.runtime.characters.resolve(request.character)
-        base_seed = request.seed if request.seed is not None else secrets.randbelow(SEED_LIMIT)
-        poses = self._poses_for(request, base_seed)
-        request_id = request.request_id or uuid.uuid4().hex[:12]
-        return [
-            ImageSpec(
-                key=f"{request_id}:{index}",
-                request_id=request_id,
-                index=index,
-                character=character.name,
-                pose=PoseRef(id=pose.id, tags=list(pose.tags)),
-                posture=pose.posture,
-                user_prompt=request.prompt,
-                seed=(base_seed + index) % SEED_LIMIT,
-                collection=request.collection,
-            )
-            for index, pose in enumerate(poses)
-        ]
+    from tools.atomic import write_atomic
 
-    def _poses_for(self, request: GenerationRequest, base_seed: int) -> list[Pose]:
-        bank = self.runtime.poses
-        if request.pose and not request.random_pose:
-            exact = self._pose_by_id(request.pose)
-            if exact is not None:
-                return [exact] * request.count
-            match = bank.search(request.pose, k=1, posture=request.posture)
-            if not match:
-                raise UserError(f"no pose matches '{request.pose}'", "see `anime-gen poses list`")
-            return [match[0].pose] * request.count
-        rng = random.Random(base_seed)
-        return bank.variations(request.count, rng, posture=request.posture)
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
 
-    def _pose_by_id(self, text: str) -> Pose | None:
-        """A recorded pose id (from a previous image) reproduces that exact skeleton."""
-        from posebank.errors import PoseBankError
 
-        if " " in text.strip():
-            return None
-        try:
-            return self.runtime.poses.get(text.strip())
-        except PoseBankError:
-            return None
+class Producer:
+    """Renders, gates and saves specs, given its components (as a diffusers pipeline is given
+    its own): the engine that draws, the gate that scores, the store and index that keep the
+    results, and the character library and pose bank that the specs name."""
 
-    # -- producing -----------------------------------------------------------------------------
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine,
+        gate: QualityGate,
+        store: OutputStore,
+        index: GenerationIndex,
+        characters: CharacterLibrary,
+        poses: PoseBank,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.gate = gate
+        self.store = store
+        self.index = index
+        self.characters = characters
+        self.poses = poses
+
     def metadata(self, spec: ImageSpec, seed: int) -> dict[str, Any]:
-        character = self.runtime.characters.get(spec.character)
-        pose = self.runtime.poses.get(spec.pose.id)
+        character = self.characters.get(spec.character)
+        pose = self.poses.get(spec.pose.id)
         models, output = self.settings.models, self.settings.output
-        engine = self.runtime.engine
+        engine = self.engine
         sampling = engine.sampling
         prompt = compose_prompt(
             character.prompt_tags, character.name, pose, spec.user_prompt, character.trigger
@@ -266,18 +175,28 @@ class Generator:
         records: dict[str, OutputRecord] = {}
         pending = []
         for spec in specs:
+            if spec.calibration_only:
+                self.gate.baseline(self.characters.get(spec.character))
+                records[spec.key] = OutputRecord(
+                    path=None, character=spec.character, pose=spec.pose, seed=spec.seed
+                )
+                continue
+            if spec.sheet is not None:
+                records[spec.key] = self._produce_sheet_image(spec, on_step)
+                continue
             saved = self._saved(spec)
             if saved is None:
                 pending.append(spec)
             else:
                 records[spec.key] = saved
-        for chunk in chunked(pending, self.batch_size):
+        size = self.batch_size
+        for chunk in (pending[start : start + size] for start in range(0, len(pending), size)):
             for record, spec in zip(self._produce_chunk(chunk, on_step), chunk, strict=True):
                 records[spec.key] = record
         return [records[spec.key] for spec in specs]
 
     def _saved(self, spec: ImageSpec) -> OutputRecord | None:
-        saved = self.runtime.index.by_key(spec.key)
+        saved = self.index.by_key(spec.key)
         if saved and saved["status"] == "saved" and Path(saved["path"]).exists():
             return OutputRecord.model_validate({**saved["record"]["output"], "path": saved["path"]})
         return None
@@ -286,14 +205,29 @@ class Generator:
         from posebank.export import write_pose_files
         from posebank.render import render_pose
 
-        character = self.runtime.characters.get(spec.character)
-        pose = self.runtime.poses.get(spec.pose.id)
+        character = self.characters.get(spec.character)
+        pose = self.poses.get(spec.pose.id)
         resolution = self.settings.output.resolution
         pose_image = render_pose(pose, resolution.width, resolution.height)
         # The character folder keeps every pose it was drawn in, as data and as the skeleton.
         if not (character.folder / "poses" / f"{pose.id}.json").exists():
             write_pose_files(pose, character.folder / "poses", resolution.width, resolution.height)
         return _Draft(spec, character, pose, pose_image)
+
+    def _draw(
+        self, jobs: list[RenderJob], ipadapter_weight: float, on_step: StepCallback | None
+    ) -> list[Image.Image]:
+        """The one engine call for library and sheet images alike; `_render` adds the second
+        passes (hires fix, face detail) to library images; sheet images never had them."""
+        resolution = self.settings.output.resolution
+        return self.engine.render(
+            jobs,
+            width=resolution.width,
+            height=resolution.height,
+            ipadapter_weight=ipadapter_weight,
+            controlnet_strength=self.settings.models.controlnet_strength,
+            on_step=on_step,
+        )
 
     def _render(
         self, drafts: list[_Draft], metas: list[dict[str, Any]], on_step: StepCallback | None
@@ -310,19 +244,9 @@ class Generator:
             )
             for draft, meta in zip(drafts, metas, strict=True)
         ]
-        resolution = self.settings.output.resolution
-        images = self.runtime.engine.render(
-            jobs,
-            width=resolution.width,
-            height=resolution.height,
-            ipadapter_weight=self.settings.models.ipadapter_weight,
-            controlnet_strength=self.settings.models.controlnet_strength,
-            on_step=on_step,
-        )
+        images = self._draw(jobs, self.settings.models.ipadapter_weight, on_step)
         # Hires fix and face detail, when configured, before the gate sees the image.
-        return apply_second_passes(
-            self.runtime.engine, self.settings.output, jobs, images, metas, on_step
-        )
+        return apply_second_passes(self.engine, self.settings.output, jobs, images, metas, on_step)
 
     def _produce_chunk(
         self, specs: list[ImageSpec], on_step: StepCallback | None
@@ -348,7 +272,7 @@ class Generator:
     ) -> OutputRecord:
         """Gate and save a first try; re-roll and save until accepted or out of attempts."""
         started = time.perf_counter() - spent
-        spec, runtime = draft.spec, self.runtime
+        spec = draft.spec
         max_attempts = self.settings.quality.max_attempts
         rejected: list[str] = []
         reasons: list[str] = []
@@ -357,7 +281,7 @@ class Generator:
                 meta = self.metadata(spec, reroll_seed(spec.seed, attempt))
                 image = self._render([draft], [meta], on_step)[0]
             seed = meta["seed"]
-            verdict = runtime.gate.evaluate(image, draft.character, list(draft.pose.tags))
+            verdict = self.gate.evaluate(image, draft.character, list(draft.pose.tags))
             last = attempt == max_attempts
             record = OutputRecord(
                 path=None,
@@ -372,7 +296,7 @@ class Generator:
                 seconds=round(time.perf_counter() - started, 3),
             )
             key = spec.key if verdict.accepted or last else f"{spec.key}#rejected{attempt}"
-            path = runtime.store.save(
+            path = self.store.save(
                 image,
                 {
                     **meta,
@@ -390,13 +314,37 @@ class Generator:
             reasons.extend(verdict.reasons)
         raise AssertionError("unreachable: the last attempt always returns")
 
-    def run(
-        self, request: GenerationRequest, on_image: ImageCallback | None = None
-    ) -> list[OutputRecord]:
-        records = []
-        for chunk in chunked(self.plan(request), self.batch_size):
-            for record in self.produce_batch(chunk):
-                records.append(record)
-                if on_image is not None:
-                    on_image(record)
-        return records
+    def _produce_sheet_image(self, spec: ImageSpec, on_step: StepCallback | None) -> OutputRecord:
+        """Draw one sheet image from its tags into its sheet path (a retry writes the same pixels
+        again); a candidate (no reference yet) is scored by face and looks to pick the reference."""
+        from posebank.render import render_pose
+        from tools.quality.gate import face_score
+
+        sheet = spec.sheet
+        assert sheet is not None
+        started = time.perf_counter()
+        pose = self.poses.get(spec.pose.id)
+        resolution = self.settings.output.resolution
+        width, height = resolution.width, resolution.height
+        prompt = compose_prompt(sheet.tags, spec.character, pose, spec.user_prompt)
+        negative = load_prompt("negative_tags")
+        reference = Path(sheet.reference) if sheet.reference else None
+        weight = self.settings.models.ipadapter_weight if reference else 0.0
+        job = RenderJob(prompt, negative, render_pose(pose, width, height), reference, spec.seed)
+        image = self._draw([job], weight, on_step)[0]
+        parameters = (
+            f"{prompt}\nNegative prompt: {negative}\nSeed: {spec.seed}, Size: {width}x{height}, "
+            f"Pose: {pose.id}, IP-Adapter weight: {weight if reference else 0}"
+        )
+        save_png(Path(sheet.path), image, parameters)
+        scores = Scores()
+        if reference is None:
+            scores = Scores(face=face_score(image), aesthetic=self.gate.aesthetic.score(image))
+        return OutputRecord(
+            path=sheet.path,
+            character=spec.character,
+            pose=spec.pose,
+            seed=spec.seed,
+            scores=scores,
+            seconds=round(time.perf_counter() - started, 3),
+        )

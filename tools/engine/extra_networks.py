@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
-from tools.engine.model_sources import fetch_hub
+from tools.engine.model_sources import fetch_hub, is_hub_id
 from tools.engine.prompt_syntax import LoraRequest
+from tools.engine.vae import vae_label as vae_label  # the producer imports it from here
 from tools.errors import UserError
 
 if TYPE_CHECKING:
@@ -39,10 +40,6 @@ def lora_folder(paths: Paths) -> Path:
 
 def embeddings_folder(paths: Paths) -> Path:
     return paths.models / "embeddings"
-
-
-def is_hub_id(value: str) -> bool:
-    return value.count("/") == 1 and all(value.split("/")) and not value.startswith((".", "~"))
 
 
 # --- LoRAs ----------------------------------------------------------------------------------

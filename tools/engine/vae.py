@@ -11,8 +11,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.engine.extra_networks import is_hub_id
-from tools.engine.model_sources import fetch_hub
+from tools.engine.model_sources import fetch_hub, is_hub_id
 from tools.errors import UserError
 
 if TYPE_CHECKING:

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
-from tools.engine.extra_networks import default_negative_prompt, embeddings_named
+from tools.engine.extra_networks import default_negative_prompt, embeddings_named, vae_label
 from tools.engine.lora_hashes import lora_hashes
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.rendering import RenderJob, StepCallback
 from tools.engine.second_pass import apply_second_passes
-from tools.engine.vae import vae_label
 from tools.generation.specs import SEED_LIMIT, ImageSpec, OutputRecord
 from tools.quality.gate import Scores
 

@@ -142,7 +142,7 @@ def test_a_nan_half_precision_decode_is_redone_in_fp32():
     import torch
     from diffusers.image_processor import VaeImageProcessor
 
-    from tools.engine.extra_networks import decode_latents
+    from tools.engine.vae import decode_latents
 
     class HalfVae(torch.nn.Module):
         config = type("Config", (), {"scaling_factor": 1.0, "force_upcast": False})()

@@ -1,4 +1,5 @@
-"""What A1111 calls "extra networks": LoRAs, textual-inversion embeddings and an external VAE.
+"""What A1111 calls "extra networks": LoRAs and textual-inversion embeddings (the external VAE:
+`tools/engine/vae.py`).
 
 Where they are found (a file the user downloaded from Civitai works as it is):
 - LoRAs: `<home>/models/lora/NAME.safetensors`, a path, or a hub id; loaded with diffusers
@@ -6,9 +7,6 @@ Where they are found (a file the user downloaded from Civitai works as it is):
   `set_adapters`, so changing the set between images never reloads the checkpoint.
 - Embeddings: `<home>/models/embeddings/NAME.safetensors|.pt|.bin`, used by writing NAME in
   either prompt; loaded with `load_textual_inversion` when a prompt first names them.
-- VAE: `models.vae`, a hub id, a diffusers folder, or one `.safetensors`/`.pt` file (also found
-  under `<home>/models/` and `<home>/models/vae/`), loaded with `AutoencoderKL.from_single_file`
-  against the checkpoint's own VAE config, so it needs no download.
 """
 
 from __future__ import annotations
@@ -20,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
-from tools.engine.model_sources import fetch_hub
+from tools.engine.model_sources import fetch_hub, is_hub_id
 from tools.engine.prompt_syntax import LoraRequest
+from tools.engine.vae import vae_label as vae_label  # the producer imports it from here
 from tools.errors import UserError
 
 if TYPE_CHECKING:
@@ -33,7 +32,6 @@ log = logging.getLogger(__name__)
 
 LORA_SUFFIXES = (".safetensors",)
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
-VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
 
 
 def lora_folder(paths: Paths) -> Path:
@@ -42,10 +40,6 @@ def lora_folder(paths: Paths) -> Path:
 
 def embeddings_folder(paths: Paths) -> Path:
     return paths.models / "embeddings"
-
-
-def _is_hub_id(value: str) -> bool:
-    return value.count("/") == 1 and all(value.split("/")) and not value.startswith((".", "~"))
 
 
 # --- LoRAs ----------------------------------------------------------------------------------
@@ -71,7 +65,7 @@ def find_lora(name: str, paths: Paths) -> LoraFile:
             return LoraFile(candidate.parent.resolve(), candidate.name)
         if candidate.is_dir():
             return LoraFile(candidate.resolve(), None)
-    if _is_hub_id(name) and not given.suffix:
+    if is_hub_id(name) and not given.suffix:
         return LoraFile(fetch_hub(name, ["*.safetensors"], "LoRA"), None)
     raise UserError(
         f"LoRA '{name}' not found in {folder}",
@@ -83,7 +77,7 @@ def find_lora(name: str, paths: Paths) -> LoraFile:
 def check_lora(name: str, paths: Paths) -> None:
     """Fail now, with the folder named, if a local LoRA is missing (hub ids are checked when
     they download)."""
-    if not (_is_hub_id(name) and not Path(name).suffix):
+    if not (is_hub_id(name) and not Path(name).suffix):
         find_lora(name, paths)
 
 
@@ -258,113 +252,3 @@ def default_negative_prompt(paths: Paths) -> str:
     wanted = load_prompt("negative_embeddings").replace(",", " ").split()
     names = [present[name.lower()] for name in wanted if name.lower() in present]
     return ", ".join([*names, tags]) if names else tags
-
-
-# --- VAE ---------------------------------------------------------------------------------------
-
-
-def vae_label(value: str | None) -> str | None:
-    """The VAE for metadata: a hub id as it is, a file or folder by its name."""
-    if not value:
-        return None
-    return value if _is_hub_id(value) and not Path(value).suffix else Path(value).name
-
-
-def find_vae(value: str, models_dir: Path) -> tuple[str, Path | str]:
-    """('file' | 'dir', path) for a local VAE, or ('hub', id)."""
-    given = Path(value).expanduser()
-    candidates = (
-        [given] if given.is_absolute() else [given, models_dir / given, models_dir / "vae" / given]
-    )
-    for candidate in candidates:
-        if candidate.is_file():
-            if candidate.suffix.lower() not in VAE_SUFFIXES:
-                raise UserError(
-                    f"models.vae: {candidate} is not a .safetensors, .pt or .ckpt file",
-                    "name a VAE file, a diffusers folder, or a hub id",
-                )
-            return "file", candidate.resolve()
-        if candidate.is_dir():
-            return "dir", candidate.resolve()
-    if _is_hub_id(value) and not given.suffix:
-        return "hub", value
-    raise UserError(
-        f"VAE not found: {value} (looked in {models_dir} and {models_dir / 'vae'})",
-        f"put the file in {models_dir / 'vae'} or set models.vae to its full path or a hub id",
-    )
-
-
-def load_vae(value: str, models_dir: Path, like: Any, dtype: Any, config_dir: Path) -> Any:
-    """The VAE `models.vae` names, built with the architecture config of `like` (the
-    checkpoint's own VAE) when it is a single file, so nothing is downloaded."""
-    from diffusers import AutoencoderKL
-
-    kind, location = find_vae(value, models_dir)
-    if kind == "file":
-        like.save_config(config_dir)
-        try:
-            return AutoencoderKL.from_single_file(
-                str(location), config=str(config_dir), local_files_only=True, dtype=dtype
-            )
-        except (ValueError, KeyError, RuntimeError, OSError) as error:
-            raise UserError(
-                f"models.vae: {location} is not a VAE this checkpoint can use "
-                f"({str(error).splitlines()[0][:120]})",
-                "use a VAE for the checkpoint's family (e.g. kl-f8-anime2 for SD1.5)",
-            ) from None
-    folder = (
-        fetch_hub(str(location), ["*.safetensors", "*.bin"], "VAE") if kind == "hub" else location
-    )
-    folder = Path(folder)
-    subfolder = "vae" if (folder / "vae" / "config.json").is_file() else None
-    return AutoencoderKL.from_pretrained(str(folder), subfolder=subfolder, dtype=dtype)
-
-
-def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Any], bool]:
-    """Latents → PIL images, the way the SD1.5/SDXL pipelines decode; a half-precision decode
-    that overflows (NaN: black images) is done again in fp32. Returns (images, redone)."""
-    import torch
-
-    vae = pipe.vae
-
-    def decode(dtype: torch.dtype) -> torch.Tensor:
-        config = vae.config
-        scaled = latents.to(dtype)
-        mean = getattr(config, "latents_mean", None)
-        std = getattr(config, "latents_std", None)
-        if mean is not None and std is not None:
-            shape = (1, len(mean), 1, 1)
-            mean_t = torch.tensor(mean).view(shape).to(scaled)
-            std_t = torch.tensor(std).view(shape).to(scaled)
-            scaled = scaled * std_t / config.scaling_factor + mean_t
-        else:
-            scaled = scaled / config.scaling_factor
-        with torch.inference_mode():
-            return vae.decode(scaled, return_dict=False)[0]
-
-    half = vae.dtype == torch.float16
-    upcast_first = half and getattr(vae.config, "force_upcast", False) and _is_sdxl(pipe)
-    redone = False
-    if upcast_first:
-        image = _decode_fp32(vae, decode)
-    else:
-        image = decode(vae.dtype)
-        if half and torch.isnan(image).any():
-            log.warning("the VAE overflowed in fp16 (black image); decoding again in fp32")
-            image = _decode_fp32(vae, decode)
-            redone = True
-    return pipe.image_processor.postprocess(image.float(), output_type="pil"), redone
-
-
-def _is_sdxl(pipe: Any) -> bool:
-    return getattr(pipe, "text_encoder_2", None) is not None
-
-
-def _decode_fp32(vae: Any, decode: Any) -> Any:
-    import torch
-
-    vae.to(dtype=torch.float32)
-    try:
-        return decode(torch.float32)
-    finally:
-        vae.to(dtype=torch.float16)

@@ -19,7 +19,7 @@ from tools.engine.derived_pipelines import (
     seed_sde_noise,
     step_reporter,
 )
-from tools.engine.extra_networks import decode_latents
+from tools.engine.vae import decode_latents
 
 if TYPE_CHECKING:
     import torch

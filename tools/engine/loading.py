@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tools.engine.extra_networks import find_lora, find_vae, load_vae
+from tools.engine.extra_networks import find_lora
 from tools.engine.families import (
     check_controlnet_family,
     check_ipadapter_family,
@@ -30,6 +30,7 @@ from tools.engine.model_sources import (
     weight_patterns,
 )
 from tools.engine.samplers import SAMPLER_TABLE
+from tools.engine.vae import find_vae, load_vae
 from tools.errors import UserError
 from tools.settings import ModelSettings, Settings
 

@@ -214,3 +214,8 @@ def local_path(source: ModelSource, weight_patterns: list[str], what: str) -> Pa
     if source.kind == "hub":
         return fetch_hub(source.location, weight_patterns, what)
     return Path(source.location)
+
+
+def is_hub_id(value: str) -> bool:
+    """`owner/name`, not a relative path (LoRAs and the VAE take either)."""
+    return value.count("/") == 1 and all(value.split("/")) and not value.startswith((".", "~"))

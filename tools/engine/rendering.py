@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from tools.engine.conditioning import Conditioning, PerImageReferences
-from tools.engine.extra_networks import Embeddings, LoraAdapters, decode_latents
+from tools.engine.extra_networks import Embeddings, LoraAdapters
 from tools.engine.loading import (
     EngineInfo,
     ModelSources,
@@ -29,6 +29,7 @@ from tools.engine.loading import (
 from tools.engine.model_sources import ModelSource
 from tools.engine.prompt_encoding import PromptEmbedding
 from tools.engine.prompt_syntax import LoraRequest, extract_loras, merge_loras
+from tools.engine.vae import decode_latents
 from tools.settings import ModelSettings, Settings
 
 if TYPE_CHECKING:

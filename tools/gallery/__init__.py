@@ -1,9 +1,10 @@
 """The web gallery: browse, search, star, trash and re-run generations in the browser.
 
-`catalog` (the generation index seen as a gallery: filters, full-text search, marks, trash,
-reconcile), `api` (the JSON routes), `pages` (HTML + `static/`), `thumbs` (WebP cache),
-`png_record` (marks written into the PNG's record), `auth` (the login code of the printed URL;
-stdlib only, so `anime-gen gallery` stays a thin client).
+`catalog` (the generation index seen as a gallery: listing, marks, trash/restore), `listing`
+(filters, full-text search, the image JSON), `reconcile` (index vs disk), `api` (the JSON
+routes), `pages` (HTML + `static/`), `thumbs` (WebP cache), `png_record` (marks written into the
+PNG's record), `auth` (the login code of the printed URL; stdlib only, so `anime-gen gallery`
+stays a thin client).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from tools.gallery.catalog import Catalog, Filters, NotFound, image_json
+from tools.gallery.catalog import Catalog
+from tools.gallery.listing import Filters, NotFound, image_json
 from tools.server.security import guard_path
 from tools.server.studio import request_settings, studio_of
 from tools.settings import Settings

@@ -1,9 +1,10 @@
-"""The gallery's view of the generation index: listing, search, marks, trash and reconcile.
+"""The gallery's view of the generation index: listing, marks, trash/restore and reconcile.
 
 Rows live in `<state>/generations.sqlite` (tools/store/gen_index.py adds the gallery's columns
 and the full-text table). Files move only for the trash (to `anime-output/.trash/`, same
 relative path) and for "keep anyway" (out of `rejected/`); a row keeps its id through both.
 Marks that `anime-gen index rebuild` must find again are written into the PNG's record too.
+The filters and the image JSON are in `listing`, the index-vs-disk pass in `reconcile`.
 """
 
 from __future__ import annotations
@@ -13,85 +14,16 @@ import json
 import os
 import re
 import sqlite3
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tools.errors import UserError
+from tools.gallery.listing import ID_PATTERN, Filters, NotFound
 from tools.gallery.png_record import update_record
+from tools.gallery.reconcile import ReconcileReport, reconcile
 from tools.store.gen_index import GenerationIndex
 from tools.store.index_rebuild import INDEX_NAME, TRASH_FOLDER, image_files
-from tools.store.output_store import METADATA_KEY, read_png_metadata
-
-SCORE_NAMES = ("consistency", "face", "aesthetic", "palette")
-ID_PATTERN = re.compile(r"[0-9]{1,18}")
-# FTS5 (unicode61) splits words on anything but letters and digits: split the query alike.
-_WORD = re.compile(r"[^\W_]+")
-
-
-class NotFound(LookupError):
-    """No such image (or an id that is not one): the API answers 404."""
-
-
-@dataclass
-class Filters:
-    q: str = ""
-    character: str | None = None
-    collection: str | None = None
-    starred: bool | None = None
-    rejected: bool = False
-    trashed: bool = False
-    day: str | None = None
-    posture: str | None = None
-
-    def where(self) -> tuple[list[str], list[Any]]:
-        clauses = ["status = 'saved'", "trashed = ?", "accepted = ?"]
-        params: list[Any] = [int(self.trashed), 0 if self.rejected else 1]
-        if self.trashed:  # the trash shows accepted and rejected images alike
-            clauses.pop()
-            params.pop()
-        for column in ("character", "collection", "posture"):
-            value = getattr(self, column)
-            if value:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if self.starred is not None:
-            clauses.append("starred = ?")
-            params.append(int(self.starred))
-        if self.day:
-            clauses.append("substr(created, 1, 10) = ?")
-            params.append(self.day)
-        match = match_expression(self.q)
-        if match:
-            clauses.append("id IN (SELECT rowid FROM images_fts WHERE images_fts MATCH ?)")
-            params.append(match)
-        return clauses, params
-
-
-def match_expression(q: str) -> str | None:
-    """Every word of `q`, each as a prefix: `pink libr` → `"pink"* "libr"*` (FTS5: AND)."""
-    words = _WORD.findall(q.lower())
-    return " ".join(f'"{word}"*' for word in words) or None
-
-
-@dataclass
-class ReconcileReport:
-    added: int = 0
-    moved: int = 0
-    missing: int = 0
-    found_again: int = 0
-    foreign: list[str] = field(default_factory=list)
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The JSON record our PNGs carry, or None (not ours, damaged, unreadable)."""
-    try:
-        record = json.loads(read_png_metadata(path)[METADATA_KEY])
-    except (OSError, ValueError, KeyError, SyntaxError):
-        return None
-    needed = ("character", "posture", "pose", "seed")
-    return record if isinstance(record, dict) and all(k in record for k in needed) else None
+from tools.store.output_store import link_view
 
 
 class Catalog:
@@ -180,7 +112,7 @@ class Catalog:
             self._unlink_views(path, [self.output / "collections" / row["collection"]])
         self._update(row, {"collection": name}, {"collection": name})
         if name and not row["trashed"] and path.exists():
-            self._link(path, self.output / "collections" / name)
+            link_view(path, self.output / "collections" / name, self.organize_by_date)
         return self.get(image_id)
 
     # -- moving files --------------------------------------------------------------------------
@@ -254,77 +186,9 @@ class Catalog:
 
     # -- reconcile -----------------------------------------------------------------------------
     def reconcile(self) -> ReconcileReport:
-        """Bring the index in line with the disk: files added or moved by hand get a row (a
-        moved one keeps its row, found by its record's key), rows whose file is gone are
-        marked missing (and unmarked when it comes back)."""
-        report = ReconcileReport()
-        on_disk = image_files(self.output) if self.output.exists() else []
-        with self.index.transaction() as connection:
-            rows = connection.execute(
-                "SELECT id, key, path, status, missing FROM images"
-            ).fetchall()
-            known = {row["path"] for row in rows}
-            disk = {str(path) for path in on_disk}
-            gone = {
-                row["id"]: row
-                for row in rows
-                if row["status"] == "saved" and row["path"] not in disk
-            }
-            by_key = {row["key"]: row for row in gone.values() if row["key"]}
-            by_path = {row["path"]: row for row in gone.values()}
-            keys = {row["key"] for row in rows if row["key"]}
-            for path in on_disk:
-                if str(path) in known:
-                    continue
-                record = read_record(path)
-                if record is None:
-                    report.foreign.append(str(path))
-                    continue
-                moved = by_key.get(record.get("key")) or by_path.get(record.get("path"))
-                if moved is not None and moved["id"] not in gone:
-                    moved = None
-                marks = self._marks_of(path, record)
-                if moved is not None:
-                    gone.pop(moved["id"])
-                    connection.execute(
-                        "UPDATE images SET path = ?, missing = 0, trashed = ?, accepted = ?"
-                        " WHERE id = ?",
-                        (str(path), marks["trashed"], marks["accepted"], moved["id"]),
-                    )
-                    report.moved += 1
-                    continue
-                key = record.get("key")
-                key = key if isinstance(key, str) and key not in keys else None
-                if key:
-                    keys.add(key)
-                created = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-                record.update(path=str(path), trashed=bool(marks["trashed"]))
-                record["accepted"] = bool(marks["accepted"])
-                self.index.reserve(
-                    connection,
-                    path,
-                    key,
-                    record,
-                    status="saved",
-                    created=created.isoformat(timespec="seconds"),
-                )
-                report.added += 1
-            for row in gone.values():
-                if not row["missing"]:
-                    connection.execute("UPDATE images SET missing = 1 WHERE id = ?", (row["id"],))
-                    report.missing += 1
-            back = [row["id"] for row in rows if row["missing"] and row["path"] in disk]
-            for row_id in back:
-                connection.execute("UPDATE images SET missing = 0 WHERE id = ?", (row_id,))
-            report.found_again = len(back)
-        return report
+        return reconcile(self.index, self.output)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _marks_of(self, path: Path, record: dict[str, Any]) -> dict[str, int]:
-        parts = path.relative_to(self.output).parts
-        accepted = "rejected" not in parts[:2] and bool(record.get("accepted", True))
-        return {"trashed": int(parts[0] == TRASH_FOLDER), "accepted": int(accepted)}
-
     def _relative(self, path: Path) -> Path:
         try:
             return path.relative_to(self.output)
@@ -360,23 +224,20 @@ class Catalog:
 
     def _free_path(self, wanted: Path) -> Path:
         """`wanted`, or the next free `<stem>_NNN.png` beside it (on disk and in the index)."""
-        with self.index.transaction() as connection:
-            taken = connection.execute(
-                "SELECT 1 FROM images WHERE path = ?", (str(wanted),)
-            ).fetchone()
-        if not taken and not wanted.exists():
+        if not self._taken(wanted):
             return wanted
         stem = re.sub(r"_\d+$", "", wanted.stem)
         number = 1
         while True:
             candidate = wanted.with_name(f"{stem}_{number:03d}.png")
-            with self.index.transaction() as connection:
-                taken = connection.execute(
-                    "SELECT 1 FROM images WHERE path = ?", (str(candidate),)
-                ).fetchone()
-            if not taken and not candidate.exists():
+            if not self._taken(candidate):
                 return candidate
             number += 1
+
+    def _taken(self, path: Path) -> bool:
+        with self.index.transaction() as connection:
+            row = connection.execute("SELECT 1 FROM images WHERE path = ?", (str(path),)).fetchone()
+        return row is not None or path.exists()
 
     def _view_folders(self, row: sqlite3.Row) -> list[Path]:
         folders = [self.output / "characters" / row["character"]]
@@ -387,21 +248,9 @@ class Catalog:
     def _link_views(self, row: sqlite3.Row) -> None:
         path = Path(row["path"])
         if row["accepted"]:
-            self._link(path, self.output / "characters" / row["character"])
+            link_view(path, self.output / "characters" / row["character"], self.organize_by_date)
         if row["collection"]:
-            self._link(path, self.output / "collections" / row["collection"])
-
-    def _link(self, target: Path, view: Path) -> None:
-        """A view link as the output store makes them (flat, the day in the name)."""
-        view.mkdir(parents=True, exist_ok=True)
-        name = f"{target.parent.name}_{target.name}" if self.organize_by_date else target.name
-        link = view / name
-        if link.is_symlink() or link.exists():
-            return
-        try:
-            link.symlink_to(os.path.relpath(target, view))
-        except OSError:
-            os.link(target, link)
+            link_view(path, self.output / "collections" / row["collection"], self.organize_by_date)
 
     @staticmethod
     def _unlink_views(path: Path, folders: list[Path]) -> None:
@@ -414,30 +263,3 @@ class Catalog:
                     )
                     if same:
                         link.unlink()
-
-
-def image_json(row: sqlite3.Row) -> dict[str, Any]:
-    """The contract's image shape, plus the gallery's own keys (accepted, collection, ...)."""
-    record = json.loads(row["record"])
-    scores = record.get("scores") or {}
-    output = record.get("output") if isinstance(record.get("output"), dict) else {}
-    pose = record.get("pose") or {}
-    return {
-        "id": str(row["id"]),
-        "path": row["path"],
-        "character": row["character"],
-        "pose": {"id": row["pose_id"], "tags": list(pose.get("tags") or [])},
-        "seed": row["seed"],
-        "prompt": record.get("prompt", ""),
-        "created": row["created"],
-        "starred": bool(row["starred"]),
-        "scores": {name: scores.get(name) for name in SCORE_NAMES},
-        "accepted": bool(row["accepted"]),
-        "trashed": bool(row["trashed"]),
-        "missing": bool(row["missing"]) or not Path(row["path"]).exists(),
-        "collection": row["collection"],
-        "posture": row["posture"],
-        "user_prompt": record.get("user_prompt", ""),
-        "model": record.get("model"),
-        "reasons": list(output.get("reasons") or []),
-    }

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from tools.gallery.api import catalog_of, filters_of, parameters_of
 from tools.gallery.auth import LOGIN_PATH, valid_login_code
-from tools.gallery.catalog import Filters, NotFound, image_json
+from tools.gallery.listing import Filters, NotFound, image_json
 from tools.server.security import CSRF_HEADER, csrf_token, set_auth_cookie
 from tools.server.studio import request_settings, studio_of
 from tools.settings import Settings

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,16 +61,51 @@ def image_files(output: Path) -> list[Path]:
     return sorted(files, key=lambda path: (path.stat().st_mtime_ns, str(path)))
 
 
-def _record(path: Path) -> dict[str, Any] | None:
+def png_record(path: Path) -> Any:
+    """The JSON record our PNGs carry, decoded; None when it is missing, damaged or unreadable."""
     try:
-        record = json.loads(read_png_metadata(path)[METADATA_KEY])
+        return json.loads(read_png_metadata(path)[METADATA_KEY])
     except (OSError, ValueError, KeyError, SyntaxError):
         return None
+
+
+def _record(path: Path) -> dict[str, Any] | None:
+    record = png_record(path)
     try:
         ImageMetadata.model_validate(record)
     except ValidationError:
         return None
     return record
+
+
+def place_marks(output: Path, path: Path, record: dict[str, Any]) -> tuple[bool, bool]:
+    """(trashed, accepted) as the file's place under `output` says (`.trash/`, `rejected/`)."""
+    parts = path.relative_to(output).parts
+    accepted = "rejected" not in parts[:2] and bool(record.get("accepted", True))
+    return parts[0] == TRASH_FOLDER, accepted
+
+
+def index_file(
+    index: GenerationIndex,
+    connection: sqlite3.Connection,
+    output: Path,
+    path: Path,
+    record: dict[str, Any],
+    keys: set[str],
+    collection: str | None = None,
+) -> None:
+    """Give an image file found on disk a saved row: its marks from its place, dated by its
+    mtime, and its record's job key unless another row holds it already (`keys`, kept up)."""
+    record["path"] = str(path)
+    record["trashed"], record["accepted"] = place_marks(output, path, record)
+    if collection is not None:
+        record["collection"] = collection
+    key = record.get("key")
+    key = key if isinstance(key, str) and key not in keys else None
+    if key:
+        keys.add(key)
+    created = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    index.reserve(connection, path, key, record, status="saved", created=created)
 
 
 def rebuild_index(settings: Settings) -> RebuildReport:
@@ -94,19 +130,9 @@ def rebuild_index(settings: Settings) -> RebuildReport:
             if record is None:
                 report.skipped.append(path)
                 continue
-            parts = path.relative_to(output).parts
             stat = path.stat()
-            record["path"] = str(path)
-            record["trashed"] = parts[0] == TRASH_FOLDER
-            record["accepted"] = "rejected" not in parts[:2] and bool(record.get("accepted", True))
-            if (stat.st_dev, stat.st_ino) in collections:
-                record["collection"] = collections[(stat.st_dev, stat.st_ino)]
-            key = record.get("key")
-            key = key if isinstance(key, str) and key not in keys else None
-            if key:
-                keys.add(key)
-            created = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="seconds")
-            index.reserve(connection, path, key, record, status="saved", created=created)
+            collection = collections.get((stat.st_dev, stat.st_ino))
+            index_file(index, connection, output, path, record, keys, collection)
             report.images += 1
             report.rejected += not record["accepted"]
             report.trashed += record["trashed"]

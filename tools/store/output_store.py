@@ -123,9 +123,9 @@ class OutputStore:
         write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
         self.index.mark_saved(path)
         if meta.accepted:
-            self._link(path, self.root / "characters" / meta.character)
+            link_view(path, self.root / "characters" / meta.character, self.organize_by_date)
             if meta.collection:
-                self._link(path, self.root / "collections" / meta.collection)
+                link_view(path, self.root / "collections" / meta.collection, self.organize_by_date)
         return path
 
     def sweep_stale_temp_files(self, older_than: float = 600.0) -> int:
@@ -157,18 +157,20 @@ class OutputStore:
             self.index.reserve(connection, path, key, meta)
         return path
 
-    def _link(self, target: Path, view: Path) -> None:
-        view.mkdir(parents=True, exist_ok=True)
-        # Names repeat across days; the view is flat, so it carries the day in the name.
-        name = f"{target.parent.name}_{target.name}" if self.organize_by_date else target.name
-        link = view / name
-        if link.is_symlink() or link.exists():
-            return
-        relative = os.path.relpath(target, view)
-        try:
-            link.symlink_to(relative)
-        except OSError:
-            os.link(target, link)
+
+def link_view(target: Path, view: Path, organize_by_date: bool) -> None:
+    """Link `target` into the view folder (a symlink, else a hard link); kept if there."""
+    view.mkdir(parents=True, exist_ok=True)
+    # Names repeat across days; the view is flat, so it carries the day in the name.
+    name = f"{target.parent.name}_{target.name}" if organize_by_date else target.name
+    link = view / name
+    if link.is_symlink() or link.exists():
+        return
+    relative = os.path.relpath(target, view)
+    try:
+        link.symlink_to(relative)
+    except OSError:
+        os.link(target, link)
 
 
 def _number(stem: str, path: str) -> int:

@@ -46,6 +46,7 @@ def test_an_image_records_its_lora_hashes_in_a1111_spelling(anime_home, tiny_mod
 
     from tools.generation.runtime import Runtime
     from tools.generation.specs import GenerationRequest
+    from tools.store.metadata import ImageMetadata
     from tools.store.output_store import png_parameters
 
     settings = load_settings(overrides={"models": {"loras": f"{LORA_NAME}:0.8"}})
@@ -59,4 +60,4 @@ def test_an_image_records_its_lora_hashes_in_a1111_spelling(anime_home, tiny_mod
     meta = runtime.producer.metadata(spec, spec.seed)
     short = addnet_hash(lora)[:12]
     assert meta["lora_hashes"] == {LORA_NAME: short}
-    assert f'Lora hashes: "{LORA_NAME}: {short}"' in png_parameters(meta)
+    assert f'Lora hashes: "{LORA_NAME}: {short}"' in png_parameters(ImageMetadata.of(meta))

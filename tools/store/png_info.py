@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -251,18 +252,22 @@ def _node(graph: dict[str, Any], link: Any) -> dict[str, Any] | None:
     return None
 
 
-def _upstream(graph: dict[str, Any], link: Any, classes: tuple[str, ...]) -> dict[str, Any] | None:
-    """The first node of one of `classes` reached by following links upstream (breadth first)."""
+def _walk_upstream(graph: dict[str, Any], link: Any) -> Iterator[dict[str, Any]]:
+    """The nodes reached by following links upstream from `link`, breadth first, each once."""
     queue, seen = [link], set()
     while queue:
         node = _node(graph, queue.pop(0))
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        if node.get("class_type") in classes:
-            return node
+        yield node
         queue += [value for value in node.get("inputs", {}).values() if isinstance(value, list)]
-    return None
+
+
+def _upstream(graph: dict[str, Any], link: Any, classes: tuple[str, ...]) -> dict[str, Any] | None:
+    """The first node of one of `classes` reached by following links upstream."""
+    nodes = _walk_upstream(graph, link)
+    return next((node for node in nodes if node.get("class_type") in classes), None)
 
 
 # Inputs that hold a prompt's text in the text encoders and the text nodes that feed them.
@@ -272,16 +277,9 @@ _TEXT_INPUTS = ("text", "text_g", "populated_text", "wildcard_text", "string", "
 def _linked_text(graph: dict[str, Any], link: Any) -> str | None:
     """The text of the first text encoder upstream of `link` (any CLIPTextEncode flavour),
     following a text input that is itself a link (wildcard and string nodes)."""
-    queue, seen = [link], set()
-    while queue:
-        node = _node(graph, queue.pop(0))
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        inputs = node.get("inputs", {})
+    for node in _walk_upstream(graph, link):
         if "CLIPTextEncode" in str(node.get("class_type", "")):
-            return _text_of(graph, inputs)
-        queue += [value for value in inputs.values() if isinstance(value, list)]
+            return _text_of(graph, node.get("inputs", {}))
     return None
 
 

@@ -18,10 +18,8 @@ MAX_LINES = 350
 # Over the limit today, each to be split by its owner; the list only shrinks (an entry that is
 # no longer over the limit fails too, so it gets removed).
 TOO_LONG_FOR_NOW = {
-    "assistant/gen_cli.py",
     "tools/engine/extra_networks.py",
     "tools/gallery/catalog.py",
-    "tools/settings.py",
 }
 
 # Cycles that close only through an import inside a function.

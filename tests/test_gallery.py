@@ -378,7 +378,7 @@ def test_rerun_queues_the_same_image_again_or_as_asked(anime_home, monkeypatch):
     from tools.characters.library import CharacterLibrary
     from tools.jobs.journal import JobJournal
 
-    monkeypatch.setattr("tools.jobs.supervisor.ensure_worker", lambda settings: False)
+    monkeypatch.setattr("tools.jobs.client.ensure_worker", lambda settings: False)
     CharacterLibrary(load_settings(home=anime_home).paths).add(
         "sakura", Image.new("RGB", (32, 48), (240, 200, 210)), description="pink hair"
     )

@@ -24,27 +24,12 @@ import time
 import uuid
 from typing import Any
 
-# The client API and the locks were imported from here before the split; those names stay
-# importable from here (F401) while branches written against them merge.
-from tools.jobs.client import (  # noqa: F401
-    ensure_worker,
-    job_records,
-    prefetch_models,
-    raise_unless_done,
-    run_in_worker,
-    submit_job,
-    wait_for_job,
-)
 from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
-from tools.jobs.processes import (  # noqa: F401
+from tools.jobs.processes import (
     WorkerAlreadyRunning,
     child_env,
-    lock_held,
-    log_path,
-    stop_worker,
     worker_lock,
-    worker_running,
 )
 from tools.settings import Settings, load_settings
 

@@ -95,3 +95,35 @@ def test_remove_keeps_folder_in_trash(library, reference_image):
     assert len(trashed) == 1 and (trashed[0] / "reference.png").exists()
     with pytest.raises(UnknownCharacterError):
         library.remove("yuki")
+
+
+def test_removing_a_name_twice_in_one_second_keeps_both_folders(
+    library, reference_image, monkeypatch
+):
+    import tools.characters.library as library_module
+
+    class FrozenClock(library_module.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return library_module.datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr(library_module, "datetime", FrozenClock)
+    for _ in range(2):
+        library.add("yuki", reference_image)
+        library.remove("yuki")
+    trashed = sorted(path.name for path in (library.root / ".trash").iterdir())
+    assert len(trashed) == 2 and trashed[0].startswith("yuki-20260102T030405")
+    library.add("yuki", reference_image)
+    assert library.names() == ["yuki"]
+
+
+def test_a_remove_whose_folder_cannot_move_leaves_the_index_as_it_was(
+    library, reference_image, monkeypatch
+):
+    library.add("yuki", reference_image)
+    monkeypatch.setattr(Path, "rename", lambda self, target: (_ for _ in ()).throw(OSError(5)))
+    with pytest.raises(OSError):
+        library.remove("yuki")
+    monkeypatch.undo()
+    assert library.names() == ["yuki"]
+    assert (library.get("yuki").folder / "reference.png").exists()

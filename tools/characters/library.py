@@ -264,14 +264,29 @@ class CharacterLibrary:
             if key not in characters:
                 raise UnknownCharacterError(name, self.closest(name, list(characters)))
             character = characters.pop(key)
-            self._write_index(characters)
             # The folder goes to a trash dir, not away: images made for it must never be lost.
-            trash = self.root / ".trash"
-            trash.mkdir(exist_ok=True)
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            if character.folder.exists():
-                character.folder.rename(trash / f"{key}-{stamp}")
+            # It moves first, so a failed move leaves the index naming it still.
+            trashed = self._to_trash(character.folder, key) if character.folder.exists() else None
+            try:
+                self._write_index(characters)
+            except BaseException:
+                if trashed is not None:
+                    trashed.rename(character.folder)
+                raise
         return character
+
+    def _to_trash(self, folder: Path, key: str) -> Path:
+        """Move `folder` to a new name in the trash (a name removed twice in one second too)."""
+        trash = self.root / ".trash"
+        trash.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        number = 1
+        target = trash / f"{key}-{stamp}"
+        while target.exists():  # bounded: each name taken is a folder in the trash
+            number += 1
+            target = trash / f"{key}-{stamp}-{number}"
+        folder.rename(target)
+        return target
 
 
 def _by_name(character: Character) -> str:

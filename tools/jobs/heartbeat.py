@@ -48,7 +48,9 @@ class Heartbeat:
             raise RunEnded(self.job.id)
 
     def on_step(self, step: int, steps: int) -> None:
-        self.beat(step=step, steps=steps)
+        # An image's last step is always recorded: on a fast machine a whole image can finish
+        # inside one BEAT_EVERY, and a client following the job must still see its steps.
+        self.beat(force=step >= steps, step=step, steps=steps)
 
 
 class Keepalive:

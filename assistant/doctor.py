@@ -67,14 +67,15 @@ def ollama_url(host: str) -> str:
 def check_model(settings: Settings, key: str) -> Check:
     from tools.engine.families import configured_models
 
-    value = getattr(configured_models(settings), key)
+    models = configured_models(settings)
+    value = getattr(models, key)
     try:
         source = resolve_source(value, settings.paths.models, key)
     except UserError as error:
         return Check(f"models.{key}", "fail", error.message, error.hint or "")
     if source.kind != "hub":
         return Check(f"models.{key}", "ok", f"local {source.kind}: {source.location}")
-    if cached_snapshot(source.location, weight_patterns(settings.models, key)) is not None:
+    if cached_snapshot(source.location, weight_patterns(models, key)) is not None:
         return Check(f"models.{key}", "ok", f"{source.location} downloaded (Hugging Face cache)")
     return Check(
         f"models.{key}",

@@ -77,3 +77,19 @@ def test_doctor_probes_a_bare_ollama_host_port(anime_home, monkeypatch):
     assert check.status == "ok", check.line()
     monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0")
     assert "http://0.0.0.0:11434" in check_ollama(load_settings()).detail
+
+
+def test_doctor_on_a_fresh_home_with_the_default_settings_is_no_traceback(tmp_path, monkeypatch):
+    """No config file: the defaults (image_encoder_folder null = the family's) are what a new
+    user runs, and the tiny-model config of every other test hides them."""
+    from typer.testing import CliRunner
+
+    from assistant.gen_cli import app
+
+    monkeypatch.setenv("ANIME_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ANIME_LLM_HOST", "http://127.0.0.1:9")
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    assert "models.ipadapter" in result.output

@@ -134,3 +134,30 @@ def test_two_clis_at_once_share_one_worker_without_name_clashes(studio):
     # The warm worker is still there: a second one refuses to start.
     second = subprocess.run([*GEN, "worker"], capture_output=True, text=True, timeout=60)
     assert second.returncode == 1 and "a worker is already running" in second.stderr
+
+
+def test_index_rebuild_right_after_a_generation_with_the_idle_worker_alive(studio):
+    """A warm worker idles for worker.keep_alive after its job: no job runs, so rebuild runs
+    (the idle worker is stopped first: it holds the index open; the next job starts one)."""
+    from tools.jobs.client import wait_for_job
+    from tools.jobs.processes import worker_running
+    from tools.store.index_rebuild import rebuild_index
+
+    settings, journal, job_id = submit(1)
+    assert wait_for_job(settings, job_id, timeout=300).state == JobState.DONE
+    assert worker_running(settings.paths.state)
+    report = rebuild_index(settings)
+    assert report.images == 1
+    assert not worker_running(settings.paths.state)
+
+
+def test_index_rebuild_while_a_job_is_queued_says_so(studio):
+    from tools.errors import UserError
+    from tools.jobs.client import submit_job
+    from tools.store.index_rebuild import rebuild_index
+
+    settings, specs = plan(1)
+    journal, job_id = submit_job(settings, specs)
+    with pytest.raises(UserError) as raised:
+        rebuild_index(settings)
+    assert job_id[:8] in raised.value.message and "jobs cancel" in (raised.value.hint or "")

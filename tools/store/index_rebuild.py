@@ -109,14 +109,8 @@ def index_file(
 
 
 def rebuild_index(settings: Settings) -> RebuildReport:
-    from tools.jobs.processes import worker_running
-
     state, output = settings.paths.state, settings.paths.output
-    if worker_running(state):
-        raise UserError(
-            "a worker is running; it writes the index while it draws",
-            "wait until `anime-gen jobs` shows nothing running, then rebuild",
-        )
+    _pause_the_worker(state)
     target = state / INDEX_NAME
     temp = state / f".{INDEX_NAME}.rebuild-{os.getpid()}.tmp"
     _remove_database(temp)
@@ -141,6 +135,25 @@ def rebuild_index(settings: Settings) -> RebuildReport:
     _remove_database(target, suffixes=("-wal", "-shm"))
     os.replace(temp, target)
     return report
+
+
+def _pause_the_worker(state: Path) -> None:
+    """Refuse while a job is queued or drawing (its worker writes the index); stop an idle warm
+    worker, which holds the old index open: the next job starts a new one."""
+    from tools.jobs.journal import JobJournal
+    from tools.jobs.processes import stop_worker, worker_running
+
+    busy = [job for job in JobJournal.for_state(state).list() if not job.finished]
+    if busy:
+        names = ", ".join(job.id[:8] for job in busy)
+        raise UserError(
+            f"{len(busy)} job{'s' if len(busy) != 1 else ''} not finished ({names}): the worker"
+            " writes the index while it draws",
+            "wait until `anime-gen jobs` shows it finished, or `anime-gen jobs cancel ID`;"
+            " then rebuild",
+        )
+    if worker_running(state):
+        stop_worker(state)
 
 
 def _remove_database(path: Path, suffixes: tuple[str, ...] = ("", "-wal", "-shm")) -> None:

@@ -22,7 +22,7 @@ from tools.gallery.listing import ID_PATTERN, Filters, NotFound
 from tools.gallery.png_record import update_record
 from tools.gallery.reconcile import ReconcileReport, reconcile
 from tools.store.gen_index import GenerationIndex
-from tools.store.index_rebuild import INDEX_NAME, TRASH_FOLDER, image_files
+from tools.store.index_rebuild import INDEX_NAME, TRASH_FOLDER, image_files, safe_view_name
 from tools.store.output_store import link_view
 
 
@@ -240,17 +240,20 @@ class Catalog:
         return row is not None or path.exists()
 
     def _view_folders(self, row: sqlite3.Row) -> list[Path]:
-        folders = [self.output / "characters" / row["character"]]
-        if row["collection"]:
+        """The row's view folders; a name that is no safe folder name (an index written before
+        names from files were checked) has none, so no path leaves the output folder."""
+        folders = []
+        if safe_view_name(row["character"]):
+            folders.append(self.output / "characters" / row["character"])
+        if row["collection"] and safe_view_name(row["collection"]):
             folders.append(self.output / "collections" / row["collection"])
         return folders
 
     def _link_views(self, row: sqlite3.Row) -> None:
         path = Path(row["path"])
-        if row["accepted"]:
-            link_view(path, self.output / "characters" / row["character"], self.organize_by_date)
-        if row["collection"]:
-            link_view(path, self.output / "collections" / row["collection"], self.organize_by_date)
+        for folder in self._view_folders(row):
+            if folder.parent.name == "collections" or row["accepted"]:
+                link_view(path, folder, self.organize_by_date)
 
     @staticmethod
     def _unlink_views(path: Path, folders: list[Path]) -> None:

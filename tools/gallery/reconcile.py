@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tools.store.gen_index import GenerationIndex
-from tools.store.index_rebuild import image_files, index_file, place_marks, png_record
+from tools.store.index_rebuild import image_files, index_file, place_marks, valid_record
 
 
 @dataclass
@@ -19,13 +18,6 @@ class ReconcileReport:
     missing: int = 0
     found_again: int = 0
     foreign: list[str] = field(default_factory=list)
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The JSON record our PNGs carry, or None (not ours, damaged, unreadable)."""
-    record = png_record(path)
-    needed = ("character", "posture", "pose", "seed")
-    return record if isinstance(record, dict) and all(k in record for k in needed) else None
 
 
 def reconcile(index: GenerationIndex, output: Path) -> ReconcileReport:
@@ -46,7 +38,7 @@ def reconcile(index: GenerationIndex, output: Path) -> ReconcileReport:
         for path in on_disk:
             if str(path) in known:
                 continue
-            record = read_record(path)
+            record = valid_record(path)
             if record is None:
                 report.foreign.append(str(path))
                 continue

@@ -12,13 +12,17 @@ import contextlib
 import json
 import os
 import sqlite3
+import struct
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from pydantic import ValidationError
 
+from tools.characters.library import NAME_PATTERN
 from tools.errors import UserError
 from tools.settings import Settings
 from tools.store.gen_index import GenerationIndex
@@ -65,17 +69,35 @@ def png_record(path: Path) -> Any:
     """The JSON record our PNGs carry, decoded; None when it is missing, damaged or unreadable."""
     try:
         return json.loads(read_png_metadata(path)[METADATA_KEY])
-    except (OSError, ValueError, KeyError, SyntaxError):
+    # A crafted file: truncated chunks, a header declaring a decompression bomb.
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        SyntaxError,
+        EOFError,
+        struct.error,
+        zlib.error,
+        Image.DecompressionBombError,
+    ):
         return None
 
 
-def _record(path: Path) -> dict[str, Any] | None:
+def valid_record(path: Path) -> dict[str, Any] | None:
+    """`png_record` when it is a whole record whose names are safe folder names (they become
+    view folders under the output), else None: the file counts as foreign."""
     record = png_record(path)
     try:
-        ImageMetadata.model_validate(record)
+        meta = ImageMetadata.model_validate(record)
     except ValidationError:
         return None
-    return record
+    names = [meta.character] + ([meta.collection] if meta.collection is not None else [])
+    return record if all(safe_view_name(name) for name in names) else None
+
+
+def safe_view_name(name: object) -> bool:
+    """A name that may become a folder of `characters/` or `collections/` (the library's rule)."""
+    return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
 
 
 def place_marks(output: Path, path: Path, record: dict[str, Any]) -> tuple[bool, bool]:
@@ -120,7 +142,7 @@ def rebuild_index(settings: Settings) -> RebuildReport:
     index = GenerationIndex(temp)
     with index.transaction() as connection:
         for path in image_files(output) if output.exists() else []:
-            record = _record(path)
+            record = valid_record(path)
             if record is None:
                 report.skipped.append(path)
                 continue

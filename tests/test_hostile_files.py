@@ -1,0 +1,72 @@
+"""Files in the output folder that the gallery and `index rebuild` must survive: a partial
+record, a decompression bomb, a record whose names would build paths outside the home."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from evals.gallery_bench import synthetic_meta
+from tests.test_gallery import client, home, listed  # noqa: F401  (fixtures)
+from tools.settings import load_settings
+from tools.store.index_rebuild import rebuild_index
+from tools.store.output_store import METADATA_KEY
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(path: Path) -> Path:
+    """A tiny file whose header declares 20000×20000 pixels."""
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IEND", b""))
+    return path
+
+
+def png_with_record(path: Path, record: dict) -> Path:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(METADATA_KEY, json.dumps(record))
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(path, pnginfo=info)
+    return path
+
+
+def hostile_files(root: Path) -> list[Path]:
+    day = root / "anime-output" / "2026-01-01"
+    day.mkdir(parents=True, exist_ok=True)
+    partial = {"character": "sakura", "posture": "standing", "pose": "standing", "seed": 1}
+    return [bomb_png(day / "bomb.png"), png_with_record(day / "partial.png", partial)]
+
+
+def test_a_bomb_and_a_partial_record_do_not_take_the_gallery_down(client, home):  # noqa: F811
+    before = len(listed(client))
+    hostile_files(home)
+    assert client.post("/api/gallery/reconcile", json={}).status_code == 200
+    assert client.get("/api/images").status_code == 200
+    assert client.get("/gallery").status_code == 200
+    assert len(listed(client)) == before
+
+
+def test_index_rebuild_skips_and_names_a_bomb_and_a_partial_record(home):  # noqa: F811
+    skipped = hostile_files(home)
+    report = rebuild_index(load_settings(home=home, env={}))
+    assert sorted(report.skipped) == sorted(skipped)
+    assert report.images == 5
+
+
+def test_names_in_a_record_never_build_folders_outside_the_home(client, home, tmp_path):  # noqa: F811
+    meta = synthetic_meta(9, "sakura", ("standing", ["standing"]), "crafted", False)
+    meta.update(character="../../../escaped", collection="../../../escaped_too")
+    png_with_record(home / "anime-output" / "crafted.png", meta)
+    client.post("/api/gallery/reconcile", json={})
+    for image in listed(client, trashed="1") + listed(client, rejected="1"):
+        image_id = image["id"]
+        client.post(f"/api/images/{image_id}/keep", json={})
+        client.post(f"/api/images/{image_id}/trash", json={})
+        client.post(f"/api/images/{image_id}/restore", json={})
+    outside = [p for p in tmp_path.rglob("*escaped*")]
+    assert all(home / "anime-output" in p.parents for p in outside), outside

@@ -76,7 +76,9 @@ def index_rebuild() -> None:
         f"({report.rejected} rejected, {report.trashed} in the trash)"
     )
     for path in report.skipped:
-        typer.echo(f"skipped {path}: no anime-chat metadata", err=True)
+        typer.echo(
+            f"skipped {path}: no complete anime-chat record (foreign, damaged or crafted)", err=True
+        )
 
 
 # -- serve --------------------------------------------------------------------------------------

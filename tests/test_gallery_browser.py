@@ -142,7 +142,9 @@ def browser():
 @pytest.fixture(scope="module")
 def page(browser, gallery):
     _, url, _ = gallery
-    context = browser.new_context(viewport={"width": 1100, "height": 720})
+    # Playwright's wait_for_function evaluates strings, which the page's CSP forbids:
+    # test_the_page_runs_under_its_own_content_security_policy runs the page without bypass.
+    context = browser.new_context(viewport={"width": 1100, "height": 720}, bypass_csp=True)
     opened = context.new_page()
     opened.set_default_timeout(30_000)
     opened.goto(url)
@@ -162,6 +164,23 @@ def _wait_cards(page, count: int) -> list[str]:
 def _base(page) -> str:
     parts = urlsplit(page.url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def test_the_page_runs_under_its_own_content_security_policy(browser, gallery):
+    _, url, _ = gallery
+    context = browser.new_context()
+    strict = context.new_page()
+    violations: list[str] = []
+    strict.on(
+        "console",
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    strict.goto(url)
+    strict.locator("#grid .card").first.wait_for(timeout=30_000)
+    context.close()
+    assert violations == []
 
 
 def test_the_printed_url_logs_in_again_and_again_and_the_token_stays_out_of_it(gallery):

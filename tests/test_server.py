@@ -71,9 +71,9 @@ def test_non_loopback_host_or_origin_is_forbidden(app_client, headers):
 
 def test_files_outside_the_home_folders_are_not_found(app_client, anime_home):
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    inside = anime_home / "anime-output" / "note.txt"
+    inside = anime_home / "anime-output" / "drawn.png"
     inside.parent.mkdir(parents=True)
-    inside.write_text("ok")
+    inside.write_bytes(b"ok")
     assert app_client.get("/api/file", params={"path": str(inside)}, headers=auth).text == "ok"
     for path in (
         f"{anime_home}/anime-output/../.anime-config.yaml",

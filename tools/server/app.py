@@ -17,7 +17,12 @@ from tools.errors import UserError
 from tools.gallery import gallery_routers, login_router
 from tools.server.library_routes import library_router
 from tools.server.routes import core_router
-from tools.server.security import allowed_host, allowed_origin, require_token
+from tools.server.security import (
+    allowed_host,
+    allowed_origin,
+    require_token,
+    with_security_headers,
+)
 from tools.server.studio import Studio
 
 
@@ -28,14 +33,16 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
 
     @app.middleware("http")
     async def loopback_only(request: Request, call_next: Any) -> Any:
-        if not allowed_host(request.headers.get("host"), studio.host) or not allowed_origin(
-            request.headers.get("origin"), studio.host
+        host = request.headers.get("host")
+        if not allowed_host(host, studio.host) or not allowed_origin(
+            request.headers.get("origin"), request.url.scheme, host
         ):
-            return JSONResponse({"detail": "Host or Origin is not this machine"}, status_code=403)
+            refused = JSONResponse({"detail": "Host or Origin is not this server"}, 403)
+            return with_security_headers(refused)
         studio.last_activity = time.monotonic()
         studio.in_flight += 1
         try:
-            return await call_next(request)
+            return with_security_headers(await call_next(request))
         finally:
             studio.in_flight -= 1
             studio.last_activity = time.monotonic()

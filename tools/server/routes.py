@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from tools.server.client import process_environment
 from tools.server.generation import GenerateBody, plan_generation, planned_outputs
-from tools.server.security import guard_path
+from tools.server.security import IMAGE_SUFFIXES, guard_path
 from tools.server.studio import request_settings, require_my_environment, studio_of
 from tools.settings import Settings
 
@@ -203,8 +203,9 @@ async def events(job_id: str, request: Request) -> StreamingResponse:
 
 @core_router.get("/file")
 def file(request: Request, path: str) -> FileResponse:
-    """A file from the output, character or state folders (nothing else: 404)."""
+    """An image from the output, character or state folders (nothing else: 404)."""
     resolved = guard_path(path, studio_of(request).roots())
-    if not resolved.is_file():
+    # Images only: an .html or .svg dropped in a folder would run script on this origin.
+    if resolved.suffix.lower() not in IMAGE_SUFFIXES or not resolved.is_file():
         raise HTTPException(404, "not found")
     return FileResponse(resolved)

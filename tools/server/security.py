@@ -36,42 +36,70 @@ def set_auth_cookie(response: Response, token: str) -> None:
     response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="strict", path="/")
 
 
+def _matches(presented: str, expected: str) -> bool:
+    """Constant-time compare of any header text (`compare_digest` raises on non-ASCII str)."""
+    return secrets.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def require_token(request: Request) -> None:
     """FastAPI dependency: bearer token, or cookie (+ CSRF header unless the method is safe)."""
     token: str = request.app.state.token
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and presented:
-        if secrets.compare_digest(presented.strip(), token):
+        if _matches(presented.strip(), token):
             return
         raise HTTPException(401, "wrong token (see <state>/server.token)")
     cookie = request.cookies.get(COOKIE_NAME)
-    if cookie and secrets.compare_digest(cookie, token):
+    if cookie and _matches(cookie, token):
         if request.method in SAFE_METHODS:
             return
         header = request.headers.get(CSRF_HEADER, "")
-        if header and secrets.compare_digest(header, csrf_token(token)):
+        if header and _matches(header, csrf_token(token)):
             return
         raise HTTPException(401, f"a cookie-authenticated {request.method} needs {CSRF_HEADER}")
     raise HTTPException(401, "missing token: send Authorization: Bearer <state>/server.token")
 
 
-def _hostname(value: str) -> str:
-    return (urlsplit(f"//{value}").hostname or "").lower()
+def _hostname(value: str) -> str | None:
+    """The host name of a `Host` value (`name[:port]`), or None when it does not parse."""
+    try:
+        parts = urlsplit(f"//{value}")
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError:
+        return None
+    return (parts.hostname or "").lower() or None
 
 
 def allowed_host(value: str | None, bound_host: str) -> bool:
-    if not value:
-        return False
-    name = _hostname(value)
-    return name in LOOPBACK_NAMES or name == bound_host.lower()
+    name = _hostname(value) if value else None
+    return name is not None and (name in LOOPBACK_NAMES or name == bound_host.lower())
 
 
-def allowed_origin(origin: str | None, bound_host: str) -> bool:
-    """No Origin (CLI, same-origin GET) is fine; a present one must be ours."""
+def allowed_origin(origin: str | None, scheme: str, host: str | None) -> bool:
+    """No Origin (CLI, same-origin GET) is fine; a present one must be this server's exact
+    origin (scheme, host and port: another local service on another port is another origin)."""
     if origin is None:
         return True
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and allowed_host(parts.netloc, bound_host)
+    return host is not None and origin.lower() == f"{scheme}://{host}".lower()
+
+
+# Files of the output are served as images only; the page's own scripts and styles come from
+# this origin; nothing may frame it (https://owasp.org/www-project-secure-headers/).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none';"
+    " form-action 'self'"
+)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+
+
+def with_security_headers(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 def guard_path(path: str | Path, roots: list[Path]) -> Path:

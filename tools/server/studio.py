@@ -85,8 +85,20 @@ def request_overrides(request: Request) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+        data = None
+    flags, env = (data.get("flags", {}), data.get("env", {})) if isinstance(data, dict) else (0, 0)
+    well_formed = (
+        isinstance(flags, dict)
+        and all(isinstance(section, dict) for section in flags.values())
+        and isinstance(env, dict)
+        and all(isinstance(value, str) for value in env.values())
+    )
+    if not well_formed:
+        raise UserError(
+            f"malformed {OVERRIDES_HEADER} header",
+            'send {"flags": {section: {key: value}}, "env": {NAME: "value"}} as JSON',
+        )
+    return data
 
 
 class EnvironmentMismatch(UserError):

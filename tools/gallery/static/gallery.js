@@ -7,7 +7,7 @@ const PAGE_SIZE = 60;
 
 async function api(method, url, body) {
   const headers = { "Content-Type": "application/json" };
-  if (method !== "GET") headers[window.ANIME_CSRF_HEADER] = window.ANIME_CSRF;
+  if (method !== "GET") headers[DATA.csrf_header] = DATA.csrf;
   const response = await fetch(url, {
     method,
     headers,

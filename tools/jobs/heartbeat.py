@@ -21,7 +21,8 @@ class RunEnded(Exception):
 
 
 class Heartbeat:
-    """The step callback: records progress at most every BEAT_EVERY s, stops cancelled runs.
+    """The step callback: records progress at most every BEAT_EVERY s (and at each run's last
+    step), stops cancelled runs.
 
     With a lease `token` it beats the worker's image leases (several workers per job), else the
     job's whole run."""
@@ -48,7 +49,8 @@ class Heartbeat:
             raise RunEnded(self.job.id)
 
     def on_step(self, step: int, steps: int) -> None:
-        self.beat(step=step, steps=steps)
+        # The last step always lands: a render shorter than BEAT_EVERY still shows its steps.
+        self.beat(force=step >= steps, step=step, steps=steps)
 
 
 class Keepalive:

@@ -327,9 +327,10 @@ def test_second_foreground_server_is_refused_and_idle_background_replaced(tmp_pa
     background = subprocess.Popen(
         [sys.executable, "-m", "assistant.studio", "--background"], env=env
     )
+    deadline = time.monotonic() + 120  # a hang guard only: each loop waits for an event
     try:
         while running_client(home) is None:
-            assert background.poll() is None
+            assert background.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         foreground = subprocess.Popen(
             [sys.executable, "-m", "assistant.studio"], env=env, stderr=subprocess.PIPE, text=True
@@ -337,6 +338,7 @@ def test_second_foreground_server_is_refused_and_idle_background_replaced(tmp_pa
         assert background.wait(30) == 0  # the idle background server made way
         while (client := running_client(home)) is None or client.discovery.pid != foreground.pid:
             assert foreground.poll() is None, foreground.stderr.read()
+            assert time.monotonic() < deadline, "the foreground server did not start"
             time.sleep(0.1)
         second = subprocess.run(
             [sys.executable, "-m", "assistant.studio"],

@@ -107,7 +107,9 @@ def test_a_hang_is_detected_within_hang_timeout_and_the_job_completes(studio, mo
         lambda: (job := journal.get(job_id)).error and job.state == "queued" and job, 30, "retry"
     )
     assert "hung" in failed.error
-    assert failed.updated - hung.heartbeat < HANG_TIMEOUT + 3
+    # A generous bound (the watchdog's loop runs late on a loaded machine), far below the
+    # default hang timeout (120 s): the short setting is the one in use.
+    assert failed.updated - hung.heartbeat < 3 * HANG_TIMEOUT
     job = wait_for_job(settings, job_id, timeout=120)
     assert job.state == JobState.DONE and job.attempts == 2 and accepted_numbers(studio) == [1, 2]
 

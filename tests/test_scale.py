@@ -5,6 +5,7 @@ Real processes, the tiny models, CPU workers (the test setting `worker.cpu_worke
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -39,17 +40,25 @@ def test_two_local_workers_share_a_job_and_survive_a_kill_9(studio, monkeypatch)
     from tools.store.gen_index import GenerationIndex
 
     monkeypatch.setenv("ANIME_WORKER_CPU_WORKERS", "2")
+    # Image 6 holds whichever worker draws it first (a fast machine would finish the job before
+    # the kill); the other goes on.
+    monkeypatch.setenv("ANIME_WORKER_FAULTS", "hang@6")
     settings, journal, job_id = submit(10)
     state = settings.paths.state
-    # Both have drawn an image: kill one of them while it draws its next.
     wait_until(lambda: len(journal.get(job_id).workers) == 2, 180, "both workers drawing")
-    victim = int((state / "worker-cpu1.pid").read_text())
-    wait_until(
-        lambda: any(i.worker is None and i.tries for i in journal.get(job_id).images),
-        60,
-        "an image in flight",
-    )
-    os.kill(victim, signal.SIGKILL)
+
+    def first_lease_of_image_6():
+        with journal.transaction() as db:
+            row = db.execute(
+                "SELECT lease, tries FROM job_images WHERE job_id = ? AND idx = 6", (job_id,)
+            ).fetchone()
+        return row["lease"] if row["lease"] and row["tries"] == 1 else None
+
+    # The supervisor's lease token is `name:nonce`: kill the worker that holds image 6.
+    name = wait_until(first_lease_of_image_6, 120, "image 6 in flight").split(":")[0]
+    victim = int((state / f"worker-{name}.pid").read_text())
+    with contextlib.suppress(ProcessLookupError):  # the watchdog was quicker: the same recovery
+        os.kill(victim, signal.SIGKILL)
     job = wait_for_job(settings, job_id, timeout=240)
     job = assert_each_image_once(studio, job_id, 10)
     assert sorted(job.workers) == ["cpu0", "cpu1"] and job.attempts == 2

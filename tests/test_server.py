@@ -327,9 +327,10 @@ def test_second_foreground_server_is_refused_and_idle_background_replaced(tmp_pa
     background = subprocess.Popen(
         [sys.executable, "-m", "assistant.studio", "--background"], env=env
     )
+    deadline = time.monotonic() + 120  # a hang guard only: each loop waits for an event
     try:
         while running_client(home) is None:
-            assert background.poll() is None
+            assert background.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         foreground = subprocess.Popen(
             [sys.executable, "-m", "assistant.studio"], env=env, stderr=subprocess.PIPE, text=True
@@ -337,6 +338,7 @@ def test_second_foreground_server_is_refused_and_idle_background_replaced(tmp_pa
         assert background.wait(30) == 0  # the idle background server made way
         while (client := running_client(home)) is None or client.discovery.pid != foreground.pid:
             assert foreground.poll() is None, foreground.stderr.read()
+            assert time.monotonic() < deadline, "the foreground server did not start"
             time.sleep(0.1)
         second = subprocess.run(
             [sys.executable, "-m", "assistant.studio"],
@@ -367,10 +369,16 @@ def test_sse_progress_and_kill_9_of_the_server_loses_nothing(studio):
         seen.append((kind, data))
         if kind == "image":
             break
-    steps = [data["step"] for kind, data in seen if kind == "progress" and data.get("step")]
-    assert steps, f"no per-step progress in {seen}"
+    # However fast the render, the stream shows the image's last step before the image lands.
+    first = seen[-1][1]["index"]
+    steps = [(d["step"], d["steps"]) for k, d in seen if k == "progress" and d["image"] == first]
+    assert steps and steps[-1][0] == steps[-1][1] > 0, f"no per-step progress in {seen}"
+    state = studio.home / ".anime-chat"
     os.kill(studio.discovery.pid, signal.SIGKILL)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 60  # a hang guard: the kernel frees the lock as it dies
+    while files.server_running(state):
+        assert time.monotonic() < deadline, "the killed server still holds its lock"
+        time.sleep(0.05)
     restarted = connect(studio.home)  # the next command starts a server again
     assert restarted.discovery.pid != studio.discovery.pid
     done = restarted.call("GET", f"/api/jobs/{job}/wait?timeout=300")

@@ -21,7 +21,8 @@ class RunEnded(Exception):
 
 
 class Heartbeat:
-    """The step callback: records progress at most every BEAT_EVERY s, stops cancelled runs.
+    """The step callback: records progress at most every BEAT_EVERY s (and at each run's last
+    step), stops cancelled runs.
 
     With a lease `token` it beats the worker's image leases (several workers per job), else the
     job's whole run."""

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from tools.server.client import process_environment
 from tools.server.generation import GenerateBody, plan_generation, planned_outputs
+from tools.server.job_events import JobEvents, job_detail
 from tools.server.security import IMAGE_SUFFIXES, guard_path
 from tools.server.studio import request_settings, require_my_environment, studio_of
 from tools.settings import Settings
@@ -111,15 +112,6 @@ def job(job_id: str, request: Request) -> dict[str, Any]:
     return job_detail(_job(request, job_id))
 
 
-def job_detail(job: Any) -> dict[str, Any]:
-    """The job's summary plus its live progress and each finished image's record."""
-    return {
-        **job.summary(),
-        "progress": job.progress,
-        "records": [image.record for image in job.images if image.record],
-    }
-
-
 @core_router.post("/jobs/{job_id}/cancel")
 def cancel(job_id: str, request: Request) -> dict[str, Any]:
     found = _job(request, job_id)
@@ -157,8 +149,8 @@ def _event(kind: str, data: Any) -> str:
 
 @core_router.get("/jobs/{job_id}/events")
 async def events(job_id: str, request: Request) -> StreamingResponse:
-    """Server-sent events: `progress` (state, image, step) whenever it changes, `image` with
-    each finished image's record, then `end` with the finished job."""
+    """Server-sent events: `progress` (state, image, step) whenever it changes and at each
+    image's last step, `image` with each finished image's record, then `end` with the job."""
     studio = studio_of(request)
     first = _job(request, job_id)
     journal = _journal(request)
@@ -166,30 +158,12 @@ async def events(job_id: str, request: Request) -> StreamingResponse:
     async def stream() -> AsyncIterator[str]:
         studio.open_streams += 1
         try:
-            last: Any = None
-            sent: set[int] = set()
+            follower = JobEvents()
             current = first
             while True:
-                shown = (current.state, current.done_count, current.progress)
-                if shown != last:
-                    last = shown
-                    yield _event(
-                        "progress",
-                        {
-                            "job": current.id,
-                            "state": current.state,
-                            "done": current.done_count,
-                            "images": len(current.images),
-                            **{k: current.progress.get(k) for k in ("phase", "image", "step")},
-                            "steps": current.progress.get("steps"),
-                        },
-                    )
-                for image in current.images:
-                    if image.record and image.index not in sent:
-                        sent.add(image.index)
-                        yield _event("image", {"index": image.index, "record": image.record})
+                for kind, data in follower.update(current):
+                    yield _event(kind, data)
                 if current.finished:
-                    yield _event("end", job_detail(current))
                     return
                 if await request.is_disconnected():
                     return

@@ -15,7 +15,7 @@ from PIL import Image
 from evals.gallery_bench import synthetic_meta
 from tools.gallery.auth import login_code
 from tools.server.app import create_app
-from tools.server.security import COOKIE_NAME, CSRF_HEADER, csrf_token
+from tools.server.security import CSRF_HEADER, cookie_name, csrf_token
 from tools.server.studio import Studio
 from tools.settings import load_settings
 from tools.store.gen_index import GenerationIndex
@@ -44,6 +44,14 @@ def write_images(home: Path) -> list[Path]:
         paths.append(store.save(Image.new("RGB", (32, 48), color), meta, key=meta["key"]))
     index.close()
     return paths
+
+
+def logged_in_browser(home: Path) -> tuple[TestClient, str]:
+    """A browser that opened the printed link: its session cookie, and its page's CSRF value."""
+    studio = Studio(home, TOKEN, "127.0.0.1")
+    browser = TestClient(create_app(studio), base_url="http://127.0.0.1")
+    assert browser.get("/gallery/login", params={"code": login_code(TOKEN)}).status_code == 200
+    return browser, csrf_token(studio.gallery_session)
 
 
 @pytest.fixture
@@ -215,11 +223,10 @@ def test_bulk_actions_change_every_selected_image_or_none(client, home):
     assert len(list((home / "anime-output" / "collections" / "picks").iterdir())) == 2
     client.post(url, json={"ids": [first, second], "action": "unstar"})
     assert listed(client, starred="1") == []
-    browser = TestClient(create_app(Studio(home, TOKEN, "127.0.0.1")), base_url="http://127.0.0.1")
-    browser.cookies.set(COOKIE_NAME, TOKEN)
+    browser, csrf = logged_in_browser(home)
     trash = {"ids": [first, second], "action": "trash"}
     assert browser.post(url, json=trash).status_code == 401  # a cookie without the CSRF header
-    trashed = browser.post(url, json=trash, headers={CSRF_HEADER: csrf_token(TOKEN)})
+    trashed = browser.post(url, json=trash, headers={CSRF_HEADER: csrf})
     assert [i["trashed"] for i in trashed.json()["images"]] == [True, True]
     assert sorted(i["id"] for i in listed(client, trashed="1")) == sorted([first, second])
     assert all(Path(i["path"]).is_file() for i in trashed.json()["images"])
@@ -305,28 +312,48 @@ def test_no_token_is_401_for_the_api_and_the_pages(home):
     assert bare.get("/gallery/login", params={"code": "guess"}).status_code == 401
 
 
-def test_login_link_sets_a_strict_httponly_cookie_and_works_twice(home):
-    bare = TestClient(create_app(Studio(home, TOKEN, "127.0.0.1")), base_url="http://127.0.0.1")
-    for _ in range(2):
-        answer = bare.get(
-            "/gallery/login", params={"code": login_code(TOKEN)}, follow_redirects=False
-        )
-        assert answer.status_code == 303 and answer.headers["location"] == "/gallery"
-        cookie = answer.headers["set-cookie"]
-        assert f"{COOKIE_NAME}={TOKEN}" in cookie
-        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
-    assert TOKEN not in login_code(TOKEN)
+def test_login_link_works_once_and_its_cookie_is_a_strict_httponly_session_not_the_token(home):
+    studio = Studio(home, TOKEN, "127.0.0.1")
+    bare = TestClient(create_app(studio), base_url="http://127.0.0.1")
+    code = login_code(TOKEN)
+    assert TOKEN not in code and code != login_code(TOKEN)  # a fresh code each time
+    answer = bare.get("/gallery/login", params={"code": code}, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/gallery"
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith(f"{cookie_name(80)}={studio.gallery_session};")
+    assert TOKEN not in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
     assert bare.get("/gallery").status_code == 200
+    # The spent link from history: fine while logged in, refused in another browser.
+    again = bare.get("/gallery/login", params={"code": code}, follow_redirects=False)
+    assert again.status_code == 303
+    other = TestClient(create_app(studio), base_url="http://127.0.0.1")
+    refused = other.get("/gallery/login", params={"code": code})
+    assert refused.status_code == 401 and "anime-gen gallery" in refused.json()["detail"]
+    forged = f"{code.split('.')[0]}.{'0' * 64}"
+    assert other.get("/gallery/login", params={"code": forged}).status_code == 401
+    assert other.get("/gallery/login", params={"code": "é.é"}).status_code == 401
+    assert other.get("/gallery/login", params={"code": login_code(TOKEN)}).status_code == 200
+
+
+def test_two_servers_on_one_host_keep_separate_sessions(home):
+    first, second = Studio(home, TOKEN, "127.0.0.1"), Studio(home, TOKEN, "127.0.0.1")
+    first.port, second.port = 7001, 7002
+    browser = TestClient(create_app(first), base_url="http://127.0.0.1:7001")
+    browser.get("/gallery/login", params={"code": login_code(TOKEN)})
+    assert [c.name for c in browser.cookies.jar] == [cookie_name(7001)]
+    other = TestClient(create_app(second), base_url="http://127.0.0.1:7002")
+    for c in browser.cookies.jar:  # what a browser does: one host's cookies go to every port
+        other.cookies.set(c.name, c.value)
+    assert other.get("/api/images").status_code == 401
 
 
 def test_cookie_posts_need_the_csrf_header_and_bearer_posts_do_not(client, home):
     target = listed(client)[0]
     url = f"/api/images/{target['id']}/star"
-    browser = TestClient(create_app(Studio(home, TOKEN, "127.0.0.1")), base_url="http://127.0.0.1")
-    browser.cookies.set(COOKIE_NAME, TOKEN)
+    browser, csrf = logged_in_browser(home)
     assert browser.get("/api/images").status_code == 200
     assert browser.post(url, json={"starred": True}).status_code == 401
-    ok = browser.post(url, json={"starred": True}, headers={CSRF_HEADER: csrf_token(TOKEN)})
+    ok = browser.post(url, json={"starred": True}, headers={CSRF_HEADER: csrf})
     assert ok.status_code == 200
     assert client.post(url, json={"starred": False}).status_code == 200  # bearer, no header
 

@@ -84,6 +84,15 @@ def _get(url: str, cookie: str | None = None) -> http.client.HTTPResponse:
     return response
 
 
+def fresh_login_url(home: Path, printed: str) -> str:
+    """What another `anime-gen gallery` prints: each login link works once."""
+    from tools.gallery.auth import login_url
+
+    token = (home / ".anime-chat" / "server.token").read_text().strip()
+    parts = urlsplit(printed)
+    return login_url(f"{parts.scheme}://{parts.netloc}", token)
+
+
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path):
     """`anime-gen gallery --no-browser` on a prepared home: (home, printed URL, shots dir)."""
@@ -141,7 +150,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page(browser, gallery):
-    _, url, _ = gallery
+    home, printed, _ = gallery
+    url = fresh_login_url(home, printed)
     # Playwright's wait_for_function evaluates strings, which the page's CSP forbids:
     # test_the_page_runs_under_its_own_content_security_policy runs the page without bypass.
     context = browser.new_context(viewport={"width": 1100, "height": 720}, bypass_csp=True)
@@ -167,7 +177,8 @@ def _base(page) -> str:
 
 
 def test_the_page_runs_under_its_own_content_security_policy(browser, gallery):
-    _, url, _ = gallery
+    home, printed, _ = gallery
+    url = fresh_login_url(home, printed)
     context = browser.new_context()
     strict = context.new_page()
     violations: list[str] = []
@@ -183,16 +194,18 @@ def test_the_page_runs_under_its_own_content_security_policy(browser, gallery):
     assert violations == []
 
 
-def test_the_printed_url_logs_in_again_and_again_and_the_token_stays_out_of_it(gallery):
-    home, url, _ = gallery
+def test_the_printed_url_logs_in_once_and_the_token_stays_out_of_it_and_the_cookie(gallery):
+    home, printed, _ = gallery
     token = (home / ".anime-chat" / "server.token").read_text().strip()
+    url = printed  # no other test opens the printed link: it works the first time
     assert url.startswith("http://127.0.0.1:") and token not in url
-    for _ in range(2):
-        answer = _get(url)
-        assert answer.status == 303 and answer.getheader("Location") == "/gallery"
-        cookie = answer.getheader("Set-Cookie")
-        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
-    assert _get(url.replace("code=", "code=0")).status == 401
+    answer = _get(url)
+    assert answer.status == 303 and answer.getheader("Location") == "/gallery"
+    cookie = answer.getheader("Set-Cookie")
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and token not in cookie
+    assert cookie.startswith(f"anime_session_{urlsplit(url).port}=")
+    assert _get(url).status == 401  # spent: the link in the browser's history opens nothing
+    assert _get(fresh_login_url(home, printed).replace("code=", "code=0")).status == 401
 
 
 def test_grid_shows_the_images_newest_first(page, gallery):

@@ -21,11 +21,12 @@ from conftest import studio_env as _env
 from conftest import studio_home as _home
 from fastapi.testclient import TestClient
 
+from tools.gallery.auth import login_code
 from tools.server import files
 from tools.server.app import create_app
 from tools.server.client import StudioClient, connect, running_client
 from tools.server.files import stop_server
-from tools.server.security import COOKIE_NAME, CSRF_HEADER, csrf_token
+from tools.server.security import CSRF_HEADER, cookie_name, csrf_token
 from tools.server.studio import Studio
 
 TOKEN = "test-token"
@@ -50,13 +51,18 @@ def test_routes_need_the_token(app_client):
 
 
 def test_cookie_needs_the_csrf_header_to_change_anything(app_client):
-    app_client.cookies.set(COOKIE_NAME, TOKEN)
+    app_client.cookies.set(cookie_name(7788), TOKEN)  # the token is no session
+    assert app_client.get("/api/characters").status_code == 401
+    app_client.get("/gallery/login", params={"code": login_code(TOKEN)})
     assert app_client.get("/api/characters").status_code == 200
+    session = app_client.app.state.studio.gallery_session
     body = {"text": "who do I have", "planner": "rules"}
     assert app_client.post("/api/plan", json=body).status_code == 401
     forged = app_client.post("/api/plan", json=body, headers={CSRF_HEADER: "guess"})
     assert forged.status_code == 401
-    ok = app_client.post("/api/plan", json=body, headers={CSRF_HEADER: csrf_token(TOKEN)})
+    stale = app_client.post("/api/plan", json=body, headers={CSRF_HEADER: csrf_token(TOKEN)})
+    assert stale.status_code == 401
+    ok = app_client.post("/api/plan", json=body, headers={CSRF_HEADER: csrf_token(session)})
     assert ok.status_code == 200, ok.text
 
 

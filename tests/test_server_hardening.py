@@ -25,8 +25,8 @@ def anonymous(home):  # noqa: F811
     "headers",
     [
         {"Authorization": "Bearer t\u00f6ken"},
-        {"Cookie": "anime_token=t%C3%B6ken"},
-        {"Cookie": "anime_token=\u00e9"},
+        {"Cookie": "anime_session_7788=t%C3%B6ken"},
+        {"Cookie": "anime_session_7788=\u00e9"},
     ],
     ids=["bearer", "cookie-escaped", "cookie-raw"],
 )

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from tools.gallery.api import catalog_of, filters_of, parameters_of
-from tools.gallery.auth import LOGIN_PATH, valid_login_code
+from tools.gallery.auth import LOGIN_PATH
 from tools.gallery.listing import Filters, NotFound, image_json
-from tools.server.security import CSRF_HEADER, csrf_token, set_auth_cookie
+from tools.server.security import CSRF_HEADER, csrf_token, has_session, set_session_cookie
 from tools.server.studio import request_settings, studio_of
 from tools.settings import Settings
 
@@ -35,11 +35,15 @@ gallery_pages = APIRouter(prefix="/gallery")
 
 @login_router.get(LOGIN_PATH)
 def login(request: Request, code: str = "") -> RedirectResponse:
-    token: str = request.app.state.token
-    if not code or not valid_login_code(code, token):
-        raise HTTPException(401, "this gallery link is not valid (run `anime-gen gallery`)")
+    studio = studio_of(request)
+    if not (code and studio.login_codes.redeem(code, studio.token)):
+        if has_session(request):  # the spent link again, from history: already logged in
+            return RedirectResponse("/gallery", status_code=303)
+        raise HTTPException(
+            401, "this gallery link was used already or is not valid: run `anime-gen gallery`"
+        )
     response = RedirectResponse("/gallery", status_code=303)
-    set_auth_cookie(response, token)
+    set_session_cookie(request, response)
     return response
 
 
@@ -52,7 +56,7 @@ def static(name: str) -> FileResponse:
 
 def _page(request: Request, page: str, title: str, body: str, data: dict[str, Any]) -> str:
     # The CSRF value travels in the JSON data block: the CSP allows no inline script.
-    csrf = {"csrf": csrf_token(studio_of(request).token), "csrf_header": CSRF_HEADER}
+    csrf = {"csrf": csrf_token(studio_of(request).gallery_session), "csrf_header": CSRF_HEADER}
     page_data = {**data, **csrf}
     links = [
         ("/gallery", "Images"),

@@ -1,9 +1,11 @@
 """Who may talk to the server and what it may serve.
 
 - Every request carries the token: `Authorization: Bearer <token>` (the CLIs), or the gallery's
-  cookie. A cookie rides along with any request the browser makes, so a cookie-authenticated
-  request that changes something (POST, ...) must also carry the CSRF header that only our own
-  page can set; a bearer request needs none. Missing or wrong: 401.
+  session cookie. Its value is a random secret of this server (never the token: browsers send a
+  host's cookies to every port of it) and its name carries the port (two homes' servers on one
+  host keep separate logins). A cookie rides along with any request the browser makes, so a
+  cookie-authenticated request that changes something (POST, ...) must also carry the CSRF
+  header that only our own page can set; a bearer request needs none. Missing or wrong: 401.
 - `Host` and `Origin` must be loopback (or the host the server was explicitly bound to): a DNS
   rebinding page or another site gets 403.
 - `guard_path` resolves a path and refuses (404) anything outside the output, character and
@@ -20,20 +22,37 @@ from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, Response
 
-COOKIE_NAME = "anime_token"
+COOKIE_PREFIX = "anime_session_"
 CSRF_HEADER = "X-Anime-CSRF"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def csrf_token(token: str) -> str:
+def csrf_token(session: str) -> str:
     """The value the gallery page sends in `X-Anime-CSRF`; derived, so nothing else is stored."""
-    return hmac.new(token.encode(), b"anime-gallery-csrf", hashlib.sha256).hexdigest()
+    return hmac.new(session.encode(), b"anime-gallery-csrf", hashlib.sha256).hexdigest()
 
 
-def set_auth_cookie(response: Response, token: str) -> None:
-    """Log the browser in (the gallery's entry route calls this with the token from its URL)."""
-    response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="strict", path="/")
+def cookie_name(port: int) -> str:
+    return f"{COOKIE_PREFIX}{port}"
+
+
+def _request_port(request: Request) -> int:
+    bound: int = getattr(request.app.state.studio, "port", 0)
+    return bound or request.url.port or (443 if request.url.scheme == "https" else 80)
+
+
+def set_session_cookie(request: Request, response: Response) -> None:
+    """Log the browser in (the gallery's login route calls this once its code is redeemed)."""
+    session: str = request.app.state.studio.gallery_session
+    response.set_cookie(
+        cookie_name(_request_port(request)), session, httponly=True, samesite="strict", path="/"
+    )
+
+
+def has_session(request: Request) -> bool:
+    cookie = request.cookies.get(cookie_name(_request_port(request)))
+    return bool(cookie) and _matches(cookie, request.app.state.studio.gallery_session)
 
 
 def _matches(presented: str, expected: str) -> bool:
@@ -44,19 +63,19 @@ def _matches(presented: str, expected: str) -> bool:
 
 
 def require_token(request: Request) -> None:
-    """FastAPI dependency: bearer token, or cookie (+ CSRF header unless the method is safe)."""
+    """FastAPI dependency: bearer token, or session cookie (+ CSRF header unless the method is
+    safe)."""
     token: str = request.app.state.token
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and presented:
         if _matches(presented.strip(), token):
             return
         raise HTTPException(401, "wrong token (see <state>/server.token)")
-    cookie = request.cookies.get(COOKIE_NAME)
-    if cookie and _matches(cookie, token):
+    if has_session(request):
         if request.method in SAFE_METHODS:
             return
         header = request.headers.get(CSRF_HEADER, "")
-        if header and _matches(header, csrf_token(token)):
+        if header and _matches(header, csrf_token(request.app.state.studio.gallery_session)):
             return
         raise HTTPException(401, f"a cookie-authenticated {request.method} needs {CSRF_HEADER}")
     raise HTTPException(401, "missing token: send Authorization: Bearer <state>/server.token")

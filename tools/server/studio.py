@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from fastapi import Request
 
 from tools.errors import UserError
+from tools.gallery.auth import LoginCodes
 from tools.server.client import process_environment
 from tools.settings import Settings, load_settings
 
@@ -36,6 +38,10 @@ class Studio:
         # Requests being answered: a slow one (the embedder's first load) is not idle time.
         self.in_flight = 0
         self.sessions: dict[str, Any] = {}
+        # The gallery's cookie value: its own secret, so a cookie leaked to another local
+        # port is not the bearer token (tools/server/security.py).
+        self.gallery_session = secrets.token_urlsafe(32)
+        self.login_codes = LoginCodes()
 
     @property
     def state(self) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from tools.errors import UserError
+from tools.private_dir import private_dir
 
 HELP = """Ask in plain words, e.g. "draw yuki sitting reading, 5 variations",
 "every character at the beach", "3 more of that", "the second one again but smiling".
@@ -36,7 +37,7 @@ def _line_reader(state: Path) -> Callable[[], str]:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
-    state.mkdir(parents=True, exist_ok=True)
+    private_dir(state)
     session: PromptSession[str] = PromptSession(history=FileHistory(str(state / HISTORY_FILE)))
     return lambda: session.prompt("anime> ")
 

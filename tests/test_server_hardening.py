@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from tests.test_gallery import TOKEN, client, home, listed  # noqa: F401  (fixtures)
 from tools.server.app import create_app
+from tools.server.body_limit import MAX_BODY_BYTES, BodyLimit
 from tools.server.studio import Studio
 
 ORIGIN = "http://127.0.0.1:7788"  # the gallery tests' base_url
@@ -78,3 +80,75 @@ def test_a_malformed_overrides_header_is_422(client, header):  # noqa: F811
     answer = client.post("/api/generate/plan", json=body, headers={"X-Anime-Overrides": header})
     assert answer.status_code == 422, answer.text
     assert "X-Anime-Overrides" in json.loads(answer.text)["error"]
+
+
+async def _call_with_a_body_that_never_arrives(app, method: str, headers: dict[str, str]):
+    """Drive the ASGI app with headers only: a route that read the body would wait forever
+    (the hang guard below), so an answer proves the body was never read."""
+    import asyncio
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": "/api/plan",
+        "raw_path": b"/api/plan",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 7788),
+    }
+    never = asyncio.Event()
+    sent: list[dict] = []
+
+    async def receive():
+        await never.wait()
+
+    async def send(message):
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, receive, send), 60)  # a hang guard only
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body)
+
+
+def test_an_anonymous_50_mb_post_is_401_before_its_body_is_read(home):  # noqa: F811
+    import asyncio
+
+    app = create_app(Studio(home, TOKEN, "127.0.0.1"))
+    headers = {"Host": "127.0.0.1:7788", "Content-Length": str(50 * 1024 * 1024)}
+    headers["Content-Type"] = "application/json"
+    status, body = asyncio.run(_call_with_a_body_that_never_arrives(app, "POST", headers))
+    assert status == 401 and "token" in body["detail"]
+
+
+def test_a_body_over_the_cap_is_413_declared_or_chunked(home):  # noqa: F811
+    import asyncio
+
+    app = create_app(Studio(home, TOKEN, "127.0.0.1"))
+    headers = {"Host": "127.0.0.1:7788", "Authorization": f"Bearer {TOKEN}"}
+    declared = {**headers, "Content-Length": str(MAX_BODY_BYTES + 1)}
+    status, body = asyncio.run(_call_with_a_body_that_never_arrives(app, "POST", declared))
+    assert status == 413 and "MiB" in body["detail"]
+    bad = {**headers, "Content-Length": "-1"}
+    assert asyncio.run(_call_with_a_body_that_never_arrives(app, "POST", bad))[0] == 400
+
+    echo = FastAPI()
+
+    @echo.post("/echo")
+    async def read_all(request: Request) -> dict:
+        return {"bytes": len(await request.body())}
+
+    capped = TestClient(BodyLimit(echo, limit=1024))
+
+    def chunks(total: int):
+        for _ in range(total // 256):
+            yield b"x" * 256
+
+    assert capped.post("/echo", content=chunks(1024)).json() == {"bytes": 1024}
+    over = capped.post("/echo", content=chunks(4096))
+    assert over.status_code == 413 and "MiB" in over.json()["detail"]

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tools.errors import UserError
+from tools.private_dir import private_dir
 
 
 def connect(
@@ -25,7 +26,7 @@ def connect(
     A file that is not a SQLite database (or whose header is damaged) is a user error naming the
     file and `way_out`; lock and I/O errors stay what they are.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # the databases live in <state>
     connection = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     connection.row_factory = sqlite3.Row
     try:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tools.errors import UserError
+from tools.private_dir import private_dir
 
 LOCK_NAME = "worker.lock"
 PID_NAME = "worker.pid"
@@ -40,7 +41,7 @@ def log_path(state: Path) -> Path:
 @contextmanager
 def worker_lock(state: Path) -> Iterator[None]:
     """Hold the one-worker-per-GPU lock; the kernel drops it if the holder dies."""
-    state.mkdir(parents=True, exist_ok=True)
+    private_dir(state)
     handle = open(state / LOCK_NAME, "a+")  # noqa: SIM115  (held for the block's lifetime)
     try:
         try:

@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from tools.errors import UserError
 from tools.gallery import gallery_routers, login_router
+from tools.gallery.auth import LOGIN_PATH
+from tools.server.body_limit import BodyLimit
 from tools.server.library_routes import library_router
 from tools.server.routes import core_router
 from tools.server.security import (
@@ -31,6 +33,9 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
     app.state.studio = studio
     app.state.token = studio.token
 
+    # Registered first, so it runs inside `loopback_only`: Host, Origin and token come first.
+    app.add_middleware(BodyLimit)
+
     @app.middleware("http")
     async def loopback_only(request: Request, call_next: Any) -> Any:
         host = request.headers.get("host")
@@ -39,6 +44,12 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
         ):
             refused = JSONResponse({"detail": "Host or Origin is not this server"}, 403)
             return with_security_headers(refused)
+        if request.url.path != LOGIN_PATH:
+            # Before any route reads a body: an anonymous 300 MB POST costs nothing.
+            try:
+                require_token(request)
+            except HTTPException as error:
+                return with_security_headers(JSONResponse({"detail": error.detail}, 401))
         studio.last_activity = time.monotonic()
         studio.in_flight += 1
         try:

@@ -11,10 +11,13 @@ import json
 import os
 import secrets
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from tools.private_dir import private_dir
 
 TOKEN_NAME = "server.token"
 DISCOVERY_NAME = "server.json"
@@ -35,16 +38,24 @@ class Discovery:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write `text` readable by the owner only, atomically (temp file, then rename)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    """Write `text` readable by the owner only, atomically (temp file, then rename).
+
+    `mkstemp` creates a fresh name with O_EXCL and mode 0600: a file or symlink planted at a
+    predictable temp name is never opened, let alone truncated."""
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def write_token(state: Path) -> str:
-    state.mkdir(parents=True, exist_ok=True)
+    private_dir(state)
     token = secrets.token_urlsafe(32)
     _write_private(state / TOKEN_NAME, token)
     return token
@@ -80,7 +91,7 @@ def remove_discovery(state: Path) -> None:
 
 def try_lock(state: Path) -> IO[str] | None:
     """Take the one-server-per-home lock; the open handle holds it, None if another holds it."""
-    state.mkdir(parents=True, exist_ok=True)
+    private_dir(state)
     handle = open(state / LOCK_NAME, "a+")  # noqa: SIM115  (held for the server's lifetime)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -63,8 +63,10 @@ def _matches(presented: str, expected: str) -> bool:
 
 
 def require_token(request: Request) -> None:
-    """FastAPI dependency: bearer token, or session cookie (+ CSRF header unless the method is
-    safe)."""
+    """Bearer token, or session cookie (+ CSRF header unless the method is safe); else 401.
+
+    The app's middleware calls it before any route reads a body; it is also every router's
+    dependency, so a route mounted outside the middleware is still guarded."""
     token: str = request.app.state.token
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and presented:

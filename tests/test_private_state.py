@@ -1,0 +1,41 @@
+"""`<state>` (token, logs, databases, history) is readable by its owner only, and the token's
+temp file cannot be planted."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from tools.server.files import TOKEN_NAME, read_token, write_token
+from tools.sqlite_db import connect
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_state_folder_is_created_0700_and_an_open_one_is_tightened(tmp_path):
+    state = tmp_path / "home" / ".anime-chat"
+    usual = os.umask(0o022)
+    try:
+        token = write_token(state)
+    finally:
+        os.umask(usual)
+    assert mode(state) == 0o700 and mode(state / TOKEN_NAME) == 0o600
+    assert read_token(state) == token
+    os.chmod(state, 0o755)
+    connect(state / "jobs.sqlite", "CREATE TABLE IF NOT EXISTS t (x)").close()
+    assert mode(state) == 0o700
+
+
+def test_a_symlink_planted_at_the_old_temp_name_is_never_written_through(tmp_path):
+    state = tmp_path / ".anime-chat"
+    state.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    for pid in range(os.getpid() - 2, os.getpid() + 3):  # the name the old code used
+        (state / f".{TOKEN_NAME}.{pid}.tmp").symlink_to(victim)
+    token = write_token(state)
+    assert victim.read_text() == "keep me" and read_token(state) == token
+    assert not (state / TOKEN_NAME).is_symlink()
+    assert sorted(p.name for p in state.iterdir() if not p.is_symlink()) == [TOKEN_NAME]

@@ -233,3 +233,15 @@ def test_from_png_reproduces_our_pixels_and_maps_other_tools_settings(sakura, tm
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "'xxmix4_v10'" in warnings[0]
     assert json.loads(result.stdout)["outputs"][0]["seed"] == 2517177978
+
+
+def test_all_characters_times_the_count_is_held_to_the_batch_limit(
+    sakura, reference_image, monkeypatch
+):
+    assert run("characters", "add", "yuki", "--image", str(reference_image)).exit_code == 0
+    monkeypatch.setenv("ANIME_OUTPUT_MAX_BATCH", "5")
+    fits = run("--all-characters", "--batch", "2", "--dry-run", "--json", "--seed", "9")
+    assert fits.exit_code == 0 and len(json.loads(fits.stdout)["outputs"]) == 4
+    over = run("--all-characters", "--batch", "3", "--dry-run", "--json", "--seed", "9")
+    assert over.exit_code == 1 and "6 images" in over.stderr and "max_batch (5)" in over.stderr
+    assert "Traceback" not in over.output

@@ -152,3 +152,22 @@ def test_a_body_over_the_cap_is_413_declared_or_chunked(home):  # noqa: F811
     assert capped.post("/echo", content=chunks(1024)).json() == {"bytes": 1024}
     over = capped.post("/echo", content=chunks(4096))
     assert over.status_code == 413 and "MiB" in over.json()["detail"]
+
+
+@pytest.mark.parametrize("records", [[{}], [{"path": 3}], ["x"]], ids=["empty", "typed", "str"])
+def test_a_malformed_variation_record_is_422(client, records):  # noqa: F811
+    answer = client.post("/api/variations/link", json={"records": records})
+    assert answer.status_code == 422 and "record" in json.dumps(answer.json())
+
+
+def test_variations_link_only_the_outputs_own_images(client, home, tmp_path):  # noqa: F811
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not yours")
+    inside_link = home / "anime-output" / "planted.png"
+    inside_link.symlink_to(secret)
+    pose = {"id": "p1", "tags": ["standing"]}
+    for path in (secret, inside_link, home / ".anime-chat" / "server.token"):
+        record = {"path": str(path), "character": "sakura", "pose": pose, "seed": 1}
+        answer = client.post("/api/variations/link", json={"records": [record]})
+        assert answer.status_code == 422 and "output folder" in answer.json()["detail"], path
+    assert not list(home.rglob("variations"))

@@ -76,6 +76,13 @@ def plan_all_characters(
             "the character library is empty",
             "add one: anime-gen characters add NAME --image PATH",
         )
+    limit = runtime.settings.output.max_batch
+    if count * len(names) > limit:  # the batch limit holds for the whole run, not each character
+        raise UserError(
+            f"{count} × {len(names)} characters = {count * len(names)} images is more than"
+            f" output.max_batch ({limit})",
+            "lower the count, draw fewer characters, or raise output.max_batch in the config",
+        )
     base_seed = seed if seed is not None else new_seed()
     run_id = uuid.uuid4().hex[:12]
     specs: list[ImageSpec] = []

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tools.errors import UserError
 from tools.settings import Settings
 
 NO_FACE_WARNING = "warning: no face found in the reference; kept anyway (fine for back views/chibi)"
@@ -126,7 +127,31 @@ def character_sheet(runtime: Any, body: SheetBody, say: Callable[[str], None]) -
 
 
 def link_variations(runtime: Any, records: list[dict[str, Any]]) -> list[str]:
+    """Link the accepted images of a `--variations` run. Records come from the client, so
+    each must be a complete record of a PNG inside the output folder (the hard-link fallback
+    must never make another file servable)."""
+    from pydantic import ValidationError
+
     from tools.generation.library_runs import link_variations as link
     from tools.generation.specs import OutputRecord
 
-    return [str(path) for path in link(runtime, [OutputRecord.model_validate(r) for r in records])]
+    try:
+        checked = [OutputRecord.model_validate(record) for record in records]
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UserError(
+            f"a record to link is not an output record ({where}: {first['msg']})",
+            hint="send the records of the run's `outputs` unchanged",
+        ) from None
+    output = runtime.settings.paths.output.resolve()
+    for record in checked:
+        if record.accepted and record.path:
+            path = Path(record.path)
+            inside = path.resolve().is_relative_to(output) and not path.is_symlink()
+            if not (inside and path.suffix.lower() == ".png" and path.is_file()):
+                raise UserError(
+                    f"{record.path} is not an image in the output folder {output}",
+                    hint="only the run's own images can be linked as variations",
+                )
+    return [str(path) for path in link(runtime, checked)]

@@ -10,10 +10,12 @@ The filters and the image JSON are in `listing`, the index-vs-disk pass in `reco
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from tools.store.gen_index import GenerationIndex
 from tools.store.index_rebuild import INDEX_NAME, TRASH_FOLDER, image_files, safe_view_name
 from tools.store.output_store import link_view
 
+MOVES_LOCK = "gallery-moves.lock"
+
 
 class Catalog:
     def __init__(self, output: Path, state: Path, organize_by_date: bool = True) -> None:
@@ -33,6 +37,8 @@ class Catalog:
         self.trash = output / TRASH_FOLDER
         self.organize_by_date = organize_by_date
         self.index = GenerationIndex(state / INDEX_NAME)
+        # Files without a record of ours, by path → (mtime, size): reconcile reads each once.
+        self.foreign: dict[str, tuple[int, int]] = {}
 
     # -- reading -------------------------------------------------------------------------------
     def page(
@@ -116,7 +122,20 @@ class Catalog:
         return self.get(image_id)
 
     # -- moving files --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _moving(self) -> Iterator[None]:
+        """One file move at a time, across threads and processes: two trashes of one image
+        must not both read the row before either moved the file (flock is per open file)."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        with open(self.state / MOVES_LOCK, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
     def trash_image(self, image_id: str) -> sqlite3.Row:
+        with self._moving():
+            return self._trash(image_id)
+
+    def _trash(self, image_id: str) -> sqlite3.Row:
         row = self.get(image_id)
         if row["trashed"]:
             return row
@@ -133,6 +152,10 @@ class Catalog:
         return self.get(image_id)
 
     def restore(self, image_id: str) -> sqlite3.Row:
+        with self._moving():
+            return self._restore(image_id)
+
+    def _restore(self, image_id: str) -> sqlite3.Row:
         row = self.get(image_id)
         if not row["trashed"]:
             return row
@@ -154,6 +177,10 @@ class Catalog:
 
     def keep(self, image_id: str) -> sqlite3.Row:
         """ "Keep anyway": a rejected image becomes an accepted one (out of `rejected/`)."""
+        with self._moving():
+            return self._keep(image_id)
+
+    def _keep(self, image_id: str) -> sqlite3.Row:
         row = self.get(image_id)
         if row["accepted"] or row["trashed"]:
             return row
@@ -175,18 +202,18 @@ class Catalog:
 
     def empty_trash(self) -> int:
         """The only permanent delete: every trashed image's file and row."""
-        with self.index.transaction() as connection:
+        with self._moving(), self.index.transaction() as connection:
             rows = connection.execute("SELECT id, path FROM images WHERE trashed = 1").fetchall()
             for row in rows:
                 Path(row["path"]).unlink(missing_ok=True)
             connection.execute("DELETE FROM images WHERE trashed = 1")
-        for leftover in image_files(self.trash) if self.trash.exists() else []:
-            leftover.unlink(missing_ok=True)
+            for leftover in image_files(self.trash) if self.trash.exists() else []:
+                leftover.unlink(missing_ok=True)
         return len(rows)
 
     # -- reconcile -----------------------------------------------------------------------------
     def reconcile(self) -> ReconcileReport:
-        return reconcile(self.index, self.output)
+        return reconcile(self.index, self.output, self.foreign)
 
     # -- helpers -------------------------------------------------------------------------------
     def _relative(self, path: Path) -> Path:

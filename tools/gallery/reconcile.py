@@ -1,14 +1,21 @@
 """Bring the generation index in line with the disk (the gallery does it on its first request
 after a start, and on `POST /api/gallery/reconcile`).
+
+Records are read before the write transaction (text chunks only, tools/store/png_text.py), so
+the index's write lock is held only for the row updates and the worker's commits never wait on
+file reads. A file found foreign is remembered by path, mtime and size and not read again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tools.store.gen_index import GenerationIndex
 from tools.store.index_rebuild import image_files, index_file, place_marks, valid_record
+
+Stamp = tuple[int, int]
 
 
 @dataclass
@@ -20,12 +27,54 @@ class ReconcileReport:
     foreign: list[str] = field(default_factory=list)
 
 
-def reconcile(index: GenerationIndex, output: Path) -> ReconcileReport:
-    """Files added or moved by hand get a row (a moved one keeps its row, found by its record's
-    key), rows whose file is gone are marked missing (and unmarked when it comes back)."""
-    report = ReconcileReport()
-    on_disk = image_files(output) if output.exists() else []
+def _stamp(path: Path) -> Stamp | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _known_paths(index: GenerationIndex) -> set[str]:
     with index.transaction() as connection:
+        return {row["path"] for row in connection.execute("SELECT path FROM images")}
+
+
+def _read_new_records(
+    on_disk: list[Path], known: set[str], foreign: dict[str, Stamp], report: ReconcileReport
+) -> dict[str, dict[str, Any]]:
+    """The records of files the index does not know, read with no lock held."""
+    records = {}
+    for path in on_disk:
+        name = str(path)
+        if name in known:
+            continue
+        stamp = _stamp(path)
+        if stamp is not None and foreign.get(name) == stamp:
+            report.foreign.append(name)
+            continue
+        record = valid_record(path)
+        if record is None:
+            report.foreign.append(name)
+            if stamp is not None:
+                foreign[name] = stamp
+            continue
+        records[name] = record
+    return records
+
+
+def reconcile(
+    index: GenerationIndex, output: Path, foreign: dict[str, Stamp] | None = None
+) -> ReconcileReport:
+    """Files added or moved by hand get a row (a moved one keeps its row, found by its record's
+    key), rows whose file is gone are marked missing (and unmarked when it comes back).
+    `foreign` remembers files without a record of ours between calls."""
+    report = ReconcileReport()
+    foreign = {} if foreign is None else foreign
+    on_disk = image_files(output) if output.exists() else []
+    records = _read_new_records(on_disk, _known_paths(index), foreign, report)
+    with index.transaction() as connection:
+        # Rows as they are now: a worker may have saved (and indexed) a file since the read.
         rows = connection.execute("SELECT id, key, path, status, missing FROM images").fetchall()
         known = {row["path"] for row in rows}
         disk = {str(path) for path in on_disk}
@@ -36,11 +85,8 @@ def reconcile(index: GenerationIndex, output: Path) -> ReconcileReport:
         by_path = {row["path"]: row for row in gone.values()}
         keys = {row["key"] for row in rows if row["key"]}
         for path in on_disk:
-            if str(path) in known:
-                continue
-            record = valid_record(path)
-            if record is None:
-                report.foreign.append(str(path))
+            record = records.get(str(path))
+            if record is None or str(path) in known:
                 continue
             moved = by_key.get(record.get("key")) or by_path.get(record.get("path"))
             if moved is not None and moved["id"] not in gone:

@@ -27,6 +27,7 @@ from tools.settings import Settings
 from tools.store.a1111_fields import second_pass_fields
 from tools.store.gen_index import GenerationIndex
 from tools.store.metadata import ImageMetadata
+from tools.store.png_text import read_png_text
 
 METADATA_KEY = "anime-chat"
 
@@ -95,8 +96,8 @@ def _a1111_value(value: Any) -> str:
 
 
 def read_png_metadata(path: Path) -> dict[str, str]:
-    with Image.open(path) as image:
-        return dict(getattr(image, "text", {}))
+    """The PNG's text chunks; no pixel is decoded (tools/store/png_text.py)."""
+    return read_png_text(path)
 
 
 class OutputStore:

@@ -194,6 +194,50 @@ def test_the_page_runs_under_its_own_content_security_policy(browser, gallery):
     assert violations == []
 
 
+def test_an_idle_grid_polls_only_in_the_background_and_says_when_the_studio_stopped(
+    browser, gallery
+):
+    home, printed, _ = gallery
+    context = browser.new_context(bypass_csp=True)
+    opened = context.new_page()
+    opened.set_default_timeout(30_000)
+    opened.clock.install()  # timers run only when the test says: no waiting on real time
+    requests: list[tuple[str, str | None]] = []
+    opened.on(
+        "request",
+        lambda request: requests.append((request.url, request.headers.get("x-anime-background"))),
+    )
+    opened.goto(fresh_login_url(home, printed))
+    opened.wait_for_selector("#grid .card")
+
+    def background_checks() -> list[int]:
+        return [n for n, (url, flag) in enumerate(requests) if flag == "1"]
+
+    for _ in range(300):  # until the first background check: the page's first look is over
+        if background_checks():
+            break
+        opened.clock.run_for(10_000)
+        opened.wait_for_timeout(100)
+    seen = background_checks()[0]
+    opened.clock.run_for(65_000)  # no job runs: a minute of background checks, no listing
+    later = requests[seen:]
+    assert later and all("/api/jobs" in url and flag == "1" for url, flag in later), later
+    assert opened.locator("#stopped").count() == 0
+
+    opened.route("**/api/**", lambda route: route.abort())  # the server has exited
+    opened.evaluate("window.dispatchEvent(new Event('focus'))")
+    opened.wait_for_selector("#stopped")
+    assert "run `anime-gen gallery` again" in opened.inner_text("#stopped")
+    opened.unroute("**/api/**")
+    opened.route(  # it restarted with a new token: this page's cookie is not valid there
+        "**/api/**", lambda route: route.fulfill(status=401, body='{"detail": "missing token"}')
+    )
+    opened.evaluate("window.dispatchEvent(new Event('focus'))")
+    opened.wait_for_function("document.querySelector('#stopped').textContent.includes('expired')")
+    assert "401" not in opened.inner_text("#stopped")
+    context.close()
+
+
 def test_the_printed_url_logs_in_once_and_the_token_stays_out_of_it_and_the_cookie(gallery):
     home, printed, _ = gallery
     token = (home / ".anime-chat" / "server.token").read_text().strip()

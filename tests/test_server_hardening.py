@@ -171,3 +171,16 @@ def test_variations_link_only_the_outputs_own_images(client, home, tmp_path):  #
         answer = client.post("/api/variations/link", json={"records": [record]})
         assert answer.status_code == 422 and "output folder" in answer.json()["detail"], path
     assert not list(home.rglob("variations"))
+
+
+def test_a_background_check_is_no_activity_but_any_other_request_is(home):  # noqa: F811
+    studio = Studio(home, TOKEN, "127.0.0.1")
+    browser = TestClient(create_app(studio), base_url=ORIGIN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    studio.last_activity = 0.0
+    quiet = browser.get("/api/jobs", headers={**auth, "X-Anime-Background": "1"})
+    assert quiet.status_code == 200 and studio.last_activity == 0.0
+    assert quiet.headers["X-Content-Type-Options"] == "nosniff"
+    assert browser.get("/api/jobs", headers={"X-Anime-Background": "1"}).status_code == 401
+    assert browser.get("/api/jobs", headers=auth).status_code == 200
+    assert studio.last_activity > 0.0

@@ -27,6 +27,8 @@ from tools.server.security import (
 )
 from tools.server.studio import Studio
 
+BACKGROUND_HEADER = "X-Anime-Background"
+
 
 def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
     app = FastAPI(title="anime-chat studio", version="1")
@@ -50,6 +52,9 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
                 require_token(request)
             except HTTPException as error:
                 return with_security_headers(JSONResponse({"detail": error.detail}, 401))
+        if request.headers.get(BACKGROUND_HEADER) == "1":
+            # An open gallery tab's idle check: it must not keep the server from its idle exit.
+            return with_security_headers(await call_next(request))
         studio.last_activity = time.monotonic()
         studio.in_flight += 1
         try:

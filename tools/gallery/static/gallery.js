@@ -5,22 +5,85 @@ const PAGE = document.body.dataset.page;
 const DATA = JSON.parse(document.getElementById("page-data").textContent);
 const PAGE_SIZE = 60;
 
-async function api(method, url, body) {
-  const headers = { "Content-Type": "application/json" };
+// When the studio is gone (it stopped after its idle time, or restarted with a new login), say
+// so once, in the page, instead of failing silently or alerting raw errors.
+function showStopped(text) {
+  let notice = document.getElementById("stopped");
+  if (!notice) {
+    notice = element("p", { id: "stopped", role: "alert" });
+    document.body.prepend(notice);
+  }
+  notice.textContent = text;
+}
+
+const STOPPED = "The studio stopped — run `anime-gen gallery` again.";
+const LOGGED_OUT = "The studio restarted and this page's login has expired — run `anime-gen gallery` again.";
+
+async function api(method, url, body, extraHeaders = {}) {
+  const headers = { "Content-Type": "application/json", ...extraHeaders };
   if (method !== "GET") headers[DATA.csrf_header] = DATA.csrf;
-  const response = await fetch(url, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      headers,
+      credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (error) {
+    showStopped(STOPPED);
+    throw error;
+  }
   const answer = await response.json().catch(() => null);
+  if (response.status === 401) {
+    showStopped(LOGGED_OUT);
+    throw new Error("logged out");
+  }
   if (!response.ok) {
     const message = (answer && (answer.error || answer.detail)) || response.statusText;
     alert(`${response.status}: ${typeof message === "string" ? message : JSON.stringify(message)}`);
     throw new Error(String(message));
   }
+  document.getElementById("stopped")?.remove();
   return answer;
+}
+
+// Polling keeps the server awake, so pages poll fast only while a job is queued or running.
+// Otherwise they look every IDLE_SECONDS with the background header (which the server does not
+// count as activity), when the tab comes back into view, and when another tab starts a job.
+const IDLE_SECONDS = 10;
+const BUSY = new BroadcastChannel("anime-gallery-jobs");
+
+function jobsLive(jobs) {
+  return jobs.some((job) => ["queued", "running"].includes(job.state));
+}
+
+function whileJobsRun(tick, busySeconds) {
+  let timer = null;
+  let checking = false;
+  async function check(background) {
+    if (checking) return;
+    checking = true;
+    clearTimeout(timer);
+    let live = false;
+    try {
+      const quiet = background ? { "X-Anime-Background": "1" } : {};
+      const jobs = await api("GET", "/api/jobs?limit=20", undefined, quiet);
+      live = jobsLive(jobs);
+      if (live || !background) await tick();
+    } catch {
+      return; // the studio is gone: the notice says so; a focus or a new job looks again
+    } finally {
+      checking = false;
+    }
+    timer = setTimeout(() => check(!live), (live ? busySeconds : IDLE_SECONDS) * 1000);
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) check(false);
+  });
+  window.addEventListener("focus", () => check(false));
+  BUSY.addEventListener("message", () => check(false));
+  check(false);
 }
 
 function element(tag, attributes = {}, children = []) {
@@ -117,11 +180,13 @@ function startGrid() {
 
   // New images (a job from the image view, another client) appear at the top without a reload.
   async function newer() {
+    if (loading || (cursor === null && !finished)) return; // the first page is still arriving
+    const mine = generation;
     const first = grid.querySelector(".card");
     const params = filterQuery();
     params.set("limit", PAGE_SIZE);
-    const page = await api("GET", `/api/images?${params}`).catch(() => null);
-    if (!page) return;
+    const page = await api("GET", `/api/images?${params}`);
+    if (mine !== generation) return; // the filters changed meanwhile
     const top = first ? Number(first.dataset.id) : 0;
     const fresh = page.images.filter((image) => Number(image.id) > top);
     for (const image of fresh.reverse()) grid.prepend(card(image));
@@ -145,7 +210,7 @@ function startGrid() {
     if (entries.some((entry) => entry.isIntersecting)) more();
   }).observe(sentinel);
   more();
-  if (PAGE === "grid") setInterval(newer, 2000);
+  if (PAGE === "grid") whileJobsRun(newer, 2);
   const emptyTrash = document.getElementById("empty-trash");
   if (emptyTrash) {
     emptyTrash.addEventListener("click", async () => {
@@ -216,6 +281,7 @@ function followJob(job) {
   const strip = document.getElementById("job-images");
   box.hidden = false;
   line.textContent = `job ${job}: queued`;
+  BUSY.postMessage(job); // an open grid tab starts following new images
   const events = new EventSource(`/api/jobs/${job}/events`);
   events.addEventListener("progress", (event) => {
     const data = JSON.parse(event.data);
@@ -357,8 +423,7 @@ function startJobs() {
   }
 
   async function refresh() {
-    const jobs = await api("GET", "/api/jobs?limit=100").catch(() => null);
-    if (!jobs) return;
+    const jobs = await api("GET", "/api/jobs?limit=100");
     body.replaceChildren(...jobs.map(row));
     const live = new Set(jobs.filter((job) => ["queued", "running"].includes(job.state)).map((job) => job.id));
     for (const [id, events] of streams) {
@@ -369,8 +434,7 @@ function startJobs() {
     }
     for (const id of live) if (!streams.has(id) && streams.size < MAX_STREAMS) follow(id);
   }
-  refresh();
-  setInterval(refresh, LIST_SECONDS * 1000);
+  whileJobsRun(refresh, LIST_SECONDS);
 }
 
 document.getElementById("rescan").addEventListener("click", async () => {

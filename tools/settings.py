@@ -10,6 +10,7 @@ in `tools/settings_sections.py`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,9 @@ _NESTED_SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {
 }
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _explain(error: ValidationError, source: str) -> ConfigError:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
@@ -178,7 +182,8 @@ def _explain(error: ValidationError, source: str) -> ConfigError:
             known = nested.model_fields
         return ConfigError(f"{source}: unknown key '{key}'", f"known keys: {', '.join(known)}")
     message = first["msg"].removeprefix("Value error, ")
-    return ConfigError(f"{source}: {key}: {message}")
+    # A value from a file or the environment may hold line breaks: the error stays one line.
+    return ConfigError(f"{source}: {key}: {_CONTROL.sub(lambda c: repr(c[0])[1:-1], message)}")
 
 
 def load_settings(

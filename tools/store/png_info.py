@@ -43,14 +43,21 @@ def read_png_info(path: Path) -> dict[str, Any]:
     try:
         with Image.open(path) as image:
             text = dict(getattr(image, "text", {}) or image.info)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"cannot read {path}: {exc}", "give a PNG image file") from exc
-    if OUR_METADATA_KEY in text:
-        return parse_ours(json.loads(text[OUR_METADATA_KEY]))
-    if isinstance(text.get("prompt"), str) and text["prompt"].lstrip().startswith("{"):
-        return parse_comfyui(json.loads(text["prompt"]))
-    if isinstance(text.get("parameters"), str):
-        return parse_a1111(text["parameters"])
+    try:
+        if OUR_METADATA_KEY in text:
+            return parse_ours(json.loads(text[OUR_METADATA_KEY]))
+        if isinstance(text.get("prompt"), str) and text["prompt"].lstrip().startswith("{"):
+            return parse_comfyui(json.loads(text["prompt"]))
+        if isinstance(text.get("parameters"), str):
+            return parse_a1111(text["parameters"])
+    # A damaged or crafted record: the file's text is there but is not what its tool writes.
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+        raise UserError(
+            f"{path}: its generation parameters are damaged ({type(exc).__name__}: {exc})",
+            "the file was changed after it was written; its pixels may still be fine",
+        ) from None
     raise UserError(
         f"{path} carries no generation parameters",
         "only PNGs written by anime-chat, A1111/Forge or ComfyUI record them",
@@ -145,7 +152,7 @@ def as_number(value: Any, kind: type) -> Any:
         return None
     try:
         return kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -170,6 +177,7 @@ def lora_hashes(text: str) -> dict[str, str]:
 def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
     """ComfyUI's API-format `prompt` graph: follow the sampler's links to its inputs."""
     info = _empty("comfyui")
+    graph = _well_formed(graph)
     sampler_id = _first_pass_sampler(graph)
     if sampler_id is None:
         return info
@@ -215,8 +223,23 @@ def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
         ),
         None,
     )
-    info["clip_skip"] = abs(int(clip_layer)) if clip_layer is not None else checkpoint_clip_skip
+    clip_layer = as_number(clip_layer, int)
+    info["clip_skip"] = abs(clip_layer) if isinstance(clip_layer, int) else checkpoint_clip_skip
     return info
+
+
+def _well_formed(graph: Any) -> dict[str, Any]:
+    """The graph's nodes as ComfyUI writes them (`{"class_type": str, "inputs": {...}}`);
+    anything else in a crafted or damaged file is left out."""
+    if not isinstance(graph, dict):
+        return {}
+    return {
+        str(node_id): node
+        for node_id, node in graph.items()
+        if isinstance(node, dict)
+        and isinstance(node.get("class_type"), str)
+        and isinstance(node.get("inputs", {}), dict)
+    }
 
 
 def _first_pass_sampler(graph: dict[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -16,5 +17,7 @@ def private_dir(folder: Path) -> Path:
     """
     folder.mkdir(mode=PRIVATE_MODE, parents=True, exist_ok=True)
     if stat.S_IMODE(folder.stat().st_mode) != PRIVATE_MODE:
-        os.chmod(folder, PRIVATE_MODE)
+        # A folder of another owner (a shared home) stays as it is: still usable.
+        with contextlib.suppress(PermissionError):
+            os.chmod(folder, PRIVATE_MODE)
     return folder

@@ -88,8 +88,19 @@ def serve(
         str | None, typer.Option("--host", help="Listen here (default server.host, loopback).")
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Default server.port.")] = None,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Stop this home's studio server and its workers.")
+    ] = False,
 ) -> None:
     """Run the studio server in the foreground (the front ends otherwise start it on demand)."""
+    if stop:
+        from tools.server.stop import stop_home
+        from tools.settings import resolve_home
+
+        state = resolve_home() / ".anime-chat"
+        for line in stop_home(state) or [f"no studio server or worker runs for {state.parent}"]:
+            typer.echo(line)
+        return
     from assistant.studio import routers
     from tools.server.serve import serve as run_server
     from tools.settings import resolve_home

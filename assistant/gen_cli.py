@@ -19,6 +19,7 @@ from assistant.cli_common import GuardedGroup, print_json, settings_from_flags
 from assistant.generate_cli import generate
 from assistant.jobs_cli import jobs_app, worker_command
 from assistant.poses_cli import poses_app
+from tools.text import plural
 
 
 class DefaultToGenerate(GuardedGroup):
@@ -72,7 +73,7 @@ def index_rebuild() -> None:
     settings = settings_from_flags()
     report = rebuild_index(settings)
     typer.echo(
-        f"rebuilt {settings.paths.state / 'generations.sqlite'}: {report.images} images "
+        f"rebuilt {settings.paths.state / 'generations.sqlite'}: {plural(report.images, 'image')} "
         f"({report.rejected} rejected, {report.trashed} in the trash)"
     )
     for path in report.skipped:

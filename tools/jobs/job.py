@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from tools.text import plural
+
 
 class JobState(StrEnum):
     QUEUED = "queued"
@@ -81,7 +83,7 @@ class Job:
         error = f"  {self.error}" if self.error and self.state != JobState.DONE else ""
         workers = f"  by {','.join(self.workers)}" if self.workers else ""
         return (
-            f"{self.id}  {self.state:<9} {self.done_count}/{len(self.images)} images"
+            f"{self.id}  {self.state:<9} {self.done_count}/{plural(len(self.images), 'image')}"
             f"  attempts {self.attempts}  {what}{workers}{error}"
         )
 

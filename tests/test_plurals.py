@@ -27,6 +27,17 @@ def test_a_job_of_one_image_says_image():
     assert "0/1 image " in line and "images" not in line
 
 
+def test_a_job_of_several_poses_counts_them():
+    from tools.jobs.job import ImageState, Job, JobImage, JobState
+
+    images = [JobImage(n, f"k{n}", {}, ImageState.PENDING, None, None) for n in range(2)]
+    request = {"characters": ["rin", "sakura"], "pose": "a", "poses": ["a", "b"]}
+    job = Job("j1", 0.0, 0.0, 0, JobState.QUEUED, 0, 0.0, None, {}, None, None, None, False,
+              request, images)  # fmt: skip
+    assert job.summary()["what"] == "rin, sakura · 2 poses · 2 images"
+    assert job.summary()["queued"] == "1970-01-01T00:00:00+00:00"
+
+
 def test_hires_of_one_step_in_anime_gen_info():
     from tools.store.png_info import format_info
 

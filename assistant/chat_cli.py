@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from assistant.cli_common import log_bug, print_user_error
+from assistant.cli_common import log_bug, print_user_error, warn_unknown_environment
 from tools.errors import UserError
 
 
@@ -35,6 +35,7 @@ def chat(
     model: str | None = typer.Option(None, "--model", help="Ollama model (default: llm.model)."),
 ) -> None:
     """Talk to your anime studio: `anime-chat`, or `anime-chat -c "draw yuki sitting"`."""
+    warn_unknown_environment()
     try:
         session = _chat(planner.value, model, plan_only=command is not None and plan_only)
         if command is None:

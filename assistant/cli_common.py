@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from tools.errors import UserError
-from tools.settings import load_settings, resolve_home
+from tools.settings import load_settings, resolve_home, unknown_environment
 
 log = logging.getLogger("anime")
 
@@ -38,10 +38,18 @@ def log_bug(error: BaseException) -> None:
         pass
 
 
+def warn_unknown_environment() -> None:
+    """Once per command: `ANIME_` variables that name no setting are ignored, so say so."""
+    for line in unknown_environment():
+        typer.echo(f"warning: {line}", err=True)
+
+
 class GuardedGroup(TyperGroup):
     """User errors become one line + hint and exit 1; bugs keep their traceback and are logged."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        if ctx.parent is None:
+            warn_unknown_environment()
         try:
             return super().invoke(ctx)
         except UserError as error:

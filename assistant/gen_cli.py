@@ -19,6 +19,7 @@ from assistant.cli_common import GuardedGroup, print_json, settings_from_flags
 from assistant.generate_cli import generate
 from assistant.jobs_cli import jobs_app, worker_command
 from assistant.poses_cli import poses_app
+from tools.text import plural
 
 
 class DefaultToGenerate(GuardedGroup):
@@ -72,7 +73,7 @@ def index_rebuild() -> None:
     settings = settings_from_flags()
     report = rebuild_index(settings)
     typer.echo(
-        f"rebuilt {settings.paths.state / 'generations.sqlite'}: {report.images} images "
+        f"rebuilt {settings.paths.state / 'generations.sqlite'}: {plural(report.images, 'image')} "
         f"({report.rejected} rejected, {report.trashed} in the trash)"
     )
     for path in report.skipped:
@@ -88,8 +89,19 @@ def serve(
         str | None, typer.Option("--host", help="Listen here (default server.host, loopback).")
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Default server.port.")] = None,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Stop this home's studio server and its workers.")
+    ] = False,
 ) -> None:
     """Run the studio server in the foreground (the front ends otherwise start it on demand)."""
+    if stop:
+        from tools.server.stop import stop_home
+        from tools.settings import resolve_home
+
+        state = resolve_home() / ".anime-chat"
+        for line in stop_home(state) or [f"no studio server or worker runs for {state.parent}"]:
+            typer.echo(line)
+        return
     from assistant.studio import routers
     from tools.server.serve import serve as run_server
     from tools.settings import resolve_home

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from assistant.cli_common import echo_notices, print_json, settings_from_flags, studio_client
+from tools.text import plural
 
 
 def runtime_from_flags(**overrides: dict[str, Any]) -> Any:
@@ -124,7 +125,8 @@ def _print_records(records: list[dict[str, Any]], as_json: bool) -> None:
 
 def _progress_line(data: dict[str, Any]) -> None:
     step = f" step {data['step']}/{data['steps']}" if data.get("step") else ""
-    line = f"job {data['job']}: {data['state']} {data['done']}/{data['images']} images{step}"
+    images = plural(data["images"], "image")
+    line = f"job {data['job']}: {data['state']} {data['done']}/{images}{step}"
     sys.stderr.write(f"\r{line:<70}")
     sys.stderr.flush()
 

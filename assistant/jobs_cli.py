@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from assistant.cli_common import GuardedGroup, print_json, settings_from_flags
+from tools.text import plural
 
 if TYPE_CHECKING:
     from tools.jobs.job import Job
@@ -62,7 +63,7 @@ def jobs_list(
         typer.echo(job.describe())
     for name, (images, seconds) in worker_throughput(jobs).items():
         rate = f", {images / seconds * 60:.1f} images/min while drawing" if seconds else ""
-        typer.echo(f"  {name}: {images} images{rate}")
+        typer.echo(f"  {name}: {plural(images, 'image')}{rate}")
 
 
 @jobs_app.command("cancel")

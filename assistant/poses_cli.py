@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from assistant.cli_common import GuardedGroup, print_json, studio_client
+from tools.text import plural
 
 if TYPE_CHECKING:
     from posebank import PoseBank
@@ -84,7 +85,7 @@ def list_poses(
         return
     for p in poses:
         typer.echo(f"{p.id:32}  {p.posture:10}  {p.name}")
-    typer.echo(f"{len(poses)} poses", err=True)
+    typer.echo(plural(len(poses), "pose"), err=True)
 
 
 @poses_app.command("show")

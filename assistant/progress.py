@@ -11,6 +11,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from tools.text import plural
+
 if TYPE_CHECKING:
     from tools.generation.runtime import Runtime
     from tools.generation.specs import ImageSpec, OutputRecord
@@ -83,7 +85,7 @@ def _wait(runtime: Runtime, job_id: str, console: object, show: bool) -> Job:
                 description=f"job {job_id}: {phase}",
                 total=total * steps,
                 completed=done * steps + min(step, steps),
-                images=f"{done}/{total} images",
+                images=f"{done}/{plural(total, 'image')}",
             )
 
         return wait_for_job(runtime.settings, job_id, update)

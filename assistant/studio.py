@@ -157,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s server[{os.getpid()}] %(message)s")
     from tools.errors import UserError
     from tools.server.serve import serve
-    from tools.settings import resolve_home
+    from tools.settings import resolve_home, unknown_environment
 
+    # Started by a client with its environment: the client has warned already; the log says it once.
+    for line in unknown_environment():
+        logging.getLogger("anime.server").warning("%s", line)
     try:
         return serve(
             Path(resolve_home()), routers(), args.host, args.port, background=args.background

@@ -73,6 +73,7 @@ def reference_image(tmp_path: Path) -> Path:
 def _short_lived_workers(monkeypatch: pytest.MonkeyPatch):
     """Workers that a test starts in the background idle out soon and stop when the test ends."""
     monkeypatch.setenv("ANIME_WORKER_KEEP_ALIVE", "20s")
+    monkeypatch.setenv("ANIME_SERVER_KEEP_ALIVE", "20s")
     # CLI tests work in-process; tests of the studio server unset this (tests/test_server.py).
     monkeypatch.setenv("ANIME_IN_PROCESS", "1")
     yield
@@ -100,6 +101,7 @@ def studio_home(root: Path, tiny_models: Path) -> Path:
 def studio_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "ANIME_IN_PROCESS"}
     env.update(ANIME_HOME=str(home), ANIME_SERVER_PORT="0", ANIME_WORKER_KEEP_ALIVE="10m")
+    env["ANIME_SERVER_KEEP_ALIVE"] = "10m"
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return env

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -434,3 +436,11 @@ def test_rerun_queues_the_same_image_again_or_as_asked(anime_home, monkeypatch):
     assert len(fresh) == 3 and {s["pose"]["id"] for s in fresh} == {"sitting_reading"}
     (edited,) = specs({"prompt": "in a garden"})
     assert edited["user_prompt"] == "in a garden" and edited["seed"] == source["seed"]
+    # The Jobs page shows what each job draws and when it was queued (queue order).
+    rows = client.get("/api/jobs").json()
+    assert [row["what"].rsplit(" · ", 1)[1] for row in rows] == [
+        "1 image", "2 images", "3 images", "1 image"
+    ]  # fmt: skip
+    assert {row["what"].rsplit(" · ", 1)[0] for row in rows} == {"sakura · sitting_reading"}
+    queued = datetime.fromisoformat(rows[0]["queued"])
+    assert queued.tzinfo is not None and abs(queued.timestamp() - time.time()) < 24 * 3600

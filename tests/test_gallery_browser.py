@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -359,6 +360,11 @@ def test_job_queue_rejected_and_characters_pages_render(page):
     page.goto(f"{base}/gallery/jobs")
     page.wait_for_selector("#jobs tbody tr")
     assert "done" in page.inner_text("#jobs tbody")
+    # What each job draws and when it was queued (the page's local time of the job's ISO stamp).
+    what = page.inner_text("#jobs tbody tr:last-child .job-what")
+    assert re.fullmatch(r"sakura · standing\S* · 2 images", what), what
+    queued = page.inner_text("#jobs tbody tr:last-child .job-queued")
+    assert queued and queued != "Invalid Date", queued
     page.goto(f"{base}/gallery/characters")
     assert page.locator(".character").count() == 2
     page.wait_for_function(

@@ -131,4 +131,4 @@ def test_jobs_lists_workers_per_job_and_throughput_per_worker(tmp_path, monkeypa
     } == {"label": "three", "images_done": 3, "images_total": 3, "workers": ["gpu0", "gpu1"]}
     text = CliRunner().invoke(app, ["jobs"]).stdout
     assert "by gpu0,gpu1" in text
-    assert "gpu0: 3 images, 30.0 images/min" in text and "gpu1: 1 images" in text
+    assert "gpu0: 3 images, 30.0 images/min" in text and "gpu1: 1 image" in text

@@ -138,3 +138,9 @@ def test_jobs_command_reads_the_job_queue(generator):
     result = repl("/jobs")
     assert result.exit_code == 0
     assert "no jobs yet" in result.output
+
+
+def test_one_character_is_counted_in_the_singular(generator):
+    result = repl("who do I have")
+    assert result.exit_code == 0, result.output
+    assert "1 character:" in result.output and "1 characters" not in result.output

@@ -486,7 +486,7 @@ def test_config_edits_apply_without_a_restart(anime_home):
 
 def test_idle_server_exits_after_keep_alive(tmp_path, tiny_models):
     home = _home(tmp_path / "home", tiny_models)
-    env = {**_env(home), "ANIME_WORKER_KEEP_ALIVE": "1s"}
+    env = {**_env(home), "ANIME_SERVER_KEEP_ALIVE": "1s"}
     process = subprocess.Popen([sys.executable, "-m", "assistant.studio", "--background"], env=env)
     try:
         assert process.wait(60) == 0

@@ -127,3 +127,89 @@ def test_a_typo_in_hires_lists_the_hires_keys(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_settings(overrides={"output": {"hires": {"scael": 2}}}, env={}, home=tmp_path)
     assert error.value.hint == "known keys: scale, denoise, steps, upscaler"
+
+
+# --- ANIME_ variables that name no setting -------------------------------------------------------
+
+
+@pytest.fixture
+def cli_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIME_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_an_unknown_anime_variable_is_named_once_with_the_closest_key(cli_home, monkeypatch):
+    from typer.testing import CliRunner
+
+    from assistant.gen_cli import app
+
+    monkeypatch.setenv("ANIME_OUTPUT_STEP", "30")
+    result = CliRunner().invoke(app, ["characters", "list"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "ANIME_OUTPUT_STEP " in line]
+    assert len(warnings) == 1, result.stderr
+    assert warnings[0].startswith("warning: ")
+    assert "ANIME_OUTPUT_STEPS (output.steps)" in warnings[0]
+
+
+def test_anime_chat_names_an_unknown_variable_too(cli_home, monkeypatch):
+    from typer.testing import CliRunner
+
+    from assistant.chat_cli import app
+
+    monkeypatch.setenv("ANIME_WORKER_KEEPALIVE", "1h")
+    result = CliRunner().invoke(app, ["-c", "draw sakura", "--plan-only", "--planner", "rules"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("ANIME_WORKER_KEEPALIVE") == 1, result.stderr
+    assert "ANIME_WORKER_KEEP_ALIVE (worker.keep_alive)" in result.stderr
+
+
+def test_settings_and_other_anime_variables_are_not_warned_about(cli_home, monkeypatch):
+    from typer.testing import CliRunner
+
+    from assistant.gen_cli import app
+
+    for name, value in [
+        ("ANIME_OUTPUT_STEPS", "30"),
+        ("ANIME_WORKER_FAULTS", "oom:1"),
+        ("ANIME_CHAT_IMAGES", "off"),
+        ("ANIME_IN_PROCESS", "1"),
+    ]:
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["characters", "list"])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ANIME_HOEM", "did you mean ANIME_HOME?"),
+        ("ANIME_SERVER_KEEP_ALIVEE", "did you mean ANIME_SERVER_KEEP_ALIVE (server.keep_alive)?"),
+        ("ANIME_WORKER_ZZZ", "known keys of worker: keep_alive, hang_timeout"),
+        ("ANIME_ZZZ", "settings are ANIME_<SECTION>_<KEY>; sections: models, output"),
+    ],
+)
+def test_an_unknown_variable_names_the_closest_or_the_known_keys(name, expected):
+    from tools.settings import unknown_environment
+
+    (line,) = unknown_environment({name: "x", "ANIME_OUTPUT_STEPS": "3", "ANIME_HOME": "/h"})
+    assert line.startswith(f"{name} is not a setting (ignored)")
+    assert expected in line
+    assert "\n" not in line
+
+
+def test_every_anime_variable_the_code_reads_is_a_setting_or_known():
+    """A new ANIME_ variable that is not a setting must be added to `OTHER_ENV`, else the
+    CLIs would warn about it."""
+    import re
+
+    from tools.settings import unknown_environment
+
+    root = Path(__file__).resolve().parent.parent
+    names = set()
+    for folder in ("assistant", "tools", "posebank", "evals"):
+        for path in (root / folder).rglob("*.py"):
+            names.update(re.findall(r"\bANIME_[A-Z][A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    assert {"ANIME_HOME", "ANIME_WORKER_FAULTS", "ANIME_IN_PROCESS"} <= names
+    assert unknown_environment(dict.fromkeys(names, "1")) == []

@@ -9,6 +9,7 @@ in `tools/settings_sections.py`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ __all__ = [
     "WorkerSettings",
     "load_settings",
     "resolve_home",
+    "unknown_environment",
 ]
 
 CONFIG_FILENAME = ".anime-config.yaml"
@@ -145,6 +147,44 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
             if value is not None:
                 layer.setdefault(section, {})[key] = value
     return layer
+
+
+# The ANIME_ variables that are not settings: the home, and switches for tests and the terminal
+# (tests/test_settings.py checks that the code reads no other ANIME_ name that is not a setting).
+OTHER_ENV = ("ANIME_HOME", "ANIME_IN_PROCESS", "ANIME_WORKER_FAULTS", "ANIME_CHAT_IMAGES")
+
+
+def _setting_names() -> dict[str, str]:
+    """`ANIME_<SECTION>_<KEY>` -> `section.key`, for every setting."""
+    return {
+        f"ANIME_{section}_{key}".upper(): f"{section}.{key}"
+        for section in _SECTIONS
+        for key in Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+    }
+
+
+def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line for each `ANIME_` variable that names no setting (a typo, or a key of a newer
+    version), which `load_settings` ignores: the closest name, else the keys it could mean."""
+    env = os.environ if env is None else env
+    settings = _setting_names()
+    lines = []
+    for name in sorted(env):
+        if not name.startswith("ANIME_") or name in settings or name in OTHER_ENV:
+            continue
+        line = f"{name} is not a setting (ignored); "
+        close = difflib.get_close_matches(name, [*settings, *OTHER_ENV], n=1, cutoff=0.8)
+        section = next((s for s in _SECTIONS if name.startswith(f"ANIME_{s.upper()}_")), None)
+        if close:
+            key = settings.get(close[0])
+            line += f"did you mean {close[0]}{f' ({key})' if key else ''}?"
+        elif section is not None:
+            keys = Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+            line += f"known keys of {section}: {', '.join(keys)}"
+        else:
+            line += f"settings are ANIME_<SECTION>_<KEY>; sections: {', '.join(_SECTIONS)}"
+        lines.append(line)
+    return lines
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

@@ -289,3 +289,6 @@ class WorkerSettings(Section):
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(7788, ge=0, le=65535)
+    # The server's own idle exit; it holds CPU-side state only (the GPU worker has
+    # worker.keep_alive), so it can stay warm far longer and spare the cold start.
+    keep_alive: Duration = 7200.0

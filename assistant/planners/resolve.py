@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from assistant.planners.base import PlannedCall, PlannerContext
 from tools.generation.toolbox import BatchArgs, GenerateArgs
+from tools.text import plural
 
 FUZZY_CUTOFF = 0.75
 
@@ -115,7 +116,7 @@ def resolve_call(tool: str, args: BaseModel, context: PlannerContext, out: Resol
 
 
 def _images(count: int) -> str:
-    return f"{count} image" + ("" if count == 1 else "s")
+    return plural(count, "image")
 
 
 def _drawing(call: PlannedCall) -> tuple[int, str, str]:

@@ -149,8 +149,8 @@ def trash(request: Request) -> str:
 
 @gallery_pages.get("/jobs", response_class=HTMLResponse)
 def jobs(request: Request) -> str:
-    body = """<h1>Jobs</h1><table id="jobs"><thead><tr><th>job</th><th>what</th><th>state</th>
-<th>progress</th><th></th></tr></thead><tbody></tbody></table>"""
+    body = """<h1>Jobs</h1><table id="jobs"><thead><tr><th>job</th><th>what</th><th>queued</th>
+<th>state</th><th>progress</th><th></th></tr></thead><tbody></tbody></table>"""
     return _page(request, "jobs", "Jobs", body, {})
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prompts import load_prompt
 from tools.errors import UserError
+from tools.text import plural
 
 if TYPE_CHECKING:
     from tools.generation.runtime import Runtime
@@ -220,7 +221,9 @@ def run_list_characters(
             "no characters yet: add one with `anime-gen characters add NAME --image PATH`", data=[]
         )
     lines = [f"  {c.name}" + (f": {c.description}" if c.description else "") for c in characters]
-    return ToolResult(f"{len(characters)} characters:\n" + "\n".join(lines), data=characters)
+    return ToolResult(
+        f"{plural(len(characters), 'character')}:\n" + "\n".join(lines), data=characters
+    )
 
 
 def run_find_pose(runtime: Runtime, args: FindPoseArgs, on_image: OnImage | None) -> ToolResult:
@@ -238,7 +241,7 @@ def run_show_results(
     records = [OutputRecord.model_validate(row["record"]) for row in rows]
     if not records:
         return ToolResult("nothing made yet", data=[])
-    return ToolResult(f"{len(records)} recent images", outputs=records, data=records)
+    return ToolResult(plural(len(records), "recent image"), outputs=records, data=records)
 
 
 TOOLS: dict[str, Tool] = {

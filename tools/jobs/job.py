@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from tools.text import plural
 
 
 class JobState(StrEnum):
@@ -81,9 +84,17 @@ class Job:
         error = f"  {self.error}" if self.error and self.state != JobState.DONE else ""
         workers = f"  by {','.join(self.workers)}" if self.workers else ""
         return (
-            f"{self.id}  {self.state:<9} {self.done_count}/{len(self.images)} images"
+            f"{self.id}  {self.state:<9} {self.done_count}/{plural(len(self.images), 'image')}"
             f"  attempts {self.attempts}  {what}{workers}{error}"
         )
+
+    def what(self) -> str:
+        """What the job draws, in words: "sakura, rin · standing_01 · 3 images"."""
+        request = self.request
+        poses = request.get("poses") or [request.get("pose")]
+        pose = poses[0] if len(poses) == 1 else plural(len(poses), "pose")
+        characters = ", ".join(request.get("characters") or ())
+        return " · ".join(filter(None, [characters, pose, plural(len(self.images), "image")]))
 
     def summary(self) -> dict[str, Any]:
         """The `anime-gen jobs --json` shape of one job."""
@@ -91,6 +102,8 @@ class Job:
             "id": self.id,
             "state": str(self.state),
             "label": self.request.get("label"),
+            "what": self.what(),
+            "queued": datetime.fromtimestamp(self.created, UTC).isoformat(timespec="seconds"),
             "images_done": self.done_count,
             "images_total": len(self.images),
             "workers": self.workers,
@@ -131,6 +144,7 @@ def describe_request(
         "settings": settings,
         "characters": sorted({spec["character"] for spec in specs}),
         "pose": first["pose"]["id"],
+        "poses": list(dict.fromkeys(spec["pose"]["id"] for spec in specs)),
         "prompt": first.get("user_prompt", ""),
         "seed": first["seed"],
         "count": len(specs),

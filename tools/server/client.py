@@ -214,7 +214,7 @@ def running_client(home: Path) -> StudioClient | None:
 
 def start_server(home: Path) -> subprocess.Popen[bytes]:
     """Start the server in the background, detached from this terminal; it logs to
-    `<state>/logs/server.log` and exits after `worker.keep_alive` idle."""
+    `<state>/logs/server.log` and exits after `server.keep_alive` idle."""
     return start_detached(ENTRY_MODULE, home, server_log(home / ".anime-chat"), "--background")
 
 

@@ -1,4 +1,5 @@
-"""Run the studio server: one per home, loopback by default, gone after `worker.keep_alive` idle.
+"""Run the studio server: one per home, loopback by default, gone after `server.keep_alive` idle
+(the GPU worker beside it frees the GPU after `worker.keep_alive`, on its own).
 
 Start-up order matters: lock, clean stale files, write the token (0600), bind, write
 `server.json`/`server.pid`, then listen. Stopping (SIGTERM, Ctrl-C, idle) removes the
@@ -33,7 +34,7 @@ class ServerAlreadyRunning(UserError):
         super().__init__(
             f"a studio server is already running for this home at {where} (pid {pid})",
             "it serves every anime-gen and anime-chat (busy or started in the foreground, so it"
-            f" is not replaced); stop it with `kill {pid}` once its jobs are done",
+            " is not replaced); stop it with `anime-gen serve --stop` once its jobs are done",
         )
 
 
@@ -131,7 +132,7 @@ def serve(
 
 
 def _watch(studio: Any, server: Any) -> None:
-    """Exit after `worker.keep_alive` without requests or work; keep a worker on queued jobs."""
+    """Exit after `server.keep_alive` without requests or work; keep a worker on queued jobs."""
     from tools.errors import ConfigError
     from tools.jobs.client import ensure_worker
     from tools.jobs.journal import JobJournal
@@ -148,6 +149,6 @@ def _watch(studio: Any, server: Any) -> None:
             if JobJournal.for_state(studio.state).pending_count():
                 ensure_worker(settings)
             studio.last_activity = time.monotonic()
-        elif time.monotonic() - studio.last_activity > settings.worker.keep_alive:
-            log.info("idle for %.0f s; server exits", settings.worker.keep_alive)
+        elif time.monotonic() - studio.last_activity > settings.server.keep_alive:
+            log.info("idle for %.0f s; server exits", settings.server.keep_alive)
             server.should_exit = True

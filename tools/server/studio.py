@@ -112,8 +112,8 @@ class EnvironmentMismatch(UserError):
         super().__init__(
             "this command's Hugging Face environment differs from the running studio server's"
             f" ({'; '.join(differences)})",
-            f"HF_* apply when the server and its worker start: stop the server (`kill"
-            f" {os.getpid()}`) once its jobs are done; the next command starts one with yours",
+            "HF_* apply when the server and its worker start: stop them (`anime-gen serve"
+            " --stop`) once its jobs are done; the next command starts one with yours",
         )
 
 

@@ -28,6 +28,7 @@ from tools.settings import Settings
 from tools.store.gen_index import GenerationIndex
 from tools.store.metadata import ImageMetadata
 from tools.store.output_store import METADATA_KEY, read_png_metadata
+from tools.text import plural
 
 INDEX_NAME = "generations.sqlite"
 VIEW_FOLDERS = ("characters", "collections")
@@ -169,7 +170,7 @@ def _pause_the_worker(state: Path) -> None:
     if busy:
         names = ", ".join(job.id[:8] for job in busy)
         raise UserError(
-            f"{len(busy)} job{'s' if len(busy) != 1 else ''} not finished ({names}): the worker"
+            f"{plural(len(busy), 'job')} not finished ({names}): the worker"
             " writes the index while it draws",
             "wait until `anime-gen jobs` shows it finished, or `anime-gen jobs cancel ID`;"
             " then rebuild",

@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 
 from tools.errors import UserError
+from tools.text import plural
 
 OUR_METADATA_KEY = "anime-chat"
 FIELDS = (
@@ -332,7 +333,7 @@ def format_info(info: dict[str, Any]) -> str:
     if hires:
         lines.append(
             f"hires: x{hires['scale']} {hires['upscaler']}, denoise {hires['denoise']}, "
-            f"{hires['steps']} steps -> {hires['width']}x{hires['height']}"
+            f"{plural(hires['steps'], 'step')} -> {hires['width']}x{hires['height']}"
         )
     elif info.get("Hires upscale"):
         lines.append(f"hires: x{info['Hires upscale']} {info.get('Hires upscaler') or ''}".strip())

@@ -395,7 +395,8 @@ function startJobs() {
     const bar = element("progress", { max: job.images_total || 1, value: job.images_done });
     return element("tr", { "data-job": job.id, "data-state": job.state }, [
       element("td", { text: job.id }),
-      element("td", { text: job.label || "" }),
+      element("td", { class: "job-what", text: job.label ? `${job.label}: ${job.what}` : job.what }),
+      element("td", { class: "job-queued", text: new Date(job.queued).toLocaleString() }),
       element("td", { class: "job-state", text: stateText(job.state, job.error) }),
       element("td", { class: "job-progress" }, [bar, element("span", { text: ` ${job.images_done}/${job.images_total}` })]),
       actions,

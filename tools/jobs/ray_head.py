@@ -23,6 +23,7 @@ from typing import Any
 
 from tools.errors import UserError
 from tools.jobs.faults import FaultPlan
+from tools.jobs.heartbeat import load_allowance
 from tools.jobs.job import Job, JobImage
 from tools.jobs.journal import JobJournal
 from tools.jobs.ray_actor import RenderActor, ray_module
@@ -34,8 +35,6 @@ NAMESPACE = "anime-chat"
 INFO_NAME = "ray.json"  # <state>/ray.json: the head's pid, cluster address and actor names
 POLL_SECONDS = 0.2
 BEAT_SECONDS = 1.0
-# Extra time a fresh actor (or one meeting other models) may take to load them, in hang_timeouts.
-LOAD_GRACE = 3.0
 # Files under <home>/models/ larger than this are not shipped: use a hub id or a shared path.
 MAX_SHIPPED_BYTES = 1 << 30
 
@@ -178,7 +177,7 @@ class RayHead:
             return
         overrides_key = json.dumps(task["request"].get("settings"), sort_keys=True)
         timeout = self.settings.worker.hang_timeout
-        grace = 0.0 if overrides_key in slot.loaded else max(60.0, LOAD_GRACE * timeout)
+        grace = 0.0 if overrides_key in slot.loaded else load_allowance(timeout)
         slot.loaded.add(overrides_key)
         deadline = time.monotonic() + grace + timeout * len(images)
         slot.inflight = _InFlight(slot.actor.render.remote(task), job, images, deadline)

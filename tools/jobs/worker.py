@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from tools.jobs.faults import FaultPlan
-from tools.jobs.heartbeat import Heartbeat, Keepalive, RunEnded
+from tools.jobs.heartbeat import Heartbeat, Keepalive, RunEnded, load_allowance
 from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
 from tools.settings import Settings, load_settings
@@ -238,7 +238,7 @@ class Worker:
         characters = [runtime.characters.get(name) for name in names]
         cold = [c for c in characters if c.name not in self._calibrated]
         if not engine.loaded or cold:
-            with Keepalive(heartbeat):
+            with Keepalive(heartbeat, load_allowance(self.settings.worker.hang_timeout)):
                 engine.pipe  # noqa: B018  (loading is the point)
                 gate.aesthetic  # noqa: B018
                 for character in cold:

@@ -35,7 +35,8 @@ from tools.jobs.faults import FaultPlan
 from tools.jobs.journal import JobJournal
 from tools.jobs.processes import checkout_path, worker_lock
 from tools.jobs.ray_actor import ray_module
-from tools.jobs.ray_head import NAMESPACE, RayHead, cluster_slots
+from tools.jobs.ray_head import NAMESPACE, RayHead
+from tools.jobs.ray_slots import cluster_slots
 from tools.settings import Settings
 
 log = logging.getLogger("anime.ray")

@@ -132,3 +132,55 @@ def test_jobs_lists_workers_per_job_and_throughput_per_worker(tmp_path, monkeypa
     text = CliRunner().invoke(app, ["jobs"]).stdout
     assert "by gpu0,gpu1" in text
     assert "gpu0: 3 images, 30.0 images/min" in text and "gpu1: 1 image" in text
+
+
+def test_a_job_cancelled_with_its_last_images_in_flight_retries_to_done(journal):
+    """Issue 22 §1: the images in flight land after the cancel; a retry has nothing to draw."""
+    job_id = journal.submit(specs(2))
+    journal.claim_images("gpu0", "a", 1, limit=2)
+    assert journal.cancel(job_id)
+    assert not journal.beat_lease(job_id, "a")  # the worker learns of the cancel
+    for index in (0, 1):  # ...but its files were already written: they are committed
+        journal.lease_done(job_id, index, "a", "gpu0", f"/out/{index}.png", {})
+    assert journal.get(job_id).state == JobState.CANCELLED
+    assert journal.retry(job_id)
+    job = journal.get(job_id)
+    assert job.state == JobState.DONE and job.error is None and job.done_count == 2
+    assert journal.pending_count() == 0
+
+
+def test_one_off_failures_on_different_images_do_not_fail_the_job(journal):
+    """Issue 22 §3: attempts count per image; three images failing once each is not a give-up."""
+    job_id = journal.submit(specs(6, "big"))
+    for failing in (1, 3, 5):
+        while True:
+            job, (index,) = journal.claim_images("gpu0", "a", 1, limit=1)
+            if index == failing and job.images[index].tries == 1:
+                assert journal.lease_failed("a", "crash", 3, 0) == {job_id: JobState.QUEUED}
+                break
+            journal.lease_done(job_id, index, "a", "gpu0", f"/out/{index}.png", {})
+    while (claimed := journal.claim_images("gpu0", "a", 1, limit=1)) is not None:
+        journal.lease_done(job_id, claimed[1][0], "a", "gpu0", "/out/x.png", {})
+    assert journal.get(job_id).state == JobState.DONE
+
+
+def test_a_poison_image_fails_the_job_naming_it(journal):
+    job_id = journal.submit(specs(3))
+    journal.claim_images("gpu0", "a", 1, limit=1)
+    journal.lease_done(job_id, 0, "a", "gpu0", "/out/0.png", {})
+    for attempt in (1, 2):
+        job, indices = journal.claim_images("gpu0", "a", 1, limit=1)
+        assert indices == [1]
+        expected = JobState.QUEUED if attempt == 1 else JobState.FAILED
+        assert journal.lease_failed("a", "boom", 2, 0) == {job_id: expected}
+    error = journal.get(job_id).error
+    assert "boom" in error and "gave up after 2 attempts" in error and "image 1" in error
+
+
+def test_a_stopped_or_smaller_batch_lease_is_not_a_failed_try(journal):
+    job_id = journal.submit(specs(1))
+    for _ in range(3):
+        journal.claim_images("gpu0", "a", 1)
+        journal.release_leases("a", requeue=True)
+    journal.claim_images("gpu0", "a", 1)
+    assert journal.lease_failed("a", "boom", 2, 0) == {job_id: JobState.QUEUED}

@@ -14,6 +14,15 @@ from tools.jobs.journal import JobJournal
 log = logging.getLogger("anime.worker")
 
 BEAT_EVERY = 0.25  # seconds between journal writes; the watchdog allows hang_timeout
+# How long loading models (and calibrating) may take, in hang_timeouts, before the keep-alive
+# falls silent (the Ray head gives a fresh actor the same allowance).
+LOAD_GRACE = 3.0
+LOAD_GRACE_MIN = 60.0
+
+
+def load_allowance(hang_timeout: float) -> float:
+    """Seconds a worker may spend loading before its silence counts as a hang."""
+    return max(LOAD_GRACE_MIN, LOAD_GRACE * hang_timeout)
 
 
 class RunEnded(Exception):
@@ -55,15 +64,26 @@ class Heartbeat:
 
 
 class Keepalive:
-    """Beats from a thread while models load: no step callback runs then, and loading is slow."""
+    """Beats from a thread while models load: no step callback runs then, and loading is slow.
 
-    def __init__(self, heartbeat: Heartbeat) -> None:
+    Beats mean progress, and a load shows none: so it beats for `limit` seconds at most, then
+    falls silent and the watchdog takes a load stuck that long for a hang."""
+
+    def __init__(self, heartbeat: Heartbeat, limit: float, every: float = 1.0) -> None:
         self.heartbeat = heartbeat
+        self.limit = limit
+        self.every = every
+        self.expired = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(1.0):
+        deadline = time.monotonic() + self.limit
+        while not self._stop.wait(self.every):
+            if time.monotonic() > deadline:
+                log.warning("loading has taken over %.0f s: no more beats", self.limit)
+                self.expired.set()
+                return
             try:
                 self.heartbeat.alive({"phase": "loading"})
             except Exception:  # a failed beat only makes the watchdog stricter

@@ -112,13 +112,23 @@ class JobJournal(ImageLeases):
         return self._move(job_id, JobState.CANCELLED, UNFINISHED, "error = 'cancelled by the user'")
 
     def retry(self, job_id: str) -> bool:
-        """Queue a failed or cancelled job again, with fresh attempts; done images are kept."""
-        return self._move(
-            job_id,
-            JobState.QUEUED,
-            (JobState.FAILED, JobState.CANCELLED),
-            "attempts = 0, not_before = 0, error = NULL, run_token = NULL",
-        )
+        """Queue a failed or cancelled job again, with fresh attempts; done images are kept.
+        A job with nothing left to draw (it was cancelled as its last images landed) is done."""
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET state = ?, attempts = 0, not_before = 0, error = NULL,"
+                " run_token = NULL, updated = ? WHERE id = ? AND state IN (?, ?)",
+                (JobState.QUEUED, time.time(), job_id, JobState.FAILED, JobState.CANCELLED),
+            ).rowcount
+            if not changed:
+                return False
+            db.execute("UPDATE job_images SET tries = 0 WHERE job_id = ?", (job_id,))
+            db.execute(
+                "UPDATE jobs SET state = ?, progress = NULL WHERE id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM job_images WHERE job_id = ? AND state != ?)",
+                (JobState.DONE, job_id, job_id, ImageState.DONE),
+            )
+        return True
 
     def _move(
         self, job_id: str, state: JobState, from_states: tuple[JobState, ...], also: str

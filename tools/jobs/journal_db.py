@@ -75,7 +75,6 @@ class JournalDatabase(Database):
 
         Returns the new state, or None when the run was no longer the job's current one.
         """
-        now = time.time()
         with self.transaction() as db:
             row = db.execute(
                 "SELECT attempts FROM jobs WHERE id = ? AND run_token IS ? AND state = ?",
@@ -83,27 +82,9 @@ class JournalDatabase(Database):
             ).fetchone()
             if row is None:
                 return None
-            attempts = row["attempts"]
-            if attempts >= max_attempts:
-                # max_attempts 0 means "not worth retrying" (a user error): no give-up count.
-                note = f" (gave up after {attempts} attempts)" if max_attempts else ""
-                state, error = JobState.FAILED, f"{reason}{note}"
-                not_before = 0.0
-            else:
-                state, error = JobState.QUEUED, reason
-                not_before = now + backoff * 2 ** (attempts - 1)
-            db.execute(
-                "UPDATE jobs SET state = ?, error = ?, not_before = ?, updated = ?,"
-                " low_memory = MAX(low_memory, ?), run_token = NULL, progress = NULL"
-                " WHERE id = ?",
-                (state, error, not_before, now, int(low_memory), job_id),
+            return fail_or_requeue(
+                db, job_id, reason, row["attempts"], max_attempts, backoff, low_memory
             )
-        return state
-
-    def _run_token(self, job_id: str) -> str | None:
-        with self.transaction() as db:
-            row = db.execute("SELECT run_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return row["run_token"] if row else None
 
     def _load(self, db: sqlite3.Connection, job_id: str) -> Job | None:
         row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -141,3 +122,33 @@ class JournalDatabase(Database):
             request=json.loads(row["request"]),
             images=images,
         )
+
+
+def fail_or_requeue(
+    db: sqlite3.Connection,
+    job_id: str,
+    reason: str,
+    tries: int,
+    max_attempts: int,
+    backoff: float,
+    low_memory: bool = False,
+    where: str = "",
+) -> JobState:
+    """Inside a transaction: after `tries` failed tries (of the run, or of its worst image,
+    named by `where`), queue the job again after a backoff, or fail it for good."""
+    now = time.time()
+    if tries >= max_attempts:
+        # max_attempts 0 means "not worth retrying" (a user error): no give-up count.
+        note = f" (gave up after {tries} attempts{where})" if max_attempts else ""
+        state, error = JobState.FAILED, f"{reason}{note}"
+        not_before = 0.0
+    else:
+        state, error = JobState.QUEUED, reason
+        not_before = now + backoff * 2 ** max(tries - 1, 0)
+    db.execute(
+        "UPDATE jobs SET state = ?, error = ?, not_before = ?, updated = ?,"
+        " low_memory = MAX(low_memory, ?), run_token = NULL, progress = NULL"
+        " WHERE id = ?",
+        (state, error, not_before, now, int(low_memory), job_id),
+    )
+    return state

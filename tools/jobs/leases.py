@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tools.jobs.job import ImageState, Job, JobState
-from tools.jobs.journal_db import JournalDatabase
+from tools.jobs.journal_db import JournalDatabase, fail_or_requeue
 
 QUEUED, RUNNING = JobState.QUEUED, JobState.RUNNING
 
@@ -134,24 +134,46 @@ class ImageLeases(JournalDatabase):
         backoff: float,
         low_memory: bool = False,
     ) -> dict[str, JobState | None]:
-        """A worker's run failed (it died, hung or raised): its images go back to the queue and
-        each job it held counts a failed attempt (backoff, or failed after max_attempts).
-        Returns {job id: its new state, None when another failure already counted}."""
+        """A worker's run failed (it died, hung or raised): its images go back to the queue,
+        each one failed try more. A job gives up (fails) once one of its images has failed
+        `max_attempts` tries, its index in the reason; otherwise it backs off. Attempts count
+        per image, so one-off failures of different images never add up to a give-up.
+        Returns {job id: its new state, None when the job no longer runs}."""
         with self.transaction() as db:
-            jobs = _drop_leases(db, token)
-        return {
-            job_id: self.attempt_failed(
-                job_id, self._run_token(job_id), reason, max_attempts, backoff, low_memory
-            )
-            for job_id in jobs
-        }
+            dropped = db.execute(
+                "SELECT job_id, idx, tries FROM job_images WHERE lease = ? ORDER BY tries DESC,"
+                " idx",
+                (token,),
+            ).fetchall()
+            _drop_leases(db, token)
+            worst: dict[str, sqlite3.Row] = {}
+            for row in dropped:
+                worst.setdefault(row["job_id"], row)
+            states: dict[str, JobState | None] = {}
+            for job_id, image in worst.items():
+                state = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if state is None or state["state"] != RUNNING:
+                    states[job_id] = None
+                    continue
+                states[job_id] = fail_or_requeue(
+                    db,
+                    job_id,
+                    reason,
+                    image["tries"],
+                    max_attempts,
+                    backoff,
+                    low_memory,
+                    f" at image {image['idx']}",
+                )
+        return states
 
     def release_leases(self, token: str, requeue: bool = False) -> None:
         """Give a worker's images back without counting a failure (a smaller batch next, an
-        ended run). With `requeue` (the worker was stopped on purpose), a running job that no
-        worker holds any more waits in the queue again, its attempt not counted."""
+        ended run): the try is not counted. With `requeue` (the worker was stopped on
+        purpose), a running job that no worker holds any more waits in the queue again, its
+        attempt not counted."""
         with self.transaction() as db:
-            jobs = _drop_leases(db, token)
+            jobs = _drop_leases(db, token, uncount=True)
             for job_id in jobs if requeue else []:
                 db.execute(
                     "UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), run_token = NULL,"
@@ -188,11 +210,14 @@ class ImageLeases(JournalDatabase):
             )
 
 
-def _drop_leases(db: sqlite3.Connection, token: str) -> list[str]:
-    """Take a worker's leases away; the jobs they were on."""
+def _drop_leases(db: sqlite3.Connection, token: str, uncount: bool = False) -> list[str]:
+    """Take a worker's leases away (`uncount`: the tries were not failures); their jobs."""
     jobs = [
         row["job_id"]
         for row in db.execute("SELECT DISTINCT job_id FROM job_images WHERE lease = ?", (token,))
     ]
-    db.execute("UPDATE job_images SET lease = NULL WHERE lease = ?", (token,))
+    db.execute(
+        "UPDATE job_images SET lease = NULL, tries = MAX(tries - ?, 0) WHERE lease = ?",
+        (int(uncount), token),
+    )
     return jobs

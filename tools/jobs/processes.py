@@ -47,14 +47,16 @@ def worker_lock(state: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid_file = state / PID_NAME
-            raise WorkerAlreadyRunning(
-                pid_file.read_text().strip() if pid_file.exists() else ""
-            ) from None
+            raise WorkerAlreadyRunning(read_worker_pid(state)) from None
         (state / PID_NAME).write_text(f"{os.getpid()}\n")
         yield
     finally:
         handle.close()
+
+
+def read_worker_pid(state: Path) -> str:
+    pid_file = state / PID_NAME
+    return pid_file.read_text().strip() if pid_file.exists() else ""
 
 
 def lock_held(lock: Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import tempfile
 import uuid
@@ -60,8 +61,23 @@ class _CapturingStore:
         return Path(placeholder)
 
 
+class TaskCancelled(Exception):
+    """The head cancelled the task (its job was cancelled or failed elsewhere)."""
+
+
+def node_root() -> Path:
+    """This node's folder for actor homes and shipped files (its temp dir: TMPDIR)."""
+    return Path(tempfile.gettempdir()) / "anime-actors"
+
+
 class RenderActor:
-    """Renders image specs in a home of its own (a temp folder) from what each task brings."""
+    """Renders image specs in a home of its own from what each task brings.
+
+    Its home is `<node temp>/anime-actors/home-<pid>-<nonce>`; a killed actor runs no cleanup,
+    so each new one removes the homes of dead actors on its node, and `cleanup` (the head calls
+    it before it stops) removes its own. Shipped files are kept once per node by content
+    (`files/<sha256>`) and linked into the homes that use them.
+    """
 
     def __init__(self, slot: str, config: dict[str, Any]) -> None:
         import yaml
@@ -70,56 +86,117 @@ class RenderActor:
         from tools.settings import CONFIG_FILENAME
 
         self.slot = slot
-        self.home = Path(tempfile.mkdtemp(prefix="anime-actor-"))
+        self.root = node_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        _sweep_dead_homes(self.root)
+        self.home = self.root / f"home-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.home.mkdir()
         (self.home / CONFIG_FILENAME).write_text(yaml.safe_dump(config), encoding="utf-8")
         self.worker = Worker(load_settings(env={}, home=self.home), name=slot)
         self.files: dict[str, str] = {}  # relative path -> sha256 of what is there
         self.calibrated: set[str] = set()
+        # Progress the head reads from another thread (the actor runs two at once): a count
+        # that moves with every step and phase, and whether models are loading.
+        self.ticks = 0
+        self.steps = 0  # steps of the task now
+        self.loading = False
 
     def host(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid()}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "home": str(self.home)}
+
+    def progress(self) -> dict[str, Any]:
+        return {"ticks": self.ticks, "loading": self.loading, "steps": self.steps}
+
+    def cleanup(self) -> None:
+        """Remove this actor's home (and, if no other actor lives on this node, the files)."""
+        shutil.rmtree(self.home, ignore_errors=True)
+        _sweep_dead_homes(self.root)
+        if not any(self.root.glob("home-*")):
+            shutil.rmtree(self.root / "files", ignore_errors=True)
 
     def render(self, task: dict[str, Any]) -> dict[str, Any]:
-        from tools.generation.producer import Producer
         from tools.generation.specs import ImageSpec
+        from tools.jobs.worker import is_out_of_memory
 
-        ray = ray_module()
-        for relative, (digest, ref) in task["files"].items():
-            if self.files.get(relative) != digest:
-                target = self.home / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(ray.get(ref))
-                self.files[relative] = digest
+        self.ticks, self.steps = self.ticks + 1, 0
+        self._fetch_files(task["files"])
         self._write_characters(task["characters"])
         request = _local_paths(task["request"], task["path_map"], self.home)
-        runtime = self.worker.runtime_for(self.worker.request_settings(request))
-        store = _CapturingStore()
-        producer = Producer(
-            runtime.settings,
-            engine=runtime.engine,
-            gate=runtime.gate,
-            store=store,
-            index=runtime.index,
-            characters=runtime.characters,
-            poses=_ShippedPoses(task["poses"]),
-        )
-        for name in {spec["character"] for spec in task["specs"] if not spec.get("sheet")}:
-            if name not in self.calibrated:
-                runtime.gate.baseline(runtime.characters.get(name))
-                self.calibrated.add(name)
+        self.loading = True
+        try:
+            runtime = self.worker.runtime_for(self.worker.request_settings(request))
+            producer = self._producer(runtime, task)
+            runtime.engine.pipe  # noqa: B018  (loading is the point: it is judged as loading)
+            runtime.gate.aesthetic  # noqa: B018
+            for name in {spec["character"] for spec in task["specs"] if not spec.get("sheet")}:
+                if name not in self.calibrated:
+                    runtime.gate.baseline(runtime.characters.get(name))
+                    self.calibrated.add(name)
+            if task.get("low_memory") and not self.worker.low_memory:
+                from tools.jobs.worker import _use_less_memory
+
+                _use_less_memory(runtime.engine.pipe)
+                self.worker.low_memory = True
+        finally:
+            self.loading = False
+        self.ticks += 1
         for spec in task["specs"]:
             kind = task["faults"].get(spec["index"])
             if kind is not None:
                 trigger(kind, spec["index"])
         specs = [ImageSpec.model_validate(spec) for spec in task["specs"]]
-        records = producer.produce_batch(specs)
+        try:
+            records = producer.produce_batch(specs, on_step=self._on_step)
+        except Exception as error:
+            if is_out_of_memory(error):
+                from tools.jobs.worker import _free_device_memory
+
+                _free_device_memory()
+            raise
         images = []
         for spec, record in zip(specs, records, strict=True):
-            mine = [save for save in store.saves if _base_key(save["key"]) == spec.key]
+            mine = [save for save in producer.store.saves if _base_key(save["key"]) == spec.key]
             images.append(
                 {"key": spec.key, "record": record.model_dump(mode="json"), "saves": mine}
             )
         return {"slot": self.slot, "host": socket.gethostname(), "images": images}
+
+    def _on_step(self, step: int, steps: int) -> None:
+        self.ticks, self.steps = self.ticks + 1, self.steps + 1
+        if ray_module().get_runtime_context().is_canceled():
+            raise TaskCancelled(f"{self.slot}: cancelled by the head")
+
+    def _producer(self, runtime: Any, task: dict[str, Any]) -> Any:
+        from tools.generation.producer import Producer
+
+        return Producer(
+            runtime.settings,
+            engine=runtime.engine,
+            gate=runtime.gate,
+            store=_CapturingStore(),
+            index=runtime.index,
+            characters=runtime.characters,
+            poses=_ShippedPoses(task["poses"]),
+        )
+
+    def _fetch_files(self, files: dict[str, tuple[str, Any]]) -> None:
+        """Link each shipped file into this home from the node's copy (fetched once per node)."""
+        ray = ray_module()
+        store = self.root / "files"
+        store.mkdir(exist_ok=True)
+        for relative, (digest, ref) in files.items():
+            if self.files.get(relative) == digest:
+                continue
+            kept = store / digest
+            if not kept.exists():
+                partial = store / f".{digest}.{uuid.uuid4().hex[:8]}.part"
+                partial.write_bytes(ray.get(ref))
+                partial.replace(kept)
+            target = self.home / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            os.link(kept, target)
+            self.files[relative] = digest
 
     def _write_characters(self, characters: dict[str, dict[str, Any]]) -> None:
         from tools.atomic import write_json_atomic
@@ -137,6 +214,24 @@ class RenderActor:
                     path.write_bytes(data)
             entries[name] = payload["record"]
         write_json_atomic(index, {"version": 1, "characters": list(entries.values())})
+
+
+def _sweep_dead_homes(root: Path) -> None:
+    """Remove the homes of actors on this node whose process is gone (ray.kill, a crash)."""
+    for home in root.glob("home-*"):
+        pid = home.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _base_key(key: str | None) -> str | None:

@@ -26,23 +26,70 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from tools.errors import UserError
 from tools.jobs.faults import FaultPlan
 from tools.jobs.journal import JobJournal
-from tools.jobs.processes import checkout_path, worker_lock
+from tools.jobs.processes import (
+    WorkerAlreadyRunning,
+    checkout_path,
+    read_worker_pid,
+    worker_lock,
+    worker_running,
+)
 from tools.jobs.ray_actor import ray_module
-from tools.jobs.ray_head import NAMESPACE, RayHead, cluster_slots
+from tools.jobs.ray_head import NAMESPACE, RayHead
+from tools.jobs.ray_slots import cluster_slots
 from tools.settings import Settings
 
 log = logging.getLogger("anime.ray")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+PROBE_SECONDS = 10.0
+
+
+def driver_options(address: str) -> dict[str, Any]:
+    """`ray.init` options for joining the cluster at `address`. On a loopback address the driver
+    names itself 127.0.0.1 too: a `ray start --head --node-ip-address 127.0.0.1` cluster has its
+    raylet there, and Ray would otherwise look for one on the machine's network address
+    (`resolve_ip_for_localhost`, ray/_private/services.py) and fail to connect."""
+    host = _host_port(address)[0]
+    return {"_node_ip_address": "127.0.0.1"} if host in LOOPBACK else {}
+
+
+def probe(address: str) -> None:
+    """Fail fast, naming the address, when nothing answers there: `ray.init` would retry for
+    minutes while front ends wait."""
+    host, port = _host_port(address)
+    if port is None:
+        raise UserError(
+            f"cannot read the Ray address '{address}'", "give HOST:PORT, `auto` or `local`"
+        )
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_SECONDS):
+            pass
+    except OSError as error:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({error.strerror or error})",
+            "start it (`ray start --head --node-ip-address 127.0.0.1`) or check the address",
+        ) from None
+
+
+def _host_port(address: str) -> tuple[str, int | None]:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else None
+
+
 def connect(address: str, slots: int | None, temp_dir: Path) -> None:
     """Join (or, for `local`, start) the cluster."""
+    if address not in ("local", "auto"):
+        probe(address)
     if address == "local":
         # Ray reads the mode when it is imported: set it first. The local cluster asks for a
         # token of its own (written to ray.json), not one saved under ~/.ray.
@@ -69,20 +116,25 @@ def connect(address: str, slots: int | None, temp_dir: Path) -> None:
             address=None if address == "auto" else address,
             namespace=NAMESPACE,
             runtime_env={"env_vars": env_vars},
+            **({} if address == "auto" else driver_options(address)),
         )
 
 
 def run_ray_worker(settings: Settings, address: str, slots: int | None = None) -> int:
-    """`anime-gen worker --ray ADDRESS`: hold the home's worker lock and serve until stopped."""
+    """`anime-gen worker --ray ADDRESS`: connect, then hold the home's worker lock and serve
+    until stopped. Connecting comes first: while it lasts no front end takes the home for
+    served, and a cluster that cannot be reached is one error line, with no lock held."""
     if importlib.util.find_spec("ray") is None:
         ray_module()  # the install hint
     state = settings.paths.state
-    with worker_lock(state):
-        journal = JobJournal.for_state(state)
-        journal.clear_leases()  # the lock was free: no worker of this home is alive
-        temp_dir = Path(tempfile.mkdtemp(prefix="anime-ray-", dir="/tmp"))
-        try:
-            connect(address, slots, temp_dir)
+    if worker_running(state):
+        raise WorkerAlreadyRunning(read_worker_pid(state))
+    temp_dir = Path(tempfile.mkdtemp(prefix="anime-ray-", dir="/tmp"))
+    try:
+        connect(address, slots, temp_dir)
+        with worker_lock(state):
+            journal = JobJournal.for_state(state)
+            journal.clear_leases()  # the lock was free: no worker of this home is alive
             faults = FaultPlan.from_env()
             if faults.active:
                 log.warning("FAULT INJECTION ACTIVE: %s", os.environ.get("ANIME_WORKER_FAULTS"))
@@ -95,7 +147,7 @@ def run_ray_worker(settings: Settings, address: str, slots: int | None = None) -
             signal.signal(signal.SIGINT, stop)
             log.info("ray head for %s: %s", state, ", ".join(s.name for s in head.slots))
             return head.serve()
-        finally:
-            if "ray" in sys.modules:
-                ray_module().shutdown()
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    finally:
+        if "ray" in sys.modules:
+            ray_module().shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)

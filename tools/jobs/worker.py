@@ -20,11 +20,14 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from tools.jobs.faults import FaultPlan
-from tools.jobs.heartbeat import Heartbeat, Keepalive, RunEnded
+from tools.jobs.heartbeat import Heartbeat, Keepalive, RunEnded, load_allowance
 from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
 from tools.settings import Settings, load_settings
+from tools.settings import _explain as explain_settings_error
 
 if TYPE_CHECKING:
     from tools.generation.runtime import Runtime
@@ -79,7 +82,12 @@ class Worker:
         if captured is None:  # a job queued by a version that kept only the overrides
             overrides = request.get("overrides") or {}
             return load_settings(overrides=overrides, env={}, home=self.settings.home)
-        return Settings.model_validate({**captured, "home": self.settings.home})
+        try:
+            return Settings.model_validate({**captured, "home": self.settings.home})
+        except ValidationError as error:
+            # A newer CLI's key reaching an older warm worker: that job fails with the reason
+            # (not retried), the worker and the queue behind it go on.
+            raise explain_settings_error(error, "the job's saved settings") from None
 
     def runtime_for(self, settings: Settings) -> Runtime:
         """The runtime for a job's settings.
@@ -135,7 +143,13 @@ class Worker:
         """Images to lease at once: the job's batch size, or less after out of memory."""
         from tools.engine.rendering import batch_size_for
 
-        return self.batch_limit or batch_size_for(self.request_settings(request))
+        if self.batch_limit:
+            return self.batch_limit
+        try:
+            return batch_size_for(self.request_settings(request))
+        except Exception:  # the job's own fault: its run (one image) fails it with the reason
+            log.warning("job settings unusable; leasing one image to fail it", exc_info=True)
+            return 1
 
     def run_job(self, job: Job) -> bool:
         """Draw every pending image of one job on this worker alone; False when this process
@@ -224,7 +238,7 @@ class Worker:
         characters = [runtime.characters.get(name) for name in names]
         cold = [c for c in characters if c.name not in self._calibrated]
         if not engine.loaded or cold:
-            with Keepalive(heartbeat):
+            with Keepalive(heartbeat, load_allowance(self.settings.worker.hang_timeout)):
                 engine.pipe  # noqa: B018  (loading is the point)
                 gate.aesthetic  # noqa: B018
                 for character in cold:

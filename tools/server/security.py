@@ -1,6 +1,7 @@
 """Who may talk to the server and what it may serve.
 
-- Every request carries the token: `Authorization: Bearer <token>` (the CLIs), or the gallery's
+- Every request carries the token: `Authorization: Bearer <token>` (the CLIs), HTTP Basic with
+  any user name and the token as the password (A1111's `--api-auth` clients), or the gallery's
   cookie. A cookie rides along with any request the browser makes, so a cookie-authenticated
   request that changes something (POST, ...) must also carry the CSRF header that only our own
   page can set; a bearer request needs none. Missing or wrong: 401.
@@ -12,6 +13,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -43,14 +46,33 @@ def _matches(presented: str, expected: str) -> bool:
     )
 
 
+def _basic_password(credentials: str) -> str | None:
+    """The password of HTTP Basic credentials (`base64(user:password)`), None if malformed."""
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _, colon, password = decoded.partition(":")
+    return password if colon else None
+
+
 def require_token(request: Request) -> None:
-    """FastAPI dependency: bearer token, or cookie (+ CSRF header unless the method is safe)."""
+    """FastAPI dependency: bearer token, HTTP Basic (any user, the token as the password), or
+    cookie (+ CSRF header unless the method is safe)."""
     token: str = request.app.state.token
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and presented:
         if _matches(presented.strip(), token):
             return
         raise HTTPException(401, "wrong token (see <state>/server.token)")
+    if scheme.lower() == "basic":
+        password = _basic_password(presented)
+        if password and _matches(password, token):
+            return
+        raise HTTPException(
+            401,
+            "wrong credentials: any user name, the token (<state>/server.token) as the password",
+        )
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie and _matches(cookie, token):
         if request.method in SAFE_METHODS:

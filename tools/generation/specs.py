@@ -61,6 +61,8 @@ class ImageSpec(BaseModel):
     sheet: SheetImage | None = None
     # Nothing to draw: the worker only calibrates the character (a new one, made by a sheet).
     calibration_only: bool = False
+    # No character and no pose: the user's prompt alone (tools/generation/plain.py).
+    plain: bool = False
 
 
 class OutputRecord(BaseModel):

@@ -1,0 +1,245 @@
+"""The A1111 API (`/sdapi/v1`) on the studio server, driven by the real `webuiapi` client.
+
+End-to-end tests share the session's background server (`studio`, tests/conftest.py; its library
+holds `sakura`) and draw 64px images in one step with the tiny models. The mapping of A1111's
+fields, progress and interrupt are unit tests on the app in-process, with a journal job made
+by hand (no render needed to see a job in flight).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import pytest
+import webuiapi
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tools.server.a1111_mapping import A1111Request, map_request
+from tools.server.app import create_app
+from tools.server.studio import Studio
+
+TOKEN = "a1111-token"
+SMALL = {"steps": 1, "width": 64, "height": 64, "cfg_scale": 7.0}
+
+
+def _api(studio, password: str | None = None) -> webuiapi.WebUIApi:
+    discovery = studio.discovery
+    return webuiapi.WebUIApi(
+        host=discovery.host,
+        port=discovery.port,
+        username="anyone",
+        password=studio.token if password is None else password,
+    )
+
+
+def _pixels(image: Image.Image) -> bytes:
+    return image.convert("RGB").tobytes()
+
+
+# --- end to end, with the real client ----------------------------------------------------------
+def test_a_character_prompt_draws_the_character_in_a_pose_from_the_bank(studio):
+    result = _api(studio).txt2img(prompt="sakura sitting in a library", seed=5, **SMALL)
+    assert len(result.images) == 1
+    assert result.info["seed"] == 5 and result.info["all_seeds"] == [5]
+    assert result.info["characters"] == ["sakura"]
+    pose = result.info["poses"][0]
+    assert "sitting" in pose["tags"]
+    assert f"Pose: {pose['id']}" in result.info["infotexts"][0]
+    assert "Character: sakura" in result.info["infotexts"][0]
+    # The answer's PNG is the saved file, with its parameters, listed in the gallery.
+    image = result.images[0]
+    assert image.size == (64, 64) and "Seed: 5" in image.info["parameters"]
+    listed = studio.call("GET", "/api/images?character=sakura&limit=1000")["images"]
+    assert result.info["paths"][0] in [entry["path"] for entry in listed]
+    # png-info reads our own PNG back.
+    info = _api(studio).png_info(image)
+    assert "Seed: 5" in info.info and info.parameters["Seed"] == "5"
+    assert info.parameters["Character"] == "sakura"
+
+
+def test_a_plain_prompt_is_plain_txt2img_with_seeds_s_and_s_plus_1(studio):
+    api = _api(studio)
+    prompt = "a quiet lake at dawn"
+    batch = api.txt2img(prompt=prompt, seed=11, batch_size=2, **SMALL)
+    assert len(batch.images) == 2 and batch.info["all_seeds"] == [11, 12]
+    assert batch.info["characters"] == [] and batch.info["poses"][0]["id"] is None
+    assert batch.info["prompt"] == prompt and "Pose:" not in batch.info["infotexts"][0]
+    assert any("save_images" in warning for warning in batch.info["warnings"])
+    # The same seed draws the same pixels again (image 2 of the batch was seed 12).
+    again = api.txt2img(prompt=prompt, seed=12, **SMALL)
+    assert _pixels(again.images[0]) == _pixels(batch.images[1])
+    assert _pixels(batch.images[0]) != _pixels(batch.images[1])
+    listed = studio.call("GET", "/api/images?limit=1000")["images"]
+    paths = {entry["path"] for entry in listed}
+    assert set(batch.info["paths"]) <= paths and all(Path(p).exists() for p in paths)
+
+
+def test_hires_and_adetailer_fields_run_our_second_passes(studio):
+    result = _api(studio).txt2img(
+        prompt="a red umbrella",
+        seed=3,
+        enable_hr=True,
+        hr_scale=2,
+        hr_upscaler="Latent",
+        hr_second_pass_steps=1,
+        denoising_strength=0.5,
+        adetailer=[webuiapi.ADetailer(ad_model="face_yolov8n.pt")],
+        **SMALL,
+    )
+    assert result.images[0].size == (128, 128)
+    infotext = result.info["infotexts"][0]
+    assert "Hires upscale: 2" in infotext and "Denoising strength: 0.5" in infotext
+    record = json.loads(result.images[0].info["anime-chat"])
+    assert record["hires"] and record["face_detail"] is not None
+
+
+def test_lists_and_options_answer_and_options_round_trip(studio):
+    api = _api(studio)
+    assert api.get_sd_models()[0]["title"] == "sd15"
+    names = [sampler["name"] for sampler in api.get_samplers()]
+    assert "Euler a" in names and "DPM++ 2M" in names
+    assert {s["name"] for s in api.get_schedulers()} == {"automatic", "karras"}
+    assert "Lanczos" in [u["name"] for u in api.get_upscalers()]
+    assert isinstance(api.get_sd_vae(), list) and isinstance(api.get_loras(), list)
+    assert set(api.get_embeddings()) == {"loaded", "skipped"}
+    assert api.get_progress()["state"]["job_count"] == 0
+    api.refresh_checkpoints()
+    assert api.get_options()["CLIP_stop_at_last_layers"] == 2
+    api.set_options({"CLIP_stop_at_last_layers": 1})
+    try:
+        assert api.get_options()["CLIP_stop_at_last_layers"] == 1
+        # webuiapi returns the answer's JSON here, whatever its status.
+        refused = api.session.post(f"{api.baseurl}/options", json={"CLIP_stop_at_last_layers": 9})
+        assert refused.status_code == 422 and "CLIP_stop_at_last_layers" in refused.json()["detail"]
+        assert api.get_options()["CLIP_stop_at_last_layers"] == 1
+    finally:
+        api.set_options({"CLIP_stop_at_last_layers": 2})
+
+
+def test_without_the_token_401_and_a_bad_value_422(studio):
+    anonymous = webuiapi.WebUIApi(host=studio.discovery.host, port=studio.discovery.port)
+    assert anonymous.session.get(f"{anonymous.baseurl}/sd-models").status_code == 401
+    with pytest.raises(RuntimeError) as missing:
+        anonymous.txt2img(prompt="x", seed=1, **SMALL)
+    assert missing.value.args[0] == 401
+    guessing = _api(studio, password="guess")
+    assert guessing.session.get(f"{guessing.baseurl}/options").status_code == 401
+    bearer = {"Authorization": f"Bearer {studio.token}"}
+    assert anonymous.session.get(f"{anonymous.baseurl}/options", headers=bearer).status_code == 200
+    with pytest.raises(RuntimeError) as bad:
+        _api(studio).txt2img(prompt="x", seed=1, steps=1, width=4000, height=64)
+    assert bad.value.args[0] == 422
+    assert "width/height" in json.loads(bad.value.args[1])["detail"]
+
+
+# --- the app in-process: mapping, progress, interrupt --------------------------------------------
+@pytest.fixture
+def app_client(anime_home: Path) -> TestClient:
+    studio = Studio(anime_home, TOKEN, "127.0.0.1")
+    client = TestClient(create_app(studio), base_url="http://127.0.0.1:7788")
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    return client
+
+
+def test_fields_map_to_our_settings_and_declined_ones_are_warned():
+    body = A1111Request.model_validate(
+        {
+            "prompt": "x",
+            "sampler_name": "DPM++ 2M",
+            "scheduler": "Karras",
+            "steps": 3,
+            "cfg_scale": 5.5,
+            "width": 100,
+            "height": 64,
+            "negative_prompt": "bad hands",
+            "enable_hr": True,
+            "hr_scale": 1.5,
+            "hr_upscaler": "R-ESRGAN 4x+",
+            "denoising_strength": 0.3,
+            "restore_faces": True,
+            "subseed": 7,
+            "subseed_strength": 0.5,
+            "alwayson_scripts": {
+                "ADetailer": {
+                    "args": [True, {"ad_model": "hand_yolov8n.pt", "ad_confidence": 0.5}]
+                },
+                "ControlNet": {"args": []},
+                "Dynamic Prompts": {"args": [True]},
+            },
+            "override_settings": {"CLIP_stop_at_last_layers": 1, "sd_vae": "Automatic"},
+            "some_future_field": {"ignored": True},
+        }
+    )
+    mapping = map_request(body, {"sd_model_checkpoint": "other.safetensors [abc123]"})
+    assert mapping.flags["models"] == {
+        "checkpoint": "other.safetensors",
+        "clip_skip": 1,
+        "vae": None,
+    }
+    output = mapping.flags["output"]
+    assert output["sampler"] == "dpmpp_2m_karras" and output["steps"] == 3
+    assert output["guidance_scale"] == 5.5 and output["resolution"] == "96x64"
+    assert output["negative_prompt"] == "bad hands"
+    assert output["hires"] == {"scale": 1.5, "upscaler": "lanczos", "denoise": 0.3}
+    assert output["face_detail"] == {"confidence": 0.5}
+    text = " | ".join(mapping.warnings)
+    for declined in ("R-ESRGAN", "restore_faces", "subseed", "hand_yolov8n", "Dynamic Prompts"):
+        assert declined in text
+    assert "ControlNet" not in text  # sent empty by clients: off, nothing to warn about
+    off = map_request(
+        A1111Request.model_validate({"alwayson_scripts": {"ADetailer": {"args": [False]}}}), {}
+    )
+    assert "face_detail" not in off.flags.get("output", {})
+
+
+def test_an_unknown_sampler_is_422_naming_it(app_client):
+    answer = app_client.post("/sdapi/v1/txt2img", json={"prompt": "x", "sampler_name": "Heun++"})
+    assert answer.status_code == 422 and "Heun++" in answer.json()["detail"]
+
+
+def test_an_unknown_char_tag_is_422_with_suggestions(app_client):
+    answer = app_client.post("/sdapi/v1/txt2img", json={"prompt": "<char:nobody> waving"})
+    assert answer.status_code == 422 and "nobody" in answer.json()["detail"]
+
+
+def test_progress_reports_the_running_job_and_interrupt_cancels_it(app_client, anime_home):
+    from tools.jobs.journal import JobJournal
+
+    journal = JobJournal.for_state(anime_home / ".anime-chat")
+    spec = {"key": "r:0", "request_id": "r", "index": 0, "character": "", "seed": 1}
+    spec |= {"pose": {"id": None, "tags": []}, "posture": "txt2img", "plain": True}
+    job_id = journal.submit([spec, {**spec, "key": "r:1", "index": 1}], label="a1111 txt2img")
+    idle = app_client.get("/sdapi/v1/progress").json()
+    assert idle["progress"] == 0 and idle["state"]["job"] == "" and idle["state"]["job_count"] == 1
+    job = journal.claim(worker_pid=12345)
+    assert job is not None and job.id == job_id
+    journal.beat(job, {"phase": "rendering", "image": 0, "step": 1, "steps": 2})
+    running = app_client.get("/sdapi/v1/progress").json()
+    assert running["progress"] == 0.25 and running["state"]["job"] == job_id
+    assert running["state"]["sampling_step"] == 1 and running["state"]["sampling_steps"] == 2
+    assert set(running) == {"progress", "eta_relative", "state", "current_image", "textinfo"}
+    assert app_client.post("/sdapi/v1/interrupt").json() == {"cancelled": [job_id]}
+    assert journal.get(job_id).state == "cancelled"
+
+
+def test_png_info_of_a_foreign_or_broken_image(app_client):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", "a cat\nNegative prompt: dog\nSteps: 20, Seed: 9, Size: 64x64")
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=info)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    answer = app_client.post(
+        "/sdapi/v1/png-info", json={"image": f"data:image/png;base64,{encoded}"}
+    )
+    assert answer.status_code == 200
+    parsed = answer.json()["parameters"]
+    assert parsed["Prompt"] == "a cat" and parsed["Negative prompt"] == "dog"
+    assert parsed["Seed"] == "9"
+    broken = app_client.post("/sdapi/v1/png-info", json={"image": "not base64 at all!"})
+    assert broken.status_code == 422

@@ -1,0 +1,250 @@
+"""AUTOMATIC1111's HTTP API (`/sdapi/v1/...`) on the studio server, so its clients drive the studio.
+
+Routes and shapes follow A1111's `modules/api/api.py` and `modules/api/models.py`. A txt2img
+request is a door like the others: its prompt is planned by our planner (a named character gets
+its identity and a pose from the bank, `a1111_plan`), its fields become the job's settings
+(`a1111_mapping`), the job goes through the journal (it survives a crash and lands in the output,
+the index and the gallery), and the answer waits for it as A1111's does. Requests queue in the
+journal; `progress` reports the running job. The router sits behind the app's token check (Bearer,
+or HTTP Basic with the token as the password, A1111's `--api-auth` style).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import io
+import json
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+
+from tools.errors import ConfigError
+from tools.server import a1111_lists as lists
+from tools.server.a1111_mapping import A1111Request, apply_option, map_request
+from tools.server.a1111_progress import progress_of
+from tools.server.a1111_results import txt2img_answer
+from tools.server.studio import Studio, request_overrides, studio_of
+from tools.settings import Settings
+
+a1111_router = APIRouter(prefix="/sdapi/v1")
+LABEL = "a1111 txt2img"
+# What a settings key is called in the A1111 request, for a 422 that names the client's field.
+A1111_FIELDS = {
+    "output.steps": "steps",
+    "output.guidance_scale": "cfg_scale",
+    "output.resolution": "width/height",
+    "output.sampler": "sampler_name",
+    "output.hires": "hr_scale/denoising_strength/hr_second_pass_steps",
+    "output.face_detail": "alwayson_scripts.ADetailer",
+    "models.clip_skip": "CLIP_stop_at_last_layers",
+    "models.checkpoint": "sd_model_checkpoint",
+    "models.vae": "sd_vae",
+}
+
+
+class PngInfoBody(BaseModel):
+    image: str
+
+
+def _options(request: Request) -> dict[str, Any]:
+    """This server's A1111 options (POST /options), applied to its later requests."""
+    state = request.app.state
+    if not hasattr(state, "a1111_options"):
+        state.a1111_options = {}
+    return state.a1111_options
+
+
+def _settings(studio: Studio, request: Request, flags: dict[str, Any]) -> Settings:
+    """The request's settings: our overrides header (if a client sends one) under its fields."""
+    overrides = request_overrides(request)
+    merged = {**(overrides.get("flags") or {})}
+    for section, values in flags.items():
+        merged[section] = {**merged.get(section, {}), **values}
+    try:
+        return studio.settings({"flags": merged, "env": overrides.get("env") or {}})
+    except ConfigError as error:
+        field = next((name for key, name in A1111_FIELDS.items() if key in error.message), None)
+        detail = f"{field}: {error.message}" if field else error.message
+        raise HTTPException(422, detail) from None
+
+
+@a1111_router.post("/txt2img")
+def txt2img(body: A1111Request, request: Request) -> dict[str, Any]:
+    from tools.jobs.client import ensure_worker, raise_unless_done, submit_job, wait_for_job
+    from tools.jobs.job import JobState
+    from tools.server.a1111_plan import plan_prompt
+
+    studio = studio_of(request)
+    mapping = map_request(body, _options(request))
+    settings = _settings(studio, request, mapping.flags)
+    plan, specs = plan_prompt(
+        studio.runtime(settings), body.prompt, body.count, body.fixed_seed, mapping.warnings.append
+    )
+    if not plan.characters:
+        # Plain text-to-image: the ControlNet pipeline's blank pose map must weigh nothing.
+        mapping.set("models", "controlnet_strength", 0.0)
+        settings = _settings(studio, request, mapping.flags)
+    _, job_id = submit_job(settings, specs, LABEL)
+    ensure_worker(settings)
+    job = wait_for_job(settings, job_id)
+    if job.state == JobState.CANCELLED:
+        mapping.warnings.append("interrupted: the images drawn before it are returned")
+    else:
+        raise_unless_done(job, settings.paths.state)
+    return txt2img_answer(body, job, plan, specs, settings, mapping.warnings)
+
+
+@a1111_router.post("/img2img")
+def img2img() -> None:
+    raise HTTPException(
+        422,
+        "img2img is not supported by this studio yet; use txt2img (characters are drawn from"
+        " their reference through the IP-Adapter)",
+    )
+
+
+@a1111_router.get("/options")
+def get_options(request: Request) -> dict[str, Any]:
+    flags = map_request(A1111Request(), _options(request)).flags
+    settings = _settings(studio_of(request), request, flags)
+    return {
+        **_options(request),
+        "sd_model_checkpoint": lists.checkpoint_title(settings),
+        "CLIP_stop_at_last_layers": settings.models.clip_skip,
+        "sd_vae": settings.models.vae or "Automatic",
+        "samples_format": "png",
+        "outdir_txt2img_samples": str(settings.paths.output),
+    }
+
+
+@a1111_router.post("/options")
+def set_options(body: dict[str, Any], request: Request) -> None:
+    """Keep the options for this server's later requests; a value we cannot use is a 422 now."""
+    options = {**_options(request), **body}
+    mapping = map_request(A1111Request(), {})
+    for name, value in options.items():
+        apply_option(mapping, name, value)
+    _settings(studio_of(request), request, mapping.flags)
+    _options(request).update(body)
+
+
+@a1111_router.get("/cmd-flags")
+def cmd_flags() -> dict[str, Any]:
+    return {"api": True, "api_auth": "token", "nowebui": True}
+
+
+@a1111_router.get("/scripts")
+def scripts() -> dict[str, list[str]]:
+    """ADetailer is our face detail pass; clients check this list before sending its args."""
+    return {"txt2img": ["adetailer"], "img2img": []}
+
+
+@a1111_router.get("/sd-models")
+def sd_models(request: Request) -> list[dict[str, Any]]:
+    return lists.sd_models(studio_of(request).settings())
+
+
+@a1111_router.get("/samplers")
+def samplers() -> list[dict[str, Any]]:
+    return lists.samplers()
+
+
+@a1111_router.get("/schedulers")
+def schedulers() -> list[dict[str, Any]]:
+    return lists.schedulers()
+
+
+@a1111_router.get("/upscalers")
+def upscalers() -> list[dict[str, Any]]:
+    return lists.upscalers()
+
+
+@a1111_router.get("/latent-upscale-modes")
+def latent_upscale_modes() -> list[dict[str, str]]:
+    return lists.latent_upscale_modes()
+
+
+@a1111_router.get("/sd-vae")
+def sd_vae(request: Request) -> list[dict[str, str]]:
+    return lists.sd_vae(studio_of(request).settings())
+
+
+@a1111_router.get("/loras")
+def loras(request: Request) -> list[dict[str, Any]]:
+    return lists.loras(studio_of(request).settings())
+
+
+@a1111_router.get("/embeddings")
+def embeddings(request: Request) -> dict[str, Any]:
+    return lists.embeddings(studio_of(request).settings())
+
+
+@a1111_router.post("/refresh-checkpoints")
+def refresh_checkpoints() -> None:
+    """Our lists are read from the folders on every request: nothing to refresh."""
+
+
+@a1111_router.post("/refresh-loras")
+def refresh_loras() -> None:
+    """As refresh-checkpoints."""
+
+
+@a1111_router.get("/progress")
+def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
+    from tools.jobs.journal import JobJournal
+
+    journal = JobJournal.for_state(studio_of(request).state)
+    return progress_of(journal, skip_current_image)
+
+
+def _interrupt(request: Request) -> dict[str, Any]:
+    """Cancel the running job(s): the worker stops at its next step, the waiting txt2img
+    answers with the images already drawn."""
+    from tools.jobs.journal import JobJournal
+
+    journal = JobJournal.for_state(studio_of(request).state)
+    cancelled = [job.id for job in journal.running() if journal.cancel(job.id)]
+    return {"cancelled": cancelled}
+
+
+@a1111_router.post("/interrupt")
+def interrupt(request: Request) -> dict[str, Any]:
+    return _interrupt(request)
+
+
+@a1111_router.post("/skip")
+def skip(request: Request) -> dict[str, Any]:
+    """A job's images are one unit in our journal: skip stops the running job as interrupt does."""
+    return _interrupt(request)
+
+
+@a1111_router.post("/png-info")
+def png_info(body: PngInfoBody) -> dict[str, Any]:
+    from PIL import Image
+
+    from tools.store.png_info import parse_a1111, parse_a1111_entries
+
+    data = body.image.split(",", 1)[1] if body.image.startswith("data:") else body.image
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as image:
+            items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
+    except (binascii.Error, OSError, ValueError) as error:
+        raise HTTPException(422, f"image: not a base64 PNG ({error})") from None
+    info = items.pop("parameters", "")
+    parameters: dict[str, Any] = {}
+    if info:
+        parsed = parse_a1111(info)
+        parameters["Prompt"] = parsed["prompt"]
+        if parsed["negative_prompt"] is not None:
+            parameters["Negative prompt"] = parsed["negative_prompt"]
+        last = info.strip().split("\n")[-1]
+        if last.lstrip().startswith("Steps:"):
+            parameters.update(parse_a1111_entries(last))
+    if "anime-chat" in items:
+        # A foreign or damaged record stays the text it is.
+        with contextlib.suppress(ValueError):
+            items["anime-chat"] = json.loads(items["anime-chat"])
+    return {"info": info, "items": items, "parameters": parameters}

@@ -97,6 +97,28 @@ def test_hires_and_adetailer_fields_run_our_second_passes(studio):
     assert record["hires"] and record["face_detail"] is not None
 
 
+def test_img2img_redraws_the_init_image(studio):
+    api = _api(studio)
+    start = Image.new("RGB", (96, 80), (200, 30, 30))
+    result = api.img2img(
+        images=[start], prompt="a red square", seed=21, denoising_strength=0.5, **SMALL
+    )
+    assert len(result.images) == 1 and result.images[0].size == (64, 64)
+    assert result.info["seed"] == 21 and "init_images" not in result.parameters
+    record = json.loads(result.images[0].info["anime-chat"])
+    assert record["init_image"]["denoise"] == 0.5 and Path(record["init_image"]["path"]).exists()
+    # The start matters: another init image, same seed and prompt, draws other pixels.
+    other = Image.new("RGB", (96, 80), (20, 30, 220))
+    blue = api.img2img(
+        images=[other], prompt="a red square", seed=21, denoising_strength=0.5, **SMALL
+    )
+    assert _pixels(blue.images[0]) != _pixels(result.images[0])
+    refused = api.session.post(f"{api.baseurl}/img2img", json={"prompt": "x"})
+    assert refused.status_code == 422 and "init_images" in refused.json()["detail"]
+    broken = api.session.post(f"{api.baseurl}/img2img", json={"init_images": ["%%%"]})
+    assert broken.status_code == 422 and "init_images" in broken.json()["detail"]
+
+
 def test_lists_and_options_answer_and_options_round_trip(studio):
     api = _api(studio)
     assert api.get_sd_models()[0]["title"] == "sd15"

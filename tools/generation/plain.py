@@ -3,7 +3,8 @@
 Doors that speak other tools' protocols (the A1111 API) need what those tools do by default: the
 prompt as written, no reference, no pose. Such an image is still one `ImageSpec` of a journal
 job (`spec.plain`), saved by the output store, indexed and listed in the gallery like any other;
-it has no character (`""`) and no pose (`PoseRef(id=None, tags=[])`). Its job's settings set
+it has no character (`""`) and no pose (`PoseRef(id=None, tags=[])`); with `spec.init_image` it
+is A1111's img2img (`tools/engine/img2img.py`). Its job's settings set
 `models.controlnet_strength` to 0, so the blank pose map the ControlNet pipeline is handed
 changes nothing, here or in the hires pass. There is no character to be consistent with, so the
 gate's face and aesthetic scores are recorded and the image is kept: re-rolling would change the
@@ -21,7 +22,7 @@ from tools.engine.lora_hashes import lora_hashes
 from tools.engine.rendering import RenderJob
 from tools.engine.second_pass import apply_second_passes
 from tools.generation.planner import check_count, check_seed, new_seed
-from tools.generation.specs import SEED_LIMIT, ImageSpec, OutputRecord, PoseRef
+from tools.generation.specs import SEED_LIMIT, ImageSpec, InitImage, OutputRecord, PoseRef
 from tools.quality.gate import Scores
 
 if TYPE_CHECKING:
@@ -127,6 +128,22 @@ def plain_scores(producer: Producer, image: Image.Image) -> Scores:
     )
 
 
+def _img2img(
+    producer: Producer,
+    job: RenderJob,
+    init: InitImage,
+    size: tuple[int, int],
+    on_step: StepCallback | None,
+) -> Image.Image:
+    from PIL import Image
+
+    from tools.engine.img2img import img2img_pass
+
+    with Image.open(init.path) as start:
+        start.load()
+        return img2img_pass(producer.engine, job, start, init.denoise, size, on_step)
+
+
 def produce_plain(
     producer: Producer, spec: ImageSpec, on_step: StepCallback | None = None
 ) -> OutputRecord:
@@ -141,7 +158,11 @@ def produce_plain(
     meta = plain_metadata(producer, spec)
     blank = Image.new("RGB", (resolution.width, resolution.height))
     job = RenderJob(meta["prompt"], meta["negative_prompt"], blank, None, spec.seed)
-    image = producer.draw([job], 0.0, on_step)[0]
+    if spec.init_image is None:
+        image = producer.draw([job], 0.0, on_step)[0]
+    else:
+        image = _img2img(producer, job, spec.init_image, blank.size, on_step)
+        meta["init_image"] = spec.init_image.model_dump()
     image = apply_second_passes(
         producer.engine, producer.settings.output, [job], [image], [meta], on_step
     )[0]

@@ -84,6 +84,15 @@ class A1111Request(BaseModel):
         return None if self.seed == -1 else self.seed
 
 
+class A1111Img2ImgRequest(A1111Request):
+    """`StableDiffusionProcessingImg2Img`'s fields we read, besides txt2img's."""
+
+    init_images: list[str] | None = None
+    denoising_strength: float | None = Field(0.75, gt=0.0, le=1.0)
+    mask: str | None = None
+    resize_mode: int = 0
+
+
 class Mapping(BaseModel):
     """What one request becomes: settings flags and the warnings for what was declined."""
 
@@ -116,6 +125,16 @@ def map_request(body: A1111Request, options: dict[str, Any]) -> Mapping:
     if face_detail is not None:
         mapping.set("output", "face_detail", face_detail)
     _declined(body, mapping.warnings)
+    return mapping
+
+
+def map_img2img(body: A1111Img2ImgRequest, options: dict[str, Any]) -> Mapping:
+    """As txt2img; what img2img adds that we cannot do is warned about."""
+    mapping = map_request(body, options)
+    if body.mask:
+        mapping.warnings.append("inpainting (mask) is not supported; the whole image is redrawn")
+    if body.resize_mode:
+        mapping.warnings.append("only resize_mode 0 (just resize) is supported; used it")
     return mapping
 
 

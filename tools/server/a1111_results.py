@@ -108,6 +108,7 @@ def txt2img_answer(
     }
     return {
         "images": images if body.send_images else [],
-        "parameters": body.model_dump(mode="json"),
+        # As A1111 (without include_init_images): the init images are not sent back.
+        "parameters": body.model_dump(mode="json", exclude={"init_images", "mask"}),
         "info": json.dumps(info, ensure_ascii=False),
     }

@@ -11,10 +11,7 @@ or HTTP Basic with the token as the password, A1111's `--api-auth` style).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import io
 import json
 from typing import Any
 
@@ -23,14 +20,21 @@ from pydantic import BaseModel
 
 from tools.errors import ConfigError
 from tools.server import a1111_lists as lists
-from tools.server.a1111_mapping import A1111Request, apply_option, map_request
+from tools.server.a1111_images import decode_image, save_init_image
+from tools.server.a1111_mapping import (
+    A1111Img2ImgRequest,
+    A1111Request,
+    apply_option,
+    map_img2img,
+    map_request,
+)
 from tools.server.a1111_progress import progress_of
 from tools.server.a1111_results import txt2img_answer
 from tools.server.studio import Studio, request_overrides, studio_of
 from tools.settings import Settings
 
 a1111_router = APIRouter(prefix="/sdapi/v1")
-LABEL = "a1111 txt2img"
+LABEL = "a1111"
 # What a settings key is called in the A1111 request, for a 422 that names the client's field.
 A1111_FIELDS = {
     "output.steps": "steps",
@@ -73,8 +77,6 @@ def _settings(studio: Studio, request: Request, flags: dict[str, Any]) -> Settin
 
 @a1111_router.post("/txt2img")
 def txt2img(body: A1111Request, request: Request) -> dict[str, Any]:
-    from tools.jobs.client import ensure_worker, raise_unless_done, submit_job, wait_for_job
-    from tools.jobs.job import JobState
     from tools.server.a1111_plan import plan_prompt
 
     studio = studio_of(request)
@@ -87,23 +89,55 @@ def txt2img(body: A1111Request, request: Request) -> dict[str, Any]:
         # Plain text-to-image: the ControlNet pipeline's blank pose map must weigh nothing.
         mapping.set("models", "controlnet_strength", 0.0)
         settings = _settings(studio, request, mapping.flags)
+    return _run(body, plan, specs, settings, mapping.warnings)
+
+
+@a1111_router.post("/img2img")
+def img2img(body: A1111Img2ImgRequest, request: Request) -> dict[str, Any]:
+    """The init image(s) redrawn with the prompt as written (image i starts from init image
+    i modulo their number, as in A1111); characters are drawn by txt2img."""
+    from tools.generation.plain import plan_plain
+    from tools.generation.specs import InitImage
+    from tools.server.a1111_plan import PromptPlan, read_prompt
+
+    if not body.init_images:
+        raise HTTPException(422, "init_images: give at least one base64 image")
+    studio = studio_of(request)
+    mapping = map_img2img(body, _options(request))
+    mapping.set("models", "controlnet_strength", 0.0)
+    settings = _settings(studio, request, mapping.flags)
+    named = read_prompt(studio.runtime(settings), body.prompt, mapping.warnings.append)
+    if named.characters:
+        mapping.warnings.append(
+            f"img2img draws the prompt as written; {', '.join(named.characters)} are drawn as"
+            " characters by txt2img"
+        )
+    starts = [save_init_image(studio.state, data) for data in body.init_images]
+    denoise = body.denoising_strength or 0.75
+    specs = [
+        spec.model_copy(
+            update={"init_image": InitImage(path=str(starts[i % len(starts)]), denoise=denoise)}
+        )
+        for i, spec in enumerate(plan_plain(settings, named.prompt, body.count, body.fixed_seed))
+    ]
+    return _run(body, PromptPlan([], None, named.prompt), specs, settings, mapping.warnings)
+
+
+def _run(
+    body: A1111Request, plan: Any, specs: list[Any], settings: Settings, warnings: list[str]
+) -> dict[str, Any]:
+    """Queue the specs as one journal job, wait for it as A1111 does, answer A1111's shape."""
+    from tools.jobs.client import ensure_worker, raise_unless_done, submit_job, wait_for_job
+    from tools.jobs.job import JobState
+
     _, job_id = submit_job(settings, specs, LABEL)
     ensure_worker(settings)
     job = wait_for_job(settings, job_id)
     if job.state == JobState.CANCELLED:
-        mapping.warnings.append("interrupted: the images drawn before it are returned")
+        warnings.append("interrupted: the images drawn before it are returned")
     else:
         raise_unless_done(job, settings.paths.state)
-    return txt2img_answer(body, job, plan, specs, settings, mapping.warnings)
-
-
-@a1111_router.post("/img2img")
-def img2img() -> None:
-    raise HTTPException(
-        422,
-        "img2img is not supported by this studio yet; use txt2img (characters are drawn from"
-        " their reference through the IP-Adapter)",
-    )
+    return txt2img_answer(body, job, plan, specs, settings, warnings)
 
 
 @a1111_router.get("/options")
@@ -223,16 +257,10 @@ def skip(request: Request) -> dict[str, Any]:
 
 @a1111_router.post("/png-info")
 def png_info(body: PngInfoBody) -> dict[str, Any]:
-    from PIL import Image
-
     from tools.store.png_info import parse_a1111, parse_a1111_entries
 
-    data = body.image.split(",", 1)[1] if body.image.startswith("data:") else body.image
-    try:
-        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as image:
-            items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
-    except (binascii.Error, OSError, ValueError) as error:
-        raise HTTPException(422, f"image: not a base64 PNG ({error})") from None
+    image, _ = decode_image(body.image, "image")
+    items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
     info = items.pop("parameters", "")
     parameters: dict[str, Any] = {}
     if info:

@@ -1,0 +1,50 @@
+"""Base64 images in A1111 requests: decoded with a clear 422, and init images kept for the job.
+
+A1111 clients send images as base64, with or without a `data:image/png;base64,` prefix. An
+img2img init image is written under `<state>/a1111/init/` (named by its content, temp file then
+rename) before the job is queued, so the journal's spec points at a file that survives a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+from pathlib import Path
+
+from fastapi import HTTPException
+from PIL import Image
+
+from tools.atomic import write_atomic
+from tools.settings_sections import MAX_SIDE
+
+INIT_FOLDER = ("a1111", "init")
+# An init image larger than this is refused before decoding its pixels (a decompression bomb).
+MAX_PIXELS = (2 * MAX_SIDE) ** 2
+
+
+def decode_image(data: str, field: str) -> tuple[Image.Image, bytes]:
+    """(the image, its bytes) of a base64 field; anything else is a 422 naming the field."""
+    encoded = data.split(",", 1)[1] if data.startswith("data:") else data
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        image = Image.open(io.BytesIO(raw))
+        if image.width * image.height > MAX_PIXELS:
+            raise HTTPException(422, f"{field}: {image.width}x{image.height} is too large")
+        image.load()
+    except (binascii.Error, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise HTTPException(422, f"{field}: not a base64 image ({error})") from None
+    return image, raw
+
+
+def save_init_image(state: Path, data: str) -> Path:
+    """Write the init image as PNG under the state folder; the same image, the same file."""
+    image, raw = decode_image(data, "init_images")
+    folder = state.joinpath(*INIT_FOLDER)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(raw).hexdigest()[:24]}.png"
+    if not path.exists():
+        converted = image.convert("RGB")
+        write_atomic(path, lambda handle: converted.save(handle, format="PNG"))
+    return path

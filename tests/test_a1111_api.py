@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 import webuiapi
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -156,6 +157,103 @@ def test_without_the_token_401_and_a_bad_value_422(studio):
         _api(studio).txt2img(prompt="x", seed=1, steps=1, width=4000, height=64)
     assert bad.value.args[0] == 422
     assert "width/height" in json.loads(bad.value.args[1])["detail"]
+
+
+# --- replays of what real integrations send ------------------------------------------------------
+def _session(studio) -> tuple[requests.Session, str]:
+    """A client as Open WebUI and SillyTavern configure one: `--api-auth` "user:password"."""
+    session = requests.Session()
+    credentials = base64.b64encode(f"studio:{studio.token}".encode()).decode()
+    session.headers["Authorization"] = f"Basic {credentials}"
+    return session, f"http://{studio.discovery.host}:{studio.discovery.port}/sdapi/v1"
+
+
+def _png(encoded: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    assert image.format == "PNG"
+    return image
+
+
+def test_open_webui_replay(studio):
+    """open-webui backend/open_webui/routers/images.py: verify (GET options), list models
+    (title, model_name), set the model by posting the whole options back, then txt2img and
+    read `images`."""
+    session, base = _session(studio)
+    options = session.get(f"{base}/options")
+    assert options.status_code == 200
+    models = [
+        {"id": m["title"], "name": m["model_name"]} for m in session.get(f"{base}/sd-models").json()
+    ]
+    options = options.json()
+    assert options["sd_model_checkpoint"] in [model["id"] for model in models]
+    # set_image_model: the options it read, with the model, all posted back.
+    options["sd_model_checkpoint"] = models[0]["id"]
+    assert session.post(f"{base}/options", json=options).status_code == 200
+    data = {"prompt": "a lighthouse", "batch_size": 1, "width": 64, "height": 64, "steps": 1}
+    answer = session.post(f"{base}/txt2img", json={**data, "negative_prompt": "blurry"})
+    assert answer.status_code == 200, answer.text
+    assert [_png(image).size for image in answer.json()["images"]] == [(64, 64)]
+    assert session.get(f"{base}/options").json()["sd_model_checkpoint"] == models[0]["id"]
+
+
+def test_sillytavern_replay(studio):
+    """SillyTavern src/endpoints/stable-diffusion.js: ping (options), samplers, schedulers,
+    upscalers + latent modes, VAEs (sd-vae; Forge's sd-modules may 404), models, then
+    /generate: the extension's body (with its own url/auth keys) to txt2img."""
+    session, base = _session(studio)
+    assert session.get(f"{base}/options").status_code == 200
+    assert "Euler a" in [s["name"] for s in session.get(f"{base}/samplers").json()]
+    assert "karras" in [s["name"] for s in session.get(f"{base}/schedulers").json()]
+    upscalers = [u["name"] for u in session.get(f"{base}/upscalers").json()]
+    latent = [u["name"] for u in session.get(f"{base}/latent-upscale-modes").json()]
+    assert upscalers[0] == "None" and "Latent" in latent
+    vaes = [v["model_name"] for v in session.get(f"{base}/sd-vae").json()]
+    titles = [m["title"] for m in session.get(f"{base}/sd-models").json()]
+    body = {
+        "url": "http://127.0.0.1:7860",
+        "auth": f"studio:{studio.token}",
+        "prompt": "sakura waving, masterpiece",
+        "negative_prompt": "lowres",
+        "sampler_name": "DPM++ 2M",
+        "scheduler": "karras",
+        "steps": 1,
+        "cfg_scale": 7,
+        "width": 64,
+        "height": 64,
+        "restore_faces": False,
+        "enable_hr": False,
+        "hr_upscaler": latent[0],
+        "hr_scale": 2,
+        "hr_additional_modules": [],
+        "denoising_strength": 0.7,
+        "hr_second_pass_steps": 0,
+        "seed": 77,
+        "override_settings": {
+            "CLIP_stop_at_last_layers": 2,
+            "sd_vae": vaes[0] if vaes else "Automatic",
+            "sd_model_checkpoint": titles[0],
+        },
+        "override_settings_restore_afterwards": True,
+        "clip_skip": 2,
+        "save_images": True,
+        "send_images": True,
+        "do_not_save_grid": False,
+        "do_not_save_samples": False,
+    }
+    answer = session.post(f"{base}/txt2img", json=body)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    image = _png(data["images"][0])
+    info = json.loads(data["info"])
+    assert info["seed"] == 77 and info["characters"] == ["sakura"]
+    assert "waving" in info["poses"][0]["tags"]
+    assert "Sampler: DPM++ 2M, Schedule type: Karras" in image.info["parameters"]
+    # set-model: post the title, then wait for progress 0 with no job queued.
+    assert (
+        session.post(f"{base}/options", json={"sd_model_checkpoint": titles[0]}).status_code == 200
+    )
+    idle = session.get(f"{base}/progress").json()
+    assert idle["progress"] == 0.0 and idle["state"]["job_count"] == 0
 
 
 # --- the app in-process: mapping, progress, interrupt --------------------------------------------

@@ -41,6 +41,17 @@ def sd_models(settings: Settings) -> list[dict[str, Any]]:
     return items
 
 
+def known_names(settings: Settings) -> dict[str, dict[str, str]]:
+    """What a client may send back from our lists → the file: checkpoint titles and model
+    names (`sd_model_checkpoint`), VAE model names (`sd_vae`)."""
+    checkpoints: dict[str, str] = {}
+    for item in sd_models(settings):
+        checkpoints.setdefault(item["title"], item["filename"])
+        checkpoints.setdefault(item["model_name"], item["filename"])
+    vaes = {item["model_name"]: item["filename"] for item in sd_vae(settings)}
+    return {"sd_model_checkpoint": checkpoints, "sd_vae": vaes}
+
+
 def _model_item(title: str, filename: str) -> dict[str, Any]:
     return {
         "title": title,

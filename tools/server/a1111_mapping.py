@@ -103,11 +103,15 @@ class Mapping(BaseModel):
         self.flags.setdefault(section, {})[key] = value
 
 
-def map_request(body: A1111Request, options: dict[str, Any]) -> Mapping:
+# Per option, the names our lists answer (a checkpoint's title, a VAE's model_name) → the file.
+Known = dict[str, dict[str, str]]
+
+
+def map_request(body: A1111Request, options: dict[str, Any], known: Known | None = None) -> Mapping:
     """The request's settings: the client's options, its override_settings, then its fields."""
     mapping = Mapping()
     for name, value in {**options, **body.override_settings}.items():
-        apply_option(mapping, name, value)
+        apply_option(mapping, name, value, known)
     if body.steps is not None:
         mapping.set("output", "steps", body.steps)
     if body.cfg_scale is not None:
@@ -128,9 +132,11 @@ def map_request(body: A1111Request, options: dict[str, Any]) -> Mapping:
     return mapping
 
 
-def map_img2img(body: A1111Img2ImgRequest, options: dict[str, Any]) -> Mapping:
+def map_img2img(
+    body: A1111Img2ImgRequest, options: dict[str, Any], known: Known | None = None
+) -> Mapping:
     """As txt2img; what img2img adds that we cannot do is warned about."""
-    mapping = map_request(body, options)
+    mapping = map_request(body, options, known)
     if body.mask:
         mapping.warnings.append("inpainting (mask) is not supported; the whole image is redrawn")
     if body.resize_mode:
@@ -138,18 +144,22 @@ def map_img2img(body: A1111Img2ImgRequest, options: dict[str, Any]) -> Mapping:
     return mapping
 
 
-def apply_option(mapping: Mapping, name: str, value: Any) -> None:
-    """One A1111 option onto our settings; other options are kept by the client only."""
+def apply_option(mapping: Mapping, name: str, value: Any, known: Known | None = None) -> None:
+    """One A1111 option onto our settings; other options are kept by the client only. A name
+    from our own lists (`GET /sd-models`, `/sd-vae`) becomes its file; any other is used as
+    given (a file in `<home>/models/`, a path or a hub id)."""
     if name not in OPTION_SETTINGS:
         return
     section, key = OPTION_SETTINGS[name]
-    if name == "sd_vae":
-        value = None if str(value or "").strip().lower() in NO_VAE else str(value)
-    elif name == "sd_model_checkpoint":
+    if name == "sd_vae" and str(value or "").strip().lower() in NO_VAE:
+        mapping.set(section, key, None)
+        return
+    if name in ("sd_vae", "sd_model_checkpoint"):
         # A1111 titles read "name.safetensors [hash]"; the hash is not part of the file name.
         value = str(value).split(" [")[0].strip()
         if not value:
             return
+        value = (known or {}).get(name, {}).get(value, value)
     mapping.set(section, key, value)
 
 

@@ -24,7 +24,6 @@ from tools.server.a1111_images import decode_image, save_init_image
 from tools.server.a1111_mapping import (
     A1111Img2ImgRequest,
     A1111Request,
-    apply_option,
     map_img2img,
     map_request,
 )
@@ -51,6 +50,10 @@ A1111_FIELDS = {
 
 class PngInfoBody(BaseModel):
     image: str
+
+
+def _known(request: Request) -> dict[str, dict[str, str]]:
+    return lists.known_names(studio_of(request).settings())
 
 
 def _options(request: Request) -> dict[str, Any]:
@@ -80,7 +83,7 @@ def txt2img(body: A1111Request, request: Request) -> dict[str, Any]:
     from tools.server.a1111_plan import plan_prompt
 
     studio = studio_of(request)
-    mapping = map_request(body, _options(request))
+    mapping = map_request(body, _options(request), _known(request))
     settings = _settings(studio, request, mapping.flags)
     plan, specs = plan_prompt(
         studio.runtime(settings), body.prompt, body.count, body.fixed_seed, mapping.warnings.append
@@ -103,7 +106,7 @@ def img2img(body: A1111Img2ImgRequest, request: Request) -> dict[str, Any]:
     if not body.init_images:
         raise HTTPException(422, "init_images: give at least one base64 image")
     studio = studio_of(request)
-    mapping = map_img2img(body, _options(request))
+    mapping = map_img2img(body, _options(request), _known(request))
     mapping.set("models", "controlnet_strength", 0.0)
     settings = _settings(studio, request, mapping.flags)
     named = read_prompt(studio.runtime(settings), body.prompt, mapping.warnings.append)
@@ -142,7 +145,7 @@ def _run(
 
 @a1111_router.get("/options")
 def get_options(request: Request) -> dict[str, Any]:
-    flags = map_request(A1111Request(), _options(request)).flags
+    flags = map_request(A1111Request(), _options(request), _known(request)).flags
     settings = _settings(studio_of(request), request, flags)
     return {
         **_options(request),
@@ -158,10 +161,9 @@ def get_options(request: Request) -> dict[str, Any]:
 def set_options(body: dict[str, Any], request: Request) -> None:
     """Keep the options for this server's later requests; a value we cannot use is a 422 now."""
     options = {**_options(request), **body}
-    mapping = map_request(A1111Request(), {})
-    for name, value in options.items():
-        apply_option(mapping, name, value)
-    _settings(studio_of(request), request, mapping.flags)
+    _settings(
+        studio_of(request), request, map_request(A1111Request(), options, _known(request)).flags
+    )
     _options(request).update(body)
 
 

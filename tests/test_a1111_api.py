@@ -77,6 +77,12 @@ def test_a_plain_prompt_is_plain_txt2img_with_seeds_s_and_s_plus_1(studio):
     listed = studio.call("GET", "/api/images?limit=1000")["images"]
     paths = {entry["path"] for entry in listed}
     assert set(batch.info["paths"]) <= paths and all(Path(p).exists() for p in paths)
+    assert all(Path(p).name.startswith("txt2img_") for p in batch.info["paths"])
+    # The gallery's character filter offers no empty name for them; the posture filter finds them.
+    from tools.gallery.catalog import Catalog
+
+    facets = Catalog(studio.home / "anime-output", studio.home / ".anime-chat").facets()
+    assert "" not in facets["characters"] and "txt2img" in facets["postures"]
 
 
 def test_hires_and_adetailer_fields_run_our_second_passes(studio):
@@ -344,6 +350,29 @@ def test_progress_reports_the_running_job_and_interrupt_cancels_it(app_client, a
     assert set(running) == {"progress", "eta_relative", "state", "current_image", "textinfo"}
     assert app_client.post("/sdapi/v1/interrupt").json() == {"cancelled": [job_id]}
     assert journal.get(job_id).state == "cancelled"
+
+
+def test_a_plain_image_survives_an_index_rebuild(anime_home):
+    """A plain image has no character: the store names it txt2img_NNN.png, links no view, and
+    `index rebuild` counts it as ours (not foreign)."""
+    from tools.generation.plain import NO_POSE, PLAIN_POSTURE
+    from tools.settings import load_settings
+    from tools.store.gen_index import GenerationIndex
+    from tools.store.index_rebuild import rebuild_index
+    from tools.store.output_store import OutputStore
+
+    settings = load_settings(home=anime_home, env={})
+    index = GenerationIndex(settings.paths.state / "generations.sqlite")
+    meta = {"key": "p:0", "character": "", "posture": PLAIN_POSTURE, "pose": NO_POSE.model_dump()}
+    meta |= {"prompt": "a lake", "negative_prompt": "", "seed": 4, "steps": 1, "sampler": "Euler a"}
+    meta |= {"guidance_scale": 7.0, "width": 8, "height": 8, "model": "m", "clip_skip": 2}
+    meta |= {"controlnet": "c", "controlnet_strength": 0.0, "ipadapter": "i", "ipadapter_weight": 0}
+    path = OutputStore(settings, index).save(Image.new("RGB", (8, 8)), meta, key="p:0")
+    index.close()
+    assert path.name == "txt2img_001.png"
+    assert not (settings.paths.output / "characters").exists()
+    report = rebuild_index(settings)
+    assert report.images == 1 and report.skipped == []
 
 
 def test_png_info_of_a_foreign_or_broken_image(app_client):

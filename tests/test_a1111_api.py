@@ -165,6 +165,55 @@ def test_without_the_token_401_and_a_bad_value_422(studio):
     assert "width/height" in json.loads(bad.value.args[1])["detail"]
 
 
+@pytest.mark.slow
+def test_progress_while_rendering_and_interrupt_returns_what_was_drawn(tmp_path, tiny_models):
+    """A server whose worker hangs on image 1 (a fault, so it is in flight however fast the
+    machine): progress reports the job, interrupt cancels it, the waiting txt2img answers with
+    image 0 and says it was interrupted; the server answers other routes meanwhile."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from conftest import studio_env, studio_home
+
+    from tools.jobs.processes import stop_worker
+    from tools.server.client import running_client
+    from tools.server.files import stop_server
+
+    home = studio_home(tmp_path / "home", tiny_models)
+    env = {**studio_env(home), "ANIME_WORKER_FAULTS": "hang@1", "ANIME_WORKER_HANG_TIMEOUT": "1h"}
+    server = subprocess.Popen([sys.executable, "-m", "assistant.studio", "--background"], env=env)
+    deadline = time.monotonic() + 300  # a hang guard only: each loop below waits for an event
+    try:
+        while (client := running_client(home)) is None:
+            assert server.poll() is None and time.monotonic() < deadline, "no server"
+            time.sleep(0.1)
+        api = _api(client)
+        answer: dict = {}
+        waiting = threading.Thread(
+            target=lambda: answer.update(
+                result=api.txt2img(prompt="a kite", seed=8, batch_size=2, **SMALL)
+            )
+        )
+        waiting.start()
+        while (progress := api.get_progress())["state"]["job_no"] < 1:
+            assert waiting.is_alive() and time.monotonic() < deadline, progress
+            time.sleep(0.1)
+        assert progress["state"]["job"] and 0.5 <= progress["progress"] < 1.0
+        assert api.get_options()["samples_format"] == "png"  # not starved by the waiting request
+        api.interrupt()
+        waiting.join(timeout=max(1.0, deadline - time.monotonic()))
+        result = answer["result"]
+        assert len(result.images) == 1 and result.info["all_seeds"] == [8]
+        assert any("interrupted" in warning for warning in result.info["warnings"])
+    finally:
+        stop_server(home / ".anime-chat")
+        stop_worker(home / ".anime-chat")
+        if server.poll() is None:
+            server.kill()
+
+
 # --- replays of what real integrations send ------------------------------------------------------
 def _session(studio) -> tuple[requests.Session, str]:
     """A client as Open WebUI and SillyTavern configure one: `--api-auth` "user:password"."""

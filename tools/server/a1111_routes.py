@@ -11,8 +11,11 @@ or HTTP Basic with the token as the password, A1111's `--api-auth` style).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -34,6 +37,7 @@ from tools.settings import Settings
 
 a1111_router = APIRouter(prefix="/sdapi/v1")
 LABEL = "a1111"
+WAIT_POLL_SECONDS = 0.2
 # What a settings key is called in the A1111 request, for a 422 that names the client's field.
 A1111_FIELDS = {
     "output.steps": "steps",
@@ -79,7 +83,20 @@ def _settings(studio: Studio, request: Request, flags: dict[str, Any]) -> Settin
 
 
 @a1111_router.post("/txt2img")
-def txt2img(body: A1111Request, request: Request) -> dict[str, Any]:
+async def txt2img(body: A1111Request, request: Request) -> dict[str, Any]:
+    return await _run(body, request, _queue_txt2img)
+
+
+@a1111_router.post("/img2img")
+async def img2img(body: A1111Img2ImgRequest, request: Request) -> dict[str, Any]:
+    """The init image(s) redrawn with the prompt as written (image i starts from init image
+    i modulo their number, as in A1111); characters are drawn by txt2img."""
+    if not body.init_images:
+        raise HTTPException(422, "init_images: give at least one base64 image")
+    return await _run(body, request, _queue_img2img)
+
+
+def _queue_txt2img(body: A1111Request, request: Request) -> _Queued:
     from tools.server.a1111_plan import plan_prompt
 
     studio = studio_of(request)
@@ -92,19 +109,14 @@ def txt2img(body: A1111Request, request: Request) -> dict[str, Any]:
         # Plain text-to-image: the ControlNet pipeline's blank pose map must weigh nothing.
         mapping.set("models", "controlnet_strength", 0.0)
         settings = _settings(studio, request, mapping.flags)
-    return _run(body, plan, specs, settings, mapping.warnings)
+    return _submit(plan, specs, settings, mapping.warnings)
 
 
-@a1111_router.post("/img2img")
-def img2img(body: A1111Img2ImgRequest, request: Request) -> dict[str, Any]:
-    """The init image(s) redrawn with the prompt as written (image i starts from init image
-    i modulo their number, as in A1111); characters are drawn by txt2img."""
+def _queue_img2img(body: A1111Img2ImgRequest, request: Request) -> _Queued:
     from tools.generation.plain import plan_plain
     from tools.generation.specs import InitImage
     from tools.server.a1111_plan import PromptPlan, read_prompt
 
-    if not body.init_images:
-        raise HTTPException(422, "init_images: give at least one base64 image")
     studio = studio_of(request)
     mapping = map_img2img(body, _options(request), _known(request))
     mapping.set("models", "controlnet_strength", 0.0)
@@ -115,7 +127,7 @@ def img2img(body: A1111Img2ImgRequest, request: Request) -> dict[str, Any]:
             f"img2img draws the prompt as written; {', '.join(named.characters)} are drawn as"
             " characters by txt2img"
         )
-    starts = [save_init_image(studio.state, data) for data in body.init_images]
+    starts = [save_init_image(studio.state, data) for data in body.init_images or []]
     denoise = body.denoising_strength or 0.75
     specs = [
         spec.model_copy(
@@ -123,24 +135,51 @@ def img2img(body: A1111Img2ImgRequest, request: Request) -> dict[str, Any]:
         )
         for i, spec in enumerate(plan_plain(settings, named.prompt, body.count, body.fixed_seed))
     ]
-    return _run(body, PromptPlan([], None, named.prompt), specs, settings, mapping.warnings)
+    return _submit(PromptPlan([], None, named.prompt), specs, settings, mapping.warnings)
 
 
-def _run(
-    body: A1111Request, plan: Any, specs: list[Any], settings: Settings, warnings: list[str]
-) -> dict[str, Any]:
-    """Queue the specs as one journal job, wait for it as A1111 does, answer A1111's shape."""
-    from tools.jobs.client import ensure_worker, raise_unless_done, submit_job, wait_for_job
-    from tools.jobs.job import JobState
+@dataclass(frozen=True)
+class _Queued:
+    """A request's job in the journal, and what its answer needs."""
+
+    job: str
+    plan: Any
+    specs: list[Any]
+    settings: Settings
+    warnings: list[str]
+
+
+def _submit(plan: Any, specs: list[Any], settings: Settings, warnings: list[str]) -> _Queued:
+    from tools.jobs.client import ensure_worker, submit_job
 
     _, job_id = submit_job(settings, specs, LABEL)
     ensure_worker(settings)
-    job = wait_for_job(settings, job_id)
+    return _Queued(job_id, plan, specs, settings, warnings)
+
+
+async def _run(body: Any, request: Request, queue: Callable[[Any, Request], _Queued]) -> Any:
+    """Queue the request as one journal job, wait for it as A1111 does, answer A1111's shape.
+
+    The wait is async (as `/api/jobs/{id}/wait`): a render can take minutes, and a request
+    holding a worker thread that long would starve the server's other routes when several
+    clients wait at once. The server keeps a worker on queued jobs (`serve`)."""
+    from tools.jobs.client import raise_unless_done
+    from tools.jobs.job import JobState
+    from tools.jobs.journal import JobJournal
+
+    queued = await asyncio.to_thread(queue, body, request)
+    journal = JobJournal.for_state(queued.settings.paths.state)
+    job = await asyncio.to_thread(journal.get, queued.job)
+    while not job.finished:
+        await asyncio.sleep(WAIT_POLL_SECONDS)
+        job = await asyncio.to_thread(journal.get, queued.job)
     if job.state == JobState.CANCELLED:
-        warnings.append("interrupted: the images drawn before it are returned")
+        queued.warnings.append("interrupted: the images drawn before it are returned")
     else:
-        raise_unless_done(job, settings.paths.state)
-    return txt2img_answer(body, job, plan, specs, settings, warnings)
+        raise_unless_done(job, queued.settings.paths.state)
+    return await asyncio.to_thread(
+        txt2img_answer, body, job, queued.plan, queued.specs, queued.settings, queued.warnings
+    )
 
 
 @a1111_router.get("/options")

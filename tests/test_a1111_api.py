@@ -387,7 +387,7 @@ def test_progress_reports_the_running_job_and_interrupt_cancels_it(app_client, a
     journal = JobJournal.for_state(anime_home / ".anime-chat")
     spec = {"key": "r:0", "request_id": "r", "index": 0, "character": "", "seed": 1}
     spec |= {"pose": {"id": None, "tags": []}, "posture": "txt2img", "plain": True}
-    job_id = journal.submit([spec, {**spec, "key": "r:1", "index": 1}], label="a1111 txt2img")
+    job_id = journal.submit([spec, {**spec, "key": "r:1", "index": 1}], label="a1111")
     idle = app_client.get("/sdapi/v1/progress").json()
     assert idle["progress"] == 0 and idle["state"]["job"] == "" and idle["state"]["job_count"] == 1
     job = journal.claim(worker_pid=12345)
@@ -397,8 +397,11 @@ def test_progress_reports_the_running_job_and_interrupt_cancels_it(app_client, a
     assert running["progress"] == 0.25 and running["state"]["job"] == job_id
     assert running["state"]["sampling_step"] == 1 and running["state"]["sampling_steps"] == 2
     assert set(running) == {"progress", "eta_relative", "state", "current_image", "textinfo"}
+    # Another door's job (a CLI run) also renders: interrupt stops the A1111 job only.
+    other = journal.submit([{**spec, "key": "o:0", "request_id": "o"}], label="anime-gen")
+    assert journal.claim(worker_pid=12346).id == other
     assert app_client.post("/sdapi/v1/interrupt").json() == {"cancelled": [job_id]}
-    assert journal.get(job_id).state == "cancelled"
+    assert journal.get(job_id).state == "cancelled" and journal.get(other).state == "running"
 
 
 def test_a_plain_image_survives_an_index_rebuild(anime_home):
@@ -422,6 +425,50 @@ def test_a_plain_image_survives_an_index_rebuild(anime_home):
     assert not (settings.paths.output / "characters").exists()
     report = rebuild_index(settings)
     assert report.images == 1 and report.skipped == []
+
+
+def test_an_options_checkpoint_that_does_not_exist_is_refused_at_once(app_client):
+    before = app_client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
+    refused = app_client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "nope.safetensors"})
+    assert refused.status_code == 422 and "sd_model_checkpoint" in refused.json()["detail"]
+    assert app_client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == before
+
+
+def test_only_png_jpeg_and_webp_are_decoded(app_client):
+    """PIL opens dozens of formats (EPS even runs Ghostscript): a request decodes these three."""
+    ppm = b"P6 8 8 255\n" + bytes(8 * 8 * 3)
+    encoded = base64.b64encode(ppm).decode()
+    answer = app_client.post("/sdapi/v1/png-info", json={"image": encoded})
+    assert answer.status_code == 422 and "image" in answer.json()["detail"]
+    for kind in ("PNG", "JPEG", "WEBP"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, format=kind)
+        ok = app_client.post(
+            "/sdapi/v1/png-info", json={"image": base64.b64encode(buffer.getvalue()).decode()}
+        )
+        assert ok.status_code == 200, kind
+
+
+def test_the_prompt_names_characters_by_word_or_tag_and_asks_for_poses(anime_home, reference_image):
+    from types import SimpleNamespace
+
+    from tools.characters.library import CharacterLibrary
+    from tools.server.a1111_plan import read_prompt
+    from tools.settings import load_settings
+
+    library = CharacterLibrary(load_settings(home=anime_home, env={}).paths)
+    for name in ("sakura", "yuki"):
+        library.add(name, Image.open(reference_image))
+    runtime = SimpleNamespace(characters=library)
+    notes: list[str] = []
+    plan = read_prompt(runtime, "Sakura and <char:yuk> at the beach, yukihime", notes.append)
+    assert plan.characters == ["yuki", "sakura"] and plan.pose is None
+    assert notes == ["using 'yuki' for 'yuk'"] and "<char" not in plan.prompt
+    sitting = read_prompt(runtime, "masterpiece, sakura sitting on a bench", notes.append)
+    assert sitting.characters == ["sakura"] and "sitting" in (sitting.pose or "")
+    assert "sakura" not in (sitting.pose or "")
+    # A LoRA (or any <...> tag) named like a character does not name the character.
+    assert read_prompt(runtime, "a street, <lora:sakura:0.7>", notes.append).characters == []
 
 
 def test_png_info_of_a_foreign_or_broken_image(app_client):

@@ -20,6 +20,8 @@ from tools.atomic import write_atomic
 from tools.settings_sections import MAX_SIDE
 
 INIT_FOLDER = ("a1111", "init")
+# What clients send; PIL's other decoders (EPS runs Ghostscript) stay out of reach.
+FORMATS = ("PNG", "JPEG", "WEBP")
 # An init image larger than this is refused before decoding its pixels (a decompression bomb).
 MAX_PIXELS = (2 * MAX_SIDE) ** 2
 
@@ -29,12 +31,12 @@ def decode_image(data: str, field: str) -> tuple[Image.Image, bytes]:
     encoded = data.split(",", 1)[1] if data.startswith("data:") else data
     try:
         raw = base64.b64decode(encoded, validate=True)
-        image = Image.open(io.BytesIO(raw))
+        image = Image.open(io.BytesIO(raw), formats=FORMATS)
         if image.width * image.height > MAX_PIXELS:
             raise HTTPException(422, f"{field}: {image.width}x{image.height} is too large")
         image.load()
     except (binascii.Error, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise HTTPException(422, f"{field}: not a base64 image ({error})") from None
+        raise HTTPException(422, f"{field}: not a base64 PNG, JPEG or WebP ({error})") from None
     return image, raw
 
 

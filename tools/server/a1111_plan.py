@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tools.generation.specs import ImageSpec
 
 CHARACTER_TAG = re.compile(r"<char(?:acter)?:([^:>]+)(?::[^>]*)?>", re.IGNORECASE)
+ANY_TAG = re.compile(r"<[^<>]*>")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ def read_prompt(runtime: Runtime, prompt: str, notice: Callable[[str], None]) ->
             notice(f"using '{character.name}' for '{wanted}'")
         named.append(character.name)
     text = " ".join(CHARACTER_TAG.sub(" ", prompt).split())
-    lowered = text.lower()
+    # Names inside other tags (`<lora:sakura:0.7>`) are a file's name, not the character's.
+    lowered = ANY_TAG.sub(" ", text).lower()
     found = []
     for name in runtime.characters.names():
         match = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", lowered)
@@ -50,7 +52,7 @@ def read_prompt(runtime: Runtime, prompt: str, notice: Callable[[str], None]) ->
             found.append((match.start(), name))
     named += [name for _, name in sorted(found)]
     characters = list(dict.fromkeys(named))
-    pose_text = _without(text, characters)
+    pose_text = _without(ANY_TAG.sub(" ", text), characters)
     asks_for_pose = posture_of(pose_text) is not None or bool(action_words(pose_text))
     return PromptPlan(characters, pose_text if asks_for_pose else None, text)
 

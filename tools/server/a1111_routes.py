@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-from tools.errors import ConfigError
+from tools.errors import ConfigError, UserError
 from tools.server import a1111_lists as lists
 from tools.server.a1111_images import decode_image, save_init_image
 from tools.server.a1111_mapping import (
@@ -198,11 +198,18 @@ def get_options(request: Request) -> dict[str, Any]:
 
 @a1111_router.post("/options")
 def set_options(body: dict[str, Any], request: Request) -> None:
-    """Keep the options for this server's later requests; a value we cannot use is a 422 now."""
+    """Keep the options for this server's later requests; a value we cannot use is a 422 now
+    (a checkpoint that is not there too: it would fail every later request)."""
+    from tools.engine.model_sources import resolve_source
+
     options = {**_options(request), **body}
-    _settings(
-        studio_of(request), request, map_request(A1111Request(), options, _known(request)).flags
-    )
+    flags = map_request(A1111Request(), options, _known(request)).flags
+    settings = _settings(studio_of(request), request, flags)
+    if "sd_model_checkpoint" in body:
+        try:
+            resolve_source(settings.models.checkpoint, settings.paths.models, "checkpoint")
+        except UserError as error:
+            raise HTTPException(422, f"sd_model_checkpoint: {error.message}") from None
     _options(request).update(body)
 
 
@@ -276,13 +283,14 @@ def progress(request: Request, skip_current_image: bool = False) -> dict[str, An
 
 
 def _interrupt(request: Request) -> dict[str, Any]:
-    """Cancel the running job(s): the worker stops at its next step, the waiting txt2img
-    answers with the images already drawn."""
+    """Cancel the running jobs this door queued (another door's, a CLI run, is not A1111's to
+    stop): the worker stops at its next step, the waiting request answers with the images
+    already drawn. SillyTavern sends this when its own request is closed."""
     from tools.jobs.journal import JobJournal
 
     journal = JobJournal.for_state(studio_of(request).state)
-    cancelled = [job.id for job in journal.running() if journal.cancel(job.id)]
-    return {"cancelled": cancelled}
+    ours = [job for job in journal.running() if job.request.get("label") == LABEL]
+    return {"cancelled": [job.id for job in ours if journal.cancel(job.id)]}
 
 
 @a1111_router.post("/interrupt")

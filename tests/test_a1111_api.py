@@ -427,11 +427,15 @@ def test_a_plain_image_survives_an_index_rebuild(anime_home):
     assert report.images == 1 and report.skipped == []
 
 
-def test_an_options_checkpoint_that_does_not_exist_is_refused_at_once(app_client):
+def test_an_options_model_that_does_not_exist_is_refused_at_once(app_client):
     before = app_client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
     refused = app_client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "nope.safetensors"})
     assert refused.status_code == 422 and "sd_model_checkpoint" in refused.json()["detail"]
     assert app_client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == before
+    no_vae = app_client.post("/sdapi/v1/options", json={"sd_vae": "nope.safetensors"})
+    assert no_vae.status_code == 422 and "sd_vae" in no_vae.json()["detail"]
+    assert app_client.get("/sdapi/v1/options").json()["sd_vae"] == "Automatic"
+    assert app_client.post("/sdapi/v1/options", json={"sd_vae": "None"}).status_code == 200
 
 
 def test_only_png_jpeg_and_webp_are_decoded(app_client):

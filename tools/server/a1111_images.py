@@ -1,4 +1,6 @@
-"""Base64 images in A1111 requests: decoded with a clear 422, and init images kept for the job.
+"""Base64 images in A1111 requests: decoded with a clear 422, init images kept for the job, and
+`png-info`'s answer (A1111's `PNGInfoResponse`: the parameters text, the other chunks, the
+parsed fields).
 
 A1111 clients send images as base64, with or without a `data:image/png;base64,` prefix. An
 img2img init image is written under `<state>/a1111/init/` (named by its content, temp file then
@@ -9,9 +11,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
+import json
 from pathlib import Path
+from typing import Any
 
 from fastapi import HTTPException
 from PIL import Image
@@ -50,3 +55,24 @@ def save_init_image(state: Path, data: str) -> Path:
         converted = image.convert("RGB")
         write_atomic(path, lambda handle: converted.save(handle, format="PNG"))
     return path
+
+
+def png_info_answer(image: Image.Image) -> dict[str, Any]:
+    from tools.store.png_info import OUR_METADATA_KEY, parse_a1111, parse_a1111_entries
+
+    items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
+    info = items.pop("parameters", "")
+    parameters: dict[str, Any] = {}
+    if info:
+        parsed = parse_a1111(info)
+        parameters["Prompt"] = parsed["prompt"]
+        if parsed["negative_prompt"] is not None:
+            parameters["Negative prompt"] = parsed["negative_prompt"]
+        last = info.strip().split("\n")[-1]
+        if last.lstrip().startswith("Steps:"):
+            parameters.update(parse_a1111_entries(last))
+    if OUR_METADATA_KEY in items:
+        # A foreign or damaged record stays the text it is.
+        with contextlib.suppress(ValueError):
+            items[OUR_METADATA_KEY] = json.loads(items[OUR_METADATA_KEY])
+    return {"info": info, "items": items, "parameters": parameters}

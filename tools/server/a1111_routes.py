@@ -12,8 +12,6 @@ or HTTP Basic with the token as the password, A1111's `--api-auth` style).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +21,7 @@ from pydantic import BaseModel
 
 from tools.errors import ConfigError, UserError
 from tools.server import a1111_lists as lists
-from tools.server.a1111_images import decode_image, save_init_image
+from tools.server.a1111_images import decode_image, png_info_answer, save_init_image
 from tools.server.a1111_mapping import (
     A1111Img2ImgRequest,
     A1111Request,
@@ -199,17 +197,24 @@ def get_options(request: Request) -> dict[str, Any]:
 @a1111_router.post("/options")
 def set_options(body: dict[str, Any], request: Request) -> None:
     """Keep the options for this server's later requests; a value we cannot use is a 422 now
-    (a checkpoint that is not there too: it would fail every later request)."""
+    (a checkpoint or VAE that is not there too: it would fail every later request)."""
     from tools.engine.model_sources import resolve_source
+    from tools.engine.vae import find_vae
 
     options = {**_options(request), **body}
     flags = map_request(A1111Request(), options, _known(request)).flags
     settings = _settings(studio_of(request), request, flags)
-    if "sd_model_checkpoint" in body:
+    models, folder = settings.models, settings.paths.models
+    checks = {
+        "sd_model_checkpoint": lambda: resolve_source(models.checkpoint, folder, "checkpoint"),
+        "sd_vae": lambda: models.vae and find_vae(models.vae, folder),
+    }
+    for field, check in checks.items():
         try:
-            resolve_source(settings.models.checkpoint, settings.paths.models, "checkpoint")
+            if field in body:
+                check()
         except UserError as error:
-            raise HTTPException(422, f"sd_model_checkpoint: {error.message}") from None
+            raise HTTPException(422, f"{field}: {error.message}") from None
     _options(request).update(body)
 
 
@@ -306,22 +311,5 @@ def skip(request: Request) -> dict[str, Any]:
 
 @a1111_router.post("/png-info")
 def png_info(body: PngInfoBody) -> dict[str, Any]:
-    from tools.store.png_info import parse_a1111, parse_a1111_entries
-
     image, _ = decode_image(body.image, "image")
-    items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
-    info = items.pop("parameters", "")
-    parameters: dict[str, Any] = {}
-    if info:
-        parsed = parse_a1111(info)
-        parameters["Prompt"] = parsed["prompt"]
-        if parsed["negative_prompt"] is not None:
-            parameters["Negative prompt"] = parsed["negative_prompt"]
-        last = info.strip().split("\n")[-1]
-        if last.lstrip().startswith("Steps:"):
-            parameters.update(parse_a1111_entries(last))
-    if "anime-chat" in items:
-        # A foreign or damaged record stays the text it is.
-        with contextlib.suppress(ValueError):
-            items["anime-chat"] = json.loads(items["anime-chat"])
-    return {"info": info, "items": items, "parameters": parameters}
+    return png_info_answer(image)

@@ -50,6 +50,21 @@ def test_routes_need_the_token(app_client):
     assert ok.status_code == 200 and ok.json() == []
 
 
+def test_http_basic_with_the_token_as_password_is_accepted(app_client):
+    """A1111's `--api-auth` style: any user name, the token as the password."""
+    import base64
+
+    def basic(credentials: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+    assert app_client.get("/api/characters", headers=basic(f"anyone:{TOKEN}")).status_code == 200
+    assert app_client.get("/api/characters", headers=basic(f":{TOKEN}")).status_code == 200
+    for wrong in ("anyone:nope", TOKEN, f"{TOKEN}:", ""):
+        assert app_client.get("/api/characters", headers=basic(wrong)).status_code == 401
+    garbled = {"Authorization": "Basic %%%not-base64"}
+    assert app_client.get("/api/characters", headers=garbled).status_code == 401
+
+
 def test_cookie_needs_the_csrf_header_to_change_anything(app_client):
     app_client.cookies.set(cookie_name(7788), TOKEN)  # the token is no session
     assert app_client.get("/api/characters").status_code == 401

@@ -1,5 +1,6 @@
 """What the second passes share: pipelines derived from the warm one, the first pass's
-conditioning, step reporting and seeding (`tools.engine.hires`, `tools.engine.face_detail`)."""
+conditioning, step reporting and seeding (`tools.engine.hires`, `tools.engine.face_detail`), and
+the img2img pass itself (`refine`: the hires fix and A1111's img2img)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,44 @@ def seed_sde_noise(pipe: Any, seed: int) -> None:
     """SDE samplers draw Brownian noise of their own: seed it like the latents."""
     if hasattr(pipe.scheduler, "noise_sampler_seed"):
         pipe.scheduler.noise_sampler_seed = [seed]
+
+
+def refine(
+    engine: Engine,
+    job: RenderJob,
+    start: Any,
+    *,
+    strength: float,
+    steps: int,
+    size: tuple[int, int],
+    on_step: StepCallback | None = None,
+) -> Any:
+    """One img2img ControlNet pass from `start` (an image, or latents as the UNet sees them) at
+    `size` with the job's prompt, seed, reference and pose (scaled): the hires fix's second
+    pass and A1111's img2img (`tools.engine.hires`, `tools.engine.img2img`)."""
+    import torch
+    from PIL import Image
+
+    from tools.engine.vae import decode_latents
+
+    width, height = size
+    pipe = derived_pipeline(engine, "img2img")
+    inputs = conditioning(engine, job, pipe)
+    pose = job.pose_image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    seed_sde_noise(pipe, job.seed)
+    with torch.inference_mode():
+        result = pipe(
+            **inputs,
+            image=start,
+            control_image=pose,
+            strength=strength,
+            num_inference_steps=steps,
+            controlnet_conditioning_scale=engine.settings.models.controlnet_strength,
+            width=width,
+            height=height,
+            callback_on_step_end=step_reporter(on_step, steps),
+            output_type="latent",
+        )
+    images, redone = decode_latents(pipe, result.images)
+    engine.vae_redecodes += redone
+    return images[0]

@@ -12,14 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from tools.engine.derived_pipelines import (
-    at_least_one_step,
-    conditioning,
-    derived_pipeline,
-    seed_sde_noise,
-    step_reporter,
-)
-from tools.engine.vae import decode_latents
+from tools.engine.derived_pipelines import at_least_one_step, derived_pipeline, refine
 
 if TYPE_CHECKING:
     import torch
@@ -45,33 +38,22 @@ def hires_pass(
     on_step: StepCallback | None = None,
 ) -> tuple[Image.Image, dict[str, Any]]:
     """(the refined image at the final size, what to record in the metadata)."""
-    import torch
-
     width, height = hires_size(image.width, image.height, hires.scale)
     steps = at_least_one_step(hires.steps or engine.sampling.steps, hires.denoise)
-    pipe = derived_pipeline(engine, "img2img")
-    inputs = conditioning(engine, job, pipe)
     if hires.upscaler == "latent":
+        pipe = derived_pipeline(engine, "img2img")
         start: Any = _upscaled_latents(pipe, engine.device, image, width, height)
     else:
         start = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-    pose = job.pose_image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
-    seed_sde_noise(pipe, job.seed)
-    with torch.inference_mode():
-        result = pipe(
-            **inputs,
-            image=start,
-            control_image=pose,
-            strength=hires.denoise,
-            num_inference_steps=steps,
-            controlnet_conditioning_scale=engine.settings.models.controlnet_strength,
-            width=width,
-            height=height,
-            callback_on_step_end=step_reporter(on_step, steps),
-            output_type="latent",
-        )
-    images, redone = decode_latents(pipe, result.images)
-    engine.vae_redecodes += redone
+    refined = refine(
+        engine,
+        job,
+        start,
+        strength=hires.denoise,
+        steps=steps,
+        size=(width, height),
+        on_step=on_step,
+    )
     record = {
         "scale": hires.scale,
         "denoise": hires.denoise,
@@ -80,7 +62,7 @@ def hires_pass(
         "width": width,
         "height": height,
     }
-    return images[0], record
+    return refined, record
 
 
 def _upscaled_latents(

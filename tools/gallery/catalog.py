@@ -88,7 +88,8 @@ class Catalog:
         """The values the grid's filters offer."""
         found: dict[str, list[str]] = {}
         queries = {
-            "characters": "SELECT DISTINCT character FROM images",
+            # A plain image (the A1111 door's txt2img) has no character: "" is no choice.
+            "characters": "SELECT DISTINCT character FROM images WHERE character != ''",
             "collections": "SELECT DISTINCT collection FROM images WHERE collection IS NOT NULL",
             "postures": "SELECT DISTINCT posture FROM images",
             "days": "SELECT DISTINCT substr(created, 1, 10) FROM images",

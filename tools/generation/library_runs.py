@@ -68,9 +68,11 @@ def plan_all_characters(
     count: int = 1,
     seed: int | None = None,
     collection: str | None = None,
+    names: list[str] | None = None,
 ) -> list[ImageSpec]:
-    """`count` images of every character in the library; image i of the run uses seed S+i."""
-    names = runtime.characters.names()
+    """`count` images of every character in the library (or of `names`, in that order; the
+    A1111 door's prompt that names several); image i of the run uses seed S+i."""
+    names = runtime.characters.names() if names is None else names
     if not names:
         raise UserError(
             "the character library is empty",

@@ -4,8 +4,8 @@
 rejects and saves through the output store; it is idempotent on each spec's key (a key already
 saved returns the saved record), which is what lets the worker retry after a crash without
 duplicates. Character-sheet specs (`spec.sheet`) are drawn one per engine call from their tags
-and written into the sheet's staging folder instead. Every image is drawn in `_draw`.
-"""
+into the sheet's staging folder; plain specs (`spec.plain`) by `tools.generation.plain`. Every
+image is drawn in `draw`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tools.engine.lora_hashes import lora_hashes
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.rendering import RenderJob, StepCallback
 from tools.engine.second_pass import apply_second_passes
+from tools.generation.plain import produce_plain
 from tools.generation.specs import SEED_LIMIT, ImageSpec, OutputRecord
 from tools.quality.gate import Scores
 
@@ -110,8 +111,7 @@ class Producer:
     def metadata(self, spec: ImageSpec, seed: int) -> dict[str, Any]:
         character = self.characters.get(spec.character)
         pose = self.poses.get(spec.pose.id)
-        models, output = self.settings.models, self.settings.output
-        engine = self.engine
+        models, output, engine = self.settings.models, self.settings.output, self.engine
         sampling = engine.sampling
         prompt = compose_prompt(
             character.prompt_tags, character.name, pose, spec.user_prompt, character.trigger
@@ -181,10 +181,11 @@ class Producer:
                     path=None, character=spec.character, pose=spec.pose, seed=spec.seed
                 )
                 continue
-            if spec.sheet is not None:
-                records[spec.key] = self._produce_sheet_image(spec, on_step)
+            if spec.sheet is not None or spec.plain:
+                draw = produce_plain if spec.plain else Producer._produce_sheet_image
+                records[spec.key] = draw(self, spec, on_step)
                 continue
-            saved = self._saved(spec)
+            saved = self.saved(spec)
             if saved is None:
                 pending.append(spec)
             else:
@@ -195,7 +196,7 @@ class Producer:
                 records[spec.key] = record
         return [records[spec.key] for spec in specs]
 
-    def _saved(self, spec: ImageSpec) -> OutputRecord | None:
+    def saved(self, spec: ImageSpec) -> OutputRecord | None:
         saved = self.index.by_key(spec.key)
         if saved and saved["status"] == "saved" and Path(saved["path"]).exists():
             return OutputRecord.model_validate({**saved["record"]["output"], "path": saved["path"]})
@@ -214,11 +215,11 @@ class Producer:
             write_pose_files(pose, character.folder / "poses", resolution.width, resolution.height)
         return _Draft(spec, character, pose, pose_image)
 
-    def _draw(
+    def draw(
         self, jobs: list[RenderJob], ipadapter_weight: float, on_step: StepCallback | None
     ) -> list[Image.Image]:
-        """The one engine call for library and sheet images alike; `_render` adds the second
-        passes (hires fix, face detail) to library images; sheet images never had them."""
+        """The one engine call for every image; `_render` adds the second passes (hires fix,
+        face detail) to library images (and `plain` to its own); sheet images never had them."""
         resolution = self.settings.output.resolution
         return self.engine.render(
             jobs,
@@ -244,7 +245,7 @@ class Producer:
             )
             for draft, meta in zip(drafts, metas, strict=True)
         ]
-        images = self._draw(jobs, self.settings.models.ipadapter_weight, on_step)
+        images = self.draw(jobs, self.settings.models.ipadapter_weight, on_step)
         # Hires fix and face detail, when configured, before the gate sees the image.
         return apply_second_passes(self.engine, self.settings.output, jobs, images, metas, on_step)
 
@@ -271,8 +272,7 @@ class Producer:
         on_step: StepCallback | None,
     ) -> OutputRecord:
         """Gate and save a first try; re-roll and save until accepted or out of attempts."""
-        started = time.perf_counter() - spent
-        spec = draft.spec
+        started, spec = time.perf_counter() - spent, draft.spec
         max_attempts = self.settings.quality.max_attempts
         rejected: list[str] = []
         reasons: list[str] = []
@@ -331,7 +331,7 @@ class Producer:
         reference = Path(sheet.reference) if sheet.reference else None
         weight = self.settings.models.ipadapter_weight if reference else 0.0
         job = RenderJob(prompt, negative, render_pose(pose, width, height), reference, spec.seed)
-        image = self._draw([job], weight, on_step)[0]
+        image = self.draw([job], weight, on_step)[0]
         parameters = (
             f"{prompt}\nNegative prompt: {negative}\nSeed: {spec.seed}, Size: {width}x{height}, "
             f"Pose: {pose.id}, IP-Adapter weight: {weight if reference else 0}"

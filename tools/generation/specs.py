@@ -46,6 +46,14 @@ class SheetImage(BaseModel):
     path: str
 
 
+class InitImage(BaseModel):
+    """An img2img start (A1111's `init_images`): a PNG the server wrote under the state folder,
+    redrawn with `denoise` of the steps."""
+
+    path: str
+    denoise: float = Field(0.75, gt=0.0, le=1.0)
+
+
 class ImageSpec(BaseModel):
     """Everything needed to draw one image again, exactly."""
 
@@ -61,6 +69,9 @@ class ImageSpec(BaseModel):
     sheet: SheetImage | None = None
     # Nothing to draw: the worker only calibrates the character (a new one, made by a sheet).
     calibration_only: bool = False
+    # No character and no pose: the user's prompt alone (tools/generation/plain.py).
+    plain: bool = False
+    init_image: InitImage | None = None
 
 
 class OutputRecord(BaseModel):

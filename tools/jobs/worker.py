@@ -232,9 +232,9 @@ class Worker:
         self, runtime: Runtime, specs: list[ImageSpec], heartbeat: Heartbeat, low_memory: bool
     ) -> None:
         """Load models and calibrate the images' characters while a thread beats for us (a
-        character-sheet image's character is not in the library yet: nothing to calibrate)."""
+        character-sheet image's character is not in the library yet, a plain one has none)."""
         engine, gate = runtime.engine, runtime.gate
-        names = sorted({spec.character for spec in specs if spec.sheet is None})
+        names = sorted({spec.character for spec in specs if spec.sheet is None and not spec.plain})
         characters = [runtime.characters.get(name) for name in names]
         cold = [c for c in characters if c.name not in self._calibrated]
         if not engine.loaded or cold:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from tools.errors import UserError
 from tools.gallery import gallery_routers, login_router
 from tools.gallery.auth import LOGIN_PATH
+from tools.server.a1111_routes import a1111_router
 from tools.server.body_limit import BodyLimit
 from tools.server.library_routes import library_router
 from tools.server.routes import core_router
@@ -76,4 +77,5 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
     # Every router, the core ones, the gallery's and those plugged in (planner), needs the token.
     for router in (core_router, library_router, *gallery_routers(), *routers):
         app.include_router(router, dependencies=[Depends(require_token)])
+    app.include_router(a1111_router, dependencies=[Depends(require_token)])  # /sdapi/v1 (A1111)
     return app

@@ -1,11 +1,13 @@
 """Who may talk to the server and what it may serve.
 
-- Every request carries the token: `Authorization: Bearer <token>` (the CLIs), or the gallery's
+- Every request carries the token: `Authorization: Bearer <token>` (the CLIs), HTTP Basic with
+  any user name and the token as the password (A1111's `--api-auth` clients), or the gallery's
   session cookie. Its value is a random secret of this server (never the token: browsers send a
   host's cookies to every port of it) and its name carries the port (two homes' servers on one
   host keep separate logins). A cookie rides along with any request the browser makes, so a
   cookie-authenticated request that changes something (POST, ...) must also carry the CSRF
-  header that only our own page can set; a bearer request needs none. Missing or wrong: 401.
+  header that only our own page can set; a bearer or Basic request needs none. Missing or
+  wrong: 401.
 - `Host` and `Origin` must be loopback (or the host the server was explicitly bound to): a DNS
   rebinding page or another site gets 403.
 - `guard_path` resolves a path and refuses (404) anything outside the output, character and
@@ -14,6 +16,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -62,8 +66,19 @@ def _matches(presented: str, expected: str) -> bool:
     )
 
 
+def _basic_password(credentials: str) -> str | None:
+    """The password of HTTP Basic credentials (`base64(user:password)`), None if malformed."""
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _, colon, password = decoded.partition(":")
+    return password if colon else None
+
+
 def require_token(request: Request) -> None:
-    """Bearer token, or session cookie (+ CSRF header unless the method is safe); else 401.
+    """Bearer token, HTTP Basic (any user, the token as the password), or session cookie
+    (+ CSRF header unless the method is safe); else 401.
 
     The app's middleware calls it before any route reads a body; it is also every router's
     dependency, so a route mounted outside the middleware is still guarded."""
@@ -73,6 +88,14 @@ def require_token(request: Request) -> None:
         if _matches(presented.strip(), token):
             return
         raise HTTPException(401, "wrong token (see <state>/server.token)")
+    if scheme.lower() == "basic":
+        password = _basic_password(presented)
+        if password and _matches(password, token):
+            return
+        raise HTTPException(
+            401,
+            "wrong credentials: any user name, the token (<state>/server.token) as the password",
+        )
     if has_session(request):
         if request.method in SAFE_METHODS:
             return

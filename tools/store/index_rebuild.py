@@ -92,7 +92,9 @@ def valid_record(path: Path) -> dict[str, Any] | None:
         meta = ImageMetadata.model_validate(record)
     except ValidationError:
         return None
-    names = [meta.character] + ([meta.collection] if meta.collection is not None else [])
+    # A plain image (tools/generation/plain.py) has no character: "" names no view folder.
+    names = [meta.character] if meta.character else []
+    names += [meta.collection] if meta.collection is not None else []
     return record if all(safe_view_name(name) for name in names) else None
 
 

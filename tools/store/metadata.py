@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 class PoseRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: str
+    id: str | None  # None: a plain image, drawn without a pose
     tags: list[str]
 
 

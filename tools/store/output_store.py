@@ -123,7 +123,7 @@ class OutputStore:
         info.add_text(METADATA_KEY, json.dumps(meta.record(path=str(path))))
         write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
         self.index.mark_saved(path)
-        if meta.accepted:
+        if meta.accepted and meta.character:  # a plain image (no character) has no view
             link_view(path, self.root / "characters" / meta.character, self.organize_by_date)
             if meta.collection:
                 link_view(path, self.root / "collections" / meta.collection, self.organize_by_date)
@@ -145,7 +145,7 @@ class OutputStore:
     def _reserve(self, meta: ImageMetadata, key: str | None) -> Path:
         folder = self.folder_for(meta.accepted)
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{meta.character}_{meta.posture}"
+        stem = "_".join(part for part in (meta.character, meta.posture) if part)
         with self.index.transaction() as connection:
             if key is not None:
                 row = connection.execute("SELECT path FROM images WHERE key = ?", (key,)).fetchone()

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 
 from tools.errors import UserError
 from tools.gallery import gallery_routers, login_router
+from tools.mcp.http import PATH as MCP_PATH
+from tools.mcp.http import McpEndpoint
 from tools.server.library_routes import library_router
 from tools.server.routes import core_router
 from tools.server.security import (
@@ -60,4 +62,6 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
     # Every router, the core ones, the gallery's and those plugged in (planner), needs the token.
     for router in (core_router, library_router, *gallery_routers(), *routers):
         app.include_router(router, dependencies=[Depends(require_token)])
+    # The MCP door (streamable HTTP): an ASGI app that checks the same token itself.
+    app.add_route(MCP_PATH, McpEndpoint(studio.home), include_in_schema=False)
     return app

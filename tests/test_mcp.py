@@ -324,3 +324,29 @@ def test_http_cancellation_cancels_the_job(hanging_studio):
     while client.call("GET", f"/api/jobs/{job['id']}")["state"] != "cancelled":
         assert time.monotonic() < deadline, "the job was not cancelled"
         time.sleep(0.1)
+
+
+def test_http_a_refused_name_leaves_no_job_behind(hanging_studio):
+    """`characters: [yuki, nobody]`: yuki's job is queued before nobody is refused; the call
+    fails as a whole, so yuki's job must not go on rendering (here it would hang forever)."""
+    from tools.server.client import running_client
+
+    client = running_client(hanging_studio)
+    before = {job["id"] for job in client.call("GET", "/api/jobs")}
+
+    async def main() -> list[Any]:
+        async with http_session(client) as session:
+            refused = await session.call_tool("draw", {"characters": ["yuki", "nobody"]})
+            assert refused.is_error and "unknown character 'nobody'" in refused.content[0].text
+            new = [job for job in client.call("GET", "/api/jobs") if job["id"] not in before]
+            replies = [await session.call_tool("job_status", {"job": job["id"]}) for job in new]
+            replies += [await session.call_tool("cancel_job", {"job": job["id"]}) for job in new]
+            replies.append(await session.call_tool("job_status", {"job": "nosuchjob"}))
+            return [new, replies]
+
+    new, replies = anyio.run(main)
+    assert all(job["state"] == "cancelled" for job in new), new
+    *known, missing = replies
+    for reply in known:
+        assert not reply.is_error and "cancelled" in reply.content[0].text
+    assert missing.is_error and "no job nosuchjob" in missing.content[0].text

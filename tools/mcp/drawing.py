@@ -38,14 +38,19 @@ def _bodies(args: DrawArgs) -> list[dict[str, Any]]:
     ]
 
 
-def _submit(client: StudioClient, bodies: list[dict[str, Any]], call: Call) -> list[str]:
+def _submit(
+    toolset: Toolset, client: StudioClient, bodies: list[dict[str, Any]], call: Call
+) -> list[str]:
     """Queue every job, or none: a refused one cancels those already queued."""
     notices: list[str] = []
     for body in bodies:
         try:
             answer = client.call("POST", "/api/jobs", body)
-        except ServerError as error:
-            raise with_library_names(client, error) from None
+        except UserError as error:
+            toolset.cancel_jobs(call.jobs)
+            if isinstance(error, ServerError):
+                raise with_library_names(client, error) from None
+            raise
         call.jobs.append(answer["job"])
         notices.extend(answer.get("notices") or [])
         call.check()
@@ -65,7 +70,7 @@ def _progress_of(data: dict[str, Any], before: int, total: int) -> tuple[float, 
 
 def draw(toolset: Toolset, args: DrawArgs, call: Call) -> Reply:
     client = with_my_environment(toolset.client())
-    notices = _submit(client, _bodies(args), call)
+    notices = _submit(toolset, client, _bodies(args), call)
     sizes = [client.call("GET", f"/api/jobs/{job}", timeout=30)["images"] for job in call.jobs]
     total = sum(sizes)
     call.report(0, total, f"queued {total} images")
@@ -77,7 +82,11 @@ def draw(toolset: Toolset, args: DrawArgs, call: Call) -> Reply:
             value, message = _progress_of(data, before, total)
             call.report(value, total, message)
 
-        records.extend(follow_job(client, job, on_progress=on_progress))
+        try:
+            records.extend(follow_job(client, job, on_progress=on_progress))
+        except UserError:
+            toolset.cancel_jobs(call.jobs)  # one reply per call: the rest stops with it
+            raise
         call.report(before + size, total, f"{before + size}/{total} images")
     accepted = sum(1 for record in records if record.get("accepted"))
     head = (

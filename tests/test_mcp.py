@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,51 @@ def test_stdio_draw_returns_png_content_paths_and_progress(studio):
             assert str(path) in {image["path"] for image in json.loads(recent[0].text)}
 
     anyio.run(main)
+
+
+def test_stdio_create_character_and_chat(studio, reference_image):
+    from tools.server.client import connect
+
+    async def main() -> None:
+        async with stdio_session(studio.home) as session:
+            for arguments, expected in [
+                ({"name": "x", "image": "pic.png"}, "is not an absolute path"),
+                ({"name": "evil", "image": "/etc/passwd"}, "error: "),
+                ({"name": "../up", "image": str(reference_image)}, "error: "),
+            ]:
+                refused = await session.call_tool("create_character", arguments)
+                assert refused.is_error and expected in refused.content[0].text, arguments
+            added = await session.call_tool(
+                "create_character", {"name": "mcpmomo", "image": str(reference_image)}
+            )
+            assert not added.is_error, added.content[0].text
+            assert added.structured_content["character"]["name"] == "mcpmomo"
+            assert [c.mime_type for c in added.content[1:]] == ["image/png"]
+            notes: list[str | None] = []
+
+            async def progress(value: float, total: float | None, message: str | None) -> None:
+                notes.append(message)
+
+            sheet = await session.call_tool(
+                "create_character",
+                {"name": "mcpsheet", "description": "girl with green hair"},
+                progress_callback=progress,
+            )
+            assert not sheet.is_error, sheet.content[0].text
+            assert "created character mcpsheet" in sheet.content[0].text and notes
+
+            first = await session.call_tool("chat", {"text": "who do I have"})
+            assert not first.is_error and "sakura" in first.content[0].text
+            again = await session.call_tool("chat", {"text": "who do I have"})
+            assert again.structured_content["session"] == first.structured_content["session"]
+
+    try:
+        anyio.run(main)
+    finally:
+        client = connect(studio.home)
+        for name in ("mcpmomo", "mcpsheet"):
+            with suppress(UserError):
+                client.call("DELETE", f"/api/characters/{name}")
 
 
 def test_anime_gen_mcp_imports_nothing_heavy(studio):

@@ -395,3 +395,16 @@ def test_http_a_refused_name_leaves_no_job_behind(hanging_studio):
     for reply in known:
         assert not reply.is_error and "cancelled" in reply.content[0].text
     assert missing.is_error and "no job nosuchjob" in missing.content[0].text
+
+
+def test_mcp_start_bench_runs(tmp_path):
+    """`python -m evals.mcp_start` (timings are reported, never asserted)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "evals.mcp_start", "--runs", "1", "--home", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+        env=studio_env(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("mcp_initialize_median_s=")

@@ -408,3 +408,61 @@ def test_mcp_start_bench_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("mcp_initialize_median_s=")
+
+
+def _mcp_request(
+    client: StudioClient, method: str, body: Any, session: str | None = None
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    connection = http.client.HTTPConnection(
+        client.discovery.host, client.discovery.port, timeout=60
+    )
+    headers = {
+        "Authorization": f"Bearer {client.token}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        **({"Mcp-Session-Id": session} if session else {}),
+    }
+    connection.request(method, "/mcp", None if body is None else json.dumps(body), headers)
+    return connection, connection.getresponse()
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "idle"])
+def test_an_open_mcp_stream_does_not_keep_the_server_from_stopping(tmp_path, tiny_models, stop):
+    """An MCP client keeps a GET event stream open for as long as it likes; SIGTERM or the
+    idle exit must still stop the server, not wait for that client forever."""
+    import os
+    import signal
+
+    from tools.server.client import running_client
+
+    home = studio_home(tmp_path / "home", tiny_models)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "assistant.studio", "--background"],
+        env={**studio_env(home), "ANIME_WORKER_KEEP_ALIVE": "10m" if stop == "sigterm" else "1s"},
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + HANG_GUARD
+        while (client := running_client(home)) is None:
+            assert process.poll() is None and time.monotonic() < deadline, "no server"
+            time.sleep(0.1)
+        initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}}  # fmt: skip
+        connection, answer = _mcp_request(client, "POST", initialize)
+        session = answer.getheader("mcp-session-id")
+        answer.read()
+        connection.close()
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        connection, answer = _mcp_request(client, "POST", initialized, session)
+        answer.read()
+        connection.close()
+        stream, answer = _mcp_request(client, "GET", None, session)
+        assert answer.status == 200  # the stream is open, its body never ends
+        if stop == "sigterm":
+            os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(60) == 0
+        stream.close()
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -44,6 +44,7 @@ def _submit(
     """Queue every job, or none: a refused one cancels those already queued."""
     notices: list[str] = []
     for body in bodies:
+        call.check()
         try:
             answer = client.call("POST", "/api/jobs", body)
         except UserError as error:
@@ -126,6 +127,7 @@ def create_character(toolset: Toolset, args: CreateCharacterFromArgs, call: Call
             call.report(len(lines), None, str(data))
         elif kind == "end":
             entry = data
+        call.check()  # the sheet itself runs to its end in the server
     text = "\n".join(
         [
             *lines,

@@ -142,7 +142,7 @@ def test_stdio_tools_resources_and_errors(studio):
             assert sakura[1].mime_type == "image/png"
             assert base64.b64decode(sakura[1].blob).startswith(b"\x89PNG")
             everyone = (await session.read_resource("anime://characters")).contents
-            assert [c["name"] for c in json.loads(everyone[0].text)] == ["sakura"]
+            assert "sakura" in [c["name"] for c in json.loads(everyone[0].text)]
 
     anyio.run(main)
 
@@ -237,7 +237,7 @@ def test_stdio_create_character_and_chat(studio, reference_image):
                 client.call("DELETE", f"/api/characters/{name}")
 
 
-def test_anime_gen_mcp_imports_nothing_heavy(studio):
+def test_anime_gen_mcp_imports_nothing_heavy(tmp_path):
     """The stdio process stays a thin client: it answers and exits without torch and friends."""
     probe = (
         "import sys\nsys.argv = ['anime-gen', 'mcp']\nfrom assistant.gen_cli import main\n"
@@ -251,7 +251,7 @@ def test_anime_gen_mcp_imports_nothing_heavy(studio):
         capture_output=True,
         text=True,
         timeout=120,
-        env=studio_env(studio.home),
+        env=studio_env(tmp_path),
     )
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
     assert result.stdout == ""  # nothing but protocol messages on the wire
@@ -346,6 +346,7 @@ def test_http_cancellation_cancels_the_job(hanging_studio):
     from tools.server.client import running_client
 
     client = running_client(hanging_studio)
+    before = {job["id"] for job in client.call("GET", "/api/jobs")}
 
     async def main() -> None:
         async with http_session(client) as session:
@@ -364,7 +365,7 @@ def test_http_cancellation_cancels_the_job(hanging_studio):
                 group.cancel_scope.cancel()  # the SDK sends notifications/cancelled
 
     anyio.run(main)
-    (job,) = [job for job in client.call("GET", "/api/jobs") if job["label"] == "mcp"]
+    (job,) = [job for job in client.call("GET", "/api/jobs") if job["id"] not in before]
     deadline = time.monotonic() + HANG_GUARD
     while client.call("GET", f"/api/jobs/{job['id']}")["state"] != "cancelled":
         assert time.monotonic() < deadline, "the job was not cancelled"

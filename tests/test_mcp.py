@@ -180,6 +180,17 @@ def test_stdio_draw_returns_png_content_paths_and_progress(studio):
             assert all(total == 3 for _, total, _ in seen)
             assert any("step" in (message or "") for _, _, message in seen)
 
+            seen.clear()
+            two = await session.call_tool(
+                "draw", {"characters": ["sakura", "sakura"], "seed": 5}, progress_callback=progress
+            )
+            assert not two.is_error and len(two.structured_content["jobs"]) == 2
+            assert [o["seed"] for o in two.structured_content["outputs"]] == [5, 5]
+            values = [value for value, _, _ in seen]
+            assert values == sorted(set(values)) and values[-1] == 2 and 1 in values
+            everyone = await session.call_tool("draw", {"characters": "all", "pose": "standing"})
+            assert {o["character"] for o in everyone.structured_content["outputs"]} >= {"sakura"}
+
             found = await session.call_tool("search_images", {"q": "sakura", "limit": 2})
             assert len(found.structured_content["images"]) == 2
             status = await session.call_tool(

@@ -76,8 +76,8 @@ def draw(toolset: Toolset, args: DrawArgs, call: Call) -> Reply:
     total = sum(sizes)
     call.report(0, total, f"queued {total} images")
     records: list[dict[str, Any]] = []
+    before = 0
     for job, size in zip(call.jobs, sizes, strict=True):
-        before = len(records)
 
         def on_progress(data: dict[str, Any], before: int = before) -> None:
             value, message = _progress_of(data, before, total)
@@ -88,11 +88,13 @@ def draw(toolset: Toolset, args: DrawArgs, call: Call) -> Reply:
         except UserError:
             toolset.cancel_jobs(call.jobs)  # one reply per call: the rest stops with it
             raise
-        call.report(before + size, total, f"{before + size}/{total} images")
+        before += size
+        call.report(before, total, f"{before}/{total} images")
     accepted = sum(1 for record in records if record.get("accepted"))
     head = (
         f"drew {len(records)} image{'s' * (len(records) != 1)} ({accepted} accepted, "
-        f"{len(records) - accepted} rejected) in job {', '.join(call.jobs)}:"
+        f"{len(records) - accepted} rejected) in job{'s' * (len(call.jobs) != 1)} "
+        f"{', '.join(call.jobs)}:"
     )
     text = "\n".join([*notices, head, *image_lines(records)])
     data = {"jobs": list(call.jobs), "outputs": records, "notices": notices}

@@ -86,6 +86,20 @@ def test_progress_only_goes_forward():
     assert 2 < value < 3 and "image 3 step 4/4" in message
 
 
+def test_previews_are_downscaled_pngs_or_nothing(tmp_path):
+    from PIL import Image
+
+    from tools.mcp.previews import PREVIEW_SIDE, preview_png
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1024, 1536), (10, 20, 30)).save(big)
+    picture = Image.open(io.BytesIO(preview_png(big)))
+    assert picture.format == "PNG" and max(picture.size) == PREVIEW_SIDE
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(big.read_bytes()[:200])
+    assert preview_png(truncated) is None and preview_png(tmp_path / "gone.png") is None
+
+
 # --- over stdio, against the session's studio server --------------------------------------------
 @asynccontextmanager
 async def stdio_session(home: Path) -> AsyncIterator[Any]:

@@ -12,6 +12,7 @@ does, so both transports share one definition.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -25,7 +26,7 @@ PATH = "/mcp"
 class McpEndpoint:
     """An ASGI app for `PATH`: token check, then the SDK's streamable HTTP transport."""
 
-    def __init__(self, home: Any) -> None:
+    def __init__(self, home: Path) -> None:
         self.home = home
         self._handler: Any = None
         self._starting: asyncio.Lock | None = None

@@ -20,7 +20,7 @@ JSON = "application/json"
 
 
 class NoSuchResource(UserError):
-    pass
+    """A URI that names nothing: the protocol's invalid-params error, not a tool result."""
 
 
 def listed(toolset: Toolset) -> list[dict[str, Any]]:

@@ -130,6 +130,16 @@ def gallery(
     typer.echo(url)
 
 
+# -- mcp ----------------------------------------------------------------------------------------
+@app.command()
+def mcp() -> None:
+    """Serve the studio's tools to an MCP client over stdio (Claude Desktop, Cursor, ...)."""
+    from tools.mcp.stdio import run_stdio
+    from tools.server.client import home_from_env
+
+    raise typer.Exit(run_stdio(home_from_env()))
+
+
 # -- doctor --------------------------------------------------------------------------------------
 @app.command()
 def doctor() -> None:

@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from tools.errors import UserError
 from tools.gallery import gallery_routers, login_router
 from tools.gallery.auth import LOGIN_PATH
+from tools.mcp.http import PATH as MCP_PATH
+from tools.mcp.http import McpEndpoint
 from tools.server.a1111_routes import a1111_router
 from tools.server.body_limit import BodyLimit
 from tools.server.library_routes import library_router
@@ -78,4 +80,7 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
     for router in (core_router, library_router, *gallery_routers(), *routers):
         app.include_router(router, dependencies=[Depends(require_token)])
     app.include_router(a1111_router, dependencies=[Depends(require_token)])  # /sdapi/v1 (A1111)
+    # The MCP door (streamable HTTP): an ASGI app that checks the same token itself (and the
+    # middleware above checked it first).
+    app.add_route(MCP_PATH, McpEndpoint(studio.home), include_in_schema=False)
     return app

@@ -54,7 +54,10 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
             try:
                 require_token(request)
             except HTTPException as error:
-                return with_security_headers(JSONResponse({"detail": error.detail}, 401))
+                refused = JSONResponse(
+                    {"detail": error.detail}, 401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                return with_security_headers(refused)
         if request.headers.get(BACKGROUND_HEADER) == "1":
             # An open gallery tab's idle check: it must not keep the server from its idle exit.
             return with_security_headers(await call_next(request))

@@ -135,3 +135,29 @@ def test_the_gpu_worker_exits_after_its_keep_alive_while_the_server_stays(tmp_pa
         stop_server(state)
         if server.poll() is None:
             server.kill()
+
+
+def test_serve_stop_never_signals_a_process_named_by_stale_files(tmp_path, monkeypatch):
+    """A crash left server.json and worker.pid naming a pid that now belongs to another
+    process: no lock is held, so nothing is signalled."""
+    from assistant.gen_cli import app
+
+    monkeypatch.setenv("ANIME_HOME", str(tmp_path))
+    state = tmp_path / ".anime-chat"
+    state.mkdir()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (state / "server.json").write_text(
+            f'{{"pid": {bystander.pid}, "host": "127.0.0.1", "port": 9}}\n'
+        )
+        (state / "server.pid").write_text(f"{bystander.pid}\n")
+        (state / "worker.pid").write_text(f"{bystander.pid}\n")
+        for name in ("server.lock", "worker.lock"):
+            (state / name).touch()
+        result = CliRunner().invoke(app, ["serve", "--stop"])
+        assert result.exit_code == 0, result.output
+        assert "no studio server or worker runs" in result.stdout
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -127,3 +127,27 @@ def test_a_damaged_compressed_text_chunk_is_a_value_error(tmp_path):
     path = hostile_files(tmp_path)[3]
     with pytest.raises(ValueError, match="compressed"):
         read_png_text(path)
+
+
+def test_a_thumbnail_of_a_file_replaced_by_a_bomb_or_a_fifo_is_404(client):  # noqa: F811
+    import os
+    import threading
+
+    first, second = listed(client)[:2]
+    bomb_png(Path(first["path"]))
+    fifo = Path(second["path"])
+    fifo.unlink()
+    os.mkfifo(fifo)  # opened for reading, it would block until a writer came
+    answers = {}
+
+    def ask() -> None:
+        for image in (first, second):
+            answers[image["id"]] = client.get(f"/api/images/{image['id']}/thumb").status_code
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    asking.join(120)  # a hang guard only
+    if asking.is_alive():
+        with open(fifo, "wb"):  # let the blocked reader go
+            pass
+    assert answers == {first["id"]: 404, second["id"]: 404}

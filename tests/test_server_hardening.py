@@ -212,3 +212,11 @@ def test_a_background_check_is_no_activity_but_any_other_request_is(home):  # no
     assert browser.get("/api/jobs", headers={"X-Anime-Background": "1"}).status_code == 401
     assert browser.get("/api/jobs", headers=auth).status_code == 200
     assert studio.last_activity > 0.0
+
+
+def test_a_path_under_an_unknown_users_home_is_422(client):  # noqa: F811
+    """`~name/...` of a user this machine does not have: expanduser raises RuntimeError."""
+    lora = "~no-such-user-anime-chat/file.safetensors"
+    body = {"name": "newgirl", "image": "/nowhere/ref.png", "lora": [lora]}
+    answer = client.post("/api/characters", json=body)
+    assert answer.status_code == 422 and "LoRA" in answer.json()["error"], answer.text

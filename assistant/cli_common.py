@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from tools.errors import UserError
+from tools.private_dir import private_dir
 from tools.settings import load_settings, resolve_home, unknown_environment
 
 log = logging.getLogger("anime")
@@ -29,8 +30,8 @@ def print_user_error(error: UserError) -> None:
 def log_bug(error: BaseException) -> None:
     """Append the traceback to `<state>/logs/errors.log` so a bug report has it."""
     try:
-        folder = resolve_home() / ".anime-chat" / "logs"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_dir(resolve_home() / ".anime-chat") / "logs"
+        folder.mkdir(exist_ok=True)
         with open(folder / "errors.log", "a", encoding="utf-8") as handle:
             handle.write(f"--- {datetime.now(UTC).isoformat()} {' '.join(sys.argv)}\n")
             handle.write("".join(traceback.format_exception(error)))

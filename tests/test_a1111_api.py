@@ -492,3 +492,16 @@ def test_png_info_of_a_foreign_or_broken_image(app_client):
     assert parsed["Seed"] == "9"
     broken = app_client.post("/sdapi/v1/png-info", json={"image": "not base64 at all!"})
     assert broken.status_code == 422
+
+
+def test_png_info_of_a_record_nested_too_deep_is_its_text(app_client):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("anime-chat", "[" * 100_000 + "]" * 100_000)  # past the recursion limit
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=info)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    answer = app_client.post("/sdapi/v1/png-info", json={"image": encoded})
+    assert answer.status_code == 200
+    assert answer.json()["items"]["anime-chat"].startswith("[[[")

@@ -39,3 +39,17 @@ def test_a_symlink_planted_at_the_old_temp_name_is_never_written_through(tmp_pat
     assert victim.read_text() == "keep me" and read_token(state) == token
     assert not (state / TOKEN_NAME).is_symlink()
     assert sorted(p.name for p in state.iterdir() if not p.is_symlink()) == [TOKEN_NAME]
+
+
+def test_a_bug_on_a_fresh_home_logs_into_a_private_state_folder(tmp_path, monkeypatch):
+    from assistant.cli_common import log_bug
+
+    monkeypatch.setenv("ANIME_HOME", str(tmp_path / "home"))
+    usual = os.umask(0o022)
+    try:
+        log_bug(RuntimeError("a bug"))
+    finally:
+        os.umask(usual)
+    state = tmp_path / "home" / ".anime-chat"
+    assert "a bug" in (state / "logs" / "errors.log").read_text()
+    assert mode(state) == 0o700

@@ -9,6 +9,8 @@ import io
 import json
 import os
 import string
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,40 @@ def test_png_readers_on_arbitrary_bytes(scratch, data):
     scratch.write_bytes(b"\x89PNG\r\n\x1a\n" + data if data[:1] == b"\x00" else data)
     _read_info_or_user_error(scratch)
     png_record(scratch)  # any value, or None: never an exception
+    assert valid_record(scratch) is None or isinstance(valid_record(scratch), dict)
+    with contextlib.suppress(ValueError, OSError):
+        assert isinstance(read_png_text(scratch), dict)
+
+
+def _png_chunk(kind: bytes, body: bytes, declared: int | None) -> bytes:
+    size = len(body) if declared is None else declared
+    return struct.pack(">I", size) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+# Whole chunks with real CRCs (arbitrary bytes almost never spell a chunk kind): text chunks
+# with a keyword of ours, compressed or not, well formed or not, lengths that lie, a cut end.
+_text_bodies = st.tuples(
+    st.sampled_from([b"anime-chat", b"parameters", b"prompt", b"x"]),
+    st.sampled_from([b"", b"\x00", b"\x00\x00", b"\x00\x01\x00", b"\x00\x01\x00\x00\x00"]),
+    st.binary(max_size=60) | json_values.map(lambda v: zlib.compress(json.dumps(v).encode())),
+).map(b"".join)
+png_chunks = st.lists(
+    st.tuples(
+        st.sampled_from([b"tEXt", b"zTXt", b"iTXt", b"IHDR", b"IDAT", b"IEND", b"abcd"]),
+        _text_bodies,
+        st.none() | st.integers(0, 2**32 - 1),
+    ),
+    max_size=6,
+).map(lambda chunks: b"".join(_png_chunk(*chunk) for chunk in chunks))
+
+
+@FAST
+@given(chunks=png_chunks, cut=st.integers(0, 40))
+def test_png_readers_on_crafted_chunks(scratch, chunks, cut):
+    data = b"\x89PNG\r\n\x1a\n" + chunks
+    scratch.write_bytes(data[: len(data) - cut] if cut < len(data) else data)
+    _read_info_or_user_error(scratch)
+    png_record(scratch)
     assert valid_record(scratch) is None or isinstance(valid_record(scratch), dict)
     with contextlib.suppress(ValueError, OSError):
         assert isinstance(read_png_text(scratch), dict)

@@ -118,3 +118,23 @@ def test_two_trashes_of_one_image_at_once_leave_it_trashed_and_found(home):  # n
         Catalog.get = real_get
     row = first.get(image_id)
     assert row["trashed"] == 1 and row["missing"] == 0 and Path(row["path"]).is_file()
+
+
+def test_an_image_trashed_while_reconcile_reads_is_not_marked_missing(home, monkeypatch):  # noqa: F811
+    foreign_files(home, 1)  # something for reconcile to read
+    records = catalog(home)
+    with records.index.transaction() as connection:
+        victim = connection.execute("SELECT id FROM images ORDER BY id LIMIT 1").fetchone()["id"]
+    real_read = reconcile_module.valid_record
+    trashed: list[str] = []
+
+    def read_while_another_tab_trashes(path):
+        if not trashed:  # the listing of the disk is taken; the trash moves the file now
+            trashed.append(str(catalog(home).trash_image(str(victim))["path"]))
+        return real_read(path)
+
+    monkeypatch.setattr(reconcile_module, "valid_record", read_while_another_tab_trashes)
+    records.reconcile()
+    row = records.get(str(victim))
+    assert row["trashed"] and Path(row["path"]).is_file()
+    assert not row["missing"]

@@ -29,8 +29,10 @@ def anonymous(home):  # noqa: F811
         {"Authorization": "Bearer t\u00f6ken"},
         {"Cookie": "anime_session_7788=t%C3%B6ken"},
         {"Cookie": "anime_session_7788=\u00e9"},
+        {"Authorization": "Basic \u00e9\u00e9\u00e9\u00e9"},
+        {"Authorization": "Basic YTpi\u00ff"},
     ],
-    ids=["bearer", "cookie-escaped", "cookie-raw"],
+    ids=["bearer", "cookie-escaped", "cookie-raw", "basic", "basic-tail"],
 )
 def test_a_non_ascii_token_is_401(anonymous, headers):
     encoded = {k: v.encode("utf-8") for k, v in headers.items()}
@@ -116,6 +118,32 @@ async def _call_with_a_body_that_never_arrives(app, method: str, headers: dict[s
     return start["status"], json.loads(body)
 
 
+def test_a_server_error_still_carries_the_security_headers(home):  # noqa: F811
+    from fastapi import APIRouter
+
+    broken = APIRouter()
+
+    @broken.get("/api/broken")
+    def fail() -> None:
+        raise RuntimeError("a bug")
+
+    app = create_app(Studio(home, TOKEN, "127.0.0.1"), [broken])
+    browser = TestClient(app, base_url=ORIGIN, raise_server_exceptions=False)
+    answer = browser.get("/api/broken", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 500
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'self'" in answer.headers["content-security-policy"]
+
+
+def test_a_content_length_of_thousands_of_digits_is_413(home):  # noqa: F811
+    import asyncio
+
+    app = create_app(Studio(home, TOKEN, "127.0.0.1"))
+    headers = {"Host": "127.0.0.1:7788", "Authorization": f"Bearer {TOKEN}"}
+    huge = {**headers, "Content-Length": "9" * 5000}  # int() refuses over 4300 digits
+    assert asyncio.run(_call_with_a_body_that_never_arrives(app, "POST", huge))[0] == 413
+
+
 def test_an_anonymous_50_mb_post_is_401_before_its_body_is_read(home):  # noqa: F811
     import asyncio
 
@@ -184,3 +212,11 @@ def test_a_background_check_is_no_activity_but_any_other_request_is(home):  # no
     assert browser.get("/api/jobs", headers={"X-Anime-Background": "1"}).status_code == 401
     assert browser.get("/api/jobs", headers=auth).status_code == 200
     assert studio.last_activity > 0.0
+
+
+def test_a_path_under_an_unknown_users_home_is_422(client):  # noqa: F811
+    """`~name/...` of a user this machine does not have: expanduser raises RuntimeError."""
+    lora = "~no-such-user-anime-chat/file.safetensors"
+    body = {"name": "newgirl", "image": "/nowhere/ref.png", "lora": [lora]}
+    answer = client.post("/api/characters", json=body)
+    assert answer.status_code == 422 and "LoRA" in answer.json()["error"], answer.text

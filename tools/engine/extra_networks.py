@@ -22,6 +22,7 @@ from tools.engine.model_sources import fetch_hub, is_hub_id
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.vae import vae_label as vae_label  # the producer imports it from here
 from tools.errors import UserError
+from tools.user_paths import expand_user
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +57,7 @@ class LoraFile:
 def find_lora(name: str, paths: Paths) -> LoraFile:
     """`name` as a file in `<home>/models/lora/`, a path, or a hub id; else a user error."""
     folder = lora_folder(paths)
-    given = Path(name).expanduser()
+    given = expand_user(name)
     candidates = [given] if given.is_absolute() else [folder / name, folder / f"{name}.safetensors"]
     if not given.is_absolute() and given.suffix:
         candidates.append(given)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tools.engine.extra_networks import lora_folder
+from tools.user_paths import expand_user
 
 if TYPE_CHECKING:
     from tools.engine.prompt_syntax import LoraRequest
@@ -59,7 +60,7 @@ def _stored_hash(header: bytes) -> str | None:
 def local_lora_file(name: str, paths: Paths) -> Path | None:
     """The `.safetensors` file a LoRA name means on disk; None for a hub id or a folder."""
     folder = lora_folder(paths)
-    given = Path(name).expanduser()
+    given = expand_user(name)
     candidates = [given] if given.is_absolute() else [folder / name, folder / f"{name}.safetensors"]
     return next((c for c in candidates if c.is_file() and c.suffix == ".safetensors"), None)
 

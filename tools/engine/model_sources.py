@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from tools.errors import UserError
+from tools.user_paths import expand_user
 
 if TYPE_CHECKING:
     from tools.settings import ModelSettings
@@ -68,7 +69,7 @@ class ModelSource:
 
 def resolve_source(value: str, models_dir: Path, what: str) -> ModelSource:
     """Classify `value` (a setting) as a local dir, a local file, or a hub id."""
-    given = Path(value).expanduser()
+    given = expand_user(value)
     candidates = [given] if given.is_absolute() else [given, models_dir / given]
     for candidate in candidates:
         if candidate.is_dir():

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tools.engine.model_sources import fetch_hub, is_hub_id
 from tools.errors import UserError
+from tools.user_paths import expand_user
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +32,7 @@ def vae_label(value: str | None) -> str | None:
 
 def find_vae(value: str, models_dir: Path) -> tuple[str, Path | str]:
     """('file' | 'dir', path) for a local VAE, or ('hub', id)."""
-    given = Path(value).expanduser()
+    given = expand_user(value)
     candidates = (
         [given] if given.is_absolute() else [given, models_dir / given, models_dir / "vae" / given]
     )

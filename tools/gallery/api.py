@@ -132,7 +132,7 @@ def parameters_of(row: Any) -> str:
 
     try:
         text = read_png_metadata(Path(row["path"])).get("parameters")
-    except OSError:
+    except (OSError, ValueError):  # gone, or damaged since it was indexed
         text = None
     if text:
         return text

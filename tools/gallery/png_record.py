@@ -16,6 +16,7 @@ from typing import Any
 
 from tools.atomic import write_atomic
 from tools.store.output_store import METADATA_KEY
+from tools.store.png_text import TEXT_KINDS, read_png_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _KEYWORD = METADATA_KEY.encode("latin-1") + b"\x00"
@@ -41,28 +42,27 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 def update_record(path: Path, changes: dict[str, Any]) -> bool:
     """Merge `changes` into the PNG's record; False when the file has no record of ours."""
+    # The record as the index read it: the first chunk of its keyword, inflated under the
+    # reader's caps; a crafted or damaged chunk is a ValueError, as for any reader.
+    text = read_png_text(path).get(METADATA_KEY)
+    try:
+        record = json.loads(text) if text is not None else None
+    except RecursionError:
+        raise ValueError("the record nests too deep") from None
     data = path.read_bytes()
     chunks = _chunks(data)
-    record: dict[str, Any] | None = None
-    for kind, body in chunks:
-        if kind == b"tEXt" and body.startswith(_KEYWORD):
-            record = json.loads(body[len(_KEYWORD) :].decode("latin-1"))
-        elif kind == b"iTXt" and body.startswith(_KEYWORD):
-            # keyword\0, compression flag, method, language\0, translated keyword\0, text
-            rest = body[len(_KEYWORD) + 2 :]
-            text = rest.split(b"\x00", 2)[2]
-            if body[len(_KEYWORD)]:
-                text = zlib.decompress(text)
-            record = json.loads(text.decode("utf-8"))
     if not isinstance(record, dict):
         return False
     record.update(changes)
     # ensure_ascii keeps it a plain tEXt chunk (latin-1), as PIL writes it.
     new_text = _chunk(b"tEXt", _KEYWORD + json.dumps(record).encode("latin-1"))
-    parts = [PNG_SIGNATURE]
+    parts, replaced = [PNG_SIGNATURE], False
     for kind, body in chunks:
-        if kind in (b"tEXt", b"iTXt") and body.startswith(_KEYWORD):
-            parts.append(new_text)
+        if kind in TEXT_KINDS and body.startswith(_KEYWORD):
+            # The new record takes the first one's place; later ones go (readers take the first).
+            if not replaced:
+                parts.append(new_text)
+            replaced = True
         else:
             parts.append(_chunk(kind, body))
     stat = path.stat()

@@ -8,6 +8,7 @@ file reads. A file found foreign is remembered by path, mtime and size and not r
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ def _stamp(path: Path) -> Stamp | None:
     except OSError:
         return None
     return stat.st_mtime_ns, stat.st_size
+
+
+def _is_file(path: str) -> bool:
+    return os.path.isfile(path) and not os.path.islink(path)
 
 
 def _known_paths(index: GenerationIndex) -> set[str]:
@@ -78,6 +83,9 @@ def reconcile(
         rows = connection.execute("SELECT id, key, path, status, missing FROM images").fetchall()
         known = {row["path"] for row in rows}
         disk = {str(path) for path in on_disk}
+        # The listing is older than these rows: a file a trash, restore or keep moved since is
+        # on disk under its row's new path (looked up only for rows the listing lacks).
+        disk |= {row["path"] for row in rows if row["path"] not in disk and _is_file(row["path"])}
         gone = {
             row["id"]: row for row in rows if row["status"] == "saved" and row["path"] not in disk
         }

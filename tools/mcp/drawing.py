@@ -6,7 +6,6 @@ follows it, and reports progress; a cancelled call cancels the jobs it queued.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from tools.errors import UserError
@@ -20,6 +19,7 @@ from tools.mcp.calls import (
     with_library_names,
 )
 from tools.server.client import ServerError, StudioClient, follow_job, with_my_environment
+from tools.user_paths import expand_user
 
 LABEL = "mcp"
 
@@ -104,7 +104,7 @@ def draw(toolset: Toolset, args: DrawArgs, call: Call) -> Reply:
 def create_character(toolset: Toolset, args: CreateCharacterFromArgs, call: Call) -> Reply:
     client = toolset.client()
     if args.image:
-        image = Path(args.image).expanduser()
+        image = expand_user(args.image)
         if not image.is_absolute():
             raise UserError(
                 f"'{args.image}' is not an absolute path", "give the reference image's full path"

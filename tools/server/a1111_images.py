@@ -73,6 +73,6 @@ def png_info_answer(image: Image.Image) -> dict[str, Any]:
             parameters.update(parse_a1111_entries(last))
     if OUR_METADATA_KEY in items:
         # A foreign or damaged record stays the text it is.
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):  # nested past the stack
             items[OUR_METADATA_KEY] = json.loads(items[OUR_METADATA_KEY])
     return {"info": info, "items": items, "parameters": parameters}

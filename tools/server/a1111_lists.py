@@ -17,6 +17,7 @@ from tools.engine.model_sources import CHECKPOINT_SUFFIXES
 from tools.engine.samplers import SAMPLER_TABLE
 from tools.engine.vae import VAE_SUFFIXES
 from tools.settings import Settings
+from tools.user_paths import expand_user
 
 LATENT_MODES = ("Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (nearest)")
 # A safetensors header is tiny; anything claiming more is not one (never read it whole).
@@ -26,7 +27,7 @@ MAX_HEADER_BYTES = 1 << 20
 def checkpoint_title(settings: Settings) -> str:
     """The configured checkpoint as A1111 titles it (the file or folder name, or the hub id)."""
     value = settings.models.checkpoint
-    return Path(value).name if Path(value).expanduser().exists() else value
+    return Path(value).name if expand_user(value).exists() else value
 
 
 def sd_models(settings: Settings) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from tools.errors import UserError
 from tools.gallery import gallery_routers, login_router
@@ -76,6 +76,12 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
             {"detail": message, "error": message, "hint": error.hint},
             status_code=422,
         )
+
+    @app.exception_handler(Exception)
+    async def server_error(_request: Request, _error: Exception) -> PlainTextResponse:
+        # Starlette's ServerErrorMiddleware (outside every middleware) answers a bug and then
+        # re-raises it to be logged; this handler only gives that 500 the security headers.
+        return with_security_headers(PlainTextResponse("Internal Server Error", 500))
 
     # The gallery's login link carries its own code (exchanged for the token cookie).
     app.include_router(login_router())

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import secrets
@@ -70,7 +69,8 @@ def _basic_password(credentials: str) -> str | None:
     """The password of HTTP Basic credentials (`base64(user:password)`), None if malformed."""
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text: all of them
+        # (fastapi/security/http.py's HTTPBasic catches ValueError as well)
         return None
     _, colon, password = decoded.partition(":")
     return password if colon else None

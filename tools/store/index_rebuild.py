@@ -80,6 +80,7 @@ def png_record(path: Path) -> Any:
         struct.error,
         zlib.error,
         Image.DecompressionBombError,
+        RecursionError,  # JSON nested deeper than the interpreter's stack
     ):
         return None
 

@@ -17,12 +17,18 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_KINDS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
 # Bounds for crafted files: PIL's own MAX_TEXT_CHUNK is 1 MiB; our records are a few KiB.
 MAX_TEXT_BYTES = 8 * 1024 * 1024
+# ... and all of a file's text together (PIL: MAX_TEXT_MEMORY, 64 MiB): else many small zTXt
+# chunks, each under the cap above, inflate a few KB of file into gigabytes.
+MAX_TEXT_MEMORY = 64 * 1024 * 1024
 MAX_CHUNKS = 100_000
 
 
 def _inflate(data: bytes) -> bytes:
     inflater = zlib.decompressobj()
-    text = inflater.decompress(data, MAX_TEXT_BYTES)
+    try:
+        text = inflater.decompress(data, MAX_TEXT_BYTES)
+    except zlib.error as error:  # not a ValueError: callers expect one for a damaged file
+        raise ValueError(f"a compressed text chunk is damaged ({error})") from None
     if inflater.unconsumed_tail:
         raise ValueError("a compressed text chunk is too large")
     return text
@@ -54,6 +60,7 @@ def read_png_text(path: Path) -> dict[str, str]:
     """Every text chunk's keyword → text (the first of a keyword wins, as in PIL's `info`).
     Raises ValueError (or OSError) for a file that is not a readable PNG."""
     found: dict[str, str] = {}
+    total = 0
     with open(path, "rb") as handle:
         if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
             raise ValueError("not a PNG")
@@ -67,6 +74,9 @@ def read_png_text(path: Path) -> dict[str, str]:
             if kind in TEXT_KINDS and length <= MAX_TEXT_BYTES:
                 entry = _text_chunk(kind, _read_exactly(handle, length))
                 if entry is not None:
+                    total += len(entry[1])
+                    if total > MAX_TEXT_MEMORY:
+                        raise ValueError("too much text in the PNG's text chunks")
                     found.setdefault(*entry)
                 handle.seek(4, 1)  # the CRC
             else:

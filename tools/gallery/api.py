@@ -44,18 +44,20 @@ class RerunBody(BaseModel):
 
 
 def catalog_of(request: Request) -> Catalog:
-    """The app's catalog, made on first use; it reconciles the index with the disk then (the
-    server's start), and again on `POST /api/gallery/reconcile`."""
-    catalog = getattr(request.app.state, "gallery_catalog", None)
-    if catalog is None:
-        studio = studio_of(request)
+    """The studio's catalog, made once on first use (however many ask at once); it reconciles
+    the index with the disk then (the server's start), and again on `POST
+    /api/gallery/reconcile`."""
+    studio = studio_of(request)
+
+    def build() -> Catalog:
         settings = studio.settings()
         catalog = Catalog(
             settings.paths.output, settings.paths.state, settings.output.organize_by_date
         )
         catalog.reconcile()
-        request.app.state.gallery_catalog = catalog
-    return catalog
+        return catalog
+
+    return studio.warm("gallery_catalog", build)
 
 
 def _flag(value: str | None) -> bool | None:

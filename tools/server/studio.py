@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from functools import cached_property
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 
 from tools.errors import UserError
+from tools.once import built_once, once_property
 from tools.server.client import process_environment
 from tools.settings import Settings, load_settings
 
 OVERRIDES_HEADER = "X-Anime-Overrides"
+T = TypeVar("T")
 
 
 class Studio:
@@ -36,6 +39,8 @@ class Studio:
         # Requests being answered: a slow one (the embedder's first load) is not idle time.
         self.in_flight = 0
         self.sessions: dict[str, Any] = {}
+        # Requests run in a thread pool: the sessions change under this lock only.
+        self.sessions_lock = threading.Lock()
 
     @property
     def state(self) -> Path:
@@ -49,7 +54,12 @@ class Studio:
             overrides=overrides.get("flags") or None, env=overrides.get("env") or {}, home=self.home
         )
 
-    @cached_property
+    def warm(self, name: str, build: Callable[[], T]) -> T:
+        """A warm resource of another module (the gallery's catalog): built by `build` on the
+        first request that needs it, once, however many ask at once."""
+        return built_once(self, f"warm_{name}", build)
+
+    @once_property
     def poses(self) -> Any:
         from posebank import PoseBank
 

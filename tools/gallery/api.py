@@ -1,4 +1,4 @@
-"""The gallery's JSON API (`/api/images...`, shapes as in shared/DESIGN.md's second wave).
+"""The gallery's JSON API (`/api/images...`, shapes as in docs/CONTRACT.md and docs/API.md).
 
 Mounted by `tools.server.app.create_app` behind the server's token check (bearer, or the
 cookie plus the CSRF header on POST). An id that is not a row, or a path that leaves the

@@ -96,10 +96,11 @@ def _render_in_server(
     client: Any, run: GenerateRun, body: Any, link_variations: bool
 ) -> list[dict[str, Any]] | None:
     """Queue the job in the server and follow its events; the records as the in-process run."""
-    from tools.server.client import follow_job, with_my_environment
+    from tools.server.client import with_my_environment
+    from tools.server.follow import follow_job, queue_job
 
     client = with_my_environment(client)
-    answer = client.call("POST", "/api/jobs", body.model_dump(), flags=run.flags)
+    answer = queue_job(client, body.model_dump(), run.flags)
     echo_notices(answer)
     job_id = answer["job"]
     if run.detach:

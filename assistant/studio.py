@@ -41,10 +41,11 @@ def _session(studio: Any, session_id: str | None) -> tuple[str, Any]:
 
     session_id = session_id or uuid.uuid4().hex[:12]
     sessions = studio.sessions
-    session = sessions.pop(session_id, None) or Session()
-    sessions[session_id] = session  # most recently used last
-    while len(sessions) > MAX_SESSIONS:
-        sessions.pop(next(iter(sessions)))
+    with studio.sessions_lock:
+        session = sessions.pop(session_id, None) or Session()
+        sessions[session_id] = session  # most recently used last
+        while len(sessions) > MAX_SESSIONS:
+            sessions.pop(next(iter(sessions)))
     return session_id, session
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import random
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +28,11 @@ DEFAULT_POSTURE, DEFAULT_BONUS = "standing", 0.2
 
 
 class PoseBank:
-    """Built-in poses plus the user's own (`user_dir`), indexed in Chroma under `state_dir`."""
+    """Built-in poses plus the user's own (`user_dir`), indexed in Chroma under `state_dir`.
+
+    Safe to share between threads (the studio server's requests): the library and the index
+    are each built once, under the bank's lock.
+    """
 
     def __init__(self, state_dir: Path, user_dir: Path) -> None:
         self.state_dir = Path(state_dir)
@@ -35,21 +40,27 @@ class PoseBank:
         self._poses: dict[str, Pose] | None = None
         self._index: PoseIndex | None = None
         self._tag_words: dict[str, set[str]] = {}
+        self._lock = threading.RLock()
 
     # -- the library -------------------------------------------------------------------------
 
     def _library(self) -> dict[str, Pose]:
-        if self._poses is None:
-            poses = {p.id: p for p in load_builtin()}
-            for pose in load_user(self.user_dir):
-                poses.setdefault(pose.id, pose)  # a built-in id always means the built-in
-            self._poses = poses
-        return self._poses
+        poses = self._poses
+        if poses is None:
+            with self._lock:
+                if self._poses is None:
+                    loaded = {p.id: p for p in load_builtin()}
+                    for pose in load_user(self.user_dir):
+                        loaded.setdefault(pose.id, pose)  # a built-in id means the built-in
+                    self._poses = loaded
+                poses = self._poses
+        return poses
 
     def reload(self) -> None:
-        self._poses = None
-        self._index = None
-        self._tag_words = {}
+        with self._lock:
+            self._poses = None
+            self._index = None
+            self._tag_words = {}
 
     def list(self) -> list[Pose]:
         return sorted(self._library().values(), key=lambda p: (POSTURES.index(p.posture), p.id))
@@ -165,11 +176,15 @@ class PoseBank:
         return matches[: max(k, 0)]
 
     def index(self) -> PoseIndex:
-        if self._index is None:
+        index = self._index
+        if index is None:
             from posebank.index import PoseIndex
 
-            self._index = PoseIndex(self.state_dir, self.user_dir, self.list())
-        return self._index
+            with self._lock:
+                if self._index is None:
+                    self._index = PoseIndex(self.state_dir, self.user_dir, self.list())
+                index = self._index
+        return index
 
     # -- adding ------------------------------------------------------------------------------
 

@@ -3,12 +3,14 @@
 One Chroma row per pose text (its name+tags line and each description). The collection name
 carries a hash of the library content, so a changed library gets a fresh collection and stale
 rows are never served; older collections are dropped. Building is idempotent (upsert), so two
-processes that build at once end with the same rows.
+processes that build at once end with the same rows; within a process, threads (the studio
+server's requests) load an index once, under its lock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +25,12 @@ BUILTIN_EMBEDDINGS = Path(__file__).parent / "data" / "builtin_embeddings.npz"
 SCHEMA = "v1"  # bump when the row layout changes
 INDEX_DIR = "pose_index"
 _PREFIX = "poses_"
+# chromadb keeps one `System` per persist directory in a class-level dict, registered before it
+# is started and without a lock (chromadb/api/shared_system_client.py,
+# `_create_system_if_not_exists`): a second client made meanwhile, by any index of this process,
+# gets a half-started one (`KeyError`, "no attribute 'bindings'"). So clients are made one at a
+# time, process-wide.
+_CLIENT_CREATION = threading.Lock()
 
 
 def pose_texts(pose: Pose) -> list[str]:
@@ -91,6 +99,8 @@ class PoseIndex:
         self.rebuilt: bool | None = None  # known once loaded
         self._client: Any = None
         self._collection: Any = None
+        self._embedder: Any = None
+        self._lock = threading.RLock()
 
     @cached_property
     def name(self) -> str:
@@ -100,30 +110,41 @@ class PoseIndex:
         digest.update(",".join(sorted(p.id for p in self._poses)).encode())
         return _PREFIX + digest.hexdigest()[:24]
 
-    @cached_property
-    def _embedder(self) -> Any:
-        return self._given_embedder or load_embedder()
+    def embedder(self) -> Any:
+        """The given embedder, else MiniLM, loaded once."""
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    self._embedder = self._given_embedder or load_embedder()
+        return self._embedder
 
     def ensure_loaded(self) -> None:
         if self._collection is not None:
             return
+        with self._lock:
+            if self._collection is None:
+                self._load()
+
+    def _load(self) -> None:
         import chromadb
         from chromadb.config import Settings
 
         path = self.state_dir / INDEX_DIR
         path.mkdir(parents=True, exist_ok=True)
-        self._client = chromadb.PersistentClient(
-            path=str(path), settings=Settings(anonymized_telemetry=False)
-        )
-        self._collection = self._client.get_or_create_collection(
+        with _CLIENT_CREATION:
+            self._client = chromadb.PersistentClient(
+                path=str(path), settings=Settings(anonymized_telemetry=False)
+            )
+        collection = self._client.get_or_create_collection(
             self.name, metadata={"hnsw:space": "cosine"}
         )
-        self.rebuilt = self._collection.count() != self.rows
+        self.rebuilt = collection.count() != self.rows
         if self.rebuilt:
-            self._build()
+            self._build(collection)
         self._drop_stale()
+        self._collection = collection  # last: another thread sees it only once it is filled
 
-    def _build(self) -> None:
+    def _build(self, collection: Any) -> None:
         ids, texts, metadatas = [], [], []
         for pose in self._poses:
             for i, text in enumerate(pose_texts(pose)):
@@ -131,9 +152,7 @@ class PoseIndex:
                 texts.append(text)
                 metadatas.append({"pose_id": pose.id, "posture": pose.posture})
         embeddings = self._embed_pose_texts(texts)
-        self._collection.upsert(
-            ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings
-        )
+        collection.upsert(ids=ids, documents=texts, metadatas=metadatas, embeddings=embeddings)
 
     def _drop_stale(self) -> None:
         for collection in self._client.list_collections():
@@ -145,7 +164,7 @@ class PoseIndex:
         """Shipped vectors for built-in texts; the model only for user poses."""
         shipped = load_builtin_embeddings()
         missing = [text for text in texts if text not in shipped]
-        vectors = embed_texts(self._embedder, missing) if missing else []
+        vectors = embed_texts(self.embedder(), missing) if missing else []
         computed = dict(zip(missing, vectors, strict=True))
         return [shipped[text] if text in shipped else computed[text] for text in texts]
 
@@ -153,7 +172,7 @@ class PoseIndex:
         """Cosine similarity of the query to each pose (its best-matching text)."""
         self.ensure_loaded()
         result = self._collection.query(
-            query_embeddings=embed_texts(self._embedder, [query]),
+            query_embeddings=embed_texts(self.embedder(), [query]),
             n_results=self.rows,
             include=["distances", "metadatas"],
         )

@@ -11,7 +11,7 @@ from assistant.planners.base import PlannedCall, PlannerContext, PreviousImage
 from assistant.planners.resolve import Resolved, describe_parts
 
 if TYPE_CHECKING:
-    from assistant.planners.rules import Request, RulePlanner
+    from assistant.planners.rule_types import Request, RulePlanner
 
 
 def _is_place(scene: str) -> bool:

@@ -10,7 +10,7 @@ character), list, show, find a pose, and follow-ups on the last turn (`follow_up
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from pydantic import ValidationError
 
@@ -18,7 +18,7 @@ from assistant.planners import extract
 from assistant.planners import intents as it
 from assistant.planners import vocabulary as v
 from assistant.planners.base import Plan, PlannerContext
-from assistant.planners.clauses import Attrs, Part, merged, parts_of
+from assistant.planners.clauses import Attrs, parts_of
 from assistant.planners.resolve import (
     Resolved,
     compose_reply,
@@ -26,55 +26,10 @@ from assistant.planners.resolve import (
     resolve_call,
     unknown_note,
 )
+from assistant.planners.rule_types import Request
 from assistant.planners.tokens import Tokens, name_forms
 from posebank.lexicon import posture_of
 from tools.generation.toolbox import validate_args
-
-
-@dataclass
-class Request:
-    """A parsed request: its parts, what they share, and the words that refer elsewhere."""
-
-    parts: list[Part] = field(default_factory=list)
-    before: Attrs = field(default_factory=Attrs)
-    after: Attrs = field(default_factory=Attrs)
-    seed: int | None = None
-    image_ref: int | None = None
-    excluded: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    pronoun: bool = False
-
-    @property
-    def characters(self) -> list[str]:
-        return list(dict.fromkeys(n for part in self.parts for n in part.names))
-
-    @property
-    def everyone(self) -> bool:
-        return any(part.everyone for part in self.parts)
-
-    @property
-    def named(self) -> bool:
-        return bool(self.characters or self.everyone)
-
-    def whole(self) -> Attrs:
-        """Everything said, as one part: what a follow-up or a single request uses."""
-        layers = [self.before]
-        for part in self.parts:
-            layers += [part.attrs, *part.own.values()]
-        return merged(*layers, self.after)
-
-    def entries(self, characters: list[str]) -> list[tuple[list[str] | str, Attrs]]:
-        """(who, how) for each character, or "all" for a whole-cast part."""
-        out: list[tuple[list[str] | str, Attrs]] = []
-        for part in self.parts:
-            if part.everyone:
-                who = [c for c in characters if c not in self.excluded] if self.excluded else "all"
-                out.append((who, merged(self.before, part.attrs, self.after)))
-            for name in part.names:
-                own = part.own.get(name, Attrs())
-                out.append(([name], merged(self.before, part.attrs, own, self.after)))
-        return out
 
 
 def parse(text: str, context: PlannerContext, pronouns: list[str] | None = None) -> Request:

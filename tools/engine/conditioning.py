@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from tools.engine.loading import ModelSources
-    from tools.engine.rendering import RenderJob
+    from tools.engine.render_job import RenderJob
 
 # Part of the reference-embedding cache key: bump it when the image handed to the encoder changes.
 REFERENCE_FRAMING = "square"

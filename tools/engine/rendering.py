@@ -29,6 +29,7 @@ from tools.engine.loading import (
 from tools.engine.model_sources import ModelSource
 from tools.engine.prompt_encoding import PromptEmbedding
 from tools.engine.prompt_syntax import LoraRequest, extract_loras, merge_loras
+from tools.engine.render_job import RenderJob
 from tools.engine.vae import decode_latents
 from tools.settings import ModelSettings, Settings
 
@@ -39,19 +40,6 @@ StepCallback = Callable[[int, int], None]
 
 # Rough peak bytes per output pixel of a VAE decode in half precision; decides slicing/tiling.
 _VAE_BYTES_PER_PIXEL = 4000
-
-
-@dataclass(frozen=True)
-class RenderJob:
-    """One image to draw. Jobs rendered together must share size, steps, CFG and weights."""
-
-    prompt: str
-    negative_prompt: str
-    pose_image: Image.Image
-    reference: Path | None
-    seed: int
-    # LoRAs of this image besides models.loras and the prompt's own <lora:NAME:W> tags.
-    loras: tuple[LoraRequest, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The gallery's JSON API (`/api/images...`, shapes as in shared/DESIGN.md's second wave).
+"""The gallery's JSON API (`/api/images...`, shapes as in docs/CONTRACT.md and docs/API.md).
 
 Mounted by `tools.server.app.create_app` behind the server's token check (bearer, or the
 cookie plus the CSRF header on POST). An id that is not a row, or a path that leaves the
@@ -44,18 +44,20 @@ class RerunBody(BaseModel):
 
 
 def catalog_of(request: Request) -> Catalog:
-    """The app's catalog, made on first use; it reconciles the index with the disk then (the
-    server's start), and again on `POST /api/gallery/reconcile`."""
-    catalog = getattr(request.app.state, "gallery_catalog", None)
-    if catalog is None:
-        studio = studio_of(request)
+    """The studio's catalog, made once on first use (however many ask at once); it reconciles
+    the index with the disk then (the server's start), and again on `POST
+    /api/gallery/reconcile`."""
+    studio = studio_of(request)
+
+    def build() -> Catalog:
         settings = studio.settings()
         catalog = Catalog(
             settings.paths.output, settings.paths.state, settings.output.organize_by_date
         )
         catalog.reconcile()
-        request.app.state.gallery_catalog = catalog
-    return catalog
+        return catalog
+
+    return studio.warm("gallery_catalog", build)
 
 
 def _flag(value: str | None) -> bool | None:

@@ -2,14 +2,15 @@
 
 It is the one place that wires the parts together: the planner gets the library and the pose
 bank, the producer gets the engine, gate, store and index. Nothing else pulls parts out of it.
+Each part is built once even when threads (the server's requests) ask for it at once.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 from tools.characters.library import CharacterLibrary
+from tools.once import once_property
 from tools.settings import Settings
 from tools.store.gen_index import GenerationIndex
 from tools.store.output_store import OutputStore
@@ -30,25 +31,25 @@ class Runtime:
         self.paths = settings.paths
         self._engine = engine
 
-    @cached_property
+    @once_property
     def characters(self) -> CharacterLibrary:
         return CharacterLibrary(self.paths)
 
-    @cached_property
+    @once_property
     def index(self) -> GenerationIndex:
         return GenerationIndex(self.paths.state / "generations.sqlite")
 
-    @cached_property
+    @once_property
     def store(self) -> OutputStore:
         return OutputStore(self.settings, self.index)
 
-    @cached_property
+    @once_property
     def poses(self) -> PoseBank:
         from posebank import PoseBank
 
         return PoseBank(self.paths.state, self.paths.user_poses)
 
-    @cached_property
+    @once_property
     def engine(self) -> Engine:
         if self._engine is not None:
             return self._engine
@@ -56,19 +57,19 @@ class Runtime:
 
         return Engine(self.settings)
 
-    @cached_property
+    @once_property
     def gate(self) -> QualityGate:
         from tools.quality.gate import QualityGate
 
         return QualityGate(self.settings, self.engine)
 
-    @cached_property
+    @once_property
     def planner(self) -> GenerationPlanner:
         from tools.generation.planner import GenerationPlanner
 
         return GenerationPlanner(self.settings, self.characters, self.poses)
 
-    @cached_property
+    @once_property
     def producer(self) -> Producer:
         from tools.generation.producer import Producer
 

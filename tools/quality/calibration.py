@@ -9,7 +9,7 @@ The baseline is stored in `characters.json` (`consistency_baseline`) once per ch
 
 The palette signal (`tools/quality/palette.py`) is calibrated the same way into
 `palette_baseline`, but from re-framed, cropped, rotated and blurred views only: recolouring is
-what it must catch. Both are `tools.quality.signals.Signal`s; this module is written once for
+what it must catch. Both are `tools.quality.signal_shape.Signal`s; this module is written once for
 either.
 """
 
@@ -24,7 +24,7 @@ from tools.quality.consistency import character_crop
 
 if TYPE_CHECKING:
     from tools.characters.library import Character, CharacterLibrary
-    from tools.quality.signals import Signal
+    from tools.quality.signal_shape import Signal
 
 VIEWS_PER_REFERENCE = 8
 CALIBRATION_SEED = 1234

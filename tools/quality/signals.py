@@ -10,31 +10,14 @@ once against it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from tools.quality import consistency, palette
 from tools.quality.calibration import AUGMENTATIONS, SHAPE_AUGMENTATIONS
+from tools.quality.signal_shape import Signal
 
 if TYPE_CHECKING:
     from tools.quality.consistency import ImageEncoder
-
-
-@dataclass(frozen=True)
-class Signal:
-    name: str  # the score's name in `Scores`
-    baseline_field: str  # the `Character` field (characters.json) that stores its baseline
-    # references -> what images are compared to (embeddings, histograms)
-    summarise: Callable[[list[Image.Image]], Any]
-    # (images, summary) -> each image's best similarity to any reference
-    similarity: Callable[[list[Image.Image], Any], list[float]]
-    # the augmentations calibration draws the references' views with
-    views: tuple[Callable, ...]
-    # what else a cached summary depends on besides the reference files (the encoder)
-    cache_tag: str = ""
 
 
 def consistency_signal(encoder: ImageEncoder) -> Signal:

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tools.jobs.processes import start_detached
 from tools.server import files
 
 START_TIMEOUT = 90.0
+MAX_STARTS = 3
 ENTRY_MODULE = "assistant.studio"
 
 
@@ -70,6 +71,14 @@ class ServerError(UserError):
         self.status = status
 
 
+class ServerStopped(UserError):
+    """The connection broke before the whole answer came: the server stopped (a crash, a kill)
+    while it worked on the request."""
+
+
+_NOT_JSON = object()
+
+
 class StudioClient:
     def __init__(self, home: Path, discovery: files.Discovery, token: str) -> None:
         self.home = home
@@ -101,12 +110,44 @@ class StudioClient:
             connection.request(method, path, body=payload, headers=self._headers(flags))
             response = connection.getresponse()
             data = response.read()
+        except (http.client.HTTPException, ConnectionError):
+            # The server went away before its answer (it crashed, or was killed): what it did
+            # meanwhile is in its log.
+            raise self.stopped(method, path) from None
+        except TimeoutError:
+            raise UserError(
+                f"the studio server did not answer {method} {path} within {timeout:g} s",
+                f"see {server_log(self.home / '.anime-chat')}",
+            ) from None
         finally:
             connection.close()
-        answer = json.loads(data) if data else None
-        if response.status >= 400:
-            raise _error(response.status, answer)
+        return self._answer(response.status, data)
+
+    def _answer(self, status: int, data: bytes) -> Any:
+        """The JSON answer; an error status raised as a `ServerError`. A 5xx or a body that
+        is not JSON (uvicorn's plain-text 500) is a bug in the server: one line naming its log.
+        """
+        try:
+            answer = json.loads(data) if data else None
+        except ValueError:
+            answer = _NOT_JSON
+        if status >= 500 or answer is _NOT_JSON:
+            raise ServerError(
+                status,
+                f"the studio server failed on this request (HTTP {status})",
+                f"its log says why: {server_log(self.home / '.anime-chat')}",
+            )
+        if status >= 400:
+            raise _error(status, answer)
         return answer
+
+    def stopped(self, method: str, path: str) -> ServerStopped:
+        """The server stopped before answering; a queued job goes on without it."""
+        return ServerStopped(
+            f"the studio server stopped before answering {method} {path}",
+            f"see {server_log(self.home / '.anime-chat')}; a job queued before it stopped goes"
+            " on: `anime-gen jobs` lists it, `anime-gen jobs wait ID` follows it",
+        )
 
     def events(self, job_id: str, flags: dict[str, Any] | None = None) -> Iterator[tuple[str, Any]]:
         """The job's server-sent events as (kind, data) until its `end` event."""
@@ -116,69 +157,47 @@ class StudioClient:
         self, method: str, path: str, body: Any = None, flags: dict[str, Any] | None = None
     ) -> Iterator[tuple[str, Any]]:
         """A streaming route's server-sent events as (kind, data), up to `end`; an `error`
-        event (a long call's user error) is raised as a `UserError`."""
+        event (a long call's user error) is raised as a `UserError`, a stream that breaks off
+        as `ServerStopped`."""
         connection = self._connection(None)
         try:
-            payload = None if body is None else json.dumps(body)
-            connection.request(method, path, body=payload, headers=self._headers(flags))
-            response = connection.getresponse()
-            if response.status >= 400:
-                raise _error(response.status, json.loads(response.read() or b"null"))
-            kind, data = "message", []
-            for raw in response:
-                line = raw.decode("utf-8").rstrip("\r\n")
-                if not line:
-                    if data:
-                        value = json.loads("\n".join(data))
-                        if kind == "error":
-                            raise UserError(value["error"], value.get("hint"))
-                        yield kind, value
-                        if kind == "end":
-                            return
-                    kind, data = "message", []
-                elif line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
+            yield from self._events(connection, method, path, body, flags)
+        except (http.client.HTTPException, ConnectionError):
+            raise self.stopped(method, path) from None
         finally:
             connection.close()
 
-
-def follow_job(
-    client: StudioClient,
-    job_id: str,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
-    restarts: int = 3,
-) -> list[dict[str, Any]]:
-    """Follow the job's events until it ends; the server going away (crash, kill -9) is
-    survived by starting it again (the job is in the journal and goes on). Returns the image
-    records in order, or raises the job's error as a `UserError` with the retry command."""
-    while True:
-        try:
-            for kind, data in client.events(job_id):
-                if kind == "progress" and on_progress is not None:
-                    on_progress(data)
-                elif kind == "end":
-                    return _records_or_error(data)
-        except (OSError, http.client.HTTPException):
-            if restarts <= 0:
-                raise UserError(
-                    "the studio server keeps stopping before the job is done",
-                    f"see {server_log(client.home / '.anime-chat')}",
-                ) from None
-            restarts -= 1
-            time.sleep(0.5)
-            client = connect(client.home)
-
-
-def _records_or_error(job: dict[str, Any]) -> list[dict[str, Any]]:
-    if job["state"] == "done":
-        return job["records"]
-    retry = f"anime-gen jobs retry {job['id']}"
-    if job["state"] == "cancelled":
-        raise UserError(f"job {job['id']} was cancelled", retry)
-    reason, _, fix = (job.get("error") or "").partition("\nhint: ")
-    raise UserError(f"job {job['id']} failed: {reason}", f"{fix}; then {retry}" if fix else retry)
+    def _events(
+        self,
+        connection: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        body: Any,
+        flags: dict[str, Any] | None,
+    ) -> Iterator[tuple[str, Any]]:
+        payload = None if body is None else json.dumps(body)
+        connection.request(method, path, body=payload, headers=self._headers(flags))
+        response = connection.getresponse()
+        if response.status >= 400:
+            self._answer(response.status, response.read())
+        kind, data = "message", []
+        for raw in response:
+            line = raw.decode("utf-8").rstrip("\r\n")
+            if not line:
+                if data:
+                    value = json.loads("\n".join(data))
+                    if kind == "error":
+                        raise UserError(value["error"], value.get("hint"))
+                    yield kind, value
+                    if kind == "end":
+                        return
+                kind, data = "message", []
+            elif line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        # It ended without `end`: the server closed it on its way out.
+        raise self.stopped(method, path)
 
 
 def _error(status: int, answer: Any) -> ServerError:
@@ -270,6 +289,7 @@ def connect(home: Path | None = None, start: bool = True) -> StudioClient:
     log_file = server_log(state)
     offset = log_file.stat().st_size if log_file.exists() else 0
     process = start_server(home)
+    starts = 1
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         client = running_client(home)
@@ -277,10 +297,16 @@ def connect(home: Path | None = None, start: bool = True) -> StudioClient:
             try:
                 client.call("GET", "/api/status", timeout=5)
                 return client
-            except OSError:
+            except (OSError, ServerStopped):
                 pass
-        if process.poll() is not None and running_client(home) is None:
-            raise _start_failure(log_file, offset)
+        # Ours exits at once when another client's server holds the home's lock: wait for that
+        # one to listen. Only when no server holds it did ours fail (or made way for one that
+        # has gone since: an idle one exiting just then, so start once more).
+        exited = process.poll() is not None
+        if exited and not files.server_running(state) and running_client(home) is None:
+            if process.returncode != 0 or starts == MAX_STARTS:
+                raise _start_failure(log_file, offset)
+            process, starts = start_server(home), starts + 1
         time.sleep(0.05)
     raise UserError(
         f"the studio server did not answer within {START_TIMEOUT:g} s",

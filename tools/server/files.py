@@ -89,16 +89,25 @@ def remove_discovery(state: Path) -> None:
         (state / name).unlink(missing_ok=True)
 
 
-def try_lock(state: Path) -> IO[str] | None:
-    """Take the one-server-per-home lock; the open handle holds it, None if another holds it."""
+def try_lock(state: Path, patience: float = 0.5) -> IO[str] | None:
+    """Take the one-server-per-home lock; the open handle holds it, None if another holds it.
+
+    A client asking `server_running` holds the lock for an instant too: one that looks just as
+    this server starts must not make it give up, so a held lock is tried again for `patience`
+    seconds (a server holds it for its whole life).
+    """
     private_dir(state)
     handle = open(state / LOCK_NAME, "a+")  # noqa: SIM115  (held for the server's lifetime)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                return None
+            time.sleep(0.02)
 
 
 def server_running(state: Path) -> bool:

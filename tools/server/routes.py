@@ -1,6 +1,6 @@
 """The core API: status, characters, pose search, generation plans, jobs and their live events.
 
-Every answer keeps the CLI's contract JSON shape (shared/DESIGN.md), so a client prints it as is.
+Every answer keeps the CLI's contract JSON shape (docs/CONTRACT.md), so a client prints it as is.
 """
 
 from __future__ import annotations

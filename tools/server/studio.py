@@ -9,19 +9,22 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
-from functools import cached_property
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 
 from tools.errors import UserError
 from tools.gallery.auth import LoginCodes
+from tools.once import built_once, once_property
 from tools.server.client import process_environment
 from tools.settings import Settings, load_settings
 
 OVERRIDES_HEADER = "X-Anime-Overrides"
+T = TypeVar("T")
 
 
 class Studio:
@@ -42,6 +45,8 @@ class Studio:
         # port is not the bearer token (tools/server/security.py).
         self.gallery_session = secrets.token_urlsafe(32)
         self.login_codes = LoginCodes()
+        # Requests run in a thread pool: the sessions change under this lock only.
+        self.sessions_lock = threading.Lock()
 
     @property
     def state(self) -> Path:
@@ -55,7 +60,12 @@ class Studio:
             overrides=overrides.get("flags") or None, env=overrides.get("env") or {}, home=self.home
         )
 
-    @cached_property
+    def warm(self, name: str, build: Callable[[], T]) -> T:
+        """A warm resource of another module (the gallery's catalog): built by `build` on the
+        first request that needs it, once, however many ask at once."""
+        return built_once(self, f"warm_{name}", build)
+
+    @once_property
     def poses(self) -> Any:
         from posebank import PoseBank
 

@@ -39,6 +39,7 @@ CASES: dict[str, list[list[str]]] = {
     "anime-gen serve": [["serve", "--stop"]],
     "anime-gen gallery": [["gallery", "--no-browser"]],
     "anime-gen doctor": [["doctor"]],
+    "anime-gen mcp": [["mcp"]],  # an MCP client that closes stdin at once
     "anime-gen characters add": [["characters", "add", "momo", "--image", "{image}"]],
     "anime-gen characters edit": [["characters", "edit", "nobody", "--description", "x"]],
     "anime-gen characters list": [["characters", "list"], ["characters", "list", "--json"]],

@@ -18,7 +18,8 @@ from tools.mcp.calls import (
     preview_paths,
     with_library_names,
 )
-from tools.server.client import ServerError, StudioClient, follow_job, with_my_environment
+from tools.server.client import ServerError, StudioClient, with_my_environment
+from tools.server.follow import follow_job
 from tools.user_paths import expand_user
 
 LABEL = "mcp"

@@ -84,6 +84,11 @@ def test_progress_only_goes_forward():
     # A step of the last image never reads as the whole image saved.
     value, message = _progress_of({"done": 2, "step": 4, "steps": 4}, 0, 3)
     assert 2 < value < 3 and "image 3 step 4/4" in message
+    # The last step of an image whose record is in (`done` counts it) is that image, whole.
+    value, message = _progress_of({"done": 1, "image": 0, "step": 4, "steps": 4}, 1, 3)
+    assert value == 2 and "2/3 images, image 2 step 4/4" in message
+    value, message = _progress_of({"done": 1, "image": 1, "step": 2, "steps": 4}, 1, 3)
+    assert 2 < value < 3 and "image 3 step 2/4" in message
 
 
 def test_previews_are_downscaled_pngs_or_nothing(tmp_path):
@@ -452,6 +457,9 @@ def _mcp_request(
     return connection, connection.getresponse()
 
 
+IDLE_SOON = {"ANIME_WORKER_KEEP_ALIVE": "1s", "ANIME_SERVER_KEEP_ALIVE": "10s"}
+
+
 @pytest.mark.parametrize("stop", ["sigterm", "idle"])
 def test_an_open_mcp_stream_does_not_keep_the_server_from_stopping(tmp_path, tiny_models, stop):
     """An MCP client keeps a GET event stream open for as long as it likes; SIGTERM or the
@@ -464,7 +472,8 @@ def test_an_open_mcp_stream_does_not_keep_the_server_from_stopping(tmp_path, tin
     home = studio_home(tmp_path / "home", tiny_models)
     process = subprocess.Popen(
         [sys.executable, "-m", "assistant.studio", "--background"],
-        env={**studio_env(home), "ANIME_WORKER_KEEP_ALIVE": "10m" if stop == "sigterm" else "1s"},
+        # Idle: the requests below come back to back, far inside 10 s; then only the stream is open.
+        env={**studio_env(home), **({} if stop == "sigterm" else IDLE_SOON)},
         stdin=subprocess.DEVNULL,
     )
     try:

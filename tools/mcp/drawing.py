@@ -60,13 +60,19 @@ def _submit(
 
 
 def _progress_of(data: dict[str, Any], before: int, total: int) -> tuple[float, str]:
-    done = before + int(data.get("done") or 0)
-    value = float(done)
-    message = f"{done}/{total} images"
-    step, steps = data.get("step"), data.get("steps")
-    if isinstance(step, int) and isinstance(steps, int) and steps > 0 and done < total:
-        value += min(step, steps) / (steps + 1)  # never a whole image before it is saved
-        message += f", image {done + 1} step {step}/{steps}"
+    """A job's progress event as the call's value (whole images saved, plus the fraction of the
+    one rendering) and its message. The event just before an image's record names that image
+    at its last step with `done` already counting it: its step adds no fraction, or the value
+    would run ahead of what is saved (tools/server/job_events.py)."""
+    saved = int(data.get("done") or 0)
+    value = float(before + saved)
+    message = f"{before + saved}/{total} images"
+    image, step, steps = data.get("image"), data.get("step"), data.get("steps")
+    if isinstance(step, int) and isinstance(steps, int) and steps > 0:
+        index = image if isinstance(image, int) else saved
+        if index >= saved:
+            value += min(step, steps) / (steps + 1)  # never a whole image before it is saved
+        message += f", image {before + index + 1} step {step}/{steps}"
     return value, message
 
 

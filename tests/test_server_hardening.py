@@ -220,3 +220,29 @@ def test_a_path_under_an_unknown_users_home_is_422(client):  # noqa: F811
     body = {"name": "newgirl", "image": "/nowhere/ref.png", "lora": [lora]}
     answer = client.post("/api/characters", json=body)
     assert answer.status_code == 422 and "LoRA" in answer.json()["error"], answer.text
+
+
+def test_server_allowed_hosts_admits_only_the_named_hosts_and_still_needs_the_token(home):  # noqa: F811
+    studio = Studio(home, TOKEN, "127.0.0.1", allowed_hosts=frozenset({"host.docker.internal"}))
+    app = TestClient(create_app(studio), base_url=ORIGIN, raise_server_exceptions=False)
+    token = {"Authorization": f"Bearer {TOKEN}"}
+    docker = {"Host": "HOST.docker.internal:7788"}
+    assert app.get("/api/images", headers={**docker, **token}).status_code == 200
+    assert app.get("/api/images", headers=docker).status_code == 401
+    for other in ("evil.example:7788", "docker.internal:7788", "host.docker.internal.evil:7788"):
+        assert app.get("/api/images", headers={"Host": other, **token}).status_code == 403
+    plain = TestClient(create_app(Studio(home, TOKEN, "127.0.0.1")), base_url=ORIGIN)
+    assert plain.get("/api/images", headers={**docker, **token}).status_code == 403
+
+
+def test_server_allowed_hosts_reads_a_list_or_the_environment_and_refuses_patterns(tmp_path):
+    from tools.errors import UserError
+    from tools.settings import load_settings
+
+    env = {"ANIME_SERVER_ALLOWED_HOSTS": "host.docker.internal, Studio.LAN"}
+    settings = load_settings(env=env, home=tmp_path)
+    assert settings.server.allowed_hosts == ["host.docker.internal", "studio.lan"]
+    assert load_settings(env={}, home=tmp_path).server.allowed_hosts == []
+    for bad in ("*.lan", "http://studio.lan", "studio.lan:7788", "a/b"):
+        with pytest.raises(UserError, match="allowed_hosts"):
+            load_settings(env={"ANIME_SERVER_ALLOWED_HOSTS": bad}, home=tmp_path)

@@ -286,9 +286,32 @@ class WorkerSettings(Section):
     cpu_workers: int = Field(0, ge=0, le=16)
 
 
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def parse_host_names(value: Any) -> Any:
+    """`server.allowed_hosts` from a list, or from "name,name" (environment variables); each a
+    bare host name, lower-cased (Host headers are compared without case or port)."""
+    if isinstance(value, str):
+        value = [part for part in (part.strip() for part in value.split(",")) if part]
+    if not isinstance(value, list):
+        return value
+    names = []
+    for name in value:
+        if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a host name (no scheme, port, path or wildcard)")
+        names.append(name.lower())
+    return names
+
+
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(7788, ge=0, le=65535)
+    # Host names besides loopback that a request may name (a client in a container reaches
+    # the host as host.docker.internal): an explicit opt-in; the token is still required.
+    allowed_hosts: Annotated[list[str], BeforeValidator(parse_host_names)] = Field(
+        default_factory=list
+    )
     # The server's own idle exit; it holds CPU-side state only (the GPU worker has
     # worker.keep_alive), so it can stay warm far longer and spare the cold start.
     keep_alive: Duration = 7200.0

@@ -44,7 +44,7 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
     @app.middleware("http")
     async def loopback_only(request: Request, call_next: Any) -> Any:
         host = request.headers.get("host")
-        if not allowed_host(host, studio.host) or not allowed_origin(
+        if not allowed_host(host, studio.host, studio.allowed_hosts) or not allowed_origin(
             request.headers.get("origin"), request.url.scheme, host
         ):
             refused = JSONResponse({"detail": "Host or Origin is not this server"}, 403)

@@ -116,9 +116,12 @@ def _hostname(value: str) -> str | None:
     return (parts.hostname or "").lower() or None
 
 
-def allowed_host(value: str | None, bound_host: str) -> bool:
+def allowed_host(value: str | None, bound_host: str, extra: frozenset[str] = frozenset()) -> bool:
+    """Loopback, the host the server was bound to, or a name of `server.allowed_hosts`."""
     name = _hostname(value) if value else None
-    return name is not None and (name in LOOPBACK_NAMES or name == bound_host.lower())
+    return name is not None and (
+        name in LOOPBACK_NAMES or name == bound_host.lower() or name in extra
+    )
 
 
 def allowed_origin(origin: str | None, scheme: str, host: str | None) -> bool:

@@ -111,7 +111,13 @@ def serve(
             say(f"warning: listening on {host}: other machines can reach this server")
         token = files.write_token(state)
         sock = bind(host, port, say)
-        studio = Studio(home, token, host, background=background)
+        studio = Studio(
+            home,
+            token,
+            host,
+            background=background,
+            allowed_hosts=frozenset(settings.server.allowed_hosts),
+        )
         studio.port = sock.getsockname()[1]
         app = create_app(studio, routers)
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)

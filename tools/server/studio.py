@@ -30,10 +30,18 @@ T = TypeVar("T")
 class Studio:
     """What the server keeps warm for every request: the home, the pose bank, the sessions."""
 
-    def __init__(self, home: Path, token: str, host: str, background: bool = False) -> None:
+    def __init__(
+        self,
+        home: Path,
+        token: str,
+        host: str,
+        background: bool = False,
+        allowed_hosts: frozenset[str] = frozenset(),
+    ) -> None:
         self.home = home
         self.token = token
         self.host = host
+        self.allowed_hosts = allowed_hosts
         self.port = 0
         self.background = background
         self.last_activity = time.monotonic()

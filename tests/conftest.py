@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -115,17 +116,25 @@ def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Itera
     from PIL import Image
 
     from tools.characters.library import CharacterLibrary
-    from tools.server.client import running_client
     from tools.settings import load_settings
 
     home = studio_home(tmp_path_factory.mktemp("studio") / "home", tiny_models)
     library = CharacterLibrary(load_settings(home=home, env={}).paths)
     library.add("sakura", Image.new("RGB", (96, 128), (240, 200, 210)), description="pink hair")
+    with running_studio(home, studio_env(home)) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def running_studio(home: Path, env: dict[str, str]) -> Iterator[StudioClient]:
+    """A background studio server of `home` started with `env`; stopped (and its worker) after."""
+    from tools.jobs.processes import stop_worker
+    from tools.server.client import running_client
     from tools.server.files import stop_server
 
     process = subprocess.Popen(
         [sys.executable, "-m", "assistant.studio", "--background"],
-        env=studio_env(home),
+        env=env,
         stdin=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
@@ -133,12 +142,12 @@ def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Itera
         assert process.poll() is None, "the server exited"
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.1)
-    yield client
-    from tools.jobs.processes import stop_worker
-
-    stop_server(home / ".anime-chat")
-    stop_worker(home / ".anime-chat")
     try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        yield client
+    finally:
+        stop_server(home / ".anime-chat")
+        stop_worker(home / ".anime-chat")
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()

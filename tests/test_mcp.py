@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import studio_env, studio_home
+from conftest import running_studio, studio_env, studio_home
 
 from tools.errors import UserError
 from tools.generation.toolbox import BatchArgs, FindPoseArgs, GenerateArgs
@@ -293,32 +293,14 @@ def hanging_studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) 
     from PIL import Image
 
     from tools.characters.library import CharacterLibrary
-    from tools.jobs.processes import stop_worker
-    from tools.server.client import running_client
-    from tools.server.files import stop_server
     from tools.settings import load_settings
 
     home = studio_home(tmp_path_factory.mktemp("mcp-http") / "home", tiny_models)
     library = CharacterLibrary(load_settings(home=home, env={}).paths)
     library.add("yuki", Image.new("RGB", (96, 128), (200, 210, 240)), description="blue coat")
     env = {**studio_env(home), "ANIME_WORKER_FAULTS": "hang@0:always"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "assistant.studio", "--background"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + HANG_GUARD
-    while running_client(home) is None:
-        assert process.poll() is None, "the server exited"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)
-    yield home
-    stop_server(home / ".anime-chat")
-    stop_worker(home / ".anime-chat")
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with running_studio(home, env):
+        yield home
 
 
 def _post_mcp(client: StudioClient, headers: dict[str, str]) -> int:

@@ -505,3 +505,31 @@ def test_png_info_of_a_record_nested_too_deep_is_its_text(app_client):
     answer = app_client.post("/sdapi/v1/png-info", json={"image": encoded})
     assert answer.status_code == 200
     assert answer.json()["items"]["anime-chat"].startswith("[[[")
+
+
+def test_embeddings_lists_a_damaged_header_as_shape_zero(app_client, anime_home):
+    """A safetensors header is the user's file: one that is valid JSON but not the layout (a
+    list, a shape that is not two numbers) is listed with shape 0, not a 500 for every client."""
+    import struct
+
+    from tools.engine.extra_networks import embeddings_folder
+    from tools.settings import load_settings
+
+    folder = embeddings_folder(load_settings(home=anime_home, env={}).paths)
+    folder.mkdir(parents=True)
+    headers = {
+        "good": {"emb_params": {"dtype": "F32", "shape": [2, 768], "data_offsets": [0, 6144]}},
+        "listed": [1, 2],
+        "words": {"emb_params": {"shape": ["a", "b"]}},
+        "huge": {"emb_params": {"shape": [1e400, 768]}},
+        "nested": {"emb_params": {"shape": [[1], {}]}},
+    }
+    for name, header in headers.items():
+        text = json.dumps(header).replace("Infinity", "1e400").encode()
+        (folder / f"{name}.safetensors").write_bytes(struct.pack("<Q", len(text)) + text)
+    answer = app_client.get("/sdapi/v1/embeddings")
+    assert answer.status_code == 200, answer.text
+    loaded = answer.json()["loaded"]
+    assert (loaded["good"]["vectors"], loaded["good"]["shape"]) == (2, 768)
+    for name in ("listed", "words", "huge", "nested"):
+        assert (loaded[name]["vectors"], loaded[name]["shape"]) == (0, 0), name

@@ -533,3 +533,14 @@ def test_embeddings_lists_a_damaged_header_as_shape_zero(app_client, anime_home)
     assert (loaded["good"]["vectors"], loaded["good"]["shape"]) == (2, 768)
     for name in ("listed", "words", "huge", "nested"):
         assert (loaded[name]["vectors"], loaded[name]["shape"]) == (0, 0), name
+
+
+def test_a_data_url_without_its_comma_is_a_422_naming_the_field(app_client):
+    """`data:image/png;base64` with nothing after it (a client that cut the payload off)."""
+    for path, body, field in [
+        ("/sdapi/v1/png-info", {"image": "data:image/png;base64"}, "image"),
+        ("/sdapi/v1/img2img", {"prompt": "x", "init_images": ["data:"]}, "init_images"),
+    ]:
+        answer = app_client.post(path, json=body)
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.json()["detail"].startswith(f"{field}: "), answer.text

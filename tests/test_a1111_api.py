@@ -544,3 +544,41 @@ def test_a_data_url_without_its_comma_is_a_422_naming_the_field(app_client):
         answer = app_client.post(path, json=body)
         assert answer.status_code == 422, (path, answer.text)
         assert answer.json()["detail"].startswith(f"{field}: "), answer.text
+
+
+def test_a1111_fields_we_cannot_honour_are_warned_not_dropped_silently():
+    """A1111 has them as request fields (`script_name` runs a script such as X/Y/Z plot; the
+    hires pass may use its own prompt, sampler and checkpoint; a refiner): a client that sets
+    one must read that it was not done. Their empty or "Use same ..." values, which webuiapi
+    sends by default, are no change."""
+    body = A1111Request.model_validate(
+        {
+            "prompt": "x",
+            "script_name": "x/y/z plot",
+            "script_args": [1, "Steps", "10,20"],
+            "enable_hr": True,
+            "hr_prompt": "detailed eyes",
+            "hr_sampler_name": "DPM++ 2M",
+            "hr_checkpoint_name": "other.safetensors",
+            "refiner_checkpoint": "refiner.safetensors",
+        }
+    )
+    text = " | ".join(map_request(body, {}).warnings)
+    for declined in ("script_name", "hr_prompt", "hr_sampler_name", "hr_checkpoint_name"):
+        assert declined in text, declined
+    assert "refiner_checkpoint" in text
+    defaults = A1111Request.model_validate(
+        {
+            "prompt": "x",
+            "script_name": None,
+            "script_args": [],
+            "enable_hr": True,
+            "hr_prompt": "",
+            "hr_negative_prompt": "",
+            "hr_sampler_name": "Use same sampler",
+            "hr_checkpoint_name": None,
+            "hr_scheduler": None,
+        }
+    )
+    quiet = " | ".join(map_request(defaults, {}).warnings)
+    assert "script_name" not in quiet and "hr_" not in quiet, quiet

@@ -582,3 +582,20 @@ def test_a1111_fields_we_cannot_honour_are_warned_not_dropped_silently():
     )
     quiet = " | ".join(map_request(defaults, {}).warnings)
     assert "script_name" not in quiet and "hr_" not in quiet, quiet
+
+
+def test_a_null_field_is_the_field_left_out():
+    """A1111's request models make every field optional (`modules/api/models.py`:
+    `field_type_generator` returns `Optional[...]`), and `seed: null` is a random seed there
+    (`get_fixed_seed`): clients that build the body from their own settings send nulls."""
+    from tools.server.a1111_mapping import A1111Img2ImgRequest
+
+    nulls = ["prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "batch_size"]
+    nulls += ["n_iter", "enable_hr", "hr_scale", "hr_second_pass_steps", "override_settings"]
+    nulls += ["alwayson_scripts", "send_images", "save_images", "styles", "steps"]
+    body = A1111Request.model_validate({**dict.fromkeys(nulls), "prompt": "a lake"})
+    assert body == A1111Request(prompt="a lake")
+    assert body.fixed_seed is None and body.count == 1
+    assert map_request(body, {}).flags == {}
+    img2img = A1111Img2ImgRequest.model_validate({"init_images": ["x"], "denoising_strength": None})
+    assert img2img.denoising_strength == 0.75

@@ -599,3 +599,24 @@ def test_a_null_field_is_the_field_left_out():
     assert map_request(body, {}).flags == {}
     img2img = A1111Img2ImgRequest.model_validate({"init_images": ["x"], "denoising_strength": None})
     assert img2img.denoising_strength == 0.75
+
+
+def test_an_unclosed_char_tag_swallows_no_later_tag(anime_home, reference_image):
+    """`<char:NAME:...>`'s tail stops at the next `<`: an unclosed one kept the rest of the
+    prompt up to any later `>` (a LoRA tag was dropped with it), and each `<char:` of a prompt
+    without `>` scanned to its end (quadratic: 60 KB of them held a request for 8 s)."""
+    from types import SimpleNamespace
+
+    from tools.characters.library import CharacterLibrary
+    from tools.server.a1111_plan import read_prompt
+    from tools.settings import load_settings
+
+    library = CharacterLibrary(load_settings(home=anime_home, env={}).paths)
+    library.add("sakura", Image.open(reference_image))
+    runtime = SimpleNamespace(characters=library)
+    plan = read_prompt(runtime, "<char:sakura: smiling, <lora:blush:0.8> at night", print)
+    assert plan.characters == ["sakura"]
+    assert "smiling" in plan.prompt and "<lora:blush:0.8>" in plan.prompt
+    closed = read_prompt(runtime, "<char:sakura:0.9> smiling, <lora:blush:0.8>", print)
+    assert closed.characters == ["sakura"] and closed.prompt == "smiling, <lora:blush:0.8>"
+    assert read_prompt(runtime, "<char:" * 5000, print).characters == []

@@ -8,6 +8,7 @@ is usually lying). Within a strength the earliest mention wins.
 
 from __future__ import annotations
 
+import functools
 import re
 
 NAMED, VERB, PLACE, STATE = 0, 1, 2, 3
@@ -122,12 +123,21 @@ def spelled(word: str, vocabulary: frozenset[str]) -> str:
     word = word.rstrip("'")
     if word in vocabulary or word in REAL_WORDS or len(word) < MIN_TYPO_LENGTH:
         return word
+    if len(word) > _longest(vocabulary) + 1:
+        # No typo of a word (one letter away) is longer; and each of its candidates would be
+        # as long as it (a pasted 100,000-letter word: 2.6 million of them).
+        return word
     if word.endswith("in") and word + "g" in vocabulary:
         return word + "g"
     for guess in _one_typo_away(word):
         if guess in vocabulary:
             return guess
     return word
+
+
+@functools.cache
+def _longest(vocabulary: frozenset[str]) -> int:
+    return max(map(len, vocabulary), default=0)
 
 
 def _one_typo_away(word: str) -> list[str]:

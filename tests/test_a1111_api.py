@@ -505,3 +505,118 @@ def test_png_info_of_a_record_nested_too_deep_is_its_text(app_client):
     answer = app_client.post("/sdapi/v1/png-info", json={"image": encoded})
     assert answer.status_code == 200
     assert answer.json()["items"]["anime-chat"].startswith("[[[")
+
+
+def test_embeddings_lists_a_damaged_header_as_shape_zero(app_client, anime_home):
+    """A safetensors header is the user's file: one that is valid JSON but not the layout (a
+    list, a shape that is not two numbers) is listed with shape 0, not a 500 for every client."""
+    import struct
+
+    from tools.engine.extra_networks import embeddings_folder
+    from tools.settings import load_settings
+
+    folder = embeddings_folder(load_settings(home=anime_home, env={}).paths)
+    folder.mkdir(parents=True)
+    headers = {
+        "good": {"emb_params": {"dtype": "F32", "shape": [2, 768], "data_offsets": [0, 6144]}},
+        "listed": [1, 2],
+        "words": {"emb_params": {"shape": ["a", "b"]}},
+        "huge": {"emb_params": {"shape": [1e400, 768]}},
+        "nested": {"emb_params": {"shape": [[1], {}]}},
+    }
+    for name, header in headers.items():
+        text = json.dumps(header).replace("Infinity", "1e400").encode()
+        (folder / f"{name}.safetensors").write_bytes(struct.pack("<Q", len(text)) + text)
+    answer = app_client.get("/sdapi/v1/embeddings")
+    assert answer.status_code == 200, answer.text
+    loaded = answer.json()["loaded"]
+    assert (loaded["good"]["vectors"], loaded["good"]["shape"]) == (2, 768)
+    for name in ("listed", "words", "huge", "nested"):
+        assert (loaded[name]["vectors"], loaded[name]["shape"]) == (0, 0), name
+
+
+def test_a_data_url_without_its_comma_is_a_422_naming_the_field(app_client):
+    """`data:image/png;base64` with nothing after it (a client that cut the payload off)."""
+    for path, body, field in [
+        ("/sdapi/v1/png-info", {"image": "data:image/png;base64"}, "image"),
+        ("/sdapi/v1/img2img", {"prompt": "x", "init_images": ["data:"]}, "init_images"),
+    ]:
+        answer = app_client.post(path, json=body)
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.json()["detail"].startswith(f"{field}: "), answer.text
+
+
+def test_a1111_fields_we_cannot_honour_are_warned_not_dropped_silently():
+    """A1111 has them as request fields (`script_name` runs a script such as X/Y/Z plot; the
+    hires pass may use its own prompt, sampler and checkpoint; a refiner): a client that sets
+    one must read that it was not done. Their empty or "Use same ..." values, which webuiapi
+    sends by default, are no change."""
+    body = A1111Request.model_validate(
+        {
+            "prompt": "x",
+            "script_name": "x/y/z plot",
+            "script_args": [1, "Steps", "10,20"],
+            "enable_hr": True,
+            "hr_prompt": "detailed eyes",
+            "hr_sampler_name": "DPM++ 2M",
+            "hr_checkpoint_name": "other.safetensors",
+            "refiner_checkpoint": "refiner.safetensors",
+        }
+    )
+    text = " | ".join(map_request(body, {}).warnings)
+    for declined in ("script_name", "hr_prompt", "hr_sampler_name", "hr_checkpoint_name"):
+        assert declined in text, declined
+    assert "refiner_checkpoint" in text
+    defaults = A1111Request.model_validate(
+        {
+            "prompt": "x",
+            "script_name": None,
+            "script_args": [],
+            "enable_hr": True,
+            "hr_prompt": "",
+            "hr_negative_prompt": "",
+            "hr_sampler_name": "Use same sampler",
+            "hr_checkpoint_name": None,
+            "hr_scheduler": None,
+        }
+    )
+    quiet = " | ".join(map_request(defaults, {}).warnings)
+    assert "script_name" not in quiet and "hr_" not in quiet, quiet
+
+
+def test_a_null_field_is_the_field_left_out():
+    """A1111's request models make every field optional (`modules/api/models.py`:
+    `field_type_generator` returns `Optional[...]`), and `seed: null` is a random seed there
+    (`get_fixed_seed`): clients that build the body from their own settings send nulls."""
+    from tools.server.a1111_mapping import A1111Img2ImgRequest
+
+    nulls = ["prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "batch_size"]
+    nulls += ["n_iter", "enable_hr", "hr_scale", "hr_second_pass_steps", "override_settings"]
+    nulls += ["alwayson_scripts", "send_images", "save_images", "styles", "steps"]
+    body = A1111Request.model_validate({**dict.fromkeys(nulls), "prompt": "a lake"})
+    assert body == A1111Request(prompt="a lake")
+    assert body.fixed_seed is None and body.count == 1
+    assert map_request(body, {}).flags == {}
+    img2img = A1111Img2ImgRequest.model_validate({"init_images": ["x"], "denoising_strength": None})
+    assert img2img.denoising_strength == 0.75
+
+
+def test_an_unclosed_char_tag_swallows_no_later_tag(anime_home, reference_image):
+    """`<char:NAME:...>`'s tail stops at the next `<`: an unclosed one kept the rest of the
+    prompt up to any later `>` (a LoRA tag was dropped with it), and each `<char:` of a prompt
+    without `>` scanned to its end (quadratic: 60 KB of them held a request for 8 s)."""
+    from types import SimpleNamespace
+
+    from tools.characters.library import CharacterLibrary
+    from tools.server.a1111_plan import read_prompt
+    from tools.settings import load_settings
+
+    library = CharacterLibrary(load_settings(home=anime_home, env={}).paths)
+    library.add("sakura", Image.open(reference_image))
+    runtime = SimpleNamespace(characters=library)
+    plan = read_prompt(runtime, "<char:sakura: smiling, <lora:blush:0.8> at night", print)
+    assert plan.characters == ["sakura"]
+    assert "smiling" in plan.prompt and "<lora:blush:0.8>" in plan.prompt
+    closed = read_prompt(runtime, "<char:sakura:0.9> smiling, <lora:blush:0.8>", print)
+    assert closed.characters == ["sakura"] and closed.prompt == "smiling, <lora:blush:0.8>"
+    assert read_prompt(runtime, "<char:" * 5000, print).characters == []

@@ -142,3 +142,23 @@ def test_typos_of_posture_words_are_read_but_real_words_stay(typed, meant):
     from posebank.lexicon import normalise
 
     assert normalise(typed) == meant
+
+
+def test_a_long_word_is_not_searched_for_typos():
+    """Every door reads pose words from its text (an A1111 prompt, a chat line, a find_pose
+    query): one 3,000-letter word made 78,000 candidate spellings of 3,000 letters each
+    (a 100,000-letter one took the studio server's 23 GB). A word two letters longer than any
+    vocabulary word is no typo of one."""
+    import tracemalloc
+
+    from posebank.lexicon import normalise, posture_of
+
+    word = "x" * 3000
+    tracemalloc.start()
+    try:
+        assert normalise(f"sitting {word}") == f"sitting {word}"
+        assert posture_of(f"{word} kneelin") == "kneeling"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak

@@ -33,7 +33,8 @@ MAX_PIXELS = (2 * MAX_SIDE) ** 2
 
 def decode_image(data: str, field: str) -> tuple[Image.Image, bytes]:
     """(the image, its bytes) of a base64 field; anything else is a 422 naming the field."""
-    encoded = data.split(",", 1)[1] if data.startswith("data:") else data
+    # A data URL's payload follows its comma; one without is empty, so not an image.
+    encoded = data.partition(",")[2] if data.startswith("data:") else data
     try:
         raw = base64.b64decode(encoded, validate=True)
         image = Image.open(io.BytesIO(raw), formats=FORMATS)

@@ -145,8 +145,9 @@ def _embedding_shape(file: Path) -> tuple[int, int]:
             header = json.loads(handle.read(length))
     except (OSError, ValueError, struct.error):
         return 0, 0
-    for name, entry in header.items():
+    # The file's JSON may be anything: only a mapping of tensors with two whole sides counts.
+    for name, entry in header.items() if isinstance(header, dict) else ():
         shape = entry.get("shape") if isinstance(entry, dict) and name != "__metadata__" else None
-        if isinstance(shape, list) and len(shape) == 2:
-            return int(shape[0]), int(shape[1])
+        if isinstance(shape, list) and len(shape) == 2 and all(type(n) is int for n in shape):
+            return shape[0], shape[1]
     return 0, 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.engine.samplers import normalize_sampler
 from tools.errors import UserError
@@ -38,6 +38,17 @@ OPTION_SETTINGS = {
     "sd_vae": ("models", "vae"),
 }
 NO_VAE = frozenset({"", "automatic", "none", "auto"})
+# A1111 request fields with no counterpart here (read from the request's extra fields); their
+# empty or "Use same ..." values (webuiapi sends those by default) change nothing.
+NOT_HONOURED = ("script_name", "refiner_checkpoint")
+HIRES_NOT_HONOURED = (
+    "hr_prompt",
+    "hr_negative_prompt",
+    "hr_checkpoint_name",
+    "hr_sampler_name",
+    "hr_scheduler",
+)
+NO_CHANGE = frozenset({"", "none", "use same checkpoint", "use same sampler", "use same scheduler"})
 
 
 class A1111Request(BaseModel):
@@ -73,6 +84,15 @@ class A1111Request(BaseModel):
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     send_images: bool = True
     save_images: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_left_out(cls, data: Any) -> Any:
+        """A1111 types every request field `Optional` (`seed: null` is a random seed there):
+        a null is the field's default here."""
+        if not isinstance(data, dict):
+            return data
+        return {k: v for k, v in data.items() if v is not None or k not in cls.model_fields}
 
     @property
     def count(self) -> int:
@@ -242,10 +262,19 @@ def _declined(body: A1111Request, warnings: list[str]) -> None:
         warnings.append("styles are not supported; ignored")
     if body.save_images is False:
         warnings.append("every image is saved to the output folder (save_images: false ignored)")
+    extra = body.model_extra or {}
+    names = [*NOT_HONOURED, *(HIRES_NOT_HONOURED if body.enable_hr else ())]
+    given = [name for name in names if _changes(extra.get(name))]
+    if given:
+        warnings.append(f"not supported, ignored: {', '.join(given)}")
     scripts = set(body.alwayson_scripts) - {"ADetailer"}
     enabled = sorted(name for name in scripts if _script_enabled(body.alwayson_scripts[name]))
     if enabled:
         warnings.append(f"scripts not supported, ignored: {', '.join(enabled)}")
+
+
+def _changes(value: Any) -> bool:
+    return value is not None and str(value).strip().lower() not in NO_CHANGE
 
 
 def _script_enabled(script: Any) -> bool:

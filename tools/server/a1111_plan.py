@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from tools.generation.runtime import Runtime
     from tools.generation.specs import ImageSpec
 
-CHARACTER_TAG = re.compile(r"<char(?:acter)?:([^:>]+)(?::[^>]*)?>", re.IGNORECASE)
+# A tag ends before the next `<`: an unclosed one takes no later tag with it (nor scans on).
+CHARACTER_TAG = re.compile(r"<char(?:acter)?:([^:<>]+)(?::[^<>]*)?>", re.IGNORECASE)
 ANY_TAG = re.compile(r"<[^<>]*>")
 
 

@@ -173,3 +173,49 @@ def test_each_image_of_a_batch_sees_only_its_own_reference(
         # The documented rounding of batched kernels (docs/PERFORMANCE.md): last bits only.
         assert moved.max() <= 1, name
         assert (moved > 0).mean() < 0.001, name
+
+
+def test_a_cancel_mid_batch_commits_what_was_saved_and_a_retry_draws_the_rest(
+    anime_home, reference_image
+):
+    """Issue 22 (suspected, confirmed): image 0 of a batch of 2 was accepted and saved, image 1
+    was re-rolled, the user cancelled then: RunEnded released the leases and image 0's accepted
+    file stayed on disk with its row pending (a gallery image of no image of the job)."""
+    from tools.jobs.client import submit_job
+    from tools.jobs.job import ImageState, JobState
+    from tools.jobs.worker import Worker
+
+    settings = load_settings(overrides={"output": {"batch_size": 2}}, home=anime_home, env={})
+    runtime = runtime_for(anime_home, reference_image, batch_size=2)
+    specs = runtime.planner.plan(GenerationRequest(character="sakura", count=2, seed=31))
+    journal, job_id = submit_job(settings, specs)
+    worker = Worker(settings)
+    gate = worker.runtime_for(settings).gate
+    real = gate.evaluate
+    verdicts = []
+
+    def reject_image_1_and_cancel(image, character, tags):
+        verdict = real(image, character, tags)
+        verdicts.append(verdict)
+        if len(verdicts) == 1:  # image 0: accepted, saved next
+            return verdict.model_copy(update={"accepted": True})
+        if len(verdicts) == 2:  # image 1's first try: a re-roll follows; the user cancels now
+            assert journal.cancel(job_id)
+        return verdict.model_copy(update={"accepted": False})
+
+    gate.evaluate = reject_image_1_and_cancel
+    job, indices = journal.claim_images(worker.name, worker.token, 1, worker._limit)
+    assert indices == [0, 1] and worker.run_images(job, indices)
+    cancelled = journal.get(job_id)
+    assert cancelled.state == JobState.CANCELLED
+    first, second = cancelled.images
+    assert first.state == ImageState.DONE and Path(first.path).exists()
+    assert second.state != ImageState.DONE
+    accepted = sorted(p.name for p in (anime_home / "anime-output").glob("*/sakura_*.png"))
+    assert accepted == [Path(first.path).name]  # no file of the job but its committed one
+    gate.evaluate = real
+    assert journal.retry(job_id)
+    job, indices = journal.claim_images(worker.name, worker.token, 1, worker._limit)
+    assert indices == [1] and worker.run_images(job, indices)
+    done = journal.get(job_id)
+    assert done.state == JobState.DONE and done.images[0].path == first.path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from tests.test_jobs import specs
 from tools.jobs.faults import ENV_VAR, FaultPlan
 from tools.jobs.job import JobState
 from tools.jobs.journal import JobJournal
+from tools.jobs.leases import BeatWatch
 from tools.sqlite_db import connect
 
 
@@ -52,14 +54,67 @@ def test_a_lost_lease_puts_its_images_back_and_counts_an_attempt(journal):
     assert "gave up after 2 attempts" in journal.get(job_id).error
 
 
+class Clock:
+    """A clock the test moves: the wall clock (a step) or the watcher's monotonic one."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_silent_leases_are_found_and_a_stopped_worker_gives_back_uncounted(journal):
     job_id = journal.submit(specs(1))
     journal.claim_images("gpu0", "a", 1)
-    assert journal.silent_leases(older_than=60) == {}
-    assert "a" in journal.silent_leases(older_than=-1)
+    clock = Clock(100.0)
+    watch = BeatWatch(journal, clock)
+    assert watch.silent(older_than=60) == {}
+    clock.now += 61
+    assert watch.silent(older_than=60) == {"a": 61}
+    journal.beat_lease(job_id, "a")  # a beat: no longer silent
+    assert watch.silent(older_than=60) == {}
     journal.release_leases("a", requeue=True)
     job = journal.get(job_id)
     assert job.state == JobState.QUEUED and job.attempts == 0
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_a_wall_clock_step_neither_silences_a_beating_lease_nor_hides_a_hung_one(
+    journal, monkeypatch, step
+):
+    """Issue 22 (suspected, confirmed): leases were judged by `time.time() - lease_beat`, so a
+    step forward past hang_timeout (NTP, a laptop resume) made every beating worker look hung
+    (the supervisor killed them all, a failed try each), and a step back hid a hung one for as
+    long as the clock went back. The watcher now compares stamps with themselves."""
+    job_id = journal.submit(specs(2))
+    journal.claim_images("gpu0", "beating", 1)
+    journal.claim_images("gpu1", "hung", 2)
+    clock = Clock(100.0)
+    watch = BeatWatch(journal, clock)
+    assert watch.silent(older_than=60) == {}
+    wall = time.time() + step
+    monkeypatch.setattr(time, "time", lambda: wall)
+    for _ in range(3):  # 3 x 30 s of the watcher's time: only the beating one beats
+        clock.now += 30
+        wall += 0.25
+        assert journal.beat_lease(job_id, "beating")
+        silent = watch.silent(older_than=60)
+    assert set(silent) == {"hung"} and silent["hung"] == 90
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_a_backoff_survives_a_wall_clock_step(journal, monkeypatch, step):
+    """A failed job waits its backoff: a clock that went back an hour does not make it wait
+    an hour more (a stamp further ahead than the longest backoff is due)."""
+    job_id = journal.submit(specs(1))
+    journal.claim_images("gpu0", "a", 1)
+    journal.lease_failed("a", "worker process died (SIGKILL)", 3, backoff=30)
+    assert journal.claim_images("gpu0", "b", 1) is None  # backing off
+    wall = time.time() + step
+    monkeypatch.setattr(time, "time", lambda: wall)
+    claimed = journal.claim_images("gpu0", "b", 1)
+    assert claimed is not None and claimed[0].id == job_id
 
 
 def test_a_once_only_fault_fires_on_one_worker_only(journal):

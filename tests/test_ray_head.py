@@ -349,3 +349,54 @@ def test_an_actor_that_cannot_start_is_given_up(head_home, fake_ray):
         head.step()
         head.step()
     assert head.slots[0].given_up and head.serve() == 1
+
+
+def test_a_character_sheet_and_its_calibration_land_in_the_heads_home(
+    head_home, fake_ray, reference_image
+):
+    """Issue 22 (suspected, confirmed): a sheet image's task named the head's staging path and
+    reference path (the actor wrote there, on its own machine, and the head got nothing; the
+    task builder even failed: the new character is not in the library yet), and baselines an
+    actor measured stayed in its throwaway library (a sheet's calibration job did nothing)."""
+    from tools.jobs.journal import JobJournal
+    from tools.jobs.ray_actor import RenderActor
+
+    head = make_head(head_home)
+    staging = head_home / ".anime-chat" / "sheets" / "newbie"
+    sheet = {**specs(1, "sheet")[0], "character": "newbie"}
+    sheet["sheet"] = {
+        "tags": "1girl",
+        "reference": str(reference_image),
+        "path": str(staging / "0.png"),
+    }
+    journal = JobJournal.for_state(head_home / ".anime-chat")
+    sheet_job = journal.submit([sheet])
+    calibration = journal.submit([{**specs(1, "cal")[0], "calibration_only": True}])
+    drawn = b"\x89PNG the actor's sheet image"
+
+    def actor_side(actor: FakeActor, task: dict[str, Any]) -> Ref:
+        (spec,) = task["specs"]
+        if spec.get("sheet"):
+            local = RenderActor._local_sheet(
+                SimpleNamespace(home=actor_home), spec, task["sheet_references"]
+            )
+            assert str(head_home) not in local.model_dump_json()  # the actor's own paths
+            assert Path(local.sheet.reference).read_bytes() == reference_image.read_bytes()
+            record = {"path": local.sheet.path, "rejected": []}
+            item = {"key": spec["key"], "record": record, "saves": [], "sheet_png": drawn}
+            return Ref({"images": [item], "baselines": {}})
+        record = {"path": None, "rejected": []}
+        item = {"key": spec["key"], "record": record, "saves": []}
+        return Ref({"images": [item], "baselines": {"sakura": {"consistency_baseline": 0.42}}})
+
+    actor_home = head_home.parent / "actor-home"
+    actor_home.mkdir()
+    fake_ray.behaviour = actor_side
+    for _ in range(4):
+        head.step()
+    done = journal.get(sheet_job)
+    assert done.state == JobState.DONE, done.error
+    assert done.images[0].path == str(staging / "0.png")
+    assert (staging / "0.png").read_bytes() == drawn
+    assert journal.get(calibration).state == JobState.DONE
+    assert head.runtime.characters.get("sakura").consistency_baseline == 0.42

@@ -27,6 +27,7 @@ from tools.jobs.job import (
     JobState,
     describe_request,
 )
+from tools.jobs.journal_db import MAX_BACKOFF
 from tools.jobs.leases import ImageLeases
 
 # Requests up to this many images count as interactive and go ahead of larger batches.
@@ -160,9 +161,9 @@ class JobJournal(ImageLeases):
         now = time.time()
         with self.transaction() as db:
             row = db.execute(
-                "SELECT id FROM jobs WHERE state = ? AND not_before <= ?"
+                "SELECT id FROM jobs WHERE state = ? AND (not_before <= ? OR not_before > ?)"
                 " ORDER BY priority, seq LIMIT 1",
-                (JobState.QUEUED, now),
+                (JobState.QUEUED, now, now + MAX_BACKOFF),
             ).fetchone()
             if row is None:
                 return None

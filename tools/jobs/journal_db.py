@@ -124,6 +124,11 @@ class JournalDatabase(Database):
         )
 
 
+# The longest a failed job waits before its retry. A `not_before` further ahead than this was
+# stamped before the wall clock went back: the job is due (claims treat it so).
+MAX_BACKOFF = 300.0
+
+
 def fail_or_requeue(
     db: sqlite3.Connection,
     job_id: str,
@@ -144,7 +149,7 @@ def fail_or_requeue(
         not_before = 0.0
     else:
         state, error = JobState.QUEUED, reason
-        not_before = now + backoff * 2 ** max(tries - 1, 0)
+        not_before = now + min(backoff * 2 ** max(tries - 1, 0), MAX_BACKOFF)
     db.execute(
         "UPDATE jobs SET state = ?, error = ?, not_before = ?, updated = ?,"
         " low_memory = MAX(low_memory, ?), run_token = NULL, progress = NULL"

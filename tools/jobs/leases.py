@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tools.jobs.job import ImageState, Job, JobState
-from tools.jobs.journal_db import JournalDatabase, fail_or_requeue
+from tools.jobs.journal_db import MAX_BACKOFF, JournalDatabase, fail_or_requeue
 
 QUEUED, RUNNING = JobState.QUEUED, JobState.RUNNING
 
@@ -40,11 +40,12 @@ class ImageLeases(JournalDatabase):
         with self.transaction() as db:
             row = db.execute(
                 "SELECT id, state, request FROM jobs WHERE"
-                " ((state = ? AND not_before <= ?) OR state = ?) AND (? IS NULL OR id = ?)"
+                " ((state = ? AND (not_before <= ? OR not_before > ?)) OR state = ?)"
+                " AND (? IS NULL OR id = ?)"
                 " AND EXISTS (SELECT 1 FROM job_images i WHERE i.job_id = jobs.id"
                 " AND i.state != ? AND i.lease IS NULL)"
                 " ORDER BY priority, seq LIMIT 1",
-                (QUEUED, now, RUNNING, job_id, job_id, ImageState.DONE),
+                (QUEUED, now, now + MAX_BACKOFF, RUNNING, job_id, job_id, ImageState.DONE),
             ).fetchone()
             if row is None:
                 return None
@@ -187,16 +188,15 @@ class ImageLeases(JournalDatabase):
         with self.transaction() as db:
             db.execute("UPDATE job_images SET lease = NULL WHERE lease IS NOT NULL")
 
-    def silent_leases(self, older_than: float) -> dict[str, float]:
-        """Tokens whose leases nobody beat for `older_than` s, with the seconds since."""
-        now = time.time()
+    def lease_beats(self) -> dict[str, float]:
+        """Each held lease token with its latest beat (a wall-clock stamp: only its changes mean
+        anything to a watcher, see `BeatWatch`)."""
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT lease, MAX(lease_beat) AS beat FROM job_images"
-                " WHERE lease IS NOT NULL GROUP BY lease HAVING MAX(lease_beat) < ?",
-                (now - older_than,),
+                " WHERE lease IS NOT NULL GROUP BY lease"
             ).fetchall()
-        return {row["lease"]: now - row["beat"] for row in rows}
+        return {row["lease"]: row["beat"] for row in rows}
 
     def mark_fault_fired(self, job_id: str, index: int) -> bool:
         """True once per image: a once-only injected fault fires on whichever worker asks first."""
@@ -208,6 +208,34 @@ class ImageLeases(JournalDatabase):
                     (job_id, index),
                 ).rowcount
             )
+
+
+class BeatWatch:
+    """Which leases nobody beat for a while, in the watcher's own monotonic time.
+
+    Workers stamp their beats with the wall clock (the journal is shared by processes), and a
+    clock step (NTP, a laptop resume) would make every lease look silent, or a hung one look
+    fresh for as long as the clock went back. So the stamps are only compared with themselves:
+    a lease is silent once its stamp has not changed for `older_than` s of `clock`."""
+
+    def __init__(self, leases: ImageLeases, clock: Callable[[], float] = time.monotonic) -> None:
+        self.leases = leases
+        self.clock = clock
+        self._seen: dict[str, tuple[float, float]] = {}  # token -> (stamp, when it changed)
+
+    def silent(self, older_than: float) -> dict[str, float]:
+        """Tokens whose beat has not changed for `older_than` s, with the seconds since."""
+        now = self.clock()
+        beats = self.leases.lease_beats()
+        self._seen = {
+            token: seen if (seen := self._seen.get(token)) and seen[0] == beat else (beat, now)
+            for token, beat in beats.items()
+        }
+        return {
+            token: now - since
+            for token, (_, since) in self._seen.items()
+            if now - since > older_than
+        }
 
 
 def _drop_leases(db: sqlite3.Connection, token: str, uncount: bool = False) -> list[str]:

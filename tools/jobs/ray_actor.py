@@ -16,11 +16,14 @@ import socket
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tools.errors import UserError
 from tools.jobs.faults import trigger
 from tools.settings import load_settings
+
+if TYPE_CHECKING:
+    from tools.generation.specs import ImageSpec
 
 PLACEHOLDER = "/ray-pending"
 
@@ -115,7 +118,6 @@ class RenderActor:
             shutil.rmtree(self.root / "files", ignore_errors=True)
 
     def render(self, task: dict[str, Any]) -> dict[str, Any]:
-        from tools.generation.specs import ImageSpec
         from tools.jobs.worker import is_out_of_memory
 
         self.ticks, self.steps = self.ticks + 1, 0
@@ -128,7 +130,7 @@ class RenderActor:
             producer = self._producer(runtime, task)
             runtime.engine.pipe  # noqa: B018  (loading is the point: it is judged as loading)
             runtime.gate.aesthetic  # noqa: B018
-            for name in {spec["character"] for spec in task["specs"] if not spec.get("sheet")}:
+            for name in task["characters"]:
                 if name not in self.calibrated:
                     runtime.gate.baseline(runtime.characters.get(name))
                     self.calibrated.add(name)
@@ -144,7 +146,7 @@ class RenderActor:
             kind = task["faults"].get(spec["index"])
             if kind is not None:
                 trigger(kind, spec["index"])
-        specs = [ImageSpec.model_validate(spec) for spec in task["specs"]]
+        specs = [self._local_sheet(spec, task["sheet_references"]) for spec in task["specs"]]
         try:
             records = producer.produce_batch(specs, on_step=self._on_step)
         except Exception as error:
@@ -156,10 +158,43 @@ class RenderActor:
         images = []
         for spec, record in zip(specs, records, strict=True):
             mine = [save for save in producer.store.saves if _base_key(save["key"]) == spec.key]
-            images.append(
-                {"key": spec.key, "record": record.model_dump(mode="json"), "saves": mine}
-            )
-        return {"slot": self.slot, "host": socket.gethostname(), "images": images}
+            item = {"key": spec.key, "record": record.model_dump(mode="json"), "saves": mine}
+            if spec.sheet is not None:  # written in this home: its bytes go to the head
+                item["sheet_png"] = Path(spec.sheet.path).read_bytes()
+            images.append(item)
+        return {
+            "slot": self.slot,
+            "host": socket.gethostname(),
+            "images": images,
+            "baselines": self._baselines(runtime, task["characters"]),
+        }
+
+    def _local_sheet(self, spec: dict[str, Any], references: dict[int, bytes]) -> ImageSpec:
+        """A sheet image is drawn into this home (and from its reference's copy here), not at
+        the head's paths."""
+        from tools.generation.specs import ImageSpec
+
+        if not spec.get("sheet"):
+            return ImageSpec.model_validate(spec)
+        folder = self.home / "sheets"
+        folder.mkdir(exist_ok=True)
+        sheet = {**spec["sheet"], "path": str(folder / f"{spec['index']}.png")}
+        if spec["index"] in references:
+            reference = folder / f"{spec['index']}-reference.png"
+            reference.write_bytes(references[spec["index"]])
+            sheet["reference"] = str(reference)
+        return ImageSpec.model_validate({**spec, "sheet": sheet})
+
+    def _baselines(self, runtime: Any, names: dict[str, Any]) -> dict[str, dict[str, float]]:
+        """The baselines this actor measured for the task's characters: the head stores them
+        (this home's library is thrown away)."""
+        fields = ("consistency_baseline", "palette_baseline")
+        measured = {}
+        for name in names:
+            character = runtime.characters.get(name)
+            values = {f: getattr(character, f) for f in fields if getattr(character, f) is not None}
+            measured[name] = values
+        return measured
 
     def _on_step(self, step: int, steps: int) -> None:
         self.ticks, self.steps = self.ticks + 1, self.steps + 1

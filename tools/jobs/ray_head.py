@@ -19,6 +19,7 @@ import os
 import time
 import traceback
 import uuid
+from pathlib import Path
 from typing import Any
 
 from tools.errors import UserError
@@ -205,6 +206,7 @@ class RayHead:
         if inflight.cancelled:  # its leases were given back: nothing of it is committed
             return
         try:
+            self._store_baselines(result.get("baselines") or {})
             for item in result["images"]:
                 self._commit(slot, inflight.job, item)
         except Exception as error:  # one job's error (a character removed mid-render, disk full)
@@ -259,6 +261,18 @@ class RayHead:
         record["path"] = paths.get(record["path"], record["path"])
         record["rejected"] = [paths.get(p, p) for p in record.get("rejected", [])]
         image = next(image for image in job.images if image.key == item["key"])
+        if image.spec.get("sheet") or image.spec.get("plain") or image.spec.get("calibration_only"):
+            if "sheet_png" in item:  # drawn in the actor's home: written at the head's path
+                from tools.atomic import write_atomic
+
+                path = Path(image.spec["sheet"]["path"])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, lambda handle: handle.write(item["sheet_png"]))
+                record["path"] = str(path)
+            self.journal.lease_done(
+                job.id, image.index, slot.token, slot.name, record["path"], record
+            )
+            return
         character = self.runtime.characters.get(image.spec["character"])
         pose = self.runtime.poses.get(image.spec["pose"]["id"])
         if not (character.folder / "poses" / f"{pose.id}.json").exists():
@@ -266,6 +280,15 @@ class RayHead:
             write_pose_files(pose, character.folder / "poses", resolution.width, resolution.height)
         self.runtime.index.set_worker(image.key, slot.name)
         self.journal.lease_done(job.id, image.index, slot.token, slot.name, record["path"], record)
+
+    def _store_baselines(self, baselines: dict[str, dict[str, float]]) -> None:
+        """Baselines an actor measured (its library is thrown away) go into the head's library,
+        where none is stored yet (a character sheet's calibration job exists for this)."""
+        for name, values in baselines.items():
+            character = self.runtime.characters.get(name)
+            missing = {f: v for f, v in values.items() if getattr(character, f) is None}
+            if missing:
+                self.runtime.characters.update(character.model_copy(update=missing))
 
     def _lost(self, slot: ActorSlot, reason: str) -> None:
         """The slot's actor is gone or given up on: its images back to the queue, a new actor."""

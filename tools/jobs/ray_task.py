@@ -30,7 +30,12 @@ class TaskBuilder:
 
     def task(self, job: Job, images: list[JobImage]) -> dict[str, Any]:
         """Everything the actor needs for these images."""
-        names = {image.spec["character"] for image in images}
+        # A sheet image's character is not in the library yet, and a plain image has none.
+        names = {
+            image.spec["character"]
+            for image in images
+            if not image.spec.get("sheet") and not image.spec.get("plain")
+        }
         characters = {}
         for name in names:
             character = self.runtime.characters.get(name)
@@ -62,6 +67,12 @@ class TaskBuilder:
         files, path_map = self.files(json.dumps([request, [i.spec for i in images]]))
         return {
             "specs": [image.spec for image in images],
+            # A sheet image's reference goes by content; its path on the actor is the actor's.
+            "sheet_references": {
+                image.index: Path(image.spec["sheet"]["reference"]).read_bytes()
+                for image in images
+                if (image.spec.get("sheet") or {}).get("reference")
+            },
             "request": request,
             "characters": characters,
             "poses": poses,

@@ -118,6 +118,13 @@ def connect(address: str, slots: int | None, temp_dir: Path) -> None:
             runtime_env={"env_vars": env_vars},
             **({} if address == "auto" else driver_options(address)),
         )
+    nodes = sorted(node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"])
+    log.info(
+        "joined the Ray cluster at %s as %s (nodes: %s)",
+        ray.get_runtime_context().gcs_address,
+        ray.util.get_node_ip_address(),
+        ", ".join(nodes),
+    )
 
 
 def run_ray_worker(settings: Settings, address: str, slots: int | None = None) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
+from tools.jobs.leases import BeatWatch
 from tools.jobs.processes import (
     WorkerAlreadyRunning,
     child_env,
@@ -106,6 +107,7 @@ class Supervisor:
         self.settings = settings
         self.state = settings.paths.state
         self.journal = JobJournal.for_state(self.state)
+        self.beats = BeatWatch(self.journal)
         self.slots = [_Slot(name, env) for name, env in worker_slots(settings).items()]
         self.stopping = False
 
@@ -190,7 +192,7 @@ class Supervisor:
 
     def _kill_hung(self, live: list[_Slot]) -> None:
         hang_timeout = self.settings.worker.hang_timeout
-        silent = self.journal.silent_leases(hang_timeout)
+        silent = self.beats.silent(hang_timeout)
         for slot in live:
             if slot.token in silent and slot.child is not None:
                 log.warning(

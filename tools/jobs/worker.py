@@ -31,7 +31,7 @@ from tools.settings import _explain as explain_settings_error
 
 if TYPE_CHECKING:
     from tools.generation.runtime import Runtime
-    from tools.generation.specs import ImageSpec
+    from tools.generation.specs import ImageSpec, OutputRecord
 
 log = logging.getLogger("anime.worker")
 
@@ -199,18 +199,15 @@ class Worker:
             # An image is done when its file is on disk (produce_batch saved it) and its row
             # is committed; a crash between the two redraws nothing (the key is saved).
             for image, record in zip(chunk, records, strict=True):
-                runtime.index.set_worker(image.key, self.name)
-                self.journal.lease_done(
-                    job.id,
-                    image.index,
-                    self.token,
-                    self.name,
-                    record.path,
-                    record.model_dump(mode="json"),
-                )
+                self._commit(runtime, job, image.index, image.key, record)
             return True
         except RunEnded:
             log.info("job %s was cancelled or taken over; stopping it", job.id)
+            # Images of the batch saved before the stop are done: commit them, so no accepted
+            # file is left without its row (a retry draws only the rest).
+            for image, spec in zip(chunk, specs, strict=True):
+                if (saved := runtime.producer.saved(spec)) is not None:
+                    self._commit(runtime, job, image.index, image.key, saved)
             self.journal.release_leases(self.token)
             return True
         except UserError as error:
@@ -227,6 +224,15 @@ class Worker:
             if oom:
                 _free_device_memory()
             return not is_device_broken(error)
+
+    def _commit(
+        self, runtime: Runtime, job: Job, index: int, key: str, record: OutputRecord
+    ) -> None:
+        """Commit one saved image under this worker's lease (a no-op once the lease is gone)."""
+        runtime.index.set_worker(key, self.name)
+        self.journal.lease_done(
+            job.id, index, self.token, self.name, record.path, record.model_dump(mode="json")
+        )
 
     def _warm(
         self, runtime: Runtime, specs: list[ImageSpec], heartbeat: Heartbeat, low_memory: bool

@@ -643,3 +643,16 @@ def test_a_client_that_answers_a_basic_challenge_gets_in(studio):
     with pytest.raises(urllib.error.HTTPError) as gallery:
         urllib.request.urlopen(f"{base}/api/characters", timeout=30)
     assert gallery.value.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_an_options_folder_that_holds_no_model_is_refused_at_once(app_client, tmp_path):
+    """Any folder passed as a diffusers model (`/tmp`): options took it, and every later request
+    failed in the worker, after three attempts that each reloaded the pipeline."""
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    for field in ("sd_model_checkpoint", "sd_vae"):
+        refused = app_client.post("/sdapi/v1/options", json={field: str(empty)})
+        assert refused.status_code == 422, (field, refused.text)
+        assert refused.json()["detail"].startswith(f"{field}: ") and str(empty) in refused.text
+    options = app_client.get("/sdapi/v1/options").json()
+    assert options["sd_vae"] == "Automatic" and options["sd_model_checkpoint"] != str(empty)

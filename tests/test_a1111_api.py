@@ -620,3 +620,39 @@ def test_an_unclosed_char_tag_swallows_no_later_tag(anime_home, reference_image)
     closed = read_prompt(runtime, "<char:sakura:0.9> smiling, <lora:blush:0.8>", print)
     assert closed.characters == ["sakura"] and closed.prompt == "smiling, <lora:blush:0.8>"
     assert read_prompt(runtime, "<char:" * 5000, print).characters == []
+
+
+def test_a_client_that_answers_a_basic_challenge_gets_in(studio):
+    """A1111's `--api-auth` answers 401 with `WWW-Authenticate: Basic` (FastAPI's HTTPBasic),
+    and clients whose credentials answer a challenge (urllib's HTTPBasicAuthHandler, .NET's
+    HttpClient credentials) send them only after it; a Bearer-only challenge left them out.
+    Other routes keep challenging Bearer alone (a browser tab must not pop a login dialog)."""
+    import urllib.error
+    import urllib.request
+
+    base = f"http://{studio.discovery.host}:{studio.discovery.port}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/sdapi/v1/options", timeout=30)
+    assert refused.value.code == 401
+    assert refused.value.headers["WWW-Authenticate"].startswith("Basic")
+    passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+    passwords.add_password(None, base, "anyone", studio.token)
+    opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(passwords))
+    with opener.open(f"{base}/sdapi/v1/options", timeout=30) as answer:
+        assert answer.status == 200 and "sd_model_checkpoint" in json.loads(answer.read())
+    with pytest.raises(urllib.error.HTTPError) as gallery:
+        urllib.request.urlopen(f"{base}/api/characters", timeout=30)
+    assert gallery.value.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_an_options_folder_that_holds_no_model_is_refused_at_once(app_client, tmp_path):
+    """Any folder passed as a diffusers model (`/tmp`): options took it, and every later request
+    failed in the worker, after three attempts that each reloaded the pipeline."""
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    for field in ("sd_model_checkpoint", "sd_vae"):
+        refused = app_client.post("/sdapi/v1/options", json={field: str(empty)})
+        assert refused.status_code == 422, (field, refused.text)
+        assert refused.json()["detail"].startswith(f"{field}: ") and str(empty) in refused.text
+    options = app_client.get("/sdapi/v1/options").json()
+    assert options["sd_vae"] == "Automatic" and options["sd_model_checkpoint"] != str(empty)

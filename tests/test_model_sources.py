@@ -9,10 +9,14 @@ def test_hub_id_dir_and_file(tmp_path):
     models.mkdir()
     (models / "counterfeit_v3.safetensors").write_bytes(b"x")
     (models / "my-diffusers").mkdir()
+    (models / "my-diffusers" / "model_index.json").write_text("{}")
+    (models / "not-a-model").mkdir()
     assert resolve_source("gsdf/Counterfeit-V2.5", models, "checkpoint").kind == "hub"
     found = resolve_source("counterfeit_v3.safetensors", models, "checkpoint")
     assert (found.kind, found.label) == ("file", "counterfeit_v3.safetensors")
     assert resolve_source("my-diffusers", models, "checkpoint").kind == "dir"
+    with pytest.raises(UserError, match="without model_index.json"):
+        resolve_source("not-a-model", models, "checkpoint")
 
 
 @pytest.mark.parametrize(

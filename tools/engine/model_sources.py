@@ -73,6 +73,12 @@ def resolve_source(value: str, models_dir: Path, what: str) -> ModelSource:
     candidates = [given] if given.is_absolute() else [given, models_dir / given]
     for candidate in candidates:
         if candidate.is_dir():
+            if what == "checkpoint" and not (candidate / "model_index.json").is_file():
+                # Any folder would pass here and fail in the worker, attempt after attempt.
+                raise UserError(
+                    f"checkpoint: {candidate} is a folder without model_index.json",
+                    "name a diffusers model folder, a checkpoint file, or a hub id",
+                )
             return ModelSource("dir", str(candidate.resolve()))
         if candidate.is_file():
             if candidate.suffix.lower() not in CHECKPOINT_SUFFIXES:

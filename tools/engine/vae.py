@@ -45,6 +45,11 @@ def find_vae(value: str, models_dir: Path) -> tuple[str, Path | str]:
                 )
             return "file", candidate.resolve()
         if candidate.is_dir():
+            if not any((candidate / sub / "config.json").is_file() for sub in ("", "vae")):
+                raise UserError(
+                    f"models.vae: {candidate} is a folder without config.json (or vae/)",
+                    "name a VAE file, a diffusers folder, or a hub id",
+                )
             return "dir", candidate.resolve()
     if is_hub_id(value) and not given.suffix:
         return "hub", value

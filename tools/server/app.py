@@ -31,6 +31,14 @@ from tools.server.security import (
 from tools.server.studio import Studio
 
 BACKGROUND_HEADER = "X-Anime-Background"
+A1111_PREFIX = "/sdapi/"
+
+
+def _challenge(path: str) -> str:
+    """A1111's API challenges HTTP Basic as A1111's `--api-auth` does (clients that answer a
+    challenge send their credentials only then); elsewhere Bearer alone, so a browser tab never
+    pops a login dialog."""
+    return 'Basic realm="anime-chat", Bearer' if path.startswith(A1111_PREFIX) else "Bearer"
 
 
 def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
@@ -55,7 +63,9 @@ def create_app(studio: Studio, routers: Iterable[APIRouter] = ()) -> FastAPI:
                 require_token(request)
             except HTTPException as error:
                 refused = JSONResponse(
-                    {"detail": error.detail}, 401, headers={"WWW-Authenticate": "Bearer"}
+                    {"detail": error.detail},
+                    401,
+                    headers={"WWW-Authenticate": _challenge(request.url.path)},
                 )
                 return with_security_headers(refused)
         if request.headers.get(BACKGROUND_HEADER) == "1":

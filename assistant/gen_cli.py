@@ -92,6 +92,13 @@ def serve(
     stop: Annotated[
         bool, typer.Option("--stop", help="Stop this home's studio server and its workers.")
     ] = False,
+    new_token: Annotated[
+        bool,
+        typer.Option(
+            "--new-token",
+            help="Start with a fresh token (the token otherwise stays across restarts).",
+        ),
+    ] = False,
 ) -> None:
     """Run the studio server in the foreground (the front ends otherwise start it on demand)."""
     if stop:
@@ -106,7 +113,7 @@ def serve(
     from tools.server.serve import serve as run_server
     from tools.settings import resolve_home
 
-    raise typer.Exit(run_server(resolve_home(), routers(), host, port))
+    raise typer.Exit(run_server(resolve_home(), routers(), host, port, new_token=new_token))
 
 
 # -- gallery -------------------------------------------------------------------------------------

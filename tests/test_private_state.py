@@ -53,3 +53,23 @@ def test_a_bug_on_a_fresh_home_logs_into_a_private_state_folder(tmp_path, monkey
     state = tmp_path / "home" / ".anime-chat"
     assert "a bug" in (state / "logs" / "errors.log").read_text()
     assert mode(state) == 0o700
+
+
+def test_the_token_stays_across_restarts_unless_asked_or_no_longer_private(tmp_path):
+    state = tmp_path / ".anime-chat"
+    token = write_token(state)
+    assert write_token(state) == token  # a client configured with it keeps working
+    fresh = write_token(state, new=True)
+    assert fresh != token and read_token(state) == fresh
+    os.chmod(state / TOKEN_NAME, 0o644)  # others could read it: it is no secret any more
+    assert write_token(state) not in (fresh, None) and mode(state / TOKEN_NAME) == 0o600
+    (state / TOKEN_NAME).write_text("short\n")
+    os.chmod(state / TOKEN_NAME, 0o600)
+    assert write_token(state) != "short"
+    target = tmp_path / "planted"
+    target.write_text("A" * 43)
+    os.chmod(target, 0o600)
+    (state / TOKEN_NAME).unlink()
+    (state / TOKEN_NAME).symlink_to(target)
+    kept = write_token(state)
+    assert kept != "A" * 43 and not (state / TOKEN_NAME).is_symlink()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,6 +39,10 @@ class Discovery:
         return f"http://{host}:{self.port}"
 
 
+# What `secrets.token_urlsafe(32)` writes (43 characters); a longer one of the same alphabet too.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,256}")
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write `text` readable by the owner only, atomically (temp file, then rename).
 
@@ -54,11 +60,30 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
-def write_token(state: Path) -> str:
+def write_token(state: Path, new: bool = False) -> str:
+    """The server's token: the one of the last start when it is still private to this user (so
+    SillyTavern, Open WebUI or an MCP client configured with it keeps working after a restart),
+    else (or with `new`) a fresh one."""
     private_dir(state)
+    kept = None if new else _private_token(state / TOKEN_NAME)
+    if kept is not None:
+        return kept
     token = secrets.token_urlsafe(32)
     _write_private(state / TOKEN_NAME, token)
     return token
+
+
+def _private_token(path: Path) -> str | None:
+    """The token in `path` if only this user could have written or read it: a regular file (no
+    link), ours, mode 0600 at most, holding one well-formed token."""
+    try:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if TOKEN_SHAPE.fullmatch(text) else None
 
 
 def read_token(state: Path) -> str | None:

@@ -90,6 +90,7 @@ def serve(
     port: int | None = None,
     background: bool = False,
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    new_token: bool = False,
 ) -> int:
     import uvicorn
 
@@ -109,7 +110,7 @@ def serve(
         files.remove_discovery(state)
         if explicit_host and host not in ("127.0.0.1", "localhost", "::1"):
             say(f"warning: listening on {host}: other machines can reach this server")
-        token = files.write_token(state)
+        token = files.write_token(state, new=new_token)
         sock = bind(host, port, say)
         studio = Studio(
             home,

@@ -12,14 +12,12 @@ counts as a hang. An error of one job fails that job's try; the head serves the 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import time
 import traceback
 import uuid
-from pathlib import Path
 from typing import Any
 
 from tools.errors import UserError
@@ -28,6 +26,7 @@ from tools.jobs.heartbeat import load_allowance
 from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
 from tools.jobs.ray_actor import RenderActor, ray_module
+from tools.jobs.ray_commit import commit_result, store_baselines
 from tools.jobs.ray_slots import MAX_START_FAILURES, ActorSlot, InFlight, home_tag
 from tools.jobs.ray_task import TaskBuilder
 from tools.jobs.worker import is_device_broken, is_out_of_memory
@@ -206,9 +205,9 @@ class RayHead:
         if inflight.cancelled:  # its leases were given back: nothing of it is committed
             return
         try:
-            self._store_baselines(result.get("baselines") or {})
+            store_baselines(self.runtime.characters, result.get("baselines") or {})
             for item in result["images"]:
-                self._commit(slot, inflight.job, item)
+                commit_result(self.runtime, self.journal, slot, inflight.job, item)
         except Exception as error:  # one job's error (a character removed mid-render, disk full)
             self._job_failed(slot, inflight.job, error)
 
@@ -239,56 +238,6 @@ class RayHead:
         self.journal.lease_failed(
             slot.token, reason, worker.max_attempts, worker.retry_backoff, low_memory=low_memory
         )
-
-    def _commit(self, slot: ActorSlot, job: Job, item: dict[str, Any]) -> None:
-        """Save the actor's images under their keys (the head owns the store), then commit."""
-        from PIL import Image
-
-        from posebank.export import write_pose_files
-
-        paths: dict[str, str] = {}
-        for save in item["saves"]:
-            meta = dict(save["meta"])
-            if isinstance(meta.get("output"), dict):
-                output = dict(meta["output"])
-                output["rejected"] = [paths.get(p, p) for p in output.get("rejected", [])]
-                meta["output"] = output
-            with Image.open(io.BytesIO(save["png"])) as image:
-                image.load()
-                path = self.runtime.store.save(image, meta, key=save["key"])
-            paths[save["placeholder"]] = str(path)
-        record = dict(item["record"])
-        record["path"] = paths.get(record["path"], record["path"])
-        record["rejected"] = [paths.get(p, p) for p in record.get("rejected", [])]
-        image = next(image for image in job.images if image.key == item["key"])
-        if image.spec.get("sheet") or image.spec.get("plain") or image.spec.get("calibration_only"):
-            if "sheet_png" in item:  # drawn in the actor's home: written at the head's path
-                from tools.atomic import write_atomic
-
-                path = Path(image.spec["sheet"]["path"])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(path, lambda handle: handle.write(item["sheet_png"]))
-                record["path"] = str(path)
-            self.journal.lease_done(
-                job.id, image.index, slot.token, slot.name, record["path"], record
-            )
-            return
-        character = self.runtime.characters.get(image.spec["character"])
-        pose = self.runtime.poses.get(image.spec["pose"]["id"])
-        if not (character.folder / "poses" / f"{pose.id}.json").exists():
-            resolution = self.settings.output.resolution
-            write_pose_files(pose, character.folder / "poses", resolution.width, resolution.height)
-        self.runtime.index.set_worker(image.key, slot.name)
-        self.journal.lease_done(job.id, image.index, slot.token, slot.name, record["path"], record)
-
-    def _store_baselines(self, baselines: dict[str, dict[str, float]]) -> None:
-        """Baselines an actor measured (its library is thrown away) go into the head's library,
-        where none is stored yet (a character sheet's calibration job exists for this)."""
-        for name, values in baselines.items():
-            character = self.runtime.characters.get(name)
-            missing = {f: v for f, v in values.items() if getattr(character, f) is None}
-            if missing:
-                self.runtime.characters.update(character.model_copy(update=missing))
 
     def _lost(self, slot: ActorSlot, reason: str) -> None:
         """The slot's actor is gone or given up on: its images back to the queue, a new actor."""

@@ -1,0 +1,68 @@
+"""What the Ray head does with an actor's results: it owns the output store, the index and the
+character library, so it saves each image the actor sent back under its key and commits it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tools.jobs.job import Job
+from tools.jobs.journal import JobJournal
+from tools.jobs.ray_slots import ActorSlot
+
+if TYPE_CHECKING:
+    from tools.characters.library import CharacterLibrary
+    from tools.generation.runtime import Runtime
+
+
+def commit_result(
+    runtime: Runtime, journal: JobJournal, slot: ActorSlot, job: Job, item: dict[str, Any]
+) -> None:
+    """Save the actor's images under their keys (the head owns the store), then commit."""
+    from PIL import Image
+
+    from posebank.export import write_pose_files
+
+    paths: dict[str, str] = {}
+    for save in item["saves"]:
+        meta = dict(save["meta"])
+        if isinstance(meta.get("output"), dict):
+            output = dict(meta["output"])
+            output["rejected"] = [paths.get(p, p) for p in output.get("rejected", [])]
+            meta["output"] = output
+        with Image.open(io.BytesIO(save["png"])) as image:
+            image.load()
+            path = runtime.store.save(image, meta, key=save["key"])
+        paths[save["placeholder"]] = str(path)
+    record = dict(item["record"])
+    record["path"] = paths.get(record["path"], record["path"])
+    record["rejected"] = [paths.get(p, p) for p in record.get("rejected", [])]
+    image = next(image for image in job.images if image.key == item["key"])
+    if image.spec.get("sheet") or image.spec.get("plain") or image.spec.get("calibration_only"):
+        if "sheet_png" in item:  # drawn in the actor's home: written at the head's path
+            from tools.atomic import write_atomic
+
+            path = Path(image.spec["sheet"]["path"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, lambda handle: handle.write(item["sheet_png"]))
+            record["path"] = str(path)
+        journal.lease_done(job.id, image.index, slot.token, slot.name, record["path"], record)
+        return
+    character = runtime.characters.get(image.spec["character"])
+    pose = runtime.poses.get(image.spec["pose"]["id"])
+    if not (character.folder / "poses" / f"{pose.id}.json").exists():
+        resolution = runtime.settings.output.resolution
+        write_pose_files(pose, character.folder / "poses", resolution.width, resolution.height)
+    runtime.index.set_worker(image.key, slot.name)
+    journal.lease_done(job.id, image.index, slot.token, slot.name, record["path"], record)
+
+
+def store_baselines(characters: CharacterLibrary, baselines: dict[str, dict[str, float]]) -> None:
+    """Baselines an actor measured (its library is thrown away) go into the head's library,
+    where none is stored yet (a character sheet's calibration job exists for this)."""
+    for name, values in baselines.items():
+        character = characters.get(name)
+        missing = {f: v for f, v in values.items() if getattr(character, f) is None}
+        if missing:
+            characters.update(character.model_copy(update=missing))

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tools.errors import ConfigError
 from tools.settings_sections import (
     DEFAULT_CONTROLNET,
+    ComfyUISettings,
     FaceDetailSettings,
     HiresSettings,
     LLMSettings,
@@ -39,6 +40,7 @@ from tools.settings_sections import (
 # The section models are imported from here too (`from tools.settings import HiresSettings`).
 __all__ = [
     "CONFIG_FILENAME",
+    "ComfyUISettings",
     "DEFAULT_CONTROLNET",
     "FaceDetailSettings",
     "HiresSettings",
@@ -98,6 +100,7 @@ class Settings(Section):
     llm: LLMSettings = LLMSettings()
     worker: WorkerSettings = WorkerSettings()
     server: ServerSettings = ServerSettings()
+    comfyui: ComfyUISettings = ComfyUISettings()
     home: Path = Field(default_factory=Path.home, exclude=True)
 
     @property
@@ -108,7 +111,7 @@ class Settings(Section):
         return self.llm.host or "http://localhost:11434"
 
 
-_SECTIONS = ("models", "output", "quality", "llm", "worker", "server")
+_SECTIONS = ("models", "output", "quality", "llm", "worker", "server", "comfyui")
 
 
 def resolve_home(env: Mapping[str, str] | None = None) -> Path:

@@ -175,6 +175,7 @@ class Worker:
         log.info("job %s attempt %d: images %s", job.id, job.attempts, indices)
         try:
             runtime = self.runtime_for(self.job_settings(job))
+            _report_phases(runtime, heartbeat)
             specs = [ImageSpec.model_validate(image.spec) for image in chunk]
             self._warm(runtime, specs, heartbeat, job.low_memory)
             for image in chunk:
@@ -253,7 +254,17 @@ def _engine_key(settings: Settings) -> tuple[Any, ...]:
     """What the engine bakes in when it loads and renders."""
     from tools.engine.rendering import sampling_for
 
-    return (settings.models, sampling_for(settings))
+    backend = settings.worker.backend
+    return (settings.models, sampling_for(settings), backend, settings.comfyui)
+
+
+def _report_phases(runtime: Runtime, heartbeat: Heartbeat) -> None:
+    """A ComfyUI engine says what it waits for ("waiting for ComfyUI at URL"); each report is
+    a beat, so a job waiting for a restarting ComfyUI is not taken for a hung worker."""
+    if runtime.settings.worker.backend != "comfyui":
+        return
+    engine = runtime.engine
+    engine.phase = lambda text: heartbeat.beat(phase=text)  # type: ignore[attr-defined]
 
 
 def _use_less_memory(pipe: Any) -> None:

@@ -1,0 +1,151 @@
+"""`ComfyUIEngine`: the engine whose pixels come from the user's ComfyUI (`worker.backend:
+comfyui`). Everything but drawing stays ours and is inherited from `Engine`: the quality gate
+still embeds images with `models.ipadapter`'s encoder, so it judges both backends alike.
+
+Each RenderJob is one ComfyUI prompt with batch size 1, so image i keeps its own seed S+i and a
+retry redraws one image. The image handed back is ComfyUI's PNG decoded, with its bytes in
+`info[SOURCE_PNG]` so the store writes them unchanged (tools/store/png_chunks.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from tools.comfyui.backend import PNG_SIGNATURE, PromptRunner
+from tools.comfyui.client import ComfyUIClient
+from tools.comfyui.graph import Drawing, built_in_graph, lora_file, missing_model, model_name
+from tools.comfyui.workflow import fill_workflow, load_workflow
+from tools.engine.prompt_syntax import extract_loras
+from tools.engine.render_job import RenderJob
+from tools.engine.rendering import Engine, StepCallback
+from tools.settings import Settings
+from tools.store.png_chunks import SOURCE_PNG
+
+MAX_PIXELS = 4096 * 4096
+
+
+class ComfyUIEngine(Engine):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.comfyui = settings.comfyui
+        self.client = ComfyUIClient(self.comfyui.urls[0], timeout=30.0)
+        self.phase: Callable[[str], None] = lambda _text: None
+        self.runner = PromptRunner(
+            self.client,
+            timeout=self.comfyui.timeout,
+            hang_timeout=settings.worker.hang_timeout,
+            phase=lambda text: self.phase(text),
+        )
+        self._workflow: dict[str, Any] | None = None
+
+    def render(
+        self,
+        jobs: list[RenderJob],
+        *,
+        width: int,
+        height: int,
+        ipadapter_weight: float,
+        controlnet_strength: float,
+        on_step: StepCallback | None = None,
+    ) -> list[Image.Image]:
+        return [
+            self._render_one(job, width, height, ipadapter_weight, controlnet_strength, on_step)
+            for job in jobs
+        ]
+
+    def _render_one(
+        self,
+        job: RenderJob,
+        width: int,
+        height: int,
+        ipadapter_weight: float,
+        controlnet_strength: float,
+        on_step: StepCallback | None,
+    ) -> Image.Image:
+        uploads = {"pose": _upload("anime-pose", _png(job.pose_image))}
+        if job.reference is not None and ipadapter_weight > 0:
+            uploads["reference"] = _upload("anime-reference", _reference_png(job.reference))
+        prompt, loras = extract_loras(job.prompt)
+        negative, _ = extract_loras(job.negative_prompt)
+        output = self.settings.output
+
+        def make_graph(names: dict[str, str]) -> tuple[dict[str, Any], set[str], str]:
+            drawing = Drawing(
+                prompt=prompt, negative_prompt=negative, seed=job.seed, steps=output.steps,
+                cfg=output.guidance_scale, sampler=output.sampler, width=width, height=height,
+                clip_skip=self.models.clip_skip, controlnet_strength=controlnet_strength,
+                ipadapter_weight=ipadapter_weight, pose_image=names["pose"],
+                reference_image=names.get("reference"), checkpoint="", controlnet="",
+                ipadapter_preset=self.comfyui.ipadapter_preset,
+            )  # fmt: skip
+            if self.comfyui.workflow:
+                graph, slots = fill_workflow(self.workflow(), drawing)
+                return graph, set(slots.values()), slots["save"]
+            drawing = self._with_models(drawing, job, loras)
+            graph = built_in_graph(drawing)
+            return graph, set(graph), "save"
+
+        result = self.runner.run(make_graph, uploads, on_step)
+        image = _decode(result.png)
+        image.info.setdefault("prompt", json.dumps(result.graph))
+        image.info[SOURCE_PNG] = result.png
+        return image
+
+    def workflow(self) -> dict[str, Any]:
+        if self._workflow is None:
+            assert self.comfyui.workflow is not None
+            self._workflow = load_workflow(self.comfyui.workflow)
+        return self._workflow
+
+    def _with_models(self, drawing: Drawing, job: RenderJob, in_prompt: list) -> Drawing:
+        from dataclasses import replace
+
+        info = self.runner.object_info()
+        checkpoint = model_name(self.comfyui.checkpoint, self.models.checkpoint, "checkpoint")
+        if checkpoint is None:
+            raise missing_model("checkpoint", "CheckpointLoaderSimple", "ckpt_name", info)
+        controlnet = model_name(self.comfyui.controlnet, self.models.controlnet, "controlnet")
+        if controlnet is None:
+            raise missing_model("controlnet", "ControlNetLoader", "control_net_name", info)
+        if self.comfyui.loras is not None:
+            loras = tuple((lora.name, lora.weight) for lora in self.comfyui.loras)
+        else:
+            chosen = self.lora_set(job.prompt, job.negative_prompt, job.loras)
+            loras = tuple((lora_file(lora.name), lora.weight) for lora in chosen)
+        return replace(drawing, checkpoint=checkpoint, controlnet=controlnet, loras=loras)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _reference_png(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data if data.startswith(PNG_SIGNATURE) else _png(Image.open(BytesIO(data)))
+
+
+def _upload(prefix: str, png: bytes) -> tuple[str, bytes]:
+    """A name from the content: the same image is uploaded under the same name (overwrite)."""
+    return f"{prefix}-{hashlib.sha256(png).hexdigest()[:16]}.png", png
+
+
+def _decode(png: bytes) -> Image.Image:
+    from tools.comfyui.client import ComfyUIError
+
+    try:
+        image = Image.open(BytesIO(png))
+        if image.width * image.height > MAX_PIXELS:
+            raise ComfyUIError(f"ComfyUI's output is {image.width}x{image.height}: too large")
+        image.load()
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ComfyUIError(f"ComfyUI's output is not a readable PNG ({error})") from None
+    return image

@@ -1,0 +1,121 @@
+"""End to end with `worker.backend: comfyui`: a chat request draws through the fake ComfyUI,
+and our store, index and gallery keep the results (issue 24's "must show")."""
+
+from __future__ import annotations
+
+import json
+import re
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from assistant.chat_cli import app
+from tests.fake_comfyui import CHECKPOINTS, CONTROLNETS, LORAS, FakeComfyUI
+from tests.test_ollama_planner import closed_port_host
+
+REQUEST = "draw sakura sitting in a library, 2 images"
+
+
+@pytest.fixture
+def comfy(anime_home, reference_image, monkeypatch, tmp_path):
+    from tools.characters.library import CharacterLibrary
+    from tools.settings import load_settings
+
+    monkeypatch.setenv("OLLAMA_HOST", closed_port_host())
+    CharacterLibrary(load_settings().paths).add("sakura", reference_image)
+    with FakeComfyUI(tmp_path / "comfyui") as fake:
+        monkeypatch.setenv("ANIME_WORKER_BACKEND", "comfyui")
+        monkeypatch.setenv("ANIME_COMFYUI_URL", fake.url)
+        monkeypatch.setenv("ANIME_COMFYUI_CHECKPOINT", CHECKPOINTS[0])
+        monkeypatch.setenv("ANIME_COMFYUI_CONTROLNET", CONTROLNETS[0])
+        monkeypatch.setenv("ANIME_COMFYUI_LORAS", "")
+        yield fake
+
+
+def chat(text: str = REQUEST) -> list[Path]:
+    result = CliRunner().invoke(app, ["-c", text])
+    assert result.exit_code == 0, result.output
+    return [Path(p) for p in re.findall(r"^\s+(\S+\.png)\s", result.stdout, re.MULTILINE)]
+
+
+def sent_graphs(fake: FakeComfyUI) -> list[dict]:
+    return list(fake.received.prompts.values())
+
+
+def assert_saved_as_comfyui_made_them(paths: list[Path], fake: FakeComfyUI) -> None:
+    outputs = sorted(fake.output_dir.iterdir())
+    assert len(paths) == 2 == len(outputs)
+    made = {Image.open(p).tobytes() for p in outputs}
+    for path in paths:
+        image = Image.open(path)
+        record = json.loads(image.text["anime-chat"])
+        assert record["character"] == "sakura" and record["posture"] == "sitting"
+        assert "Seed: " in image.text["parameters"]
+        graph = json.loads(image.text["prompt"])  # ComfyUI's own chunk: it loads the graph back
+        sampler = next(n for n in graph.values() if n["class_type"] == "KSampler")
+        assert sampler["inputs"]["seed"] == record["seed"]
+        assert image.tobytes() in made  # the pixels are ComfyUI's output file's
+
+
+@pytest.mark.slow
+def test_chat_draws_two_images_through_comfyui(comfy, anime_home):
+    from tools.gallery.catalog import Catalog
+    from tools.gallery.listing import Filters
+
+    paths = chat()
+    assert all(p.is_relative_to(anime_home / "anime-output") for p in paths)
+    assert all(p.name.startswith("sakura_sitting_") for p in paths)
+    assert_saved_as_comfyui_made_them(paths, comfy)
+    graphs = sent_graphs(comfy)
+    seeds = sorted(g["sampler"]["inputs"]["seed"] for g in graphs)
+    assert seeds[1] == seeds[0] + 1
+    for graph in graphs:
+        assert "sakura" in graph["positive"]["inputs"]["text"]
+        assert "library" in graph["positive"]["inputs"]["text"]
+        pose = graph["pose"]["inputs"]["image"]
+        assert Image.open(BytesIO(comfy.received.uploads[pose])).size == (128, 192)
+        assert graph["reference"]["inputs"]["image"] in comfy.received.uploads
+    state = anime_home / ".anime-chat"
+    rows, _ = Catalog(anime_home / "anime-output", state).page(Filters(character="sakura"))
+    assert sorted(row["path"] for row in rows) == sorted(str(p) for p in paths)
+
+
+@pytest.mark.slow
+def test_a_users_workflow_keeps_its_extra_nodes(comfy, anime_home, monkeypatch, tmp_path):
+    from tests.test_comfyui import drawing, renumbered
+    from tools.comfyui.graph import built_in_graph
+
+    workflow = renumbered(built_in_graph(drawing({"pose": "a.png", "reference": "b.png"})))
+    lora = next(i for i, n in workflow.items() if n["class_type"] == "LoraLoader")
+    workflow[lora]["inputs"]["lora_name"] = LORAS[1]
+    workflow[lora]["inputs"]["strength_model"] = 0.35
+    path = tmp_path / "workflow_api.json"
+    path.write_text(json.dumps(workflow))
+    monkeypatch.setenv("ANIME_COMFYUI_WORKFLOW", str(path))
+    paths = chat()
+    assert_saved_as_comfyui_made_them(paths, comfy)
+    for graph in sent_graphs(comfy):
+        assert graph[lora] == workflow[lora]
+
+
+@pytest.mark.slow
+def test_comfyui_killed_mid_prompt_finishes_the_job_with_every_image_once(comfy):
+    comfy.faults.append("die")
+    paths = chat()
+    assert comfy.deaths == 1 and len(sent_graphs(comfy)) == 3
+    assert len(set(paths)) == 2
+    assert_saved_as_comfyui_made_them(paths, comfy)
+
+
+@pytest.mark.slow
+def test_a_missing_node_pack_is_one_line_and_exit_1(tmp_path, comfy):
+    with FakeComfyUI(tmp_path / "bare", packs=()) as bare, pytest.MonkeyPatch.context() as env:
+        env.setenv("ANIME_COMFYUI_URL", bare.url)
+        result = CliRunner().invoke(app, ["-c", REQUEST])
+        assert not bare.received.prompts
+    assert result.exit_code == 1
+    assert "cubiq/ComfyUI_IPAdapter_plus" in result.output
+    assert "Traceback" not in result.output

@@ -315,3 +315,54 @@ def test_text_chunks_leave_the_pixels_byte_for_byte():
     image = Image.open(BytesIO(out))
     assert image.text["parameters"] == "sakura ✿" and image.text["prompt"] == "{}"
     assert image.tobytes() == Image.open(BytesIO(png)).tobytes()
+
+
+def test_a_deeply_nested_workflow_is_one_line(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(UserError, match="not JSON"):
+        load_workflow(path)
+
+
+@pytest.mark.parametrize(
+    "png",
+    [
+        b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR",  # truncated
+        b"\x89PNG\r\n\x1a\n",  # no chunks at all
+    ],
+)
+def test_a_broken_png_from_comfyui_is_refused_before_the_store_sees_it(png):
+    from tools.comfyui.engine import _decode
+
+    with pytest.raises(ComfyUIError, match="not a readable PNG"):
+        _decode(png)
+
+
+def test_a_huge_png_from_comfyui_is_refused():
+    import struct
+    import zlib
+
+    from tools.comfyui.engine import _decode
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: (  # noqa: E731
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    )
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    with pytest.raises(ComfyUIError, match="too large|not a readable"):
+        _decode(png)
+
+
+def test_silence_during_another_clients_prompt_dequeues_ours_and_interrupts_nothing(comfy):
+    # Our prompt waits behind another client's, which hangs: silence is a hang, but not ours.
+    comfy.faults.extend(["hang"])
+    other = ComfyUIClient(comfy.url, client_id="someone-else")
+    status, answer = other.queue_prompt(built_in_graph(drawing({"pose": "none.png"})))
+    assert status == 400  # their upload is missing; now queue a valid one of theirs
+    names = {"pose": other.upload_image("p.png", png_of(POSE))}
+    status, answer = other.queue_prompt(built_in_graph(drawing(names)))
+    assert status == 200
+    with pytest.raises(ComfyUIHang):
+        runner(comfy.url, hang_timeout=1.0).run(built_in(), uploads(), None)
+    # The hang was theirs (running): ours was only taken out of the queue, not interrupted.
+    assert comfy.received.interrupts == 0

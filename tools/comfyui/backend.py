@@ -155,12 +155,14 @@ class PromptRunner:
             now = time.monotonic()
             if now > deadline:
                 raise ComfyUIError(f"ComfyUI took over {self.timeout:.0f} s (comfyui.timeout)")
+            if message is not None:
+                last = now  # any message (also of another client's prompt) shows it is working
+            elif now - last > self.hang_timeout:
+                self._stop(prompt_id)
+                raise ComfyUIHang(
+                    f"ComfyUI sent no progress for {self.hang_timeout:.0f} s; interrupted"
+                )
             if message is None:
-                if now - last > self.hang_timeout:
-                    self._stop(prompt_id)
-                    raise ComfyUIHang(
-                        f"ComfyUI sent no progress for {self.hang_timeout:.0f} s; interrupted"
-                    )
                 if self.client.history(prompt_id) is not None:
                     return  # finished while the socket said nothing (the /history fallback)
                 self.phase("waiting for ComfyUI")
@@ -168,7 +170,7 @@ class PromptRunner:
             data = message["data"]
             if data.get("prompt_id") != prompt_id:
                 continue
-            last, kind = now, message.get("type")
+            kind = message.get("type")
             if kind == "progress":
                 self.phase("rendering")
                 if on_step is not None:

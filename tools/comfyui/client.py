@@ -145,7 +145,7 @@ def _read_capped(response: Any, limit: int, path: str) -> bytes:
 def _json(data: bytes, path: str) -> Any:
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ComfyUIError(f"ComfyUI {path}: the answer is not JSON") from None
 
 

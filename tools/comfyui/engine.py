@@ -26,7 +26,7 @@ from tools.engine.prompt_syntax import extract_loras
 from tools.engine.render_job import RenderJob
 from tools.engine.rendering import Engine, StepCallback
 from tools.settings import Settings
-from tools.store.png_chunks import SOURCE_PNG
+from tools.store.png_chunks import SOURCE_PNG, with_text_chunks
 
 MAX_PIXELS = 4096 * 4096
 
@@ -142,10 +142,11 @@ def _decode(png: bytes) -> Image.Image:
     from tools.comfyui.client import ComfyUIError
 
     try:
+        with_text_chunks(png, {})  # the store adds its chunks to these bytes: they must parse
         image = Image.open(BytesIO(png))
         if image.width * image.height > MAX_PIXELS:
             raise ComfyUIError(f"ComfyUI's output is {image.width}x{image.height}: too large")
         image.load()
-    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ComfyUIError(f"ComfyUI's output is not a readable PNG ({error})") from None
     return image

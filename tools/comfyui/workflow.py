@@ -43,8 +43,8 @@ def load_workflow(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise UserError(f"comfyui.workflow {path}: cannot be read ({error.strerror})") from None
-    except (ValueError, UnicodeDecodeError):
-        raise UserError(f"comfyui.workflow {path}: not JSON", hint) from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise UserError(f"comfyui.workflow {path}: not JSON (or nested too deep)", hint) from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise UserError(f"comfyui.workflow {path}: this is the UI format, not the API format", hint)
     if not isinstance(data, dict) or not data or len(data) > MAX_NODES:

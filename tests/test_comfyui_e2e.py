@@ -119,3 +119,17 @@ def test_a_missing_node_pack_is_one_line_and_exit_1(tmp_path, comfy):
     assert result.exit_code == 1
     assert "cubiq/ComfyUI_IPAdapter_plus" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_a_hung_comfyui_is_interrupted_and_the_image_retried(comfy, anime_home, monkeypatch):
+    from tools.jobs.journal import JobJournal
+
+    monkeypatch.setenv("ANIME_WORKER_HANG_TIMEOUT", "1s")
+    monkeypatch.setenv("ANIME_WORKER_RETRY_BACKOFF", "0.1s")
+    comfy.faults.append("hang")
+    paths = chat()
+    assert comfy.received.interrupts == 1 and len(sent_graphs(comfy)) == 3
+    assert_saved_as_comfyui_made_them(paths, comfy)
+    (job,) = JobJournal.for_state(anime_home / ".anime-chat").list()
+    assert job.attempts >= 1 and job.state == "done"

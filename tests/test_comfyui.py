@@ -366,3 +366,30 @@ def test_silence_during_another_clients_prompt_dequeues_ours_and_interrupts_noth
         runner(comfy.url, hang_timeout=1.0).run(built_in(), uploads(), None)
     # The hang was theirs (running): ours was only taken out of the queue, not interrupted.
     assert comfy.received.interrupts == 0
+
+
+# -- anime-gen doctor -----------------------------------------------------------------------------
+
+
+def test_doctor_reports_comfyui_version_nodes_and_models(tmp_path):
+    from assistant.doctor import check_comfyui
+    from tools.settings import load_settings
+
+    with FakeComfyUI(tmp_path / "c") as fake, FakeComfyUI(tmp_path / "b", packs=()) as bare:
+        env = {
+            "ANIME_WORKER_BACKEND": "comfyui",
+            "ANIME_COMFYUI_URL": f"{fake.url},{bare.url}",
+            "ANIME_COMFYUI_CHECKPOINT": CHECKPOINTS[1],
+            "ANIME_COMFYUI_CONTROLNET": CONTROLNETS[0],
+        }
+        good, lacking = check_comfyui(load_settings(env=env, home=tmp_path))
+        assert good.status == "ok" and "0.3.99-fake" in good.detail
+        assert lacking.status == "fail" and "cubiq/ComfyUI_IPAdapter_plus" in lacking.detail
+        env["ANIME_COMFYUI_URL"] = fake.url
+        del env["ANIME_COMFYUI_CHECKPOINT"]
+        (unset,) = check_comfyui(load_settings(env=env, home=tmp_path))
+        assert unset.status == "fail" and CHECKPOINTS[0] in unset.detail
+        assert "comfyui.checkpoint" in unset.action
+    (gone,) = check_comfyui(load_settings(env=env, home=tmp_path))
+    assert gone.status == "fail" and "does not answer" in gone.detail
+    assert check_comfyui(load_settings(env={}, home=tmp_path)) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from PIL import Image
 
 from tools.comfyui.backend import PNG_SIGNATURE, PromptRunner
 from tools.comfyui.client import ComfyUIClient
-from tools.comfyui.graph import Drawing, built_in_graph, lora_file, missing_model, model_name
+from tools.comfyui.graph import Drawing, built_in_graph, resolve_models
 from tools.comfyui.workflow import fill_workflow, load_workflow
 from tools.engine.prompt_syntax import extract_loras
 from tools.engine.render_job import RenderJob
@@ -72,7 +73,7 @@ class ComfyUIEngine(Engine):
         uploads = {"pose": _upload("anime-pose", _png(job.pose_image))}
         if job.reference is not None and ipadapter_weight > 0:
             uploads["reference"] = _upload("anime-reference", _reference_png(job.reference))
-        prompt, loras = extract_loras(job.prompt)
+        prompt, _ = extract_loras(job.prompt)
         negative, _ = extract_loras(job.negative_prompt)
         output = self.settings.output
 
@@ -88,8 +89,15 @@ class ComfyUIEngine(Engine):
             if self.comfyui.workflow:
                 graph, slots = fill_workflow(self.workflow(), drawing)
                 return graph, set(slots.values()), slots["save"]
-            drawing = self._with_models(drawing, job, loras)
-            graph = built_in_graph(drawing)
+            chosen = self.lora_set(job.prompt, job.negative_prompt, job.loras)
+            checkpoint, controlnet, comfy_loras = resolve_models(
+                self.settings,
+                self.runner.object_info(),
+                [(lora.name, lora.weight) for lora in chosen],
+            )
+            graph = built_in_graph(
+                replace(drawing, checkpoint=checkpoint, controlnet=controlnet, loras=comfy_loras)
+            )
             return graph, set(graph), "save"
 
         result = self.runner.run(make_graph, uploads, on_step)
@@ -103,23 +111,6 @@ class ComfyUIEngine(Engine):
             assert self.comfyui.workflow is not None
             self._workflow = load_workflow(self.comfyui.workflow)
         return self._workflow
-
-    def _with_models(self, drawing: Drawing, job: RenderJob, in_prompt: list) -> Drawing:
-        from dataclasses import replace
-
-        info = self.runner.object_info()
-        checkpoint = model_name(self.comfyui.checkpoint, self.models.checkpoint, "checkpoint")
-        if checkpoint is None:
-            raise missing_model("checkpoint", "CheckpointLoaderSimple", "ckpt_name", info)
-        controlnet = model_name(self.comfyui.controlnet, self.models.controlnet, "controlnet")
-        if controlnet is None:
-            raise missing_model("controlnet", "ControlNetLoader", "control_net_name", info)
-        if self.comfyui.loras is not None:
-            loras = tuple((lora.name, lora.weight) for lora in self.comfyui.loras)
-        else:
-            chosen = self.lora_set(job.prompt, job.negative_prompt, job.loras)
-            loras = tuple((lora_file(lora.name), lora.weight) for lora in chosen)
-        return replace(drawing, checkpoint=checkpoint, controlnet=controlnet, loras=loras)
 
 
 def _png(image: Image.Image) -> bytes:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tools.errors import UserError
+
+if TYPE_CHECKING:
+    from tools.settings import Settings
 
 # Our sampler names -> ComfyUI's (sampler_name, scheduler) (comfy/samplers.py's KSAMPLER_NAMES).
 SAMPLERS: dict[str, tuple[str, str]] = {
@@ -164,8 +167,8 @@ def check_graph(graph: dict[str, Any], info: dict[str, Any], filled: set[str]) -
                 "install the custom node pack that provides it (ComfyUI-Manager: "
                 "'Install Missing Custom Nodes'), then restart ComfyUI",
             )
-        if node_id not in filled:
-            continue
+        if node_id not in filled or class_type == "LoadImage":
+            continue  # LoadImage: our own upload, which ComfyUI listed after this info was read
         spec = info[class_type].get("input", {}) if isinstance(info[class_type], dict) else {}
         required = spec.get("required", {}) if isinstance(spec, dict) else {}
         for name, value in node["inputs"].items():
@@ -189,3 +192,20 @@ def missing_model(key: str, node: str, input_name: str, info: dict[str, Any]) ->
         f"(ComfyUI has: {', '.join(allowed[:30]) or 'none'})",
         f"set comfyui.{key} to one of those names in ~/.anime-config.yaml",
     )
+
+
+def resolve_models(
+    settings: Settings, info: dict[str, Any], loras: list[tuple[str, float]]
+) -> tuple[str, str, tuple[tuple[str, float], ...]]:
+    """(checkpoint, ControlNet, LoRAs) by the names ComfyUI knows them: `comfyui.*`, else the
+    file names of `models.*` (`loras`: the image's LoRA set, used when `comfyui.loras` is null)."""
+    comfyui, models = settings.comfyui, settings.models
+    checkpoint = model_name(comfyui.checkpoint, models.checkpoint, "checkpoint")
+    if checkpoint is None:
+        raise missing_model("checkpoint", "CheckpointLoaderSimple", "ckpt_name", info)
+    controlnet = model_name(comfyui.controlnet, models.controlnet, "controlnet")
+    if controlnet is None:
+        raise missing_model("controlnet", "ControlNetLoader", "control_net_name", info)
+    if comfyui.loras is not None:
+        return checkpoint, controlnet, tuple((lora.name, lora.weight) for lora in comfyui.loras)
+    return checkpoint, controlnet, tuple((lora_file(name), weight) for name, weight in loras)

@@ -393,3 +393,31 @@ def test_doctor_reports_comfyui_version_nodes_and_models(tmp_path):
     (gone,) = check_comfyui(load_settings(env=env, home=tmp_path))
     assert gone.status == "fail" and "does not answer" in gone.detail
     assert check_comfyui(load_settings(env={}, home=tmp_path)) == []
+
+
+def test_hostile_names_in_a_workflow_stay_one_short_line(comfy, tmp_path):
+    hostile = "Evil\nNode" * 10_000
+    workflow = renumbered(built_in_graph(drawing({"pose": "a.png", "reference": "b.png"})))
+    workflow["66"] = {"class_type": hostile, "inputs": {}}
+
+    def make(names):
+        graph, slots = fill_workflow(workflow, drawing(names))
+        return graph, set(slots.values()), slots["save"]
+
+    with pytest.raises(UserError) as caught:
+        runner(comfy.url).run(make, uploads(), None)
+    assert "\n" not in caught.value.message and len(caught.value.message) < 300
+    assert not comfy.received.prompts
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({hostile: {"class_type": 1}}))
+    with pytest.raises(UserError) as caught:
+        load_workflow(path)
+    assert "\n" not in caught.value.message and len(caught.value.message) < 400
+
+
+def test_an_oversized_output_is_refused_without_reading_it_all(comfy, monkeypatch):
+    import tools.comfyui.client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_IMAGE_BYTES", 1024)
+    with pytest.raises(ComfyUIError, match="over"):
+        runner(comfy.url).run(built_in(width=256, height=256), uploads(), None)

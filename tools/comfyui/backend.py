@@ -24,6 +24,7 @@ from typing import Any
 from tools.comfyui.client import ComfyUIClient, ComfyUIError, Unreachable
 from tools.comfyui.graph import check_graph
 from tools.errors import UserError
+from tools.text import one_line
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 POLL_SECONDS = 0.5
@@ -178,9 +179,9 @@ class PromptRunner:
             elif (kind == "executing" and data.get("node") is None) or kind == "execution_success":
                 return
             elif kind == "execution_error":
-                node = str(data.get("node_type", "?"))[:80]
-                text = str(data.get("exception_message", "")).strip().splitlines()
-                raise ComfyUIError(f"ComfyUI failed in {node}: {(text or ['?'])[0][:300]}")
+                node = one_line(data.get("node_type", "?"))
+                text = one_line(data.get("exception_message", "?"), 300)
+                raise ComfyUIError(f"ComfyUI failed in {node}: {text}")
             elif kind == "execution_interrupted":
                 raise ComfyUIError("ComfyUI interrupted the prompt")
         raise Unreachable(f"ComfyUI at {self.client.url} went away during the prompt")
@@ -209,11 +210,11 @@ class PromptRunner:
             or _unsafe(subfolder, True)
         ):
             raise ComfyUIError(
-                f"ComfyUI's history names an odd output file: {str(filename)[:80]!r}"
+                f"ComfyUI's history names an odd output file: {one_line(filename)!r}"
             )
         png = self.client.view(filename, subfolder, kind)
         if not png.startswith(PNG_SIGNATURE):
-            raise ComfyUIError(f"ComfyUI's output {filename[:80]} is not a PNG")
+            raise ComfyUIError(f"ComfyUI's output {one_line(filename)} is not a PNG")
         return png
 
     def _queued(self, prompt_id: str) -> bool:

@@ -12,6 +12,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from tools.errors import UserError
+from tools.text import one_line
 
 if TYPE_CHECKING:
     from tools.settings import Settings
@@ -153,17 +154,18 @@ def check_graph(graph: dict[str, Any], info: dict[str, Any], filled: set[str]) -
     the node ids whose inputs we set; other nodes are the user's and ComfyUI judges them."""
     for node_id, node in graph.items():
         class_type = node["class_type"]
+        shown_type, shown_id = one_line(class_type), one_line(node_id, 40)
         if class_type not in info:
             if class_type.startswith("IPAdapter"):
                 raise UserError(
-                    f"ComfyUI lacks the IPAdapter nodes ({class_type}): the node pack "
+                    f"ComfyUI lacks the IPAdapter nodes ({shown_type}): the node pack "
                     f"{IPADAPTER_PACK} is not installed",
                     f"install it with ComfyUI-Manager (search 'IPAdapter plus') or git clone "
                     f"https://github.com/{IPADAPTER_PACK} into ComfyUI/custom_nodes/, then "
                     "restart ComfyUI",
                 )
             raise UserError(
-                f"ComfyUI has no node '{class_type}' (node {node_id} of the workflow)",
+                f"ComfyUI has no node '{shown_type}' (node {shown_id} of the workflow)",
                 "install the custom node pack that provides it (ComfyUI-Manager: "
                 "'Install Missing Custom Nodes'), then restart ComfyUI",
             )
@@ -175,10 +177,11 @@ def check_graph(graph: dict[str, Any], info: dict[str, Any], filled: set[str]) -
             allowed = combo_values(required.get(name)) if isinstance(required, dict) else None
             if allowed is None or isinstance(value, list) or str(value) in allowed:
                 continue
-            setting = SETTING_FOR.get((class_type, name), f"{class_type}.{name}")
-            shown = ", ".join(allowed[:30]) + (" ..." if len(allowed) > 30 else "")
+            setting = SETTING_FOR.get((class_type, name), f"{shown_type}.{one_line(name, 40)}")
+            shown = one_line(", ".join(allowed[:30]), 2000) + (" ..." if len(allowed) > 30 else "")
             raise UserError(
-                f"ComfyUI has no {name} '{value}' (ComfyUI has: {shown or 'none'})",
+                f"ComfyUI has no {one_line(name, 40)} '{one_line(value)}' "
+                f"(ComfyUI has: {shown or 'none'})",
                 f"set {setting} to one of those names, or put the file in ComfyUI's models folder",
             )
 
@@ -189,7 +192,7 @@ def missing_model(key: str, node: str, input_name: str, info: dict[str, Any]) ->
     allowed = combo_values(required.get(input_name)) or []
     return UserError(
         f"comfyui.{key} is not set and models.{key} is no model file "
-        f"(ComfyUI has: {', '.join(allowed[:30]) or 'none'})",
+        f"(ComfyUI has: {one_line(', '.join(allowed[:30]), 2000) or 'none'})",
         f"set comfyui.{key} to one of those names in ~/.anime-config.yaml",
     )
 

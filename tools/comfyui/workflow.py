@@ -17,6 +17,7 @@ from typing import Any
 
 from tools.comfyui.graph import Drawing
 from tools.errors import UserError
+from tools.text import one_line
 
 MAX_WORKFLOW_BYTES = 8 * 1024 * 1024
 MAX_NODES = 5000
@@ -56,14 +57,17 @@ def load_workflow(path: str | Path) -> dict[str, Any]:
             or not isinstance(node.get("inputs", {}), dict)
         ):
             raise UserError(
-                f"comfyui.workflow {path}: node {node_id!r} is not {{class_type, inputs}}", hint
+                f"comfyui.workflow {path}: node {one_line(node_id, 40)!r} is not "
+                "{class_type, inputs}",
+                hint,
             )
         for name, value in node.get("inputs", {}).items():
             if isinstance(value, list) and (
                 len(value) != 2 or str(value[0]) not in data or not isinstance(value[1], int)
             ):
                 raise UserError(
-                    f"comfyui.workflow {path}: node {node_id} input {name!r} links to no node",
+                    f"comfyui.workflow {path}: node {one_line(node_id, 40)} input "
+                    f"{one_line(name, 40)!r} links to no node",
                     hint,
                 )
     return data
@@ -103,7 +107,8 @@ def find_slots(graph: dict[str, Any]) -> dict[str, str]:
         if titled:
             if graph[titled[0]]["class_type"] not in kinds:
                 raise UserError(
-                    f"the workflow's node 'anime:{slot}' is a {graph[titled[0]]['class_type']}",
+                    f"the workflow's node 'anime:{slot}' is a "
+                    f"{one_line(graph[titled[0]]['class_type'])}",
                     f"that title belongs on a {' or '.join(kinds)} node",
                 )
             slots[slot] = titled[0]

@@ -185,7 +185,7 @@ class Received:
 
 
 class FakeComfyUI:
-    def __init__(self, root: Path, packs: tuple[str, ...] = ("ipadapter",)) -> None:
+    def __init__(self, root: Path, packs: tuple[str, ...] = ("ipadapter",), port: int = 0) -> None:
         self.root = root
         self.input_dir, self.output_dir = root / "input", root / "output"
         self.input_dir.mkdir(parents=True, exist_ok=True)
@@ -193,10 +193,11 @@ class FakeComfyUI:
         self.packs = set(packs)
         self.received = Received()
         self.faults: list[str] = []
-        self.port = 0
+        self.port = port
         self.deaths = 0
         self.history_overrides: dict[str, Any] = {}  # a hostile ComfyUI's answers
         self.died = threading.Event()
+        self.hanging = threading.Event()  # set when a "hang" fault starts its silence
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._counter = 0
@@ -389,6 +390,7 @@ class FakeComfyUI:
                         self.died.set()
                         return False
                     if value == 1 and fault == "hang":
+                        self.hanging.set()
                         await self.interrupted.wait()
                     if self.interrupted.is_set():
                         await send("execution_interrupted", node_id=node_id, node_type=kind,

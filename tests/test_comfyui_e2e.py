@@ -133,3 +133,78 @@ def test_a_hung_comfyui_is_interrupted_and_the_image_retried(comfy, anime_home, 
     assert_saved_as_comfyui_made_them(paths, comfy)
     (job,) = JobJournal.for_state(anime_home / ".anime-chat").list()
     assert job.attempts >= 1 and job.state == "done"
+
+
+def start_job(settings, count: int = 1):
+    """Queue a job for sakura and run it on a worker thread: (journal, job id, thread)."""
+    import threading
+
+    from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
+    from tools.jobs.client import submit_job
+    from tools.jobs.worker import Worker
+
+    specs = Runtime(settings).planner.plan(
+        GenerationRequest(character="sakura", pose="sitting", count=count, seed=7)
+    )
+    journal, job_id = submit_job(settings, specs, label="comfyui test")
+    worker = Worker(settings)
+    thread = threading.Thread(target=worker.run_job, args=(journal.get(job_id),), daemon=True)
+    thread.start()
+    return journal, job_id, thread
+
+
+def wait_for(condition, what: str, limit: float = 120.0):
+    """Poll a condition on the journal (an upper bound only, not a timed assertion)."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.05)
+    return value
+
+
+@pytest.mark.slow
+def test_cancelling_the_job_interrupts_its_comfyui_prompt(comfy, anime_home):
+    from tools.settings import load_settings
+
+    comfy.faults.append("hang")
+    journal, job_id, thread = start_job(load_settings())
+    assert comfy.hanging.wait(120)
+    journal.cancel(job_id)
+    thread.join(120)
+    assert not thread.is_alive()
+    assert comfy.received.interrupts == 1
+    assert journal.get(job_id).state == "cancelled"
+    assert not list((anime_home / "anime-output").rglob("*.png"))
+
+
+@pytest.mark.slow
+def test_a_job_waits_for_comfyui_to_start_and_says_so(anime_home, reference_image, tmp_path):
+    import socket
+
+    from tools.characters.library import CharacterLibrary
+    from tools.settings import load_settings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "ANIME_WORKER_BACKEND": "comfyui",
+        "ANIME_COMFYUI_URL": f"http://127.0.0.1:{port}",
+        "ANIME_COMFYUI_CHECKPOINT": CHECKPOINTS[0],
+        "ANIME_COMFYUI_CONTROLNET": CONTROLNETS[0],
+        "ANIME_COMFYUI_LORAS": "",
+    }
+    settings = load_settings(env=env, home=anime_home)
+    CharacterLibrary(settings.paths).add("sakura", reference_image)
+    journal, job_id, thread = start_job(settings)
+    waiting = f"waiting for ComfyUI at http://127.0.0.1:{port}"
+    wait_for(lambda: journal.get(job_id).progress.get("phase") == waiting, waiting)
+    with FakeComfyUI(tmp_path / "late", port=port) as late:
+        thread.join(120)
+        assert not thread.is_alive()
+        job = journal.get(job_id)
+        assert job.state == "done", job.error
+        assert len(late.received.prompts) == 1

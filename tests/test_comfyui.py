@@ -421,3 +421,23 @@ def test_an_oversized_output_is_refused_without_reading_it_all(comfy, monkeypatc
     monkeypatch.setattr(client_module, "MAX_IMAGE_BYTES", 1024)
     with pytest.raises(ComfyUIError, match="over"):
         runner(comfy.url).run(built_in(width=256, height=256), uploads(), None)
+
+
+def test_several_comfyui_urls_act_as_several_workers(tmp_path):
+    from tools.jobs.supervisor import worker_slots
+    from tools.jobs.worker import pin_comfyui
+    from tools.settings import load_settings
+
+    urls = "http://127.0.0.1:8188,http://127.0.0.1:8189"
+    env = {"ANIME_WORKER_BACKEND": "comfyui", "ANIME_COMFYUI_URL": urls}
+    job = load_settings(env=env, home=tmp_path)
+    slots = worker_slots(job)
+    assert slots == {
+        "comfyui0": {"ANIME_COMFYUI_URL": "http://127.0.0.1:8188"},
+        "comfyui1": {"ANIME_COMFYUI_URL": "http://127.0.0.1:8189"},
+    }
+    own = load_settings(env={**env, **slots["comfyui1"]}, home=tmp_path)
+    assert pin_comfyui(job, own).comfyui.urls == ["http://127.0.0.1:8189"]
+    assert pin_comfyui(job, job) is job
+    elsewhere = load_settings(env={**env, "ANIME_COMFYUI_URL": "http://10.0.0.9:1"}, home=tmp_path)
+    assert pin_comfyui(job, elsewhere) is job

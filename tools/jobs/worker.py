@@ -83,11 +83,12 @@ class Worker:
             overrides = request.get("overrides") or {}
             return load_settings(overrides=overrides, env={}, home=self.settings.home)
         try:
-            return Settings.model_validate({**captured, "home": self.settings.home})
+            settings = Settings.model_validate({**captured, "home": self.settings.home})
         except ValidationError as error:
             # A newer CLI's key reaching an older warm worker: that job fails with the reason
             # (not retried), the worker and the queue behind it go on.
             raise explain_settings_error(error, "the job's saved settings") from None
+        return pin_comfyui(settings, self.settings)
 
     def runtime_for(self, settings: Settings) -> Runtime:
         """The runtime for a job's settings.
@@ -248,6 +249,15 @@ class Worker:
         if low_memory and not self.low_memory:
             _use_less_memory(engine.pipe)
             self.low_memory = True
+
+
+def pin_comfyui(job: Settings, own: Settings) -> Settings:
+    """A worker the supervisor gave one of several ComfyUI URLs (`worker_slots`) draws the
+    job's images on that one; otherwise the job's first URL draws."""
+    urls = own.comfyui.urls
+    if job.worker.backend != "comfyui" or len(urls) != 1 or urls[0] not in job.comfyui.urls:
+        return job
+    return job.model_copy(update={"comfyui": job.comfyui.model_copy(update={"url": urls[0]})})
 
 
 def _engine_key(settings: Settings) -> tuple[Any, ...]:

@@ -441,3 +441,34 @@ def test_several_comfyui_urls_act_as_several_workers(tmp_path):
     assert pin_comfyui(job, job) is job
     elsewhere = load_settings(env={**env, "ANIME_COMFYUI_URL": "http://10.0.0.9:1"}, home=tmp_path)
     assert pin_comfyui(job, elsewhere) is job
+
+
+# -- comfyui.root: the diffusers side finds ComfyUI's model files ---------------------------------
+
+
+def test_comfyui_root_is_searched_for_checkpoints_and_controlnets(tmp_path, tiny_models):
+    import shutil
+
+    from tools.engine.loading import ModelSources
+    from tools.settings import load_settings
+
+    root = tmp_path / "ComfyUI"
+    (root / "models" / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(tiny_models / "sd15.safetensors", root / "models/checkpoints/mine.safetensors")
+    webui = tmp_path / "webui"
+    shutil.copytree(tiny_models / "controlnet", webui / "models/ControlNet/openpose")
+    (root / "extra_model_paths.yaml").write_text(
+        f"a111:\n  base_path: {webui}\n  controlnet: |\n    models/ControlNet\n    models/none\n"
+    )
+    env = {
+        "ANIME_COMFYUI_ROOT": str(root),
+        "ANIME_MODELS_CHECKPOINT": "mine.safetensors",
+        "ANIME_MODELS_CONTROLNET": "openpose",
+    }
+    sources = ModelSources(load_settings(env=env, home=tmp_path / "home"))
+    assert sources.checkpoint.location == str(root / "models/checkpoints/mine.safetensors")
+    assert sources.controlnet.location == str(webui / "models/ControlNet/openpose")
+    assert sources.family == "sd15"
+    (root / "extra_model_paths.yaml").write_text("a111: [unclosed")
+    broken = ModelSources(load_settings(env=env, home=tmp_path / "home"))
+    assert broken.checkpoint.kind == "file"

@@ -195,7 +195,6 @@ class FakeComfyUI:
         self.faults: list[str] = []
         self.port = port
         self.deaths = 0
-        self.history_overrides: dict[str, Any] = {}  # a hostile ComfyUI's answers
         self.died = threading.Event()
         self.hanging = threading.Event()  # set when a "hang" fault starts its silence
         self._loop = asyncio.new_event_loop()
@@ -299,8 +298,6 @@ class FakeComfyUI:
 
     async def _history(self, request: web.Request) -> web.Response:
         prompt_id = request.match_info["prompt_id"]
-        if prompt_id in self.history_overrides:
-            return web.json_response({prompt_id: self.history_overrides[prompt_id]})
         entry = self.history.get(prompt_id)
         return web.json_response({prompt_id: entry} if entry else {})
 

@@ -472,3 +472,28 @@ def test_comfyui_root_is_searched_for_checkpoints_and_controlnets(tmp_path, tiny
     (root / "extra_model_paths.yaml").write_text("a111: [unclosed")
     broken = ModelSources(load_settings(env=env, home=tmp_path / "home"))
     assert broken.checkpoint.kind == "file"
+
+
+def test_garbage_object_info_is_no_traceback():
+    from tools.comfyui.graph import check_graph, missing_model
+
+    graph = built_in_graph(drawing({"pose": "p.png", "reference": "r.png"}))
+    garbage = {name: ["not", "a", "node"] for name in {n["class_type"] for n in graph.values()}}
+    check_graph(graph, garbage, set(graph))  # no lists to judge by: ComfyUI will say
+    garbage["CheckpointLoaderSimple"] = {"input": {"required": {"ckpt_name": "oops"}}}
+    assert (
+        "ComfyUI has: none"
+        in missing_model("checkpoint", "CheckpointLoaderSimple", "ckpt_name", garbage).message
+    )
+
+
+def test_a_websocket_closed_at_once_counts_as_unreachable(comfy, monkeypatch):
+    original, calls = ComfyUIClient.messages, []
+
+    def messages(self, idle):  # the first socket closes before ComfyUI's `status` message
+        calls.append(idle)
+        return iter(()) if len(calls) == 1 else original(self, idle)
+
+    monkeypatch.setattr(ComfyUIClient, "messages", messages)
+    output = runner(comfy.url).run(built_in(), uploads(), None)
+    assert len(calls) == 2 and output.png.startswith(b"\x89PNG")

@@ -115,7 +115,9 @@ class PromptRunner:
         on_step: Callable[[int, int], None] | None,
     ) -> Output:
         messages = self.client.messages(idle=POLL_SECONDS)
-        next(messages)  # the `status` message: the socket is ours before the prompt runs
+        # The `status` message: the socket is ours before the prompt runs.
+        if next(messages, None) is None:
+            raise Unreachable(f"ComfyUI at {self.client.url} closed its WebSocket at once")
         entry = self.client.history(self.pending) if self.pending else None
         if entry is None and not (self.pending and self._queued(self.pending)):
             # A restarted ComfyUI lost the prompt (it is neither in its history nor queued).
@@ -175,7 +177,8 @@ class PromptRunner:
             if kind == "progress":
                 self.phase("rendering")
                 if on_step is not None:
-                    on_step(_int(data.get("value")), _int(data.get("max")))
+                    steps = max(_int(data.get("max")), 1)
+                    on_step(min(max(_int(data.get("value")), 0), steps), steps)
             elif (kind == "executing" and data.get("node") is None) or kind == "execution_success":
                 return
             elif kind == "execution_error":

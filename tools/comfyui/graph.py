@@ -171,10 +171,9 @@ def check_graph(graph: dict[str, Any], info: dict[str, Any], filled: set[str]) -
             )
         if node_id not in filled or class_type == "LoadImage":
             continue  # LoadImage: our own upload, which ComfyUI listed after this info was read
-        spec = info[class_type].get("input", {}) if isinstance(info[class_type], dict) else {}
-        required = spec.get("required", {}) if isinstance(spec, dict) else {}
+        required = _required_inputs(info, class_type)
         for name, value in node["inputs"].items():
-            allowed = combo_values(required.get(name)) if isinstance(required, dict) else None
+            allowed = combo_values(required.get(name))
             if allowed is None or isinstance(value, list) or str(value) in allowed:
                 continue
             setting = SETTING_FOR.get((class_type, name), f"{shown_type}.{one_line(name, 40)}")
@@ -186,10 +185,17 @@ def check_graph(graph: dict[str, Any], info: dict[str, Any], filled: set[str]) -
             )
 
 
+def _required_inputs(info: dict[str, Any], class_type: str) -> dict[str, Any]:
+    """`/object_info`'s required inputs of a node, or {} where its answer has another shape."""
+    entry = info.get(class_type)
+    spec = entry.get("input") if isinstance(entry, dict) else None
+    required = spec.get("required") if isinstance(spec, dict) else None
+    return required if isinstance(required, dict) else {}
+
+
 def missing_model(key: str, node: str, input_name: str, info: dict[str, Any]) -> UserError:
     """A model name neither `comfyui.<key>` nor `models.<key>` gives: the names ComfyUI has."""
-    required = info.get(node, {}).get("input", {}).get("required", {})
-    allowed = combo_values(required.get(input_name)) or []
+    allowed = combo_values(_required_inputs(info, node).get(input_name)) or []
     return UserError(
         f"comfyui.{key} is not set and models.{key} is no model file "
         f"(ComfyUI has: {one_line(', '.join(allowed[:30]), 2000) or 'none'})",

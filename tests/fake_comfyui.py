@@ -2,10 +2,11 @@
 `server.py` and `execution.py` (comfyanonymous/ComfyUI), run by aiohttp as ComfyUI is, in a
 thread. It "renders" a deterministic PNG from the KSampler seed, with ComfyUI's `prompt` chunk.
 
-Faults (`FakeComfyUI.fault`, taken by the next prompt that runs): "die" (the server goes away
-after the first step, losing its queue and history as a killed process does, and listens again
-on the same port), "hang" (no message after the first step until `/interrupt`), "error" (an
-`execution_error`). `packs` leaves IPAdapter_plus out of `/object_info` when it lacks "ipadapter".
+Faults (`FakeComfyUI.faults`, each taken by the next prompt that runs): "die" (the server goes
+away after the first step, losing its queue and history as a killed process does, and listens
+again on the same port), "hang" (no message after the first step until `/interrupt`), "error"
+(an `execution_error`); `drop_sockets` closes the next WebSockets at once. `packs` leaves
+IPAdapter_plus out of `/object_info` when it lacks "ipadapter".
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ class FakeComfyUI:
         self.deaths = 0
         self.died = threading.Event()
         self.hanging = threading.Event()  # set when a "hang" fault starts its silence
+        self.drop_sockets = 0  # the next N WebSockets close before ComfyUI's `status` message
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._counter = 0
@@ -339,6 +341,10 @@ class FakeComfyUI:
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        if self.drop_sockets:
+            self.drop_sockets -= 1
+            await ws.close()
+            return ws
         sid = request.rel_url.query.get("clientId") or uuid.uuid4().hex
         self.sockets[sid] = ws
         status = {"exec_info": {"queue_remaining": self.queue.qsize()}}

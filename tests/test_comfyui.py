@@ -487,13 +487,8 @@ def test_garbage_object_info_is_no_traceback():
     )
 
 
-def test_a_websocket_closed_at_once_counts_as_unreachable(comfy, monkeypatch):
-    original, calls = ComfyUIClient.messages, []
-
-    def messages(self, idle):  # the first socket closes before ComfyUI's `status` message
-        calls.append(idle)
-        return iter(()) if len(calls) == 1 else original(self, idle)
-
-    monkeypatch.setattr(ComfyUIClient, "messages", messages)
+def test_a_websocket_closed_at_once_counts_as_unreachable(comfy):
+    comfy.drop_sockets = 1
     output = runner(comfy.url).run(built_in(), uploads(), None)
-    assert len(calls) == 2 and output.png.startswith(b"\x89PNG")
+    assert comfy.drop_sockets == 0 and output.png.startswith(b"\x89PNG")
+    assert len(comfy.received.prompts) == 1

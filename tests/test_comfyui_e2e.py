@@ -53,6 +53,8 @@ def assert_saved_as_comfyui_made_them(paths: list[Path], fake: FakeComfyUI) -> N
         image = Image.open(path)
         record = json.loads(image.text["anime-chat"])
         assert record["character"] == "sakura" and record["posture"] == "sitting"
+        assert record["model"] == CHECKPOINTS[0] and record["controlnet"] == CONTROLNETS[0]
+        assert f"Model: {CHECKPOINTS[0]}" in image.text["parameters"]
         assert "Seed: " in image.text["parameters"]
         graph = json.loads(image.text["prompt"])  # ComfyUI's own chunk: it loads the graph back
         sampler = next(n for n in graph.values() if n["class_type"] == "KSampler")
@@ -172,6 +174,13 @@ def test_cancelling_the_job_interrupts_its_comfyui_prompt(comfy, anime_home):
     comfy.faults.append("hang")
     journal, job_id, thread = start_job(load_settings())
     assert comfy.hanging.wait(120)
+
+    # The job's progress shows ComfyUI's own steps (the fake holds after step 1 of 4).
+    def steps() -> tuple:
+        progress = journal.get(job_id).progress
+        return progress.get("step"), progress.get("steps")
+
+    wait_for(lambda: steps() == (1, 4), "ComfyUI's step 1/4 in the job's progress")
     journal.cancel(job_id)
     thread.join(120)
     assert not thread.is_alive()

@@ -21,7 +21,7 @@ from PIL import Image
 
 from tools.comfyui.backend import PNG_SIGNATURE, PromptRunner
 from tools.comfyui.client import ComfyUIClient
-from tools.comfyui.graph import Drawing, built_in_graph, resolve_models
+from tools.comfyui.graph import Drawing, built_in_graph, model_name, resolve_models
 from tools.comfyui.workflow import fill_workflow, load_workflow
 from tools.engine.prompt_syntax import extract_loras
 from tools.engine.render_job import RenderJob
@@ -106,11 +106,35 @@ class ComfyUIEngine(Engine):
         image.info[SOURCE_PNG] = result.png
         return image
 
+    def labels(self) -> dict[str, str]:
+        """The names ComfyUI drew with: `comfyui.*` (or `models.*` file names) for our graph;
+        for the user's workflow its one loader's value, else the workflow's file name."""
+        own = super().labels
+        if self.comfyui.workflow:
+            graph, name = self.workflow(), Path(self.comfyui.workflow).name
+            return {
+                "model": _only_value(graph, "CheckpointLoaderSimple", "ckpt_name") or name,
+                "controlnet": _only_value(graph, "ControlNetLoader", "control_net_name") or name,
+                "ipadapter": _only_value(graph, "IPAdapterUnifiedLoader", "preset") or name,
+            }
+        checkpoint = model_name(self.comfyui.checkpoint, self.models.checkpoint, "checkpoint")
+        controlnet = model_name(self.comfyui.controlnet, self.models.controlnet, "controlnet")
+        return {
+            "model": checkpoint or own()["model"],
+            "controlnet": controlnet or own()["controlnet"],
+            "ipadapter": f"IPAdapterUnifiedLoader {self.comfyui.ipadapter_preset}",
+        }
+
     def workflow(self) -> dict[str, Any]:
         if self._workflow is None:
             assert self.comfyui.workflow is not None
             self._workflow = load_workflow(self.comfyui.workflow)
         return self._workflow
+
+
+def _only_value(graph: dict[str, Any], class_type: str, name: str) -> str | None:
+    values = {str(n["inputs"].get(name)) for n in graph.values() if n["class_type"] == class_type}
+    return values.pop() if len(values) == 1 else None
 
 
 def _png(image: Image.Image) -> bytes:

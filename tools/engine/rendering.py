@@ -80,6 +80,14 @@ class Engine:
     def controlnet_source(self) -> ModelSource:
         return self.sources.controlnet
 
+    def labels(self) -> dict[str, str]:
+        """How an image's metadata names the checkpoint, ControlNet and IP-Adapter that drew it."""
+        return {
+            "model": self.checkpoint.label,
+            "controlnet": self.controlnet_source.label,
+            "ipadapter": f"{self.ipadapter_source.label}/{self.models.ipadapter_weight_name}",
+        }
+
     @property
     def fast_lora_source(self) -> ModelSource | None:
         return self.sources.fast_lora

@@ -199,6 +199,7 @@ class FakeComfyUI:
         self.died = threading.Event()
         self.hanging = threading.Event()  # set when a "hang" fault starts its silence
         self.drop_sockets = 0  # the next N WebSockets close before ComfyUI's `status` message
+        self.without_system_stats = False  # as a ComfyUI older than `/system_stats`
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._counter = 0
@@ -261,6 +262,8 @@ class FakeComfyUI:
         return web.json_response(object_info(self.packs, uploads))
 
     async def _system_stats(self, _request: web.Request) -> web.Response:
+        if self.without_system_stats:
+            return web.Response(status=404)
         system = {"os": "posix", "comfyui_version": "0.3.99-fake", "python_version": "3"}
         return web.json_response({"system": system, "devices": []})
 

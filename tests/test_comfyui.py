@@ -492,3 +492,9 @@ def test_a_websocket_closed_at_once_counts_as_unreachable(comfy):
     output = runner(comfy.url).run(built_in(), uploads(), None)
     assert comfy.drop_sockets == 0 and output.png.startswith(b"\x89PNG")
     assert len(comfy.received.prompts) == 1
+
+
+def test_a_comfyui_without_system_stats_is_up_all_the_same(comfy):
+    comfy.without_system_stats = True
+    output = runner(comfy.url).run(built_in(), uploads(), None)
+    assert output.png.startswith(b"\x89PNG")

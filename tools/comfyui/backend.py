@@ -71,19 +71,15 @@ class PromptRunner:
         return self._info
 
     def wait_until_up(self, deadline: float) -> None:
-        while True:
-            try:
-                self.client.system_stats()
-                return
-            except Unreachable:
-                if time.monotonic() > deadline:
-                    raise UserError(
-                        f"ComfyUI at {self.client.url} did not answer within {self.timeout:.0f} s",
-                        "start ComfyUI (python main.py --listen 127.0.0.1), or set comfyui.url",
-                    ) from None
-                self._info = None  # a ComfyUI that comes back may have other nodes or models
-                self.phase(f"waiting for ComfyUI at {self.client.url}")
-                time.sleep(POLL_SECONDS)
+        while not self.client.answers():
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"ComfyUI at {self.client.url} did not answer within {self.timeout:.0f} s",
+                    "start ComfyUI (python main.py --listen 127.0.0.1), or set comfyui.url",
+                )
+            self._info = None  # a ComfyUI that comes back may have other nodes or models
+            self.phase(f"waiting for ComfyUI at {self.client.url}")
+            time.sleep(POLL_SECONDS)
 
     def run(
         self,

@@ -60,6 +60,17 @@ class ComfyUIClient:
         return status, (_json(data, path) if data.strip() else None)
 
     # -- the API --------------------------------------------------------------------------------
+    def answers(self) -> bool:
+        """Whether a server answers at the URL at all (any HTTP status: an older ComfyUI may
+        lack `/system_stats`)."""
+        try:
+            self._request("GET", "/system_stats")
+        except Unreachable:
+            return False
+        except ComfyUIError:
+            pass  # an oversized answer is still an answer
+        return True
+
     def system_stats(self) -> dict[str, Any]:
         return _mapping(self.get_json("/system_stats"), "/system_stats")
 

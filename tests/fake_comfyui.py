@@ -5,8 +5,9 @@ thread. It "renders" a deterministic PNG from the KSampler seed, with ComfyUI's 
 Faults (`FakeComfyUI.faults`, each taken by the next prompt that runs): "die" (the server goes
 away after the first step, losing its queue and history as a killed process does, and listens
 again on the same port), "hang" (no message after the first step until `/interrupt`), "error"
-(an `execution_error`); `drop_sockets` closes the next WebSockets at once. `packs` leaves
-IPAdapter_plus out of `/object_info` when it lacks "ipadapter".
+(an `execution_error`), "drop" (its WebSocket closes after the first step, the prompt runs on);
+`drop_sockets` closes the next WebSockets at once. `packs` leaves IPAdapter_plus out of
+`/object_info` when it lacks "ipadapter".
 """
 
 from __future__ import annotations
@@ -395,6 +396,8 @@ class FakeComfyUI:
                         await self._start()
                         self.died.set()
                         return False
+                    if value == 1 and fault == "drop" and sid in self.sockets:
+                        await self.sockets[sid].close()  # the socket goes; the prompt runs on
                     if value == 1 and fault == "hang":
                         self.hanging.set()
                         await self.interrupted.wait()

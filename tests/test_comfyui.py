@@ -498,3 +498,10 @@ def test_a_comfyui_without_system_stats_is_up_all_the_same(comfy):
     comfy.without_system_stats = True
     output = runner(comfy.url).run(built_in(), uploads(), None)
     assert output.png.startswith(b"\x89PNG")
+
+
+def test_a_dropped_websocket_follows_the_same_prompt_again(comfy):
+    comfy.faults.append("drop")
+    output = runner(comfy.url).run(built_in(), uploads(), None)
+    assert len(comfy.received.prompts) == 1  # not submitted twice: ComfyUI still had it
+    assert output.png == next(comfy.output_dir.iterdir()).read_bytes()

@@ -63,7 +63,7 @@ class PromptRunner:
         self.hang_timeout = hang_timeout
         self.phase = phase
         self._info: dict[str, Any] | None = None
-        self.submitted = 0
+        self.pending: str | None = None  # our prompt id while ComfyUI has (or had) it
 
     def object_info(self) -> dict[str, Any]:
         if self._info is None:
@@ -90,7 +90,7 @@ class PromptRunner:
         """`uploads`: slot -> (file name, PNG); `make_graph(names)` gets the names ComfyUI
         stored them under and returns (graph, the node ids we filled, the save node id)."""
         deadline = time.monotonic() + self.timeout
-        self.pending: str | None = None  # our prompt id while ComfyUI has (or had) it
+        self.pending = None
         while True:
             self.wait_until_up(deadline)
             try:
@@ -135,7 +135,6 @@ class PromptRunner:
 
     def _submit(self, graph: dict[str, Any]) -> str:
         status, answer = self.client.queue_prompt(graph)
-        self.submitted += 1
         if status == 200 and isinstance(answer, dict) and isinstance(answer.get("prompt_id"), str):
             return answer["prompt_id"]
         raise UserError(f"ComfyUI refused the prompt: {refusal(answer, status)}",

@@ -11,7 +11,8 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SOURCE_PNG = "anime-chat:source-png"
 
 
-def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """The PNG's chunks as (type, data), up to IEND; ValueError for a broken file."""
     if not png.startswith(SIGNATURE):
         raise ValueError("not a PNG")
     chunks, offset = [], len(SIGNATURE)
@@ -42,7 +43,7 @@ def _keyword(kind: bytes, data: bytes) -> str | None:
 def with_text_chunks(png: bytes, texts: dict[str, str]) -> bytes:
     """`png` with `texts` as text chunks (iTXt, UTF-8) before IEND, replacing chunks of the
     same keywords; every other chunk, pixels included, byte for byte."""
-    kept = [(kind, data) for kind, data in _chunks(png) if _keyword(kind, data) not in texts]
+    kept = [(kind, data) for kind, data in chunks(png) if _keyword(kind, data) not in texts]
     out = bytearray(SIGNATURE)
     for kind, data in kept[:-1]:
         out += _chunk(kind, data)

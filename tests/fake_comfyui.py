@@ -163,7 +163,7 @@ def validate_prompt(prompt: Any, info: dict[str, Any]) -> tuple[bool, Any, dict[
     return True, None, {}
 
 
-def render_png(seed: int, width: int, height: int, prompt: dict[str, Any]) -> bytes:
+def render_png(seed: int, width: int, height: int, prompt: dict[str, Any] | None) -> bytes:
     """A deterministic picture of the seed, saved as SaveImage does (a `prompt` text chunk)."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
@@ -171,7 +171,8 @@ def render_png(seed: int, width: int, height: int, prompt: dict[str, Any]) -> by
     rng = random.Random(seed)
     pixels = bytes(rng.randrange(256) for _ in range(width * height * 3))
     info = PngInfo()
-    info.add_text("prompt", json.dumps(prompt))
+    if prompt is not None:
+        info.add_text("prompt", json.dumps(prompt))
     buffer = BytesIO()
     Image.frombytes("RGB", (width, height), pixels).save(buffer, "PNG", pnginfo=info)
     return buffer.getvalue()
@@ -201,6 +202,7 @@ class FakeComfyUI:
         self.hanging = threading.Event()  # set when a "hang" fault starts its silence
         self.drop_sockets = 0  # the next N WebSockets close before ComfyUI's `status` message
         self.without_system_stats = False  # as a ComfyUI older than `/system_stats`
+        self.disable_metadata = False  # as `main.py --disable-metadata`: no `prompt` chunk
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._counter = 0
@@ -426,7 +428,8 @@ class FakeComfyUI:
         sampler = next(n for n in prompt.values() if n["class_type"].startswith("KSampler"))
         latent = next(n for n in prompt.values() if n["class_type"] == "EmptyLatentImage")
         seed = sampler["inputs"].get("seed", sampler["inputs"].get("noise_seed", 0))
-        png = render_png(seed, latent["inputs"]["width"], latent["inputs"]["height"], prompt)
+        size = latent["inputs"]["width"], latent["inputs"]["height"]
+        png = render_png(seed, *size, None if self.disable_metadata else prompt)
         prefix = str(node["inputs"].get("filename_prefix", "ComfyUI"))
         name = f"{prefix}_{len(os.listdir(self.output_dir)) + 1:05}_.png"
         (self.output_dir / name).write_bytes(png)

@@ -505,3 +505,28 @@ def test_a_dropped_websocket_follows_the_same_prompt_again(comfy):
     output = runner(comfy.url).run(built_in(), uploads(), None)
     assert len(comfy.received.prompts) == 1  # not submitted twice: ComfyUI still had it
     assert output.png == next(comfy.output_dir.iterdir()).read_bytes()
+
+
+def test_the_engine_hands_over_comfyuis_bytes_with_the_graph_it_ran(anime_home, comfy):
+    from tools.comfyui.engine import ComfyUIEngine
+    from tools.engine.render_job import RenderJob
+    from tools.settings import load_settings
+    from tools.store.png_chunks import SOURCE_PNG, chunks
+
+    env = {"ANIME_WORKER_BACKEND": "comfyui", "ANIME_COMFYUI_URL": comfy.url,
+           "ANIME_COMFYUI_CHECKPOINT": CHECKPOINTS[0], "ANIME_COMFYUI_CONTROLNET": CONTROLNETS[0],
+           "ANIME_COMFYUI_LORAS": ""}  # fmt: skip
+    engine = ComfyUIEngine(load_settings(env=env, home=anime_home))
+    comfy.disable_metadata = True
+    job = RenderJob("sakura <lora:gone:0.5>", "lowres", POSE, None, seed=9)
+    (image,) = engine.render(
+        [job], width=64, height=96, ipadapter_weight=0.0, controlnet_strength=0.5
+    )
+    (graph,) = comfy.received.prompts.values()
+    assert "lora" not in graph["positive"]["inputs"]["text"] and "reference" not in graph
+    assert json.loads(image.info["prompt"]) == graph
+    png, made = image.info[SOURCE_PNG], next(comfy.output_dir.iterdir()).read_bytes()
+    assert [c for c in chunks(png) if c[0] == b"IDAT"] == [
+        c for c in chunks(made) if c[0] == b"IDAT"
+    ]
+    assert json.loads(Image.open(BytesIO(png)).text["prompt"]) == graph

@@ -101,9 +101,12 @@ class ComfyUIEngine(Engine):
             return graph, set(graph), "save"
 
         result = self.runner.run(make_graph, uploads, on_step)
-        image = _decode(result.png)
-        image.info.setdefault("prompt", json.dumps(result.graph))
-        image.info[SOURCE_PNG] = result.png
+        png = result.png
+        image = _decode(png)
+        if "prompt" not in image.info:  # ComfyUI started with --disable-metadata
+            image.info["prompt"] = json.dumps(result.graph)
+            png = with_text_chunks(png, {"prompt": image.info["prompt"]})
+        image.info[SOURCE_PNG] = png
         return image
 
     def labels(self) -> dict[str, str]:

@@ -362,8 +362,10 @@ def test_silence_during_another_clients_prompt_dequeues_ours_and_interrupts_noth
     names = {"pose": other.upload_image("p.png", png_of(POSE))}
     status, answer = other.queue_prompt(built_in_graph(drawing(names)))
     assert status == 200
+    phases: list[str] = []
     with pytest.raises(ComfyUIHang):
-        runner(comfy.url, hang_timeout=1.0).run(built_in(), uploads(), None)
+        runner(comfy.url, phases, hang_timeout=1.0).run(built_in(), uploads(), None)
+    assert set(phases) == {"queued in ComfyUI"}  # each turn beats, ours never ran
     # The hang was theirs (running): ours was only taken out of the queue, not interrupted.
     assert comfy.received.interrupts == 0
 

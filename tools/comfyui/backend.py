@@ -147,8 +147,9 @@ class PromptRunner:
         deadline: float,
         on_step: Callable[[int, int], None] | None,
     ) -> None:
-        last = time.monotonic()
-        self.phase("queued in ComfyUI")
+        # Every turn beats (through `phase`), so the supervisor never takes a prompt that waits
+        # behind other clients' work for a hung worker; the hang check here is on silence.
+        last, phase = time.monotonic(), "queued in ComfyUI"
         for message in messages:
             now = time.monotonic()
             if now > deadline:
@@ -160,17 +161,15 @@ class PromptRunner:
                 raise ComfyUIHang(
                     f"ComfyUI sent no progress for {self.hang_timeout:.0f} s; interrupted"
                 )
-            if message is None:
-                if self.client.history(prompt_id) is not None:
-                    return  # finished while the socket said nothing (the /history fallback)
-                self.phase("waiting for ComfyUI")
-                continue
-            data = message["data"]
-            if data.get("prompt_id") != prompt_id:
-                continue
-            kind = message.get("type")
+            elif self.client.history(prompt_id) is not None:
+                return  # finished while the socket said nothing (the /history fallback)
+            data = message["data"] if message is not None else {}
+            ours = message is not None and data.get("prompt_id") == prompt_id
+            kind = message.get("type") if ours and message is not None else None
+            if kind in ("execution_start", "executing", "progress"):
+                phase = "rendering"
+            self.phase(phase)
             if kind == "progress":
-                self.phase("rendering")
                 if on_step is not None:
                     steps = max(_int(data.get("max")), 1)
                     on_step(min(max(_int(data.get("value")), 0), steps), steps)

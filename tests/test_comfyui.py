@@ -532,3 +532,19 @@ def test_the_engine_hands_over_comfyuis_bytes_with_the_graph_it_ran(anime_home, 
         c for c in chunks(made) if c[0] == b"IDAT"
     ]
     assert json.loads(Image.open(BytesIO(png)).text["prompt"]) == graph
+
+
+def test_comfyui_root_is_searched_for_loras(tmp_path, tiny_models):
+    import shutil
+
+    from tools.engine.extra_networks import find_lora
+    from tools.settings import load_settings
+
+    root = tmp_path / "ComfyUI"
+    (root / "models" / "loras").mkdir(parents=True)
+    shutil.copyfile(tiny_models / "lora/tiny.safetensors", root / "models/loras/style.safetensors")
+    paths = load_settings(env={"ANIME_COMFYUI_ROOT": str(root)}, home=tmp_path / "home").paths
+    found = find_lora("style", paths)
+    assert (found.folder, found.weight_name) == (root / "models/loras", "style.safetensors")
+    with pytest.raises(UserError):
+        find_lora("style", load_settings(env={}, home=tmp_path / "home").paths)

@@ -67,6 +67,8 @@ class Paths:
     """Every location below home, in one place."""
 
     home: Path
+    # `comfyui.root`: a ComfyUI install whose model folders are searched too (LoRAs, ...).
+    comfyui_root: str | None = None
 
     @property
     def config_file(self) -> Path:
@@ -105,7 +107,7 @@ class Settings(Section):
 
     @property
     def paths(self) -> Paths:
-        return Paths(self.home)
+        return Paths(self.home, self.comfyui.root)
 
     def ollama_host(self) -> str:
         return self.llm.host or "http://localhost:11434"

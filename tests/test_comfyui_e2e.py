@@ -223,3 +223,13 @@ def test_a_job_waits_for_comfyui_to_start_and_says_so(anime_home, reference_imag
         job = journal.get(job_id)
         assert job.state == "done", job.error
         assert len(late.received.prompts) == 1
+
+
+@pytest.mark.slow
+def test_without_the_gate_no_local_model_is_needed(comfy, monkeypatch):
+    monkeypatch.setenv("ANIME_QUALITY_ENABLED", "false")
+    monkeypatch.setenv("ANIME_MODELS_CHECKPOINT", "only_in_comfyui.safetensors")
+    monkeypatch.setenv("ANIME_MODELS_CONTROLNET", "only_in_comfyui.pth")
+    monkeypatch.setenv("ANIME_MODELS_IPADAPTER", "nowhere/ip-adapter")
+    paths = chat()
+    assert_saved_as_comfyui_made_them(paths, comfy)

@@ -81,7 +81,7 @@ class ComfyUIEngine(Engine):
             drawing = Drawing(
                 prompt=prompt, negative_prompt=negative, seed=job.seed, steps=output.steps,
                 cfg=output.guidance_scale, sampler=output.sampler, width=width, height=height,
-                clip_skip=self.models.clip_skip, controlnet_strength=controlnet_strength,
+                clip_skip=self.settings.models.clip_skip, controlnet_strength=controlnet_strength,
                 ipadapter_weight=ipadapter_weight, pose_image=names["pose"],
                 reference_image=names.get("reference"), checkpoint="", controlnet="",
                 ipadapter_preset=self.comfyui.ipadapter_preset,
@@ -109,10 +109,14 @@ class ComfyUIEngine(Engine):
         image.info[SOURCE_PNG] = png
         return image
 
+    @property
+    def needs_local_models(self) -> bool:
+        """Only the quality gate draws on the local models (the IP-Adapter image encoder)."""
+        return self.settings.quality.enabled
+
     def labels(self) -> dict[str, str]:
         """The names ComfyUI drew with: `comfyui.*` (or `models.*` file names) for our graph;
         for the user's workflow its one loader's value, else the workflow's file name."""
-        own = super().labels
         if self.comfyui.workflow:
             graph, name = self.workflow(), Path(self.comfyui.workflow).name
             return {
@@ -120,11 +124,12 @@ class ComfyUIEngine(Engine):
                 "controlnet": _only_value(graph, "ControlNetLoader", "control_net_name") or name,
                 "ipadapter": _only_value(graph, "IPAdapterUnifiedLoader", "preset") or name,
             }
-        checkpoint = model_name(self.comfyui.checkpoint, self.models.checkpoint, "checkpoint")
-        controlnet = model_name(self.comfyui.controlnet, self.models.controlnet, "controlnet")
+        models = self.settings.models  # as given: no local checkpoint to detect a family from
+        checkpoint = model_name(self.comfyui.checkpoint, models.checkpoint, "checkpoint")
+        controlnet = model_name(self.comfyui.controlnet, models.controlnet, "controlnet")
         return {
-            "model": checkpoint or own()["model"],
-            "controlnet": controlnet or own()["controlnet"],
+            "model": checkpoint or models.checkpoint,
+            "controlnet": controlnet or str(models.controlnet),
             "ipadapter": f"IPAdapterUnifiedLoader {self.comfyui.ipadapter_preset}",
         }
 

@@ -80,6 +80,12 @@ class Engine:
     def controlnet_source(self) -> ModelSource:
         return self.sources.controlnet
 
+    @property
+    def needs_local_models(self) -> bool:
+        """Whether this engine's work loads the local pipeline (a ComfyUI engine's only for
+        the quality gate)."""
+        return True
+
     def labels(self) -> dict[str, str]:
         """How an image's metadata names the checkpoint, ControlNet and IP-Adapter that drew it."""
         return {
@@ -170,7 +176,9 @@ class Engine:
     ) -> tuple[LoraRequest, ...]:
         """`models.loras`, then the image's own (its character's), then the prompts'
         `<lora:...>` tags; for a LoRA named twice the later weight wins."""
-        configured = [LoraRequest(lora.name, lora.weight) for lora in self.models.loras]
+        # The settings as given: LoRAs need no family detection (a ComfyUI engine has no
+        # local checkpoint to detect it from).
+        configured = [LoraRequest(lora.name, lora.weight) for lora in self.settings.models.loras]
         _, in_prompt = extract_loras(prompt)
         _, in_negative = extract_loras(negative_prompt)
         return merge_loras(configured, own, in_prompt, in_negative)

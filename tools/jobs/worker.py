@@ -236,6 +236,8 @@ class Worker:
         """Load models and calibrate the images' characters while a thread beats for us (a
         character-sheet image's character is not in the library yet, a plain one has none)."""
         engine, gate = runtime.engine, runtime.gate
+        if not engine.needs_local_models:
+            return  # ComfyUI draws and no gate judges: nothing local to load or calibrate
         names = sorted({spec.character for spec in specs if spec.sheet is None and not spec.plain})
         characters = [runtime.characters.get(name) for name in names]
         cold = [c for c in characters if c.name not in self._calibrated]

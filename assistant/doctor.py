@@ -153,6 +153,15 @@ def check_packages() -> Check:
     return Check("packages", "ok", ", ".join(versions))
 
 
+def check_comfyui(settings: Settings) -> list[Check]:
+    """With `worker.backend: comfyui`: each ComfyUI URL, its version, the nodes and models."""
+    if settings.worker.backend != "comfyui":
+        return []
+    from tools.comfyui.doctor import comfyui_status
+
+    return [Check("comfyui", *comfyui_status(settings, url)) for url in settings.comfyui.urls]
+
+
 def run_checks(settings: Settings) -> list[Check]:
     return [
         check_python(),
@@ -162,5 +171,6 @@ def run_checks(settings: Settings) -> list[Check]:
         *(check_model(settings, key) for key in ("checkpoint", "controlnet", "ipadapter")),
         check_aesthetic(settings),
         check_ollama(settings),
+        *check_comfyui(settings),
         check_disk(settings),
     ]

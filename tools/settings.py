@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tools.errors import ConfigError
 from tools.settings_sections import (
     DEFAULT_CONTROLNET,
+    ComfyUISettings,
     FaceDetailSettings,
     HiresSettings,
     LLMSettings,
@@ -39,6 +40,7 @@ from tools.settings_sections import (
 # The section models are imported from here too (`from tools.settings import HiresSettings`).
 __all__ = [
     "CONFIG_FILENAME",
+    "ComfyUISettings",
     "DEFAULT_CONTROLNET",
     "FaceDetailSettings",
     "HiresSettings",
@@ -65,6 +67,8 @@ class Paths:
     """Every location below home, in one place."""
 
     home: Path
+    # `comfyui.root`: a ComfyUI install whose model folders are searched too (LoRAs, ...).
+    comfyui_root: str | None = None
 
     @property
     def config_file(self) -> Path:
@@ -98,17 +102,18 @@ class Settings(Section):
     llm: LLMSettings = LLMSettings()
     worker: WorkerSettings = WorkerSettings()
     server: ServerSettings = ServerSettings()
+    comfyui: ComfyUISettings = ComfyUISettings()
     home: Path = Field(default_factory=Path.home, exclude=True)
 
     @property
     def paths(self) -> Paths:
-        return Paths(self.home)
+        return Paths(self.home, self.comfyui.root)
 
     def ollama_host(self) -> str:
         return self.llm.host or "http://localhost:11434"
 
 
-_SECTIONS = ("models", "output", "quality", "llm", "worker", "server")
+_SECTIONS = ("models", "output", "quality", "llm", "worker", "server", "comfyui")
 
 
 def resolve_home(env: Mapping[str, str] | None = None) -> Path:

@@ -284,6 +284,8 @@ class WorkerSettings(Section):
     ] = "auto"
     # For tests and CPU-only machines: N render workers on the CPU (0: off, workers follow gpus).
     cpu_workers: int = Field(0, ge=0, le=16)
+    # Who draws the pixels: our diffusers pipeline, or the user's running ComfyUI (comfyui.*).
+    backend: Literal["diffusers", "comfyui"] = "diffusers"
 
 
 HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -315,3 +317,44 @@ class ServerSettings(Section):
     # The server's own idle exit; it holds CPU-side state only (the GPU worker has
     # worker.keep_alive), so it can stay warm far longer and spare the cold start.
     keep_alive: Duration = 7200.0
+
+
+DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"
+
+
+def parse_urls(value: Any) -> Any:
+    """`comfyui.url`: one URL, a list, or "URL,URL" (environment variables)."""
+    if isinstance(value, str):
+        urls = [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return urls[0] if len(urls) == 1 else urls
+    return value
+
+
+def _check_url(url: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+        raise ValueError(f"'{url}' is not an http:// URL like {DEFAULT_COMFYUI_URL}")
+    return url.rstrip("/")
+
+
+ComfyURL = Annotated[str, BeforeValidator(lambda value: _check_url(str(value)))]
+
+
+class ComfyUISettings(Section):
+    """The user's own ComfyUI as the render backend (`worker.backend: comfyui`, docs/COMFYUI.md)."""
+
+    url: Annotated[ComfyURL | list[ComfyURL], BeforeValidator(parse_urls)] = DEFAULT_COMFYUI_URL
+    # null: our built-in graph; else a workflow file exported with ComfyUI's "Save (API)".
+    workflow: str | None = None
+    # One prompt, from queueing to its last output (also how long a job waits for ComfyUI).
+    timeout: Duration = 600.0
+    # A ComfyUI install: its models/ folders (and extra_model_paths.yaml) are searched by name.
+    root: str | None = None
+    # The names ComfyUI knows the models by; null: the file name of the matching models.* key.
+    checkpoint: str | None = None
+    controlnet: str | None = None
+    ipadapter_preset: str = "PLUS (high strength)"
+    loras: Annotated[list[LoraSetting] | None, BeforeValidator(parse_loras)] = None
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url] if isinstance(self.url, str) else list(self.url)

@@ -17,3 +17,10 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
         else:
             many = f"{noun}s"
     return f"{count} {many}"
+
+
+def one_line(text: object, limit: int = 80) -> str:
+    """A value from a file or another program, fit for a one-line message: whitespace (line
+    breaks too) collapsed, at most `limit` characters."""
+    words = " ".join(str(text).split())
+    return words if len(words) <= limit else f"{words[: limit - 3]}..."

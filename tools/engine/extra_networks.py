@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
-from tools.engine.model_sources import fetch_hub, is_hub_id
+from tools.engine.model_sources import comfyui_dirs, fetch_hub, is_hub_id
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.vae import vae_label as vae_label  # the producer imports it from here
 from tools.errors import UserError
@@ -58,7 +58,12 @@ def find_lora(name: str, paths: Paths) -> LoraFile:
     """`name` as a file in `<home>/models/lora/`, a path, or a hub id; else a user error."""
     folder = lora_folder(paths)
     given = expand_user(name)
-    candidates = [given] if given.is_absolute() else [folder / name, folder / f"{name}.safetensors"]
+    folders = [folder, *comfyui_dirs(paths.comfyui_root, "loras")]
+    candidates = (
+        [given]
+        if given.is_absolute()
+        else [d / file for d in folders for file in (name, f"{name}.safetensors")]
+    )
     if not given.is_absolute() and given.suffix:
         candidates.append(given)
     for candidate in candidates:

@@ -24,6 +24,7 @@ from tools.engine.families import (
 from tools.engine.model_sources import (
     SD15_CONFIG_REPO,
     ModelSource,
+    comfyui_dirs,
     fetch_hub,
     local_path,
     resolve_source,
@@ -109,7 +110,13 @@ class ModelSources:
 
     @cached_property
     def checkpoint(self) -> ModelSource:
-        return resolve_source(self.settings.models.checkpoint, self.models_dir, "checkpoint")
+        root = self.settings.comfyui.root
+        return resolve_source(
+            self.settings.models.checkpoint,
+            self.models_dir,
+            "checkpoint",
+            comfyui_dirs(root, "checkpoints"),
+        )
 
     @cached_property
     def ipadapter(self) -> ModelSource:
@@ -134,7 +141,8 @@ class ModelSources:
     @cached_property
     def controlnet(self) -> ModelSource:
         assert self.models.controlnet is not None
-        return resolve_source(self.models.controlnet, self.models_dir, "controlnet")
+        also = comfyui_dirs(self.settings.comfyui.root, "controlnet")
+        return resolve_source(self.models.controlnet, self.models_dir, "controlnet", also)
 
     def controlnet_dir(self) -> Path:
         return local_path(self.controlnet, weight_patterns(self.models, "controlnet"), "controlnet")

@@ -67,10 +67,42 @@ class ModelSource:
         return self.location if self.kind == "hub" else Path(self.location).name
 
 
-def resolve_source(value: str, models_dir: Path, what: str) -> ModelSource:
-    """Classify `value` (a setting) as a local dir, a local file, or a hub id."""
+def comfyui_dirs(root: str | None, kind: str) -> list[Path]:
+    """A ComfyUI install's folders of one kind (`checkpoints`, `controlnet`, `loras`, ...):
+    `<root>/models/<kind>` and the entries of `<root>/extra_model_paths.yaml` (read as ComfyUI's
+    `utils/extra_config.py` does: each section's paths, one per line, below its `base_path`)."""
+    if not root:
+        return []
+    base = expand_user(root)
+    found = [base / "models" / kind]
+    config = base / "extra_model_paths.yaml"
+    try:
+        import yaml
+
+        sections = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        sections = {}  # a broken file of ComfyUI's own is ComfyUI's to report
+    for section in (sections or {}).values() if isinstance(sections, dict) else []:
+        if not isinstance(section, dict) or not isinstance(section.get(kind), str):
+            continue
+        section_base = expand_user(str(section.get("base_path") or ""))
+        if not section_base.is_absolute():
+            section_base = base / section_base
+        for line in section[kind].splitlines():
+            if line.strip():
+                found.append(section_base / expand_user(line.strip()))
+    return found
+
+
+def resolve_source(
+    value: str, models_dir: Path, what: str, also: list[Path] | tuple[Path, ...] = ()
+) -> ModelSource:
+    """Classify `value` (a setting) as a local dir, a local file, or a hub id; a relative name
+    is looked up in `models_dir`, then in the folders `also` (a ComfyUI install's)."""
     given = expand_user(value)
-    candidates = [given] if given.is_absolute() else [given, models_dir / given]
+    candidates = (
+        [given] if given.is_absolute() else [given, models_dir / given, *(d / given for d in also)]
+    )
     for candidate in candidates:
         if candidate.is_dir():
             if what == "checkpoint" and not (candidate / "model_index.json").is_file():

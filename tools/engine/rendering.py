@@ -81,6 +81,20 @@ class Engine:
         return self.sources.controlnet
 
     @property
+    def needs_local_models(self) -> bool:
+        """Whether this engine's work loads the local pipeline (a ComfyUI engine's only for
+        the quality gate)."""
+        return True
+
+    def labels(self) -> dict[str, str]:
+        """How an image's metadata names the checkpoint, ControlNet and IP-Adapter that drew it."""
+        return {
+            "model": self.checkpoint.label,
+            "controlnet": self.controlnet_source.label,
+            "ipadapter": f"{self.ipadapter_source.label}/{self.models.ipadapter_weight_name}",
+        }
+
+    @property
     def fast_lora_source(self) -> ModelSource | None:
         return self.sources.fast_lora
 
@@ -162,7 +176,9 @@ class Engine:
     ) -> tuple[LoraRequest, ...]:
         """`models.loras`, then the image's own (its character's), then the prompts'
         `<lora:...>` tags; for a LoRA named twice the later weight wins."""
-        configured = [LoraRequest(lora.name, lora.weight) for lora in self.models.loras]
+        # The settings as given: LoRAs need no family detection (a ComfyUI engine has no
+        # local checkpoint to detect it from).
+        configured = [LoraRequest(lora.name, lora.weight) for lora in self.settings.models.loras]
         _, in_prompt = extract_loras(prompt)
         _, in_negative = extract_loras(negative_prompt)
         return merge_loras(configured, own, in_prompt, in_negative)

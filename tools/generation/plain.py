@@ -85,6 +85,7 @@ def plain_metadata(producer: Producer, spec: ImageSpec) -> dict[str, Any]:
     models, output = settings.models, settings.output
     negative = producer.negative_prompt()
     loras = engine.lora_set(spec.user_prompt, negative)
+    labels = engine.labels()
     meta = {
         "key": spec.key,
         "request_id": spec.request_id,
@@ -100,11 +101,11 @@ def plain_metadata(producer: Producer, spec: ImageSpec) -> dict[str, Any]:
         "guidance_scale": engine.sampling.guidance_scale,
         "width": output.resolution.width,
         "height": output.resolution.height,
-        "model": engine.checkpoint.label,
+        "model": labels["model"],
         "clip_skip": models.clip_skip,
-        "controlnet": engine.controlnet_source.label,
+        "controlnet": labels["controlnet"],
         "controlnet_strength": models.controlnet_strength,
-        "ipadapter": f"{engine.ipadapter_source.label}/{engine.models.ipadapter_weight_name}",
+        "ipadapter": labels["ipadapter"],
         "ipadapter_weight": 0.0,
         "collection": spec.collection,
         "loras": [lora.as_dict() for lora in loras],

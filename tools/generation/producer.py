@@ -112,7 +112,7 @@ class Producer:
         character = self.characters.get(spec.character)
         pose = self.poses.get(spec.pose.id)
         models, output, engine = self.settings.models, self.settings.output, self.engine
-        sampling = engine.sampling
+        sampling, labels = engine.sampling, engine.labels()
         prompt = compose_prompt(
             character.prompt_tags, character.name, pose, spec.user_prompt, character.trigger
         )
@@ -133,11 +133,11 @@ class Producer:
             "guidance_scale": sampling.guidance_scale,
             "width": output.resolution.width,
             "height": output.resolution.height,
-            "model": engine.checkpoint.label,
+            "model": labels["model"],
             "clip_skip": models.clip_skip,
-            "controlnet": engine.controlnet_source.label,
+            "controlnet": labels["controlnet"],
             "controlnet_strength": models.controlnet_strength,
-            "ipadapter": f"{engine.ipadapter_source.label}/{engine.models.ipadapter_weight_name}",
+            "ipadapter": labels["ipadapter"],
             "ipadapter_weight": models.ipadapter_weight,
             "collection": spec.collection,
             "loras": [lora.as_dict() for lora in loras],

@@ -53,6 +53,10 @@ class Runtime:
     def engine(self) -> Engine:
         if self._engine is not None:
             return self._engine
+        if self.settings.worker.backend == "comfyui":
+            from tools.comfyui.engine import ComfyUIEngine
+
+            return ComfyUIEngine(self.settings)
         from tools.engine.rendering import Engine
 
         return Engine(self.settings)

@@ -62,7 +62,8 @@ def prefetch_models(settings: Settings) -> None:
     from tools.engine.rendering import Engine
     from tools.quality.aesthetic import AestheticScorer
 
-    Engine(settings).prefetch()
+    if settings.worker.backend != "comfyui" or settings.quality.enabled:
+        Engine(settings).prefetch()  # with ComfyUI drawing, only the quality gate needs them
     if settings.quality.enabled and settings.quality.aesthetic_model:
         try:
             AestheticScorer(settings).folder()

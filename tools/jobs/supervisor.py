@@ -69,6 +69,11 @@ def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
 def worker_slots(settings: Settings) -> dict[str, dict[str, str]]:
     """The render workers to run: name -> the environment each adds (its GPU)."""
     worker = settings.worker
+    if worker.backend == "comfyui" and len(settings.comfyui.urls) > 1:
+        # Several ComfyUIs act as several workers, each drawing on its own (tools/jobs/worker.py
+        # `pin_comfyui`); the local GPU only runs the quality gate.
+        urls = settings.comfyui.urls
+        return {f"comfyui{n}": {"ANIME_COMFYUI_URL": url} for n, url in enumerate(urls)}
     if worker.cpu_workers:
         # One torch thread each: N workers each starting a thread per core fight over the cores
         # (and OpenMP's spinning makes a busy machine far slower still).

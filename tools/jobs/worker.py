@@ -83,11 +83,12 @@ class Worker:
             overrides = request.get("overrides") or {}
             return load_settings(overrides=overrides, env={}, home=self.settings.home)
         try:
-            return Settings.model_validate({**captured, "home": self.settings.home})
+            settings = Settings.model_validate({**captured, "home": self.settings.home})
         except ValidationError as error:
             # A newer CLI's key reaching an older warm worker: that job fails with the reason
             # (not retried), the worker and the queue behind it go on.
             raise explain_settings_error(error, "the job's saved settings") from None
+        return pin_comfyui(settings, self.settings)
 
     def runtime_for(self, settings: Settings) -> Runtime:
         """The runtime for a job's settings.
@@ -175,6 +176,7 @@ class Worker:
         log.info("job %s attempt %d: images %s", job.id, job.attempts, indices)
         try:
             runtime = self.runtime_for(self.job_settings(job))
+            _report_phases(runtime, heartbeat)
             specs = [ImageSpec.model_validate(image.spec) for image in chunk]
             self._warm(runtime, specs, heartbeat, job.low_memory)
             for image in chunk:
@@ -240,6 +242,8 @@ class Worker:
         """Load models and calibrate the images' characters while a thread beats for us (a
         character-sheet image's character is not in the library yet, a plain one has none)."""
         engine, gate = runtime.engine, runtime.gate
+        if not engine.needs_local_models:
+            return  # ComfyUI draws and no gate judges: nothing local to load or calibrate
         names = sorted({spec.character for spec in specs if spec.sheet is None and not spec.plain})
         characters = [runtime.characters.get(name) for name in names]
         cold = [c for c in characters if c.name not in self._calibrated]
@@ -255,11 +259,30 @@ class Worker:
             self.low_memory = True
 
 
+def pin_comfyui(job: Settings, own: Settings) -> Settings:
+    """A worker the supervisor gave one of several ComfyUI URLs (`worker_slots`) draws the
+    job's images on that one; otherwise the job's first URL draws."""
+    urls = own.comfyui.urls
+    if job.worker.backend != "comfyui" or len(urls) != 1 or urls[0] not in job.comfyui.urls:
+        return job
+    return job.model_copy(update={"comfyui": job.comfyui.model_copy(update={"url": urls[0]})})
+
+
 def _engine_key(settings: Settings) -> tuple[Any, ...]:
     """What the engine bakes in when it loads and renders."""
     from tools.engine.rendering import sampling_for
 
-    return (settings.models, sampling_for(settings))
+    backend = settings.worker.backend
+    return (settings.models, sampling_for(settings), backend, settings.comfyui)
+
+
+def _report_phases(runtime: Runtime, heartbeat: Heartbeat) -> None:
+    """A ComfyUI engine says what it waits for ("waiting for ComfyUI at URL"); each report is
+    a beat, so a job waiting for a restarting ComfyUI is not taken for a hung worker."""
+    if runtime.settings.worker.backend != "comfyui":
+        return
+    engine = runtime.engine
+    engine.phase = lambda text: heartbeat.beat(phase=text)  # type: ignore[attr-defined]
 
 
 def _use_less_memory(pipe: Any) -> None:

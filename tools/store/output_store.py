@@ -27,6 +27,7 @@ from tools.settings import Settings
 from tools.store.a1111_fields import second_pass_fields
 from tools.store.gen_index import GenerationIndex
 from tools.store.metadata import ImageMetadata
+from tools.store.png_chunks import SOURCE_PNG, with_text_chunks
 from tools.store.png_text import read_png_text
 
 METADATA_KEY = "anime-chat"
@@ -118,10 +119,20 @@ class OutputStore:
         """Write one image with its metadata; returns its final path."""
         meta = ImageMetadata.of(meta)
         path = self._reserve(meta, key)
-        info = PngInfo()
-        info.add_text("parameters", png_parameters(meta))
-        info.add_text(METADATA_KEY, json.dumps(meta.record(path=str(path))))
-        write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
+        texts = {
+            "parameters": png_parameters(meta),
+            METADATA_KEY: json.dumps(meta.record(path=str(path))),
+        }
+        source = image.info.get(SOURCE_PNG)
+        if isinstance(source, bytes):
+            # Another renderer's PNG (ComfyUI's, with its own `prompt` chunk), kept unchanged.
+            png = with_text_chunks(source, texts)
+            write_atomic(path, lambda handle: handle.write(png))
+        else:
+            info = PngInfo()
+            for key, value in texts.items():
+                info.add_text(key, value)
+            write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
         self.index.mark_saved(path)
         if meta.accepted and meta.character:  # a plain image (no character) has no view
             link_view(path, self.root / "characters" / meta.character, self.organize_by_date)

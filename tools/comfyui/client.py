@@ -1,0 +1,171 @@
+"""ComfyUI's HTTP and WebSocket API, as its `server.py` serves it (comfyanonymous/ComfyUI).
+
+Stdlib HTTP plus the `websockets` sync client; nothing heavy. Every answer is checked before use
+(a ComfyUI answering garbage is a `ComfyUIError`, never a KeyError), and downloads are capped.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+MAX_JSON_BYTES = 64 * 1024 * 1024  # /object_info of a big install is a few MB
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
+
+
+class ComfyUIError(RuntimeError):
+    """ComfyUI answered, but not as its API says (or with an error of its own)."""
+
+
+class Unreachable(ComfyUIError):
+    """Nothing answers at the URL (not started, restarting, or gone mid-prompt)."""
+
+
+class ComfyUIClient:
+    def __init__(self, url: str, timeout: float = 30.0, client_id: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.client_id = client_id or uuid.uuid4().hex
+
+    # -- plain HTTP -----------------------------------------------------------------------------
+    def _request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+        limit: int = MAX_JSON_BYTES,
+    ) -> tuple[int, bytes]:  # fmt: skip
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                return response.status, _read_capped(response, limit, path)
+        except urllib.error.HTTPError as error:
+            return error.code, _read_capped(error, MAX_JSON_BYTES, path)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
+            raise Unreachable(f"ComfyUI at {self.url} does not answer ({_reason(error)})") from None
+
+    def get_json(self, path: str) -> Any:
+        status, data = self._request("GET", path)
+        if status != 200:
+            raise ComfyUIError(f"ComfyUI {path}: HTTP {status}")
+        return _json(data, path)
+
+    def post_json(self, path: str, payload: Any) -> tuple[int, Any]:
+        body = json.dumps(payload).encode()
+        status, data = self._request("POST", path, body, {"Content-Type": "application/json"})
+        return status, (_json(data, path) if data.strip() else None)
+
+    # -- the API --------------------------------------------------------------------------------
+    def answers(self) -> bool:
+        """Whether a server answers at the URL at all (any HTTP status: an older ComfyUI may
+        lack `/system_stats`)."""
+        try:
+            self._request("GET", "/system_stats")
+        except Unreachable:
+            return False
+        except ComfyUIError:
+            pass  # an oversized answer is still an answer
+        return True
+
+    def system_stats(self) -> dict[str, Any]:
+        return _mapping(self.get_json("/system_stats"), "/system_stats")
+
+    def object_info(self) -> dict[str, Any]:
+        return _mapping(self.get_json("/object_info"), "/object_info")
+
+    def upload_image(self, name: str, png: bytes) -> str:
+        """`/upload/image` with overwrite: the name ComfyUI stored it under (LoadImage's value)."""
+        boundary = uuid.uuid4().hex
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n',
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"'
+            "\r\nContent-Type: image/png\r\n\r\n",
+        ]
+        body = parts[0].encode() + parts[1].encode() + png + f"\r\n--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        status, data = self._request("POST", "/upload/image", body, headers)
+        answer = _json(data, "/upload/image") if status == 200 else None
+        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
+            raise ComfyUIError(f"ComfyUI /upload/image: HTTP {status}, no file name")
+        subfolder = answer.get("subfolder") or ""
+        return f"{subfolder}/{answer['name']}" if subfolder else answer["name"]
+
+    def queue_prompt(self, graph: dict[str, Any]) -> tuple[int, Any]:
+        """POST /prompt with our client id: (HTTP status, answer)."""
+        return self.post_json("/prompt", {"prompt": graph, "client_id": self.client_id})
+
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The prompt's history entry, or None while it is queued, running, or unknown."""
+        answer = _mapping(self.get_json(f"/history/{urllib.parse.quote(prompt_id)}"), "/history")
+        entry = answer.get(prompt_id)
+        if entry is None:
+            return None
+        return _mapping(entry, "/history entry")
+
+    def view(self, filename: str, subfolder: str, kind: str) -> bytes:
+        query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
+        status, data = self._request("GET", f"/view?{query}", limit=MAX_IMAGE_BYTES)
+        if status != 200:
+            raise ComfyUIError(f"ComfyUI /view {filename}: HTTP {status}")
+        return data
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """Stop the running prompt (`/interrupt`) and take ours out of the queue (`/queue`)."""
+        self.post_json("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
+        if prompt_id:
+            self.post_json("/queue", {"delete": [prompt_id]})
+
+    # -- the WebSocket --------------------------------------------------------------------------
+    def messages(self, idle: float) -> Iterator[dict[str, Any] | None]:
+        """`/ws?clientId=` messages as dicts; None after `idle` seconds without one. Ends when
+        the socket closes. Binary frames (previews) are skipped."""
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect
+
+        ws_url = "ws" + self.url.removeprefix("http") + f"/ws?clientId={self.client_id}"
+        try:
+            socket = connect(ws_url, open_timeout=self.timeout, max_size=MAX_JSON_BYTES)
+        except (OSError, WebSocketException, TimeoutError) as error:
+            raise Unreachable(f"ComfyUI at {self.url} does not answer ({_reason(error)})") from None
+        with socket:
+            while True:
+                try:
+                    frame = socket.recv(timeout=idle)
+                except TimeoutError:
+                    yield None
+                    continue
+                except (OSError, WebSocketException):
+                    return
+                if isinstance(frame, str):
+                    message = _json(frame.encode(), "/ws")
+                    if isinstance(message, dict) and isinstance(message.get("data"), dict):
+                        yield message
+
+
+def _read_capped(response: Any, limit: int, path: str) -> bytes:
+    data = response.read(limit + 1)
+    if len(data) > limit:
+        raise ComfyUIError(f"ComfyUI {path}: answer over {limit // (1024 * 1024)} MB")
+    return data
+
+
+def _json(data: bytes, path: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ComfyUIError(f"ComfyUI {path}: the answer is not JSON") from None
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ComfyUIError(f"ComfyUI {what}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _reason(error: BaseException) -> str:
+    reason = getattr(error, "reason", None) or error
+    return str(reason).splitlines()[0][:200] if str(reason) else type(error).__name__

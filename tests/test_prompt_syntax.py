@@ -71,7 +71,11 @@ def test_break_starts_a_chunk_only_as_an_upper_case_word():
 def test_inline_loras_leave_the_text_and_are_collected():
     text, loras = extract_loras("1girl, <lora:sakura_v2:0.8> smile <lora:detail> <LORA:x:1:0.5>")
     assert text == "1girl,  smile  "
-    assert loras == [LoraRequest("sakura_v2", 0.8), LoraRequest("detail", 1.0), LoraRequest("x", 1.0, 0.5)]
+    assert loras == [
+        LoraRequest("sakura_v2", 0.8),
+        LoraRequest("detail", 1.0),
+        LoraRequest("x", 1.0, 0.5),
+    ]
     assert extract_loras("<hypernet:h:1> no lora") == ("<hypernet:h:1> no lora", [])
 
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+# A1111's "Uniform" schedule (modules/sd_schedulers.py `uniform`: k-diffusion's
+# `get_sigmas(n)`, t = linspace(999, 0, n)) and ComfyUI's "normal": it starts at t = 999
+# (σ≈14.61 on SD's betas), where the checkpoint configs' "leading" spacing starts at t = 961
+# (σ≈11.68 at 25 steps).
+_UNIFORM = {"timestep_spacing": "linspace"}
 # name → (diffusers scheduler class, A1111 label, scheduler config options)
 SAMPLER_TABLE: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "euler_a": ("EulerAncestralDiscreteScheduler", "Euler a", {}),
-    "euler": ("EulerDiscreteScheduler", "Euler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", "DPM++ 2M", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", "Euler a", _UNIFORM),
+    "euler": ("EulerDiscreteScheduler", "Euler", _UNIFORM),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", "DPM++ 2M", _UNIFORM),
     "dpmpp_2m_karras": (
         "DPMSolverMultistepScheduler",
         "DPM++ 2M Karras",
@@ -38,3 +43,27 @@ def normalize_sampler(value: Any) -> str:
         return folded
     choices = ", ".join(f"{name} ({label})" for name, (_, label, _) in SAMPLER_TABLE.items())
     raise ValueError(f"unknown sampler '{value}'; choose one of: {choices}")
+
+
+# The A1111 `Schedule type` of what each sampler runs. A1111 >= 1.9 reads "DPM++ 2M" with
+# "Automatic" as Karras (modules/sd_samplers_kdiffusion.py `samplers_k_diffusion`, its
+# {"scheduler": "karras"} option), so the uniform one is written as "Uniform".
+A1111_SCHEDULE = {
+    "euler_a": "Uniform",
+    "euler": "Uniform",
+    "dpmpp_2m": "Uniform",
+    "dpmpp_2m_karras": "Karras",
+    "dpmpp_sde_karras": "Karras",
+    "dpmpp_2m_sde_karras": "Karras",
+}
+
+
+def a1111_sampler_and_schedule(label: str) -> tuple[str, str]:
+    """Our sampler label as A1111's `Sampler` and `Schedule type`: "DPM++ 2M Karras" →
+    ("DPM++ 2M", "Karras"), "DPM++ 2M" → ("DPM++ 2M", "Uniform"), "LCM" → ("LCM", "Automatic")."""
+    try:
+        name = normalize_sampler(label)
+    except ValueError:
+        return label, "Automatic"
+    schedule = A1111_SCHEDULE.get(name, "Automatic")
+    return label.removesuffix(f" {schedule}"), schedule

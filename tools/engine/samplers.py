@@ -25,7 +25,13 @@ SAMPLER_TABLE: dict[str, tuple[str, str, dict[str, Any]]] = {
         {"use_karras_sigmas": True},
     ),
     # Needs torchsde (a dependency); its Brownian noise is seeded per image by the engine.
-    "dpmpp_sde_karras": ("DPMSolverSDEScheduler", "DPM++ SDE Karras", {"use_karras_sigmas": True}),
+    # Karras sigmas between the model's own σmax and σmin (k-diffusion `get_sigmas_karras` in
+    # A1111), which "leading" spacing would cap at σ(961).
+    "dpmpp_sde_karras": (
+        "DPMSolverSDEScheduler",
+        "DPM++ SDE Karras",
+        {"use_karras_sigmas": True, **_UNIFORM},
+    ),
     "dpmpp_2m_sde_karras": (
         "DPMSolverMultistepScheduler",
         "DPM++ 2M SDE Karras",

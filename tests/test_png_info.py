@@ -377,3 +377,66 @@ def test_info_text_names_the_second_passes():
     assert "face detail: no face" in text
     theirs = format_info(parse_a1111((DATA / "a1111_meinamix_hires_civitai.txt").read_text()))
     assert "hires: x2 R-ESRGAN 4x+ Anime6B" in theirs
+
+
+def test_controlnet_apply_advanced_negative_slot_reads_the_negative():
+    # ComfyUI nodes.py ControlNetApplyAdvanced: RETURN_NAMES = ("positive", "negative").
+    graph = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "1girl", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "lowres", "clip": ["4", 1]}},
+        "11": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "op.pth"}},
+        "12": {"class_type": "LoadImage", "inputs": {"image": "pose.png"}},
+        "10": {
+            "class_type": "ControlNetApplyAdvanced",
+            "inputs": {
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "control_net": ["11", 0],
+                "image": ["12", 0],
+                "strength": 1.0,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+            },
+        },
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 768}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["4", 0],
+                "positive": ["10", 0],
+                "negative": ["10", 1],
+                "latent_image": ["5", 0],
+                "seed": 1,
+                "steps": 20,
+                "cfg": 7,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+            },
+        },
+    }
+    info = parse_comfyui(graph)
+    assert (info["prompt"], info["negative_prompt"]) == ("1girl", "lowres")
+
+
+def test_a1111_empty_prompt_reads_the_settings_line():
+    # A1111 modules/infotext_utils.py parse_generation_parameters: a last line of >= 3 entries is
+    # the settings line, also when it is the only one.
+    info = parse_a1111("Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 512x512")
+    assert (info["prompt"], info["steps"], info["seed"]) == ("", 20, 42)
+    info = parse_a1111("Negative prompt: lowres\nSteps: 20, Sampler: Euler a, Seed: 42")
+    assert (info["prompt"], info["negative_prompt"], info["steps"]) == ("", "lowres", 20)
+
+
+def test_civitai_resources_json_list_is_kept_whole():
+    resources = [
+        {"type": "checkpoint", "modelVersionId": 290640, "modelName": "Pony", "weight": 1.0},
+        {"type": "lora", "modelVersionId": 1, "modelName": "a, b", "weight": 0.8},
+    ]
+    info = parse_a1111(
+        "1girl\nSteps: 20, Sampler: Euler a, Seed: 1, "
+        f"Civitai resources: {json.dumps(resources)}, Civitai metadata: {{}}"
+    )
+    assert info["Civitai resources"] == resources
+    assert info["Civitai metadata"] == "{}"
+    assert not any(key.startswith(('"', "{", "[")) for key in info)

@@ -84,6 +84,14 @@ def test_weights_break_and_inline_lora(home):
     assert np.array_equal(draw(engine, "rain"), plain), "LoRA off again for the next image"
 
 
+def test_lora_unet_weight_is_the_second_number(home):
+    # A1111 extensions-builtin/Lora/extra_networks_lora.py: <lora:NAME:TE:UNET>.
+    engine = engine_for(home)
+    both = draw(engine, f"rain <lora:{LORA_NAME}:1>")
+    assert np.array_equal(draw(engine, f"rain <lora:{LORA_NAME}:1:1>"), both)
+    assert not np.array_equal(draw(engine, f"rain <lora:{LORA_NAME}:1:0>"), both)
+
+
 def test_a_character_lora_applies_to_its_image_only_and_swaps_without_reloading(home):
     engine = engine_for(home)
     tiny = (LoraRequest(LORA_NAME, 1.0),)

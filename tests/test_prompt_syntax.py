@@ -71,7 +71,11 @@ def test_break_starts_a_chunk_only_as_an_upper_case_word():
 def test_inline_loras_leave_the_text_and_are_collected():
     text, loras = extract_loras("1girl, <lora:sakura_v2:0.8> smile <lora:detail> <LORA:x:1:0.5>")
     assert text == "1girl,  smile  "
-    assert loras == [LoraRequest("sakura_v2", 0.8), LoraRequest("detail", 1.0), LoraRequest("x")]
+    assert loras == [
+        LoraRequest("sakura_v2", 0.8),
+        LoraRequest("detail", 1.0),
+        LoraRequest("x", 1.0, 0.5),
+    ]
     assert extract_loras("<hypernet:h:1> no lora") == ("<hypernet:h:1> no lora", [])
 
 
@@ -136,3 +140,18 @@ def test_lora_setting_from_file_and_environment(tmp_path):
     assert [(x.name, x.weight) for x in settings.models.loras] == [("detail", 0.6)]
     env = load_settings(home=tmp_path, env={"ANIME_MODELS_LORAS": "a:0.5, b"})
     assert [(x.name, x.weight) for x in env.models.loras] == [("a", 0.5), ("b", 1.0)]
+
+
+def test_lora_text_encoder_and_unet_weights_as_a1111_reads_them():
+    # A1111 extensions-builtin/Lora/extra_networks_lora.py `activate`: te = positional[1],
+    # unet = positional[2] (else te), named te=/unet= override.
+    _, loras = extract_loras("<lora:a:0.8:0.3> <lora:b:0.6> <lora:c:te=0.2:unet=0.9> <lora:d:1:1>")
+    assert loras == [
+        LoraRequest("a", 0.8, 0.3),
+        LoraRequest("b", 0.6),
+        LoraRequest("c", 0.2, 0.9),
+        LoraRequest("d", 1.0),
+    ]
+    assert loras[0].component_weights() == {"unet": 0.3, "text_encoder": 0.8, "text_encoder_2": 0.8}
+    assert loras[1].component_weights() == 0.6
+    assert loras[0].as_dict() == {"name": "a", "weight": 0.8, "unet_weight": 0.3}

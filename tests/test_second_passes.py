@@ -179,3 +179,28 @@ def test_derived_pipelines_keep_the_warm_dtype_and_share_modules(warm):
     assert img2img.unet is engine.pipe.unet and inpaint.vae is engine.pipe.vae
     assert img2img.controlnet is engine.pipe.controlnet
     assert derived_pipelines.derived_pipeline(engine, "img2img") is img2img
+
+
+@pytest.mark.parametrize(
+    ("steps", "denoise"), [(25, 0.5), (15, 0.5), (12, 0.3), (7, 0.75), (20, 1.0)]
+)
+def test_hires_schedule_runs_exactly_the_hires_steps_as_a1111(steps, denoise):
+    # A1111 modules/sd_samplers_common.py setup_img2img_steps (steps given): total =
+    # int(steps / min(denoise, 0.999)), t_enc = steps - 1; diffusers runs int(total * strength).
+    total, strength = derived_pipelines.a1111_hires_schedule(steps, denoise)
+    assert total == max(steps, int(steps / min(denoise, 0.999)))
+    assert min(int(total * strength), total) == steps
+
+
+@pytest.mark.slow
+def test_hires_pass_runs_and_records_the_hires_steps_whatever_the_denoise(warm):
+    from tools.engine.hires import hires_pass
+    from tools.settings import HiresSettings
+
+    reported: list[tuple[int, int]] = []
+    hires = HiresSettings(scale=1.5, denoise=0.3, steps=5, upscaler="lanczos")
+    image, record = hires_pass(
+        warm.engine, warm.job, warm.image, hires, lambda *step: reported.append(step)
+    )
+    assert reported == [(step, 5) for step in range(1, 6)]
+    assert record["steps"] == 5 and image.size == (192, 288)

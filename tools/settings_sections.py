@@ -134,7 +134,7 @@ class HiresSettings(Section):
 
     scale: float = Field(1.5, gt=1.0, le=4.0)
     denoise: float = Field(0.5, gt=0.0, le=1.0)
-    # Steps of the second pass before `denoise` shortens it; null: output.steps (A1111's 0).
+    # Steps the second pass runs, whatever the denoise (as A1111); null: output.steps (A1111's 0).
     steps: int | None = Field(None, ge=1, le=150)
     upscaler: Literal["latent", "lanczos"] = "latent"
 

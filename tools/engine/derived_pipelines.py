@@ -93,6 +93,19 @@ def at_least_one_step(steps: int, denoise: float) -> int:
     return max(steps, math.ceil(1 / denoise))
 
 
+def a1111_hires_schedule(steps: int, denoise: float) -> tuple[int, float]:
+    """(num_inference_steps, strength) that make diffusers' img2img run exactly `steps` steps,
+    the last `steps` of a schedule of int(steps / denoise) as A1111 runs its second pass.
+
+    A1111 modules/sd_samplers_common.py `setup_img2img_steps` with steps given (the hires pass):
+    total = int(steps / min(denoise, 0.999)), t_enc = steps - 1, and
+    modules/sd_samplers_kdiffusion.py `sample_img2img` samples sigmas[total - t_enc - 1:], i.e.
+    `steps` steps. Diffusers runs int(total · strength) (`get_timesteps`); the half step keeps
+    that product off a rounding edge."""
+    total = max(steps, int(steps / min(denoise, 0.999)))
+    return total, min(1.0, (steps + 0.5) / total)
+
+
 def seed_sde_noise(pipe: Any, seed: int) -> None:
     """SDE samplers draw Brownian noise of their own: seed it like the latents."""
     if hasattr(pipe.scheduler, "noise_sampler_seed"):
@@ -122,6 +135,8 @@ def refine(
     inputs = conditioning(engine, job, pipe)
     pose = job.pose_image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
     seed_sde_noise(pipe, job.seed)
+    # The steps diffusers runs (`get_timesteps`), reported as this pass's total.
+    runs = min(int(steps * strength), steps)
     with torch.inference_mode():
         result = pipe(
             **inputs,
@@ -132,7 +147,7 @@ def refine(
             controlnet_conditioning_scale=engine.settings.models.controlnet_strength,
             width=width,
             height=height,
-            callback_on_step_end=step_reporter(on_step, steps),
+            callback_on_step_end=step_reporter(on_step, runs),
             output_type="latent",
         )
     images, redone = decode_latents(pipe, result.images)

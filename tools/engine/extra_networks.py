@@ -112,7 +112,7 @@ class LoraAdapters:
             pipe.enable_lora()
             pipe.set_adapters(
                 [self.loaded[lora.name] for lora in loras],
-                adapter_weights=[lora.weight for lora in loras],
+                adapter_weights=[lora.component_weights() for lora in loras],
             )
         elif self.loaded:
             pipe.disable_lora()

@@ -3,7 +3,8 @@ ControlNet pass at the new size with the same pose (scaled), prompt, seed and re
 
 `upscaler: latent` (A1111's "Latent") upscales the image's VAE latents bilinearly, `lanczos` its
 pixels. The final size is the base size times `scale`, rounded to multiples of 8. Like A1111,
-`steps` is the second pass's step count before `denoise` shortens it (12 at 0.5 runs 6).
+the second pass runs exactly `steps` (or the base steps) whatever the denoise: the last `steps`
+of a longer schedule (`derived_pipelines.a1111_hires_schedule`); the record is what ran.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from tools.engine.derived_pipelines import at_least_one_step, derived_pipeline, refine
+from tools.engine.derived_pipelines import a1111_hires_schedule, derived_pipeline, refine
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +40,8 @@ def hires_pass(
 ) -> tuple[Image.Image, dict[str, Any]]:
     """(the refined image at the final size, what to record in the metadata)."""
     width, height = hires_size(image.width, image.height, hires.scale)
-    steps = at_least_one_step(hires.steps or engine.sampling.steps, hires.denoise)
+    steps = hires.steps or engine.sampling.steps
+    schedule, strength = a1111_hires_schedule(steps, hires.denoise)
     if hires.upscaler == "latent":
         pipe = derived_pipeline(engine, "img2img")
         start: Any = _upscaled_latents(pipe, engine.device, image, width, height)
@@ -49,8 +51,8 @@ def hires_pass(
         engine,
         job,
         start,
-        strength=hires.denoise,
-        steps=steps,
+        strength=strength,
+        steps=schedule,
         size=(width, height),
         on_step=on_step,
     )

@@ -4,8 +4,8 @@
   `[word]` divides it by 1.1; brackets nest and multiply.
 - `\\(`, `\\)`, `\\[`, `\\]` and `\\\\` are the literal characters.
 - `BREAK` (upper case, a word of its own) starts a new 75-token chunk.
-- `<lora:NAME:WEIGHT>` (weight optional, 1.0) is taken out of the text and returned as a
-  `LoraRequest`.
+- `<lora:NAME:WEIGHT>` (weight optional, 1.0; `<lora:NAME:TE:UNET>` weights the UNet apart) is
+  taken out of the text and returned as a `LoraRequest`.
 
 Bad syntax is never an error, as in A1111: a closing bracket with no opening one is text, and an
 opening bracket that is never closed weights the rest of the prompt.
@@ -43,9 +43,19 @@ class LoraRequest:
 
     name: str
     weight: float = 1.0
+    # The UNet's weight when it differs from the text encoders' (`<lora:NAME:TE:UNET>`).
+    unet_weight: float | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "weight": self.weight}
+        extra = {} if self.unet_weight is None else {"unet_weight": self.unet_weight}
+        return {"name": self.name, "weight": self.weight, **extra}
+
+    def component_weights(self) -> float | dict[str, float]:
+        """The weight for diffusers' `set_adapters`: one number, or one per component."""
+        if self.unet_weight is None or self.unet_weight == self.weight:
+            return self.weight
+        te = self.weight
+        return {"unet": self.unet_weight, "text_encoder": te, "text_encoder_2": te}
 
 
 def parse_attention(text: str) -> list[tuple[str, float]]:
@@ -106,11 +116,17 @@ def extract_loras(text: str) -> tuple[str, list[LoraRequest]]:
     requests: list[LoraRequest] = []
 
     def take(match: re.Match[str]) -> str:
-        name, _, rest = match.group("args").partition(":")
-        # A1111 also allows <lora:NAME:TE_WEIGHT:UNET_WEIGHT>; the first weight is the one used.
-        weight = _number(rest.split(":")[0]) if rest.strip() else 1.0
+        name, *args = match.group("args").split(":")
+        # A1111 extensions-builtin/Lora/extra_networks_lora.py `activate`: positional
+        # NAME:TE:UNET (UNET defaults to TE), or named `te=`/`unet=` arguments.
+        positional = [arg.strip() for arg in args if "=" not in arg]
+        named = dict(arg.strip().split("=", 1) for arg in args if "=" in arg)
+        te = _number(positional[0]) if positional and positional[0] else 1.0
+        te = _number(named["te"]) if "te" in named else te
+        unet = _number(positional[1]) if len(positional) > 1 and positional[1] else te
+        unet = _number(named["unet"]) if "unet" in named else unet
         if name.strip():
-            requests.append(LoraRequest(name.strip(), weight))
+            requests.append(LoraRequest(name.strip(), te, None if unet == te else unet))
         return ""
 
     return _EXTRA_NETWORK.sub(take, text), requests

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tools.engine.samplers import a1111_sampler_and_schedule
+
 if TYPE_CHECKING:
     from tools.jobs.job import Job
     from tools.server.a1111_mapping import A1111Request
@@ -21,9 +23,9 @@ if TYPE_CHECKING:
 
 
 def _a1111_sampler(label: str) -> tuple[str, str]:
-    """Our sampler label as A1111's sampler name and schedule type."""
-    base = label.removesuffix(" Karras")
-    return base, "karras" if base != label else "automatic"
+    """Our sampler label as A1111's sampler name and (API, lower case) schedule type."""
+    base, schedule = a1111_sampler_and_schedule(label)
+    return base, schedule.lower()
 
 
 def _image(path: str) -> tuple[str, dict[str, Any], str]:

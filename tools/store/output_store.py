@@ -23,6 +23,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from tools.atomic import write_atomic
+from tools.engine.samplers import a1111_sampler_and_schedule
 from tools.settings import Settings
 from tools.store.a1111_fields import second_pass_fields
 from tools.store.gen_index import GenerationIndex
@@ -39,7 +40,7 @@ def png_parameters(meta: ImageMetadata) -> str:
     Our own fields (pose, IP-Adapter...) follow as extra `Key: value` entries; a value holding a
     comma or a colon is quoted the way A1111 quotes its `Lora hashes`.
     """
-    sampler, schedule = _a1111_sampler(meta.sampler)
+    sampler, schedule = a1111_sampler_and_schedule(meta.sampler)
     fields: list[tuple[str, Any]] = [
         ("Steps", meta.steps),
         ("Sampler", sampler),
@@ -66,8 +67,6 @@ def png_parameters(meta: ImageMetadata) -> str:
         ("Pose tags", "|".join(meta.pose.tags)),
         ("Character", meta.character),
     ]
-    if meta.vae:
-        fields.append(("VAE", meta.vae))
     if meta.loras:
         fields.append(("Loras", "|".join(f"{x.name}:{x.weight:g}" for x in meta.loras)))
     if meta.embeddings:
@@ -79,14 +78,6 @@ def png_parameters(meta: ImageMetadata) -> str:
         f"{name}: {_a1111_value(value)}" for name, value in fields if value is not None
     )
     return f"{meta.prompt}\nNegative prompt: {meta.negative_prompt}\n{body}"
-
-
-def _a1111_sampler(label: str) -> tuple[str, str]:
-    """ "DPM++ 2M Karras" → ("DPM++ 2M", "Karras"); A1111 ≥1.9 writes the schedule apart."""
-    for schedule in ("Karras", "Exponential"):
-        if label.endswith(f" {schedule}"):
-            return label[: -len(schedule) - 1], schedule
-    return label, "Automatic"
 
 
 def _a1111_value(value: Any) -> str:

@@ -32,9 +32,13 @@ FIELDS = (
     "clip_skip",
 )
 INLINE_LORA = re.compile(r"<lora:([^:>]+)(?::([-+]?[0-9.]+))?[^>]*>")
-# One `Key: value` entry of A1111's last line; a value may be "quoted, with commas" or, as
-# Civitai writes `Hashes`, a {"json": "object"}.
-_A1111_ENTRY = re.compile(r'\s*([\w \-/+]+?):\s*("(?:\\.|[^\\"])*"|\{[^{}]*\}|[^,]*)(?:,|$)')
+# One `Key: value` entry of A1111's last line (A1111 modules/infotext_utils.py `re_param_code`);
+# a value may be "quoted, with commas" or, as Civitai writes `Hashes` and `Civitai resources`, a
+# JSON {"object"} or [{"list"}], taken whole by `_json_value`.
+_A1111_ENTRY = re.compile(r'\s*([\w \-/+]+?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+_A1111_KEY = re.compile(r"\s*([\w \-/+]+?):\s*")
+# Civitai's JSON-valued entries, read back as JSON rather than text.
+_JSON_ENTRIES = ("Civitai resources",)
 # A1111 schedule types that are part of the sampler name when not "Automatic".
 _SCHEDULE_SUFFIX = {"karras": "Karras", "exponential": "Exponential", "sgm uniform": "SGM Uniform"}
 
@@ -87,14 +91,40 @@ def parse_ours(meta: dict[str, Any]) -> dict[str, Any]:
 def parse_a1111_entries(line: str) -> dict[str, str]:
     """`Steps: 20, Sampler: Euler a, Lora hashes: "a: 1, b: 2"` → {key: value} (unquoted)."""
     entries: dict[str, str] = {}
-    for match in _A1111_ENTRY.finditer(line):
-        key, value = match.group(1).strip(), match.group(2).strip()
-        if not key:
-            continue
+    position = 0
+    while position < len(line):
+        key_match = _A1111_KEY.match(line, position)
+        whole = _json_value(line, key_match.end()) if key_match else None
+        if key_match and whole is not None:
+            key, value, position = key_match.group(1).strip(), whole[0], whole[1]
+        else:
+            match = _A1111_ENTRY.match(line, position)
+            if match is None or match.end() == position:
+                # Text that is no entry (A1111's finditer skips it too): on to the next comma.
+                comma = line.find(",", position)
+                position = len(line) if comma < 0 else comma + 1
+                continue
+            key, value, position = match.group(1).strip(), match.group(2).strip(), match.end()
         if value.startswith('"') and value.endswith('"') and len(value) >= 2:
             value = json.loads(value) if _is_json_string(value) else value[1:-1]
-        entries[key] = value
+        if key:
+            entries[key] = value
     return entries
+
+
+def _json_value(line: str, start: int) -> tuple[str, int] | None:
+    """A JSON object or list starting at `start`, whole (its commas are its own), with the
+    position after it and its comma; None when none starts there."""
+    if start >= len(line) or line[start] not in "[{":
+        return None
+    try:
+        _, end = json.JSONDecoder().raw_decode(line, start)
+    except ValueError:
+        return None
+    rest = re.match(r"\s*(?:,|$)", line[end:])
+    if rest is None:
+        return None
+    return line[start:end], end + rest.end()
 
 
 def _is_json_string(value: str) -> bool:
@@ -109,7 +139,9 @@ def parse_a1111(parameters: str) -> dict[str, Any]:
     """A1111/Forge's `parameters` text: prompt lines, `Negative prompt:` lines, settings line."""
     lines = parameters.strip().split("\n")
     settings_line = ""
-    if len(lines) > 1 and re.match(r"\s*Steps:", lines[-1]):
+    # A1111 modules/infotext_utils.py `parse_generation_parameters`: the last line is the
+    # settings when it holds at least 3 entries, also when it is the only line (empty prompt).
+    if len(parse_a1111_entries(lines[-1])) >= 3:
         settings_line = lines.pop()
     prompt_lines, negative_lines = [], []
     target = prompt_lines
@@ -135,6 +167,9 @@ def parse_a1111(parameters: str) -> dict[str, Any]:
     info["loras"] = _loras(info["prompt"], entries.get("Lora hashes"))
     if entries.get("Lora hashes"):
         info["lora_hashes"] = lora_hashes(entries["Lora hashes"])
+    for key in _JSON_ENTRIES:
+        if key in entries and _is_json_string(entries[key]):
+            entries[key] = json.loads(entries[key])
     info.update({key: value for key, value in entries.items() if key not in info})
     return info
 
@@ -277,15 +312,31 @@ def _node(graph: dict[str, Any], link: Any) -> dict[str, Any] | None:
 
 
 def _walk_upstream(graph: dict[str, Any], link: Any) -> Iterator[dict[str, Any]]:
-    """The nodes reached by following links upstream from `link`, breadth first, each once."""
+    """The nodes reached by following links upstream from `link`, breadth first, each once.
+
+    A node that takes and gives both conditionings (ComfyUI nodes.py `ControlNetApplyAdvanced`,
+    `RETURN_NAMES = ("positive", "negative")`, and the like) is followed only through the input
+    of the output slot the link comes from: `[node, 1]` is its negative."""
     queue, seen = [link], set()
     while queue:
-        node = _node(graph, queue.pop(0))
-        if node is None or id(node) in seen:
+        current = queue.pop(0)
+        node = _node(graph, current)
+        if node is None or (id(node), _slot(current)) in seen:
             continue
-        seen.add(id(node))
+        seen.add((id(node), _slot(current)))
         yield node
-        queue += [value for value in node.get("inputs", {}).values() if isinstance(value, list)]
+        inputs = node.get("inputs", {})
+        paired = isinstance(inputs.get("positive"), list) and isinstance(
+            inputs.get("negative"), list
+        )
+        if paired and _slot(current) in (0, 1):
+            queue.append(inputs["positive" if _slot(current) == 0 else "negative"])
+            continue
+        queue += [value for value in inputs.values() if isinstance(value, list)]
+
+
+def _slot(link: Any) -> Any:
+    return link[1] if isinstance(link, list) and len(link) > 1 else 0
 
 
 def _upstream(graph: dict[str, Any], link: Any, classes: tuple[str, ...]) -> dict[str, Any] | None:

@@ -113,6 +113,8 @@ def test_two_nodes_share_a_job_through_an_actor_kill_each_image_once(studio, clu
         kill = [sys.executable, "-c", RAY_KILL, address, info["namespace"], info["actors"][slot]]
         subprocess.run(kill, env={**os.environ, **LOOPBACK_ENV}, check=True, timeout=120)
         wait_for_job(settings, job_id, timeout=300)
+        # The other actor may finish the job before the new one reports where it runs: wait.
+        wait_until(lambda: log.read_text().count(" runs on ") >= 3, 120, "the new actor")
     finally:
         head.terminate()
         head.wait(timeout=120)

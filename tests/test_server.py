@@ -401,9 +401,11 @@ def test_sse_progress_and_kill_9_of_the_server_loses_nothing(studio, monkeypatch
         assert time.monotonic() < deadline, "the killed server still holds its lock"
         time.sleep(0.05)
     # The server that takes over serves later tests too: it runs with the session studio's
-    # environment (the autouse 20 s keep-alive would let it exit idle under a later test).
+    # environment (the autouse 20 s keep-alive would let it exit idle under a later test), and
+    # ANIME_HOME stays the test's own (the autouse teardown stops the servers of ANIME_HOME).
     for name, value in _env(studio.home).items():
-        monkeypatch.setenv(name, value)
+        if name != "ANIME_HOME":
+            monkeypatch.setenv(name, value)
     monkeypatch.delenv("ANIME_IN_PROCESS", raising=False)
     restarted = connect(studio.home)  # the next command starts a server again
     assert restarted.discovery.pid != studio.discovery.pid

@@ -4,7 +4,8 @@ Home is `$ANIME_HOME` if set, else `~`; every path the project touches lives bel
 `Paths`). The config file is `<home>/.anime-config.yaml`. Environment overrides are named
 `ANIME_<SECTION>_<KEY>` (e.g. `ANIME_OUTPUT_RESOLUTION=768x1024`); `OLLAMA_HOST` fills
 `llm.host` when the file leaves it unset. The section models and the parsing of their values are
-in `tools/settings_sections.py`.
+in `tools/settings_sections.py` and
+`tools/settings_services.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from pydantic import BaseModel, Field, ValidationError
 from tools.errors import ConfigError
 from tools.settings_sections import (
     DEFAULT_CONTROLNET,
-    ComfyUISettings,
     FaceDetailSettings,
     HiresSettings,
     LLMSettings,
@@ -33,9 +33,9 @@ from tools.settings_sections import (
     QualitySettings,
     Resolution,
     Section,
-    ServerSettings,
     WorkerSettings,
 )
+from tools.settings_services import ComfyUISettings, ServerSettings
 
 # The section models are imported from here too (`from tools.settings import HiresSettings`).
 __all__ = [

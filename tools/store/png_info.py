@@ -9,28 +9,31 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from tools.errors import UserError
+from tools.store.png_fields import FIELDS, as_number, empty_info, file_stem
+from tools.store.png_info_comfyui import parse_comfyui
 from tools.text import plural
 
+# Read from here too (`from tools.store.png_info import parse_comfyui`).
+__all__ = [
+    "FIELDS",
+    "OUR_METADATA_KEY",
+    "as_number",
+    "empty_info",
+    "file_stem",
+    "format_info",
+    "parse_a1111",
+    "parse_comfyui",
+    "parse_ours",
+    "read_png_info",
+]
+
 OUR_METADATA_KEY = "anime-chat"
-FIELDS = (
-    "prompt",
-    "negative_prompt",
-    "steps",
-    "sampler",
-    "cfg_scale",
-    "seed",
-    "width",
-    "height",
-    "model",
-    "clip_skip",
-)
 INLINE_LORA = re.compile(r"<lora:([^:>]+)(?::([-+]?[0-9.]+))?[^>]*>")
 # One `Key: value` entry of A1111's last line (A1111 modules/infotext_utils.py `re_param_code`);
 # a value may be "quoted, with commas" or, as Civitai writes `Hashes` and `Civitai resources`, a
@@ -69,13 +72,9 @@ def read_png_info(path: Path) -> dict[str, Any]:
     )
 
 
-def _empty(source: str) -> dict[str, Any]:
-    return {**dict.fromkeys(FIELDS), "loras": [], "source": source}
-
-
 def parse_ours(meta: dict[str, Any]) -> dict[str, Any]:
     """Our JSON chunk, mapped onto the contract names; the rest kept as extra keys."""
-    info = _empty("anime-chat")
+    info = empty_info("anime-chat")
     info.update({key: value for key, value in meta.items() if key not in info})
     info.pop("guidance_scale", None)
     for field in FIELDS:
@@ -151,7 +150,7 @@ def parse_a1111(parameters: str) -> dict[str, Any]:
             line = line[len("Negative prompt:") :].strip()
         target.append(line)
     entries = parse_a1111_entries(settings_line)
-    info = _empty("a1111")
+    info = empty_info("a1111")
     info["prompt"] = "\n".join(prompt_lines).strip()
     info["negative_prompt"] = "\n".join(negative_lines).strip() if negative_lines else None
     info["steps"] = as_number(entries.pop("Steps", None), int)
@@ -183,15 +182,6 @@ def _a1111_sampler(sampler: str | None, schedule: str | None) -> str | None:
     return sampler
 
 
-def as_number(value: Any, kind: type) -> Any:
-    if value is None:
-        return None
-    try:
-        return kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
 def _loras(prompt: str, hashes: str | None) -> list[dict[str, Any]]:
     """Inline `<lora:NAME:W>` tags (with their weights), then any only named in `Lora hashes`."""
     loras: dict[str, float | None] = {}
@@ -208,167 +198,6 @@ def lora_hashes(text: str) -> dict[str, str]:
     """A1111's `Lora hashes` value, "name: hash, name: hash" → {name: hash}."""
     pairs = (entry.rpartition(":") for entry in text.split(","))
     return {name.strip(): digest.strip() for name, _, digest in pairs if name.strip()}
-
-
-def parse_comfyui(graph: dict[str, Any]) -> dict[str, Any]:
-    """ComfyUI's API-format `prompt` graph: follow the sampler's links to its inputs."""
-    info = _empty("comfyui")
-    graph = _well_formed(graph)
-    sampler_id = _first_pass_sampler(graph)
-    if sampler_id is None:
-        return info
-    sampler = graph[sampler_id]["inputs"]
-    info["seed"] = as_number(sampler.get("seed", sampler.get("noise_seed")), int)
-    info["steps"] = as_number(sampler.get("steps"), int)
-    info["cfg_scale"] = as_number(sampler.get("cfg"), float)
-    name, scheduler = sampler.get("sampler_name"), sampler.get("scheduler")
-    if isinstance(name, str):
-        # Early ComfyUI wrote k-diffusion's function names ("sample_dpmpp_2m").
-        name = name.removeprefix("sample_")
-        plain = scheduler in (None, "normal", "simple")
-        info["sampler"] = name if plain else f"{name}_{scheduler}"
-    info["comfyui_sampler"] = name
-    info["comfyui_scheduler"] = scheduler
-    info["prompt"] = _linked_text(graph, sampler.get("positive"))
-    info["negative_prompt"] = _linked_text(graph, sampler.get("negative"))
-    latent = _upstream(graph, sampler.get("latent_image"), ("EmptyLatentImage",))
-    if latent is not None:
-        info["width"] = as_number(latent["inputs"].get("width"), int)
-        info["height"] = as_number(latent["inputs"].get("height"), int)
-    loras: list[dict[str, Any]] = []
-    checkpoint_clip_skip = None
-    node = _node(graph, sampler.get("model"))
-    while node is not None:
-        inputs = node.get("inputs", {})
-        if node.get("class_type") in ("LoraLoader", "LoraLoaderModelOnly"):
-            loras.insert(
-                0, {"name": file_stem(inputs.get("lora_name")), "weight": _lora_weight(inputs)}
-            )
-        if "ckpt_name" in inputs:
-            info["model"] = file_stem(inputs["ckpt_name"])
-            config = re.search(r"clip_skip_(\d+)", str(inputs.get("config_name", "")))
-            checkpoint_clip_skip = int(config[1]) if config else None
-            break
-        node = _node(graph, inputs.get("model"))
-    info["loras"] = loras
-    clip_layer = next(
-        (
-            node["inputs"].get("stop_at_clip_layer")
-            for node in graph.values()
-            if node.get("class_type") == "CLIPSetLastLayer"
-        ),
-        None,
-    )
-    clip_layer = as_number(clip_layer, int)
-    info["clip_skip"] = abs(clip_layer) if isinstance(clip_layer, int) else checkpoint_clip_skip
-    return info
-
-
-def _well_formed(graph: Any) -> dict[str, Any]:
-    """The graph's nodes as ComfyUI writes them (`{"class_type": str, "inputs": {...}}`);
-    anything else in a crafted or damaged file is left out."""
-    if not isinstance(graph, dict):
-        return {}
-    return {
-        str(node_id): node
-        for node_id, node in graph.items()
-        if isinstance(node, dict)
-        and isinstance(node.get("class_type"), str)
-        and isinstance(node.get("inputs", {}), dict)
-    }
-
-
-def _first_pass_sampler(graph: dict[str, Any]) -> str | None:
-    """The KSampler that starts from an empty latent (the first pass of a two-pass graph),
-    else the first wired one; None without any."""
-    samplers = [
-        node_id
-        for node_id, node in graph.items()
-        if str(node.get("class_type", "")).startswith("KSampler")
-        and "model" in node.get("inputs", {})
-    ]
-    for node_id in samplers:
-        latent = _node(graph, graph[node_id]["inputs"].get("latent_image"))
-        if latent is not None and latent.get("class_type") == "EmptyLatentImage":
-            return node_id
-    return samplers[0] if samplers else None
-
-
-def _lora_weight(inputs: dict[str, Any]) -> float | None:
-    weight = inputs.get("strength_model")
-    return float(weight) if isinstance(weight, int | float) else None
-
-
-def file_stem(name: Any) -> Any:
-    if not isinstance(name, str):
-        return name
-    return re.sub(r"\.(safetensors|ckpt|pt|pth|bin)$", "", name.replace("\\", "/").split("/")[-1])
-
-
-def _node(graph: dict[str, Any], link: Any) -> dict[str, Any] | None:
-    if isinstance(link, list) and link and str(link[0]) in graph:
-        return graph[str(link[0])]
-    return None
-
-
-def _walk_upstream(graph: dict[str, Any], link: Any) -> Iterator[dict[str, Any]]:
-    """The nodes reached by following links upstream from `link`, breadth first, each once.
-
-    A node that takes and gives both conditionings (ComfyUI nodes.py `ControlNetApplyAdvanced`,
-    `RETURN_NAMES = ("positive", "negative")`, and the like) is followed only through the input
-    of the output slot the link comes from: `[node, 1]` is its negative."""
-    queue, seen = [link], set()
-    while queue:
-        current = queue.pop(0)
-        node = _node(graph, current)
-        if node is None or (id(node), _slot(current)) in seen:
-            continue
-        seen.add((id(node), _slot(current)))
-        yield node
-        inputs = node.get("inputs", {})
-        paired = isinstance(inputs.get("positive"), list) and isinstance(
-            inputs.get("negative"), list
-        )
-        if paired and _slot(current) in (0, 1):
-            queue.append(inputs["positive" if _slot(current) == 0 else "negative"])
-            continue
-        queue += [value for value in inputs.values() if isinstance(value, list)]
-
-
-def _slot(link: Any) -> Any:
-    return link[1] if isinstance(link, list) and len(link) > 1 else 0
-
-
-def _upstream(graph: dict[str, Any], link: Any, classes: tuple[str, ...]) -> dict[str, Any] | None:
-    """The first node of one of `classes` reached by following links upstream."""
-    nodes = _walk_upstream(graph, link)
-    return next((node for node in nodes if node.get("class_type") in classes), None)
-
-
-# Inputs that hold a prompt's text in the text encoders and the text nodes that feed them.
-_TEXT_INPUTS = ("text", "text_g", "populated_text", "wildcard_text", "string", "value")
-
-
-def _linked_text(graph: dict[str, Any], link: Any) -> str | None:
-    """The text of the first text encoder upstream of `link` (any CLIPTextEncode flavour),
-    following a text input that is itself a link (wildcard and string nodes)."""
-    for node in _walk_upstream(graph, link):
-        if "CLIPTextEncode" in str(node.get("class_type", "")):
-            return _text_of(graph, node.get("inputs", {}))
-    return None
-
-
-def _text_of(graph: dict[str, Any], inputs: dict[str, Any], depth: int = 0) -> str | None:
-    for key in _TEXT_INPUTS:
-        value = inputs.get(key)
-        if isinstance(value, str) and (value or key != "text_g"):
-            return value
-        source = _node(graph, value)
-        if source is not None and depth < 8:
-            text = _text_of(graph, source.get("inputs", {}), depth + 1)
-            if text is not None:
-                return text
-    return None
 
 
 def format_info(info: dict[str, Any]) -> str:

@@ -16,7 +16,6 @@ from assistant.generate_render import (
     GenerateRun,
     generate_images,
     print_planned,
-    runtime_from_flags,
 )
 
 
@@ -141,16 +140,23 @@ def _from_png(
     output_flags: dict[str, Any],
 ) -> None:
     from assistant.progress import render_with_progress
+    from tools.generation.runtime import Runtime
     from tools.generation.specs import GenerationRequest
     from tools.server.generation import planned_outputs
+    from tools.settings import load_settings
     from tools.store.png_info import read_png_info
-    from tools.store.png_replay import model_warning, replay_plan
+    from tools.store.png_replay import model_warning, not_restored, replay_plan, replay_vae
 
     recorded = read_png_info(path)
     plan, unmapped = replay_plan(recorded, character)
     if unmapped:
         typer.echo(f"not mapped (our settings used instead): {'; '.join(unmapped)}", err=True)
-    runtime = runtime_from_flags(output={**plan["output"], **output_flags})
+    output = {key: value for key, value in plan["output"].items() if value is not None}
+    overrides = {"output": {**output, **output_flags}, "models": plan["models"]}
+    configured = load_settings(overrides=overrides)
+    # The recorded VAE, null included (the checkpoint's own), so not through the flags' filter.
+    vae = replay_vae(recorded, configured.models.vae, configured.paths.models)
+    runtime = Runtime(load_settings(overrides={**overrides, "models": {**plan["models"], **vae}}))
     if warning := model_warning(recorded, runtime.engine.checkpoint.label):
         typer.echo(warning, err=True)
     request = plan["request"]
@@ -158,6 +164,8 @@ def _from_png(
     if seed is not None:
         request["seed"] = seed
     specs = runtime.planner.plan(GenerationRequest(**request))
+    if specs and (differ := not_restored(recorded, runtime.producer.metadata(specs[0], 0))):
+        typer.echo(f"not restored (yours used instead): {'; '.join(differ)}", err=True)
     if dry_run:
         print_planned(planned_outputs(specs)["outputs"], as_json)
         return

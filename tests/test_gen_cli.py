@@ -205,15 +205,32 @@ def test_all_characters_dry_run_covers_the_library(sakura, reference_image):
 
 
 @pytest.mark.slow
-def test_from_png_reproduces_our_pixels_and_maps_other_tools_settings(sakura, tmp_path):
+def test_from_png_reproduces_our_pixels_and_maps_other_tools_settings(
+    sakura, tmp_path, monkeypatch
+):
+    # Issue 23 #11: settings the image was drawn with, which the replay's settings lack.
+    drawn_with = {
+        "ANIME_MODELS_CLIP_SKIP": "1",
+        "ANIME_MODELS_CONTROLNET_STRENGTH": "0.8",
+        "ANIME_MODELS_IPADAPTER_WEIGHT": "0.4",
+        "ANIME_OUTPUT_NEGATIVE_PROMPT": "blurry, lowres",
+    }
+    for name, value in drawn_with.items():
+        monkeypatch.setenv(name, value)
     first = run("sakura", "--pose", "standing", "--seed", "5", "--prompt", "rain", "--json")
     assert first.exit_code == 0, first.output
     original = json.loads(first.stdout)["outputs"][0]
+    for name in drawn_with:
+        monkeypatch.delenv(name)
     again = run("--from-png", original["path"], "--json")
     assert again.exit_code == 0, again.output
+    assert "not restored" not in again.stderr, again.stderr
     copy = json.loads(again.stdout)["outputs"][0]
     assert copy["path"] != original["path"]
     assert (copy["seed"], copy["pose"]) == (original["seed"], original["pose"])
+    recorded = json.loads(read_png_metadata(Path(copy["path"]))["anime-chat"])
+    assert (recorded["clip_skip"], recorded["controlnet_strength"]) == (1, 0.8)
+    assert (recorded["ipadapter_weight"], recorded["negative_prompt"]) == (0.4, "blurry, lowres")
     assert np.array_equal(
         np.asarray(Image.open(original["path"])), np.asarray(Image.open(copy["path"]))
     )
@@ -233,6 +250,22 @@ def test_from_png_reproduces_our_pixels_and_maps_other_tools_settings(sakura, tm
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "'xxmix4_v10'" in warnings[0]
     assert json.loads(result.stdout)["outputs"][0]["seed"] == 2517177978
+
+    # An A1111 negative prompt and Clip skip are drawn with and recorded (issue 23 #11).
+    small = tmp_path / "a1111_small.png"
+    info = PngInfo()
+    info.add_text(
+        "parameters",
+        "1girl, rain\nNegative prompt: blurry, (lowres:1.2)\n"
+        "Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 7, Size: 128x192, Clip skip: 2",
+    )
+    Image.new("RGB", (8, 8)).save(small, pnginfo=info)
+    monkeypatch.setenv("ANIME_MODELS_CLIP_SKIP", "1")
+    result = run("--from-png", str(small), "--character", "sakura", "--json")
+    assert result.exit_code == 0, result.output
+    parameters = read_png_metadata(Path(json.loads(result.stdout)["outputs"][0]["path"]))
+    assert "\nNegative prompt: blurry, (lowres:1.2)\n" in parameters["parameters"]
+    assert "Clip skip: 2," in parameters["parameters"]
 
 
 def test_all_characters_times_the_count_is_held_to_the_batch_limit(

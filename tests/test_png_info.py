@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from assistant.gen_cli import app
 from tests.test_output_store import image, make_store, meta
+from tools.errors import UserError
 from tools.store.png_info import (
     FIELDS,
     format_info,
@@ -18,7 +19,13 @@ from tools.store.png_info import (
     parse_ours,
     read_png_info,
 )
-from tools.store.png_replay import model_warning, our_sampler, replay_plan
+from tools.store.png_replay import (
+    model_warning,
+    not_restored,
+    our_sampler,
+    replay_plan,
+    replay_vae,
+)
 
 DATA = Path(__file__).parent / "data" / "png_params"
 
@@ -440,3 +447,45 @@ def test_civitai_resources_json_list_is_kept_whole():
     assert info["Civitai resources"] == resources
     assert info["Civitai metadata"] == "{}"
     assert not any(key.startswith(('"', "{", "[")) for key in info)
+
+
+def test_replay_of_an_a1111_png_restores_its_negative_prompt_and_clip_skip():
+    """Issue 23 #11; A1111 modules/infotext_utils.py parse_generation_parameters: no Clip skip
+    entry means 1, no Negative prompt line an empty negative."""
+    info = parse_a1111((DATA / "a1111_xxmix_adetailer_loras.txt").read_text())
+    plan, unmapped = replay_plan(info, "sakura")
+    assert plan["output"]["negative_prompt"].startswith("ng_deepnegative_v1_75t, badhandv4, (")
+    assert plan["models"] == {"clip_skip": 2}
+    plan, _ = replay_plan(parse_a1111("a cat\nSteps: 20, Seed: 1, CFG scale: 7"), "sakura")
+    assert (plan["output"]["negative_prompt"], plan["models"]) == ("", {"clip_skip": 1})
+    plan, unmapped = replay_plan(parse_a1111("a\nSteps: 2, Seed: 1, Clip skip: 12"), "x")
+    assert "clip_skip" not in plan["models"] and unmapped == ["clip skip 12 (ours: 1 to 4)"]
+
+
+def test_replay_of_ours_restores_every_recorded_setting_or_names_it(tmp_path):
+    meta = {
+        "character": "sakura",
+        "negative_prompt": "blurry",
+        "clip_skip": 1,
+        "controlnet_strength": 0.8,
+        "ipadapter_weight": 0.4,
+        "controlnet": "cn",
+        "vae": None,
+    }
+    info = parse_ours(meta)
+    plan, unmapped = replay_plan(info, None)
+    assert plan["output"]["negative_prompt"] == "blurry" and unmapped == []
+    assert plan["models"] == {"clip_skip": 1, "controlnet_strength": 0.8, "ipadapter_weight": 0.4}
+    # The checkpoint's own VAE is restored over a configured one; the same one needs nothing.
+    assert replay_vae(info, "kl-f8-anime2.safetensors", tmp_path) == {"vae": None}
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "anime.safetensors").write_bytes(b"")
+    drawn_with = parse_ours({**meta, "vae": "anime.safetensors"})
+    assert replay_vae(drawn_with, None, tmp_path) == {"vae": "anime.safetensors"}
+    assert replay_vae(drawn_with, str(tmp_path / "vae" / "anime.safetensors"), tmp_path) == {}
+    with pytest.raises(UserError, match="VAE 'gone.pt'"):
+        replay_vae(parse_ours({**meta, "vae": "gone.pt"}), None, tmp_path)
+    # What the replay's own metadata still draws differently is named, one entry each.
+    planned = {**meta, "controlnet": "other", "loras": []}
+    assert not_restored(info, planned) == ["controlnet: recorded 'cn', yours 'other'"]
+    assert not_restored(parse_a1111("a\nSteps: 2, Seed: 1, CFG scale: 7"), planned) == []

@@ -7,6 +7,7 @@ generation request and settings overrides, naming what has no equivalent here;
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tools.errors import UserError
@@ -55,9 +56,11 @@ def _modelfile_stem(name: str) -> str:
 def replay_plan(info: dict[str, Any], character: str | None) -> tuple[dict[str, Any], list[str]]:
     """What `--from-png` draws: (request fields, settings overrides) and what it cannot map.
 
-    Ours: the recorded character, pose id, user prompt, seed and settings (hires fix and face
-    detail included). Others: their settings and prompt for the character named; anything
-    without an equivalent here is listed. The model is checked apart (`model_warning`).
+    Ours: the recorded character, pose id, user prompt, seed and settings (negative prompt, clip
+    skip, ControlNet strength, IP-Adapter weight, hires fix and face detail included; the VAE is
+    `replay_vae`'s). Others: their settings, negative and prompt for the character named;
+    anything without an equivalent here is listed. The model is checked apart (`model_warning`).
+    The plan is {"request", "output", "models"}.
     """
     ours = info["source"] == "anime-chat"
     who = character or (info.get("character") if ours else None)
@@ -78,16 +81,56 @@ def replay_plan(info: dict[str, Any], character: str | None) -> tuple[dict[str, 
     if info.get("width") and info.get("height"):
         output["resolution"] = f"{info['width']}x{info['height']}"
     request: dict[str, Any] = {"character": who, "seed": info.get("seed"), "count": 1}
+    models: dict[str, Any] = {}
     if ours:
         request["pose"] = (info.get("pose") or {}).get("id")
         request["prompt"] = info.get("user_prompt") or ""
         output.update(_our_second_passes(info))
+        output["negative_prompt"] = info.get("negative_prompt")
+        for key in ("clip_skip", "controlnet_strength", "ipadapter_weight"):
+            models[key] = info.get(key)
     else:
         request["random_pose"] = True
         request["prompt"] = INLINE_LORA.sub("", info.get("prompt") or "").strip(" ,")
         output.update(_a1111_second_passes(info, unmapped))
         unmapped += [f"LoRA '{lora['name']}'" for lora in info.get("loras") or []]
-    return {"request": request, "output": output}, unmapped
+        # A1111 writes no "Negative prompt:" line for an empty one, and no "Clip skip" for 1
+        # (modules/infotext_utils.py parse_generation_parameters: "Missing CLIP skip means it was
+        # set to 1"); ComfyUI without CLIPSetLastLayer uses the last layer too.
+        output["negative_prompt"] = info.get("negative_prompt") or ""
+        models["clip_skip"] = info.get("clip_skip") or 1
+    if models.get("clip_skip") is not None and not 1 <= models["clip_skip"] <= 4:
+        unmapped.append(f"clip skip {models.pop('clip_skip')} (ours: 1 to 4)")
+    plan = {"request": request, "output": output, "models": _set(models)}
+    return plan, unmapped
+
+
+def _set(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def replay_vae(info: dict[str, Any], configured: str | None, models_dir: Path) -> dict[str, Any]:
+    """The `models.vae` override that draws with the image's VAE: none when the configured one
+    is it (same label), null for the checkpoint's own, else the recorded name (a hub id, or a
+    file or folder found under `models_dir`, as `tools.engine.vae.find_vae` looks).
+
+    Raises UserError naming the VAE when the recorded one cannot be found here."""
+    from tools.engine.vae import find_vae, vae_label
+
+    if info["source"] != "anime-chat" or "vae" not in info:
+        return {}
+    recorded = info["vae"]
+    if vae_label(configured) == recorded:
+        return {}
+    if recorded is not None:
+        try:
+            find_vae(recorded, models_dir)
+        except UserError as error:
+            raise UserError(
+                f"this image was drawn with VAE '{recorded}', not found here ({error})",
+                f"put it in {models_dir / 'vae'}, or set models.vae and use --seed to redraw",
+            ) from None
+    return {"vae": recorded}
 
 
 def _our_second_passes(info: dict[str, Any]) -> dict[str, Any]:
@@ -132,3 +175,49 @@ def _a1111_second_passes(info: dict[str, Any], unmapped: list[str]) -> dict[str,
         passes["face_detail"] = detail
         unmapped.append(f"ADetailer model '{info['ADetailer model']}' (ours: animeface)")
     return passes
+
+
+# What our PNG records that decides the pixels, besides the request (character, pose, seed):
+# each either restored by `replay_plan` / `replay_vae` or, when it still differs, named.
+_DRAWN_WITH = (
+    "prompt",
+    "negative_prompt",
+    "steps",
+    "sampler",
+    "guidance_scale",
+    "width",
+    "height",
+    "clip_skip",
+    "controlnet",
+    "controlnet_strength",
+    "ipadapter",
+    "ipadapter_weight",
+    "loras",
+    "embeddings",
+    "vae",
+    "fast_lora",
+)
+
+
+def not_restored(info: dict[str, Any], planned: dict[str, Any]) -> list[str]:
+    """Our recorded settings that the replay's own metadata (`Producer.metadata` of its first
+    image) does not match, one entry each: 'controlnet: recorded X, yours Y'. The model is
+    `model_warning`'s; others' images have `replay_plan`'s list."""
+    if info["source"] != "anime-chat":
+        return []
+    differ = []
+    for key in _DRAWN_WITH:
+        if key not in info or key not in planned:
+            continue
+        recorded, now = info[key], planned[key]
+        if key == "loras":
+            recorded = [(lora["name"], lora.get("weight")) for lora in recorded or []]
+            now = [(lora["name"], lora.get("weight")) for lora in now or []]
+        if recorded != now:
+            differ.append(f"{key}: recorded {_shown(recorded)}, yours {_shown(now)}")
+    return differ
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

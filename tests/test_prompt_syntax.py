@@ -103,6 +103,32 @@ def test_a_full_chunk_moves_back_to_a_recent_comma():
     assert len(far[0].tokens) == CHUNK_TOKENS  # a comma 74 tokens back is too far
 
 
+def test_a_comma_that_is_the_76th_token_starts_the_next_chunk_without_backtrack():
+    """Issue 23 #4, A1111 modules/sd_hijack_clip.py tokenize_line: a comma is only noted."""
+    comma = 9
+    tokens = [1] * 70 + [comma] + [1] * 4 + [comma] + [2] * 5  # the second comma is the 76th
+    chunks = chunk_tokens([(tokens, 1.0)], comma_id=comma)
+    assert [len(chunk.tokens) for chunk in chunks] == [75, 6]
+    assert chunks[1].tokens == [comma] + [2] * 5
+    # The comma that opens a chunk is not noted there (A1111 resets last_comma after it).
+    later = chunk_tokens([(tokens + [3] * 70, 1.0)], comma_id=comma)
+    assert [len(chunk.tokens) for chunk in later] == [75, 75, 1]
+
+
+def test_an_embedding_that_does_not_fit_moves_whole_to_the_next_chunk():
+    """Issue 23 #4: ng_deepnegative_v1_75t (75 vectors) after 66 tokens was split 66/9."""
+    embedding = tuple(range(100, 175))
+    chunks = chunk_tokens([([1] * 66 + [embedding] + [2, 3], 1.2)], comma_id=None)
+    assert [chunk.tokens for chunk in chunks] == [[1] * 66, list(embedding), [2, 3]]
+    assert chunks[1].weights == [1.2] * 75
+    fits = chunk_tokens([([1] * 10, 1.0), ([(7, 8)], 0.9), ([5], 1.0)], comma_id=None)
+    assert [(c.tokens, c.weights) for c in fits] == [
+        ([1] * 10 + [7, 8, 5], [1.0] * 10 + [0.9, 0.9, 1.0])
+    ]
+    huge = chunk_tokens([([1, tuple(range(100, 180))], 1.0)], comma_id=None)
+    assert [len(chunk.tokens) for chunk in huge] == [75, 6]  # over 75 vectors: spans two
+
+
 @pytest.mark.parametrize(
     ("written", "ours"),
     [

@@ -5,7 +5,8 @@ compute them.
   75 tokens; each chunk becomes BOS + 75 tokens + EOS/padding = 77 and is encoded on its own; the
   chunks are concatenated along the sequence axis (77·n tokens), with no cap on n. A chunk that
   fills up inside a tag moves back to the last comma when that is at most 20 tokens back
-  (A1111's "comma padding backtrack"), so a tag is not split between chunks. `BREAK` ends a chunk.
+  (A1111's "comma padding backtrack"), so a tag is not split between chunks; a textual-inversion
+  embedding that does not fit moves whole to the next chunk. `BREAK` ends a chunk.
 - Weights: each token's hidden state is multiplied by its weight, then the chunk is rescaled
   to its original mean (A1111's "emphasis"). A prompt whose weights are all 1 is encoded exactly
   as without the syntax.
@@ -52,8 +53,18 @@ class TokenChunk:
     weights: list[float] = field(default_factory=list)
 
 
-def chunk_tokens(pieces: list[tuple[list[int], float]], comma_id: int | None) -> list[TokenChunk]:
-    """Token runs (or `BREAK`, given as an empty run of weight -1) → chunks of ≤ 75 tokens."""
+# A token id, or a textual-inversion embedding's ids (kept together in one chunk).
+Unit = int | tuple[int, ...]
+
+
+def chunk_tokens(pieces: list[tuple[list[Unit], float]], comma_id: int | None) -> list[TokenChunk]:
+    """Token runs (or `BREAK`, given as an empty run of weight -1) → chunks of ≤ 75 tokens.
+
+    As A1111's modules/sd_hijack_clip.py `tokenize_line` (lines 82-165): a comma is only noted
+    (a comma that is the 76th token starts the next chunk, with no backtrack); another token
+    that finds the chunk full moves what follows the last comma, when at most 20 back, to the
+    next chunk; an embedding that does not fit in what is left moves whole to the next chunk.
+    """
     chunks: list[TokenChunk] = []
     current = TokenChunk()
     last_comma = -1
@@ -63,24 +74,30 @@ def chunk_tokens(pieces: list[tuple[list[int], float]], comma_id: int | None) ->
         chunks.append(current)
         current, last_comma = TokenChunk(), -1
 
-    for tokens, weight in pieces:
-        if weight == -1.0 and not tokens:
+    for units, weight in pieces:
+        if weight == -1.0 and not units:
             close()
             continue
-        for token in tokens:
-            if len(current.tokens) == CHUNK_TOKENS:
-                if last_comma != -1 and CHUNK_TOKENS - last_comma <= COMMA_BACKTRACK:
-                    cut = last_comma + 1
-                    moved = TokenChunk(current.tokens[cut:], current.weights[cut:])
-                    current.tokens, current.weights = current.tokens[:cut], current.weights[:cut]
-                    close()
-                    current = moved
-                else:
-                    close()
-            if token == comma_id:
+        for unit in units:
+            full = len(current.tokens) == CHUNK_TOKENS
+            if unit == comma_id:
                 last_comma = len(current.tokens)
-            current.tokens.append(token)
-            current.weights.append(weight)
+            elif full and last_comma != -1 and CHUNK_TOKENS - last_comma <= COMMA_BACKTRACK:
+                cut = last_comma + 1
+                moved = TokenChunk(current.tokens[cut:], current.weights[cut:])
+                current.tokens, current.weights = current.tokens[:cut], current.weights[:cut]
+                close()
+                current = moved
+            if len(current.tokens) == CHUNK_TOKENS:
+                close()
+            ids = list(unit) if isinstance(unit, tuple) else [unit]
+            if len(current.tokens) + len(ids) > CHUNK_TOKENS and len(ids) <= CHUNK_TOKENS:
+                close()
+            for token in ids:  # only an embedding of over 75 vectors spans chunks
+                if len(current.tokens) == CHUNK_TOKENS:
+                    close()
+                current.tokens.append(token)
+                current.weights.append(weight)
     if current.tokens or not chunks:
         close()
     return chunks
@@ -106,15 +123,16 @@ class TextEncoderView:
         )
         self._by_folded = {name.lower(): name for name in names}
 
-    def token_ids(self, text: str) -> list[int]:
-        """Ids of `text`, with each textual-inversion name replaced by its vectors' tokens."""
+    def token_ids(self, text: str) -> list[Unit]:
+        """Ids of `text`, with each textual-inversion name replaced by its vectors' tokens (one
+        tuple, which chunking keeps together)."""
         if self._names is None:
-            return self._plain(text)
-        ids: list[int] = []
+            return list(self._plain(text))
+        ids: list[Unit] = []
         for index, part in enumerate(self._names.split(text)):
             if index % 2:
                 tokens = self.embedding_tokens[self._by_folded[part.lower()]]
-                ids += self.tokenizer.convert_tokens_to_ids(tokens)
+                ids.append(tuple(self.tokenizer.convert_tokens_to_ids(tokens)))
             elif part:
                 ids += self._plain(part)
         return ids

@@ -67,6 +67,22 @@ def test_chunk_shapes_and_words_after_token_77_change_the_image(home):
     assert draw(engine, "girl", negative=LONG).shape == (192, 128, 3)
 
 
+def test_a_shorter_prompt_or_negative_is_repeated_to_the_common_multiple(home):
+    """Issue 23 #5, as ComfyUI's comfy/conds.py CONDCrossAttn.concat (lines 51-62): a 2-chunk
+    prompt with a 1-chunk negative gets the negative twice, not an empty chunk."""
+    import torch
+
+    conditioning = engine_for(home).ensure_loaded()
+    three = ", ".join(["girl"] * 90)  # 179 tokens: 3 chunks
+    assert conditioning.prompt(three).chunks == 3
+    text = conditioning.text_inputs(jobs_of(LONG, three, negative="lowres"))
+    assert text["prompt_embeds"].shape[1] == 77 * 6
+    negative = conditioning.prompt("lowres").embeds
+    assert torch.equal(text["negative_prompt_embeds"][0], torch.cat([negative[0]] * 6))
+    long = conditioning.prompt(LONG).embeds[0]
+    assert torch.equal(text["prompt_embeds"][0], torch.cat([long] * 3))
+
+
 def test_short_prompt_encodes_exactly_as_diffusers_does(home):
     engine = engine_for(home, clip_skip=1)
     ours = prompt_embeds(engine, "a girl, red hair")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from tools.engine.extra_networks import Embeddings, LoraAdapters
-from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder, pad_to_chunks
+from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder, repeat_to_chunks
 from tools.engine.prompt_syntax import LoraRequest, extract_loras
 from tools.quality.clip_images import pad_to_square
 
@@ -110,19 +110,19 @@ class Conditioning:
         return embedding
 
     def text_inputs(self, jobs: list[RenderJob]) -> dict[str, Any]:
-        """Prompt and negative embeddings of the jobs, all padded with empty chunks to the
-        longest one (a prompt may be several 77-token chunks)."""
+        """Prompt and negative embeddings of the jobs, each repeated to the least common
+        multiple of their chunk counts (a prompt may be several 77-token chunks), as ComfyUI
+        lines up conditionings of different lengths."""
+        import math
+
         import torch
 
         prompts = [self.prompt(extract_loras(job.prompt)[0]) for job in jobs]
         negatives = [self.prompt(extract_loras(job.negative_prompt)[0]) for job in jobs]
-        chunks = max(embedding.chunks for embedding in prompts + negatives)
-        empty = self.prompt("")
+        chunks = math.lcm(*(embedding.chunks for embedding in prompts + negatives))
         text: dict[str, Any] = {
-            "prompt_embeds": torch.cat([pad_to_chunks(p, chunks, empty) for p in prompts]),
-            "negative_prompt_embeds": torch.cat(
-                [pad_to_chunks(p, chunks, empty) for p in negatives]
-            ),
+            "prompt_embeds": torch.cat([repeat_to_chunks(p, chunks) for p in prompts]),
+            "negative_prompt_embeds": torch.cat([repeat_to_chunks(p, chunks) for p in negatives]),
         }
         if self.sources.family == "sdxl":
             text["pooled_prompt_embeds"] = torch.cat([p.pooled for p in prompts])

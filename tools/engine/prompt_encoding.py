@@ -60,7 +60,7 @@ Unit = int | tuple[int, ...]
 def chunk_tokens(pieces: list[tuple[list[Unit], float]], comma_id: int | None) -> list[TokenChunk]:
     """Token runs (or `BREAK`, given as an empty run of weight -1) → chunks of ≤ 75 tokens.
 
-    As A1111's modules/sd_hijack_clip.py `tokenize_line` (lines 82-165): a comma is only noted
+    As A1111's modules/sd_hijack_clip.py `tokenize_line` (lines 84-177): a comma is only noted
     (a comma that is the 76th token starts the next chunk, with no backtrack); another token
     that finds the chunk full moves what follows the last comma, when at most 20 back, to the
     next chunk; an embedding that does not fit in what is left moves whole to the next chunk.
@@ -225,12 +225,11 @@ class PromptEncoder:
         return apply_weights(hidden, weights), output[0]
 
 
-def pad_to_chunks(embedding: PromptEmbedding, chunks: int, empty: PromptEmbedding) -> torch.Tensor:
-    """`embedding.embeds` followed by encoded empty chunks until it has `chunks` chunks: what
-    A1111 does so that a prompt and its negative (and a batch's prompts) line up."""
-    import torch
-
-    missing = chunks - embedding.chunks
-    if missing <= 0:
-        return embedding.embeds
-    return torch.cat([embedding.embeds, *([empty.embeds] * missing)], dim=1)
+def repeat_to_chunks(embedding: PromptEmbedding, chunks: int) -> torch.Tensor:
+    """`embedding.embeds` repeated until it has `chunks` chunks (a multiple of its own count), so
+    that a prompt and its negative (and a batch's prompts) line up. As ComfyUI's
+    comfy/conds.py `CONDCrossAttn.concat` (lines 51-62): "padding with repeat doesn't change
+    result": attention over a repeated sequence is attention over the sequence."""
+    if chunks % embedding.chunks:
+        raise ValueError(f"{chunks} chunks are no multiple of {embedding.chunks}")
+    return embedding.embeds.repeat(1, chunks // embedding.chunks, 1)

@@ -210,3 +210,18 @@ def test_sdxl_chunks_concatenate_both_encoders_and_pool_the_first(sdxl_config, t
     assert one.embeds.shape == (1, 77, width) and two.embeds.shape == (1, 154, width)
     assert one.pooled.shape == (1, engine.pipe.text_encoder_2.config.projection_dim)
     assert not np.array_equal(draw(engine, LONG + ", red hair"), draw(engine, LONG + ", blue sky"))
+
+
+def test_sdxl_empty_negative_is_zeros_and_an_empty_prompt_is_not(sdxl_config, tmp_path):
+    """Issue 23 #7: A1111 modules/sd_models_xl.py get_learned_conditioning zeroes an empty
+    negative (embeddings and pooled), as diffusers' force_zeros_for_empty_prompt."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(sdxl_config, home / CONFIG_FILENAME)
+    conditioning = Engine(load_settings(home=home, env={})).ensure_loaded()
+    text = conditioning.text_inputs(jobs_of("", "girl", negative=""))
+    assert not text["negative_prompt_embeds"].any()
+    assert not text["negative_pooled_prompt_embeds"].any()
+    assert text["prompt_embeds"][0].any() and text["pooled_prompt_embeds"][0].any()
+    written = conditioning.text_inputs(jobs_of("girl", negative="lowres"))
+    assert written["negative_prompt_embeds"].any()

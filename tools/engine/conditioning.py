@@ -118,7 +118,7 @@ class Conditioning:
         import torch
 
         prompts = [self.prompt(extract_loras(job.prompt)[0]) for job in jobs]
-        negatives = [self.prompt(extract_loras(job.negative_prompt)[0]) for job in jobs]
+        negatives = [self.negative(extract_loras(job.negative_prompt)[0]) for job in jobs]
         chunks = math.lcm(*(embedding.chunks for embedding in prompts + negatives))
         text: dict[str, Any] = {
             "prompt_embeds": torch.cat([repeat_to_chunks(p, chunks) for p in prompts]),
@@ -128,6 +128,20 @@ class Conditioning:
             text["pooled_prompt_embeds"] = torch.cat([p.pooled for p in prompts])
             text["negative_pooled_prompt_embeds"] = torch.cat([p.pooled for p in negatives])
         return text
+
+    def negative(self, text: str) -> PromptEmbedding:
+        """The negative prompt's embedding; for SDXL an empty one is zeros (embeddings and
+        pooled), as A1111's modules/sd_models_xl.py `get_learned_conditioning` (lines 12-34,
+        `force_zero_negative_prompt`) and diffusers' `force_zeros_for_empty_prompt` do."""
+        import torch
+
+        embedding = self.prompt(text)
+        if text != "" or self.sources.family != "sdxl":
+            return embedding
+        if not getattr(self.pipe.config, "force_zeros_for_empty_prompt", True):
+            return embedding
+        pooled = None if embedding.pooled is None else torch.zeros_like(embedding.pooled)
+        return PromptEmbedding(torch.zeros_like(embedding.embeds), pooled)
 
     # -- references --------------------------------------------------------------------------
     def reference_rows(

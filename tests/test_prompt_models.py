@@ -225,3 +225,38 @@ def test_sdxl_empty_negative_is_zeros_and_an_empty_prompt_is_not(sdxl_config, tm
     assert text["prompt_embeds"][0].any() and text["pooled_prompt_embeds"][0].any()
     written = conditioning.text_inputs(jobs_of("girl", negative="lowres"))
     assert written["negative_prompt_embeds"].any()
+
+
+def test_sdxl_pools_at_the_first_eos_with_an_embedding_in_the_prompt(sdxl_config, tmp_path):
+    """Issue 23 #6: with SDXL's text_encoder_2 config (eos_token_id 2) transformers pools at
+    argmax(input_ids), an added embedding token; ours pools at the first EOS (ComfyUI
+    comfy/clip_model.py)."""
+    import torch
+
+    from tools.engine.prompt_encoding import PromptEncoder
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(sdxl_config, home / CONFIG_FILENAME)
+    engine = Engine(load_settings(home=home, env={}))
+    engine.ensure_loaded()
+    pipe = engine.pipe
+    for tokenizer, encoder in (
+        (pipe.tokenizer, pipe.text_encoder),
+        (pipe.tokenizer_2, pipe.text_encoder_2),
+    ):
+        tokenizer.add_tokens(["<myemb-0>"])
+        encoder.resize_token_embeddings(len(tokenizer))
+    pipe.text_encoder_2.text_model.eos_token_id = 2  # as the released SDXL text_encoder_2
+    encoder = PromptEncoder(pipe, "sdxl", 2, "cpu", {"myemb": ["<myemb-0>"]})
+    pooled = encoder.encode("girl myemb").pooled
+    tokenizer = pipe.tokenizer_2
+    ids = [tokenizer.bos_token_id, *tokenizer("girl", add_special_tokens=False).input_ids]
+    ids += [tokenizer.convert_tokens_to_ids("<myemb-0>"), tokenizer.eos_token_id]
+    eos = len(ids) - 1
+    ids += [tokenizer.pad_token_id] * (77 - len(ids))
+    with torch.inference_mode():
+        output = pipe.text_encoder_2(torch.tensor([ids]))
+        at_eos = pipe.text_encoder_2.text_projection(output.last_hidden_state[:, eos])
+    assert torch.allclose(pooled, at_eos, atol=1e-6)
+    assert not torch.allclose(pooled, output.text_embeds, atol=1e-4)  # pooled at the embedding

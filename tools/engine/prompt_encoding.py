@@ -12,7 +12,7 @@ compute them.
   as without the syntax.
 - Clip skip in the A1111 sense: 1 = the last layer, 2 = the penultimate (then the final layer
   norm, for SD1.5); SDXL uses the penultimate layer of both encoders at least, as it was trained,
-  and the pooled embedding of the second encoder's first chunk.
+  and the pooled embedding of the second encoder's first chunk, taken at its first EOS.
 - Textual-inversion tokens (loaded into the tokenizer by `tools.engine.extra_networks`) are matched
   by name, case-insensitively, and replaced by their vectors' token ids.
 """
@@ -222,7 +222,19 @@ class PromptEncoder:
             hidden = output.last_hidden_state
         else:
             hidden = view.encoder.final_layer_norm(output.hidden_states[-self.clip_skip])
-        return apply_weights(hidden, weights), output[0]
+        return apply_weights(hidden, weights), self._pooled(view, output, ids)
+
+    def _pooled(self, view: TextEncoderView, output: Any, ids: list[int]) -> torch.Tensor:
+        """The pooled embedding: the projected final hidden state at the first EOS, as ComfyUI's
+        comfy/clip_model.py `CLIPTextModel_.forward` pools (`input_tokens == eos_token_id`), and
+        where A1111 pools: its embeddings are token 0 in the ids (modules/sd_hijack_clip.py
+        tokenize_line, line 170), so argmax finds EOS. transformers pools at `argmax(input_ids)`
+        when the config's `eos_token_id` is 2 (SDXL's text_encoder_2): an added embedding's
+        token, not EOS, when one is in the prompt."""
+        projection = getattr(view.encoder, "text_projection", None)
+        if self.family != "sdxl" or projection is None:
+            return output[0]
+        return projection(output.last_hidden_state[:, ids.index(view.eos)])
 
 
 def repeat_to_chunks(embedding: PromptEmbedding, chunks: int) -> torch.Tensor:

@@ -7,8 +7,8 @@ import struct
 
 from safetensors.torch import load_file, save_file
 
-from evals.tiny_models import LORA_NAME
-from tools.engine.lora_hashes import addnet_hash, lora_hashes
+from evals.tiny_models import EMBEDDING_NAME, LORA_NAME
+from tools.engine.lora_hashes import addnet_hash, embedding_hashes, lora_hashes
 from tools.engine.prompt_syntax import LoraRequest
 from tools.settings import load_settings
 
@@ -61,3 +61,32 @@ def test_an_image_records_its_lora_hashes_in_a1111_spelling(anime_home, tiny_mod
     short = addnet_hash(lora)[:12]
     assert meta["lora_hashes"] == {LORA_NAME: short}
     assert f'Lora hashes: "{LORA_NAME}: {short}"' in png_parameters(ImageMetadata.of(meta))
+
+
+def test_an_image_records_its_embeddings_ti_hashes_as_a1111(anime_home, tiny_models):
+    """Issue 23 #10: A1111 modules/sd_hijack_clip.py forward writes `TI hashes` (the whole
+    file's SHA-256, 12 digits: textual_inversion.py set_hash), which Civitai reads."""
+    from PIL import Image
+
+    from tools.generation.runtime import Runtime
+    from tools.generation.specs import GenerationRequest
+    from tools.store.metadata import ImageMetadata
+    from tools.store.output_store import png_parameters
+    from tools.store.png_info import parse_a1111
+
+    folder = anime_home / "models" / "embeddings"
+    folder.mkdir(parents=True)
+    for file in (tiny_models / "embeddings").iterdir():
+        shutil.copy(file, folder / file.name)
+    embedding = next(folder.glob(f"{EMBEDDING_NAME}.*"))
+    short = hashlib.sha256(embedding.read_bytes()).hexdigest()[:12]
+    paths = load_settings().paths
+    assert embedding_hashes([EMBEDDING_NAME, "not-installed"], paths) == {EMBEDDING_NAME: short}
+    runtime = Runtime(load_settings(overrides={"output": {"negative_prompt": EMBEDDING_NAME}}))
+    runtime.characters.add("sakura", Image.new("RGB", (96, 128), (240, 200, 210)))
+    spec = runtime.planner.plan(GenerationRequest(character="sakura", random_pose=True, seed=1))[0]
+    meta = runtime.producer.metadata(spec, spec.seed)
+    assert meta["ti_hashes"] == {EMBEDDING_NAME: short}
+    parameters = png_parameters(ImageMetadata.of(meta))
+    assert f'TI hashes: "{EMBEDDING_NAME}: {short}"' in parameters
+    assert parse_a1111(parameters)["ti_hashes"] == {EMBEDDING_NAME: short}

@@ -1,9 +1,11 @@
-"""LoRA hashes as A1111 records them (`Lora hashes: "name: 0123456789ab"`), so Civitai and image
-browsers can tell which LoRA drew an image.
+"""LoRA and embedding hashes as A1111 records them (`Lora hashes: "name: 0123456789ab"`, `TI
+hashes: "name: 0123456789ab"`), so Civitai and image browsers can tell which drew an image.
 
 A1111's hash of a `.safetensors` LoRA is kohya's "addnet" hash: the SHA-256 of the file after its
 JSON header (so editing the metadata keeps it), or the `sshs_model_hash` the trainer stored in that
-header; the short form is its first 12 hex digits. Hashes are cached per file path, size and mtime:
+header; the short form is its first 12 hex digits. An embedding's is the SHA-256 of the whole file
+(A1111 modules/textual_inversion/textual_inversion.py `set_hash(hashes.sha256(...))`), short form
+12 digits too. Hashes are cached per file path, size and mtime:
 a LoRA of hundreds of MB is read once per process.
 """
 
@@ -12,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.engine.extra_networks import lora_folder
+from tools.engine.extra_networks import available_embeddings, lora_folder
 from tools.user_paths import expand_user
 
 if TYPE_CHECKING:
@@ -23,15 +26,32 @@ if TYPE_CHECKING:
     from tools.settings import Paths
 
 SHORT_HASH = 12
-_cache: dict[tuple[str, int, int], str] = {}
+_cache: dict[tuple[str, str, int, int], str] = {}
 
 
 def addnet_hash(path: Path) -> str:
     """The full A1111/kohya hash of a `.safetensors` file."""
+    return _cached(path, "addnet", _compute)
+
+
+def file_hash(path: Path) -> str:
+    """The SHA-256 of the whole file (A1111's `hashes.sha256`, used for embeddings)."""
+
+    def whole(file: Path) -> str:
+        digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    return _cached(path, "sha256", whole)
+
+
+def _cached(path: Path, kind: str, compute: Callable[[Path], str]) -> str:
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (kind, str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _cache:
-        _cache[key] = _compute(path)
+        _cache[key] = compute(path)
     return _cache[key]
 
 
@@ -72,4 +92,18 @@ def lora_hashes(loras: tuple[LoraRequest, ...] | list[LoraRequest], paths: Paths
         file = local_lora_file(lora.name, paths)
         if file is not None:
             hashes[file.stem] = addnet_hash(file)[:SHORT_HASH]
+    return hashes
+
+
+def embedding_hashes(names: list[str], paths: Paths) -> dict[str, str]:
+    """{embedding name as A1111 writes it: short hash} for the installed embeddings `names`.
+
+    A1111 modules/sd_hijack_clip.py `forward` (lines 237-250) writes the embeddings a prompt
+    used as `TI hashes`, each name without ':' and ','."""
+    files = available_embeddings(paths)
+    hashes = {}
+    for name in names:
+        if name in files:
+            written = name.replace(":", "").replace(",", "")
+            hashes[written] = file_hash(files[name])[:SHORT_HASH]
     return hashes

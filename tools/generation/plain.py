@@ -18,7 +18,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tools.engine.extra_networks import embeddings_named, vae_label
-from tools.engine.lora_hashes import lora_hashes
+from tools.engine.lora_hashes import embedding_hashes, lora_hashes
 from tools.engine.rendering import RenderJob
 from tools.engine.second_pass import apply_second_passes
 from tools.generation.planner import check_count, check_seed, new_seed
@@ -113,6 +113,7 @@ def plain_metadata(producer: Producer, spec: ImageSpec) -> dict[str, Any]:
         "embeddings": embeddings_named(f"{spec.user_prompt}, {negative}", settings.paths),
         "vae": vae_label(models.vae),
     }
+    meta["ti_hashes"] = embedding_hashes(meta["embeddings"], settings.paths)
     if engine.fast_lora_source is not None:
         meta["fast_lora"] = engine.fast_lora_source.label
     return meta

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
 from tools.engine.extra_networks import default_negative_prompt, embeddings_named, vae_label
-from tools.engine.lora_hashes import lora_hashes
+from tools.engine.lora_hashes import embedding_hashes, lora_hashes
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.rendering import RenderJob, StepCallback
 from tools.engine.second_pass import apply_second_passes
@@ -145,6 +145,7 @@ class Producer:
             "embeddings": embeddings_named(f"{prompt}, {negative}", self.settings.paths),
             "vae": vae_label(models.vae),
         }
+        meta["ti_hashes"] = embedding_hashes(meta["embeddings"], self.settings.paths)
         if engine.fast_lora_source is not None:
             meta["fast_lora"] = engine.fast_lora_source.label
         return meta

@@ -1,8 +1,8 @@
 """The `parameters` entries of our second passes and LoRA hashes, in A1111's own spelling.
 
 Hires fix as A1111 writes it (`Denoising strength`, `Hires upscale`, `Hires steps`, `Hires
-upscaler`), face detail with ADetailer's keys, LoRAs as `Lora hashes: "name: hash, ..."`, so
-A1111, Civitai and image browsers read them from our PNGs.
+upscaler`), face detail with ADetailer's keys, LoRAs as `Lora hashes: "name: hash, ..."` and
+embeddings as `TI hashes`, so A1111, Civitai and image browsers read them from our PNGs.
 """
 
 from __future__ import annotations
@@ -42,4 +42,9 @@ def second_pass_fields(meta: dict[str, Any]) -> list[tuple[str, Any]]:
     hashes = meta.get("lora_hashes") or {}
     if hashes:
         fields.append(("Lora hashes", ", ".join(f"{name}: {h}" for name, h in hashes.items())))
+    embedding_hashes = meta.get("ti_hashes") or {}
+    if embedding_hashes:
+        # A1111 modules/sd_hijack_clip.py `forward`: "TI hashes", read by Civitai.
+        written = ", ".join(f"{name}: {h}" for name, h in embedding_hashes.items())
+        fields.append(("TI hashes", written))
     return fields

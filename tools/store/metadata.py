@@ -55,6 +55,8 @@ class ImageMetadata(BaseModel):
     loras: list[LoraRecord] = []
     lora_hashes: dict[str, str] = {}
     embeddings: list[str] = []
+    # {name: A1111's short hash} of the installed embeddings used (A1111's `TI hashes`).
+    ti_hashes: dict[str, str] = {}
     vae: str | None = None
     fast_lora: str | None = None
     # The second passes' records (tools/engine/second_pass.py), read by tools/store/a1111_fields.

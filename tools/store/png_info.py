@@ -166,6 +166,8 @@ def parse_a1111(parameters: str) -> dict[str, Any]:
     info["loras"] = _loras(info["prompt"], entries.get("Lora hashes"))
     if entries.get("Lora hashes"):
         info["lora_hashes"] = lora_hashes(entries["Lora hashes"])
+    if entries.get("TI hashes"):
+        info["ti_hashes"] = lora_hashes(entries["TI hashes"])
     for key in _JSON_ENTRIES:
         if key in entries and _is_json_string(entries[key]):
             entries[key] = json.loads(entries[key])
@@ -195,7 +197,7 @@ def _loras(prompt: str, hashes: str | None) -> list[dict[str, Any]]:
 
 
 def lora_hashes(text: str) -> dict[str, str]:
-    """A1111's `Lora hashes` value, "name: hash, name: hash" → {name: hash}."""
+    """A1111's `Lora hashes` (or `TI hashes`) value, "name: hash, name: hash" → {name: hash}."""
     pairs = (entry.rpartition(":") for entry in text.split(","))
     return {name.strip(): digest.strip() for name, _, digest in pairs if name.strip()}
 

@@ -139,6 +139,59 @@ def test_face_detail_redraws_inside_the_face_box_only(warm, monkeypatch):
 
 
 @pytest.mark.slow
+def test_each_face_is_its_own_crop_and_pass_with_seed_plus_j(warm, monkeypatch):
+    """Issue 23 #3, as ADetailer's scripts/!adetailer.py fix_p2: two faces, two inpaint passes,
+    each masked to its own face, with seeds seed and seed + 1, the second on the first's output."""
+    from tools.engine import face_detail
+
+    animeface = pytest.importorskip("animeface")
+    engine, job, image = warm.engine, warm.job, warm.image
+    boxes = [(8, 10, 32, 32), (80, 120, 32, 32)]
+
+    def detect(_image):
+        return [
+            SimpleNamespace(
+                face=SimpleNamespace(pos=SimpleNamespace(x=x, y=y, width=w, height=h)),
+                likelihood=0.9,
+            )
+            for x, y, w, h in boxes
+        ]
+
+    monkeypatch.setattr(animeface, "detect", detect)
+    calls = []
+
+    class Spy:
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def __getattr__(self, name):
+            return getattr(self.pipe, name)
+
+        def __call__(self, **kwargs):
+            calls.append(
+                (
+                    kwargs["mask_image"].getbbox(),
+                    kwargs["generator"].initial_seed(),
+                    kwargs["image"],
+                )
+            )
+            return self.pipe(**kwargs)
+
+    real = face_detail.derived_pipeline
+    monkeypatch.setattr(face_detail, "derived_pipeline", lambda *a: Spy(real(*a)))
+    redrawn, record = face_detail_pass(engine, job, image, FaceDetailSettings(mask_blur=0))
+    assert record["faces"] == [list(box) for box in boxes]
+    assert [(bbox, seed) for bbox, seed, _ in calls] == [
+        ((8, 10, 41, 43), job.seed),
+        ((80, 120, 113, 153), job.seed + 1),
+    ]
+    assert not np.array_equal(np.asarray(calls[1][2]), np.asarray(image.convert("RGB")))
+    changed = np.abs(np.asarray(redrawn).astype(int) - np.asarray(image).astype(int)).sum(axis=2)
+    between = changed[50:110, 50:70]  # between the two faces: neither crop's mask
+    assert not between.any() and changed[10:42, 8:40].any() and changed[120:152, 80:112].any()
+
+
+@pytest.mark.slow
 def test_face_detail_without_a_face_keeps_the_image(warm, monkeypatch):
     animeface = pytest.importorskip("animeface")
     engine, job, image = warm.engine, warm.job, warm.image

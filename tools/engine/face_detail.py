@@ -1,10 +1,11 @@
 """Face detail, what ADetailer does: find the face, inpaint it again at a higher resolution.
 
-Each face the anime detector (`tools.quality.faces`) finds with at least `confidence` is masked,
-and an inpaint pass (built `from_pipe` from the warm pipeline) redraws it at `denoise` with the
-image's own prompt, seed and IP-Adapter reference. The region around the face (plus `padding`
-pixels) is cropped and drawn at the image's full size, then pasted back through the mask
-blurred by `mask_blur` pixels: pixels outside the blurred mask are the first pass's exactly
+Each face the anime detector (`tools.quality.faces`) finds with at least `confidence` is masked
+on its own, and an inpaint pass (built `from_pipe` from the warm pipeline) redraws it at
+`denoise` with the image's own prompt and IP-Adapter reference, and seed + j for the j-th face
+(as ADetailer), each pass on the previous one's output. The region around the face (plus
+`padding` pixels) is cropped and drawn at the image's full size, then pasted back through the
+mask blurred by `mask_blur` pixels: pixels outside the blurred masks are the first pass's exactly
 (diffusers' `padding_mask_crop` does the crop and the paste). No face: the image is kept as is.
 """
 
@@ -68,21 +69,27 @@ def face_detail_pass(
         return image, record
     pipe = derived_pipeline(engine, "inpaint")
     inputs = conditioning(engine, job, pipe)
-    mask = face_mask(image.size, found, detail.mask_blur)
-    if detail.mask_blur:
-        mask = pipe.mask_processor.blur(mask, blur_factor=detail.mask_blur)
     steps = at_least_one_step(engine.sampling.steps, detail.denoise)
-    seed_sde_noise(pipe, job.seed)
-    with torch.inference_mode():
-        result = pipe(
-            **inputs,
-            image=image.convert("RGB"),
-            mask_image=mask,
-            padding_mask_crop=detail.padding,
-            strength=detail.denoise,
-            num_inference_steps=steps,
-            width=image.width,
-            height=image.height,
-            callback_on_step_end=step_reporter(on_step, steps),
-        )
-    return result.images[0], record
+    # ADetailer (Bing-su/adetailer scripts/!adetailer.py `_postprocess_image_inner` and `fix_p2`):
+    # each face is its own inpaint pass, on the previous pass's output, with seed + j.
+    image = image.convert("RGB")
+    for number, box in enumerate(found):
+        mask = face_mask(image.size, [box], detail.mask_blur)
+        if detail.mask_blur:
+            mask = pipe.mask_processor.blur(mask, blur_factor=detail.mask_blur)
+        seed = job.seed + number
+        seed_sde_noise(pipe, seed)
+        with torch.inference_mode():
+            result = pipe(
+                **{**inputs, "generator": torch.Generator("cpu").manual_seed(seed)},
+                image=image,
+                mask_image=mask,
+                padding_mask_crop=detail.padding,
+                strength=detail.denoise,
+                num_inference_steps=steps,
+                width=image.width,
+                height=image.height,
+                callback_on_step_end=step_reporter(on_step, steps),
+            )
+        image = result.images[0]
+    return image, record

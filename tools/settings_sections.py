@@ -116,6 +116,8 @@ class ModelSettings(Section):
     # Speed and memory (docs/PERFORMANCE.md): "auto" picks the SD1.5/SDXL pipelines from the
     # checkpoint; low_vram offloads idle models to the CPU (8 GB cards); compile warms up once.
     family: Literal["auto", "sd15", "sdxl"] = "auto"
+    # What the UNet predicts; auto: a single file's v_pred/ztsnr keys, else its scheduler config.
+    prediction_type: Literal["auto", "epsilon", "v_prediction"] = "auto"
     fuse_qkv: bool = True
     channels_last: bool = True
     compile: bool = False

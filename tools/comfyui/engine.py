@@ -114,6 +114,12 @@ class ComfyUIEngine(Engine):
         """Only the quality gate draws on the local models (the IP-Adapter image encoder)."""
         return self.settings.quality.enabled
 
+    def loaded_with(self) -> dict[str, Any]:
+        """No prediction type: ComfyUI detects its own from the checkpoint it loads (the same
+        v_pred keys), and ours may not be on this machine."""
+        source = self.fast_lora_source
+        return {} if source is None else {"fast_lora": source.label}
+
     def labels(self) -> dict[str, str]:
         """The names ComfyUI drew with: `comfyui.*` (or `models.*` file names) for our graph;
         for the user's workflow its one loader's value, else the workflow's file name."""

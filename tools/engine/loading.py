@@ -30,6 +30,7 @@ from tools.engine.model_sources import (
     resolve_source,
     weight_patterns,
 )
+from tools.engine.prediction import Prediction, prediction_for, scheduler_overrides
 from tools.engine.samplers import SAMPLER_TABLE
 from tools.engine.vae import find_vae, load_vae
 from tools.errors import UserError
@@ -132,6 +133,12 @@ class ModelSources:
         if self.settings.models.family != "auto":
             return self.settings.models.family
         return detect_family(self.checkpoint)
+
+    @cached_property
+    def prediction(self) -> Prediction | None:
+        """v-prediction / zero SNR of the checkpoint (`tools.engine.prediction`); None: its own
+        scheduler config decides."""
+        return prediction_for(self.settings.models.prediction_type, self.checkpoint)
 
     @cached_property
     def models(self) -> ModelSettings:
@@ -244,8 +251,10 @@ def load_pipeline(
         )
     else:
         pipe = pipeline_class.from_pretrained(sources.checkpoint_dir(), **common)
-    pipe.scheduler = getattr(diffusers, sampling.scheduler_class).from_config(
-        pipe.scheduler.config, **dict(sampling.scheduler_options)
+    scheduler_class = getattr(diffusers, sampling.scheduler_class)
+    prediction = scheduler_overrides(sources.prediction, scheduler_class)
+    pipe.scheduler = scheduler_class.from_config(
+        pipe.scheduler.config, **dict(sampling.scheduler_options), **prediction
     )
     paths = sources.settings.paths
     if models.vae:

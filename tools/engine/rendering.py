@@ -94,6 +94,14 @@ class Engine:
             "ipadapter": f"{self.ipadapter_source.label}/{self.models.ipadapter_weight_name}",
         }
 
+    def loaded_with(self) -> dict[str, Any]:
+        """Metadata fields besides `labels()`: the prediction type (when known) and the
+        few-step LoRA (when one is fused)."""
+        fields = {} if self.sources.prediction is None else self.sources.prediction.record()
+        if self.fast_lora_source is not None:
+            fields["fast_lora"] = self.fast_lora_source.label
+        return fields
+
     @property
     def fast_lora_source(self) -> ModelSource | None:
         return self.sources.fast_lora

@@ -114,8 +114,7 @@ def plain_metadata(producer: Producer, spec: ImageSpec) -> dict[str, Any]:
         "vae": vae_label(models.vae),
     }
     meta["ti_hashes"] = embedding_hashes(meta["embeddings"], settings.paths)
-    if engine.fast_lora_source is not None:
-        meta["fast_lora"] = engine.fast_lora_source.label
+    meta.update(engine.loaded_with())
     return meta
 
 

@@ -146,8 +146,7 @@ class Producer:
             "vae": vae_label(models.vae),
         }
         meta["ti_hashes"] = embedding_hashes(meta["embeddings"], self.settings.paths)
-        if engine.fast_lora_source is not None:
-            meta["fast_lora"] = engine.fast_lora_source.label
+        meta.update(engine.loaded_with())
         return meta
 
     def negative_prompt(self) -> str:

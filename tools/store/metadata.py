@@ -58,6 +58,9 @@ class ImageMetadata(BaseModel):
     # {name: A1111's short hash} of the installed embeddings used (A1111's `TI hashes`).
     ti_hashes: dict[str, str] = {}
     vae: str | None = None
+    # "epsilon" or "v_prediction" (and zero_snr) when known (tools/engine/prediction.py).
+    prediction_type: str | None = None
+    zero_snr: bool | None = None
     fast_lora: str | None = None
     # The second passes' records (tools/engine/second_pass.py), read by tools/store/a1111_fields.
     hires: dict[str, Any] | None = None

@@ -50,11 +50,14 @@ def test_two_local_workers_share_a_job_and_survive_a_kill_9(studio, monkeypatch)
     def first_lease_of_image_6():
         with journal.transaction() as db:
             row = db.execute(
-                "SELECT lease, tries FROM job_images WHERE job_id = ? AND idx = 6", (job_id,)
+                "SELECT lease, tries, fault_fired FROM job_images WHERE job_id = ? AND idx = 6",
+                (job_id,),
             ).fetchone()
-        return row["lease"] if row["lease"] and row["tries"] == 1 else None
+        held = row["lease"] and row["tries"] == 1 and row["fault_fired"]
+        return row["lease"] if held else None
 
-    # The supervisor's lease token is `name:nonce`: kill the worker that holds image 6.
+    # The supervisor's lease token is `name:nonce`: kill the worker that holds image 6, once
+    # its hang has fired (killed before, the hang would fire on the retry, a second attempt).
     name = wait_until(first_lease_of_image_6, 120, "image 6 in flight").split(":")[0]
     victim = int((state / f"worker-{name}.pid").read_text())
     with contextlib.suppress(ProcessLookupError):  # the watchdog was quicker: the same recovery

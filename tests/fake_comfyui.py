@@ -5,7 +5,9 @@ thread. It "renders" a deterministic PNG from the KSampler seed, with ComfyUI's 
 Faults (`FakeComfyUI.faults`, each taken by the next prompt that runs): "die" (the server goes
 away after the first step, losing its queue and history as a killed process does, and listens
 again on the same port), "hang" (no message after the first step until `/interrupt`), "error"
-(an `execution_error`), "drop" (its WebSocket closes after the first step, the prompt runs on);
+(an `execution_error`), "drop" (its WebSocket closes after the first step, the prompt runs on),
+"hold" (silent after the first step until `release` is set: a long prompt of another client's,
+whose messages server.py sends to that client's socket only);
 `drop_sockets` closes the next WebSockets at once. `packs` leaves IPAdapter_plus out of
 `/object_info` when it lacks "ipadapter".
 """
@@ -200,6 +202,7 @@ class FakeComfyUI:
         self.deaths = 0
         self.died = threading.Event()
         self.hanging = threading.Event()  # set when a "hang" fault starts its silence
+        self.release = threading.Event()  # ends a "hold" fault's silence
         self.drop_sockets = 0  # the next N WebSockets close before ComfyUI's `status` message
         self.without_system_stats = False  # as a ComfyUI older than `/system_stats`
         self.disable_metadata = False  # as `main.py --disable-metadata`: no `prompt` chunk
@@ -337,9 +340,14 @@ class FakeComfyUI:
         return web.json_response({"queue_running": running, "queue_pending": pending})
 
     async def _post_queue(self, request: web.Request) -> web.Response:
+        # server.py `post_queue`: "clear" wipes the pending queue, "delete" takes ids out of it.
         data = await request.json()
         doomed = set(data.get("delete", []))
-        kept = [item for item in self.queue._queue if item[1] not in doomed]  # type: ignore[attr-defined]
+        kept = [
+            item
+            for item in self.queue._queue  # type: ignore[attr-defined]
+            if item[1] not in doomed and not data.get("clear")
+        ]
         self.queue._queue.clear()  # type: ignore[attr-defined]
         self.queue._queue.extend(kept)  # type: ignore[attr-defined]
         return web.Response(status=200)
@@ -403,6 +411,8 @@ class FakeComfyUI:
                     if value == 1 and fault == "hang":
                         self.hanging.set()
                         await self.interrupted.wait()
+                    while value == 1 and fault == "hold" and not self.release.is_set():
+                        await asyncio.sleep(0.02)
                     if self.interrupted.is_set():
                         await send("execution_interrupted", node_id=node_id, node_type=kind,
                                    executed=[])  # fmt: skip

@@ -6,8 +6,9 @@ Faults (`FakeComfyUI.faults`, each taken by the next prompt that runs): "die" (t
 away after the first step, losing its queue and history as a killed process does, and listens
 again on the same port), "hang" (no message after the first step until `/interrupt`), "error"
 (an `execution_error`), "drop" (its WebSocket closes after the first step, the prompt runs on),
-"hold" (silent after the first step until `release` is set: a long prompt of another client's,
-whose messages server.py sends to that client's socket only);
+"drop+error" (both: the error reaches only `/history`), "hold" (silent after the first step
+until `release` is set: a long prompt of another client's, whose messages server.py sends to
+that client's socket only);
 `drop_sockets` closes the next WebSockets at once. `packs` leaves IPAdapter_plus out of
 `/object_info` when it lacks "ipadapter".
 """
@@ -406,7 +407,7 @@ class FakeComfyUI:
                         await self._start()
                         self.died.set()
                         return False
-                    if value == 1 and fault == "drop" and sid in self.sockets:
+                    if value == 1 and fault in ("drop", "drop+error") and sid in self.sockets:
                         await self.sockets[sid].close()  # the socket goes; the prompt runs on
                     if value == 1 and fault == "hang":
                         self.hanging.set()
@@ -418,12 +419,13 @@ class FakeComfyUI:
                                    executed=[])  # fmt: skip
                         self._record(prompt_id, prompt, {}, "error")
                         return True
-                if fault == "error":
-                    await send("execution_error", node_id=node_id, node_type=kind, executed=[],
-                               exception_message="CUDA out of memory (fake)",
-                               exception_type="torch.OutOfMemoryError", traceback=[],
-                               current_inputs={}, current_outputs={})  # fmt: skip
-                    self._record(prompt_id, prompt, {}, "error")
+                if fault in ("error", "drop+error"):
+                    error = {"prompt_id": prompt_id, "node_id": node_id, "node_type": kind,
+                             "executed": [], "exception_message": "CUDA out of memory (fake)",
+                             "exception_type": "torch.OutOfMemoryError", "traceback": [],
+                             "current_inputs": {}, "current_outputs": {}}  # fmt: skip
+                    await send("execution_error", **error)
+                    self._record(prompt_id, prompt, {}, "error", [["execution_error", error]])
                     return True
             if kind == "SaveImage":
                 outputs[node_id] = {"images": [self._save(prompt, node)]}
@@ -446,11 +448,16 @@ class FakeComfyUI:
         return {"filename": name, "subfolder": "", "type": "output"}
 
     def _record(self, prompt_id: str, prompt: dict[str, Any], outputs: dict[str, Any],
-                status: str) -> None:  # fmt: skip
-        # execution.py's history entry: the queue item, the outputs, a status.
+                status: str, messages: list | None = None) -> None:  # fmt: skip
+        # execution.py's history entry: the queue item, the outputs, a status whose messages
+        # are the [event, data] pairs `PromptExecutor.add_message` kept (main.py `task_done`).
         self.history[prompt_id] = {
             "prompt": [0, prompt_id, prompt, {}, list(outputs)],
             "outputs": outputs,
-            "status": {"status_str": status, "completed": status == "success", "messages": []},
+            "status": {
+                "status_str": status,
+                "completed": status == "success",
+                "messages": messages or [],
+            },  # fmt: skip
             "meta": {},
         }

@@ -151,6 +151,13 @@ def test_an_execution_error_is_reported(comfy):
         runner(comfy.url).run(built_in(), uploads(), None)
 
 
+def test_an_execution_error_while_the_socket_was_down_is_reported_from_history(comfy):
+    comfy.faults.append("drop+error")
+    with pytest.raises(ComfyUIError, match="KSampler: CUDA out of memory"):
+        runner(comfy.url).run(built_in(), uploads(), None)
+    assert len(comfy.received.prompts) == 1
+
+
 def test_cancelling_our_job_interrupts_our_prompt(comfy):
     class Cancelled(Exception):
         pass

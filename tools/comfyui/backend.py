@@ -191,12 +191,8 @@ class PromptRunner:
                     on_step(min(max(_int(data.get("value")), 0), steps), steps)
             elif (kind == "executing" and data.get("node") is None) or kind == "execution_success":
                 return
-            elif kind == "execution_error":
-                node = one_line(data.get("node_type", "?"))
-                text = one_line(data.get("exception_message", "?"), 300)
-                raise ComfyUIError(f"ComfyUI failed in {node}: {text}")
-            elif kind == "execution_interrupted":
-                raise ComfyUIError("ComfyUI interrupted the prompt")
+            elif kind in ("execution_error", "execution_interrupted"):
+                raise failure(kind, data)
         raise Unreachable(f"ComfyUI at {self.client.url} went away during the prompt")
 
     def _history(self, prompt_id: str, deadline: float) -> dict[str, Any]:
@@ -207,6 +203,15 @@ class PromptRunner:
         return entry
 
     def _download(self, entry: dict[str, Any], save_node: str) -> bytes:
+        status = entry.get("status")
+        if isinstance(status, dict) and status.get("status_str") == "error":
+            # Failed while our socket was down: main.py's `task_done` kept the messages.
+            messages = status.get("messages")
+            for item in messages if isinstance(messages, list) else []:
+                shaped = isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict)
+                if shaped and item[0] in ("execution_error", "execution_interrupted"):
+                    raise failure(item[0], item[1])
+            raise ComfyUIError("ComfyUI's history says the prompt failed")
         outputs = entry.get("outputs")
         node = outputs.get(save_node) if isinstance(outputs, dict) else None
         images = node.get("images") if isinstance(node, dict) else None
@@ -259,6 +264,15 @@ class PromptRunner:
                 self.client.post_json("/queue", {"delete": [prompt_id]})
         except ComfyUIError:
             pass  # gone already: nothing of ours runs there
+
+
+def failure(kind: str, data: dict[str, Any]) -> ComfyUIError:
+    """An `execution_error` / `execution_interrupted` message (execution.py) as one line."""
+    if kind == "execution_interrupted":
+        return ComfyUIError("ComfyUI interrupted the prompt")
+    node = one_line(data.get("node_type", "?"))
+    text = one_line(data.get("exception_message", "?"), 300)
+    return ComfyUIError(f"ComfyUI failed in {node}: {text}")
 
 
 def refusal(answer: Any, status: int) -> str:

@@ -296,6 +296,17 @@ def test_ambiguous_or_hostile_workflows_are_one_line(tmp_path):
         load_workflow(path)
 
 
+def test_a_node_without_inputs_is_read_as_one_with_none(tmp_path):
+    # ComfyUI's execution.py reads `prompt[id]["inputs"]` of every node: we give it one.
+    from tools.comfyui.engine import _only_value
+
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"1": {"class_type": "CheckpointLoaderSimple"}}))
+    workflow = load_workflow(path)
+    assert workflow["1"]["inputs"] == {}
+    assert _only_value(workflow, "CheckpointLoaderSimple", "ckpt_name") is None  # no name
+
+
 def test_cyclic_links_end(tmp_path):
     cyclic = {
         "1": {"class_type": "ConditioningCombine", "inputs": {"conditioning": ["2", 0]}},

@@ -205,6 +205,7 @@ class FakeComfyUI:
         self.hanging = threading.Event()  # set when a "hang" fault starts its silence
         self.release = threading.Event()  # ends a "hold" fault's silence
         self.drop_sockets = 0  # the next N WebSockets close before ComfyUI's `status` message
+        self.lose_answers = 0  # the next N POST /prompt queue the prompt but never answer
         self.without_system_stats = False  # as a ComfyUI older than `/system_stats`
         self.disable_metadata = False  # as `main.py --disable-metadata`: no `prompt` chunk
         self._loop = asyncio.new_event_loop()
@@ -301,10 +302,14 @@ class FakeComfyUI:
         ok, error, node_errors = validate_prompt(data["prompt"], object_info(self.packs, uploads))
         if not ok:
             return web.json_response({"error": error, "node_errors": node_errors}, status=400)
-        prompt_id = str(uuid.uuid4())
+        prompt_id = str(data.get("prompt_id", uuid.uuid4()))  # server.py: the client may choose
         self._counter += 1
         self.received.prompts[prompt_id] = data["prompt"]
         await self.queue.put((self._counter, prompt_id, data["prompt"], data.get("client_id")))
+        if self.lose_answers:  # queued, but the connection breaks before the answer
+            self.lose_answers -= 1
+            assert request.transport is not None
+            request.transport.abort()
         return web.json_response({"prompt_id": prompt_id, "number": self._counter,
                                   "node_errors": {}})  # fmt: skip
 

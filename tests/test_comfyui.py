@@ -558,6 +558,13 @@ def test_a_websocket_closed_at_once_counts_as_unreachable(comfy):
     assert len(comfy.received.prompts) == 1
 
 
+def test_a_lost_answer_to_post_prompt_does_not_queue_the_image_twice(comfy):
+    comfy.lose_answers = 1
+    output = runner(comfy.url).run(built_in(), uploads(), None)
+    assert comfy.lose_answers == 0 and output.png.startswith(b"\x89PNG")
+    assert len(comfy.received.prompts) == 1  # our own prompt id found it queued
+
+
 def test_a_comfyui_without_system_stats_is_up_all_the_same(comfy):
     comfy.without_system_stats = True
     output = runner(comfy.url).run(built_in(), uploads(), None)

@@ -19,6 +19,7 @@ and download them with `/view`.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,7 +142,10 @@ class PromptRunner:
         return Output(self._download(entry, save_node), graph, prompt_id)
 
     def _submit(self, graph: dict[str, Any]) -> str:
-        status, answer = self.client.queue_prompt(graph)
+        # Our own id (server.py takes the client's `prompt_id`): if the answer is lost, the
+        # next round finds the prompt queued by it instead of queueing the image twice.
+        self.pending = uuid.uuid4().hex
+        status, answer = self.client.queue_prompt(graph, self.pending)
         if status == 200 and isinstance(answer, dict) and isinstance(answer.get("prompt_id"), str):
             return answer["prompt_id"]
         raise UserError(f"ComfyUI refused the prompt: {refusal(answer, status)}",

@@ -5,7 +5,10 @@ thread. It "renders" a deterministic PNG from the KSampler seed, with ComfyUI's 
 Faults (`FakeComfyUI.faults`, each taken by the next prompt that runs): "die" (the server goes
 away after the first step, losing its queue and history as a killed process does, and listens
 again on the same port), "hang" (no message after the first step until `/interrupt`), "error"
-(an `execution_error`), "drop" (its WebSocket closes after the first step, the prompt runs on);
+(an `execution_error`), "drop" (its WebSocket closes after the first step, the prompt runs on),
+"drop+error" (both: the error reaches only `/history`), "hold" (silent after the first step
+until `release` is set: a long prompt of another client's, whose messages server.py sends to
+that client's socket only);
 `drop_sockets` closes the next WebSockets at once. `packs` leaves IPAdapter_plus out of
 `/object_info` when it lacks "ipadapter".
 """
@@ -200,7 +203,9 @@ class FakeComfyUI:
         self.deaths = 0
         self.died = threading.Event()
         self.hanging = threading.Event()  # set when a "hang" fault starts its silence
+        self.release = threading.Event()  # ends a "hold" fault's silence
         self.drop_sockets = 0  # the next N WebSockets close before ComfyUI's `status` message
+        self.lose_answers = 0  # the next N POST /prompt queue the prompt but never answer
         self.without_system_stats = False  # as a ComfyUI older than `/system_stats`
         self.disable_metadata = False  # as `main.py --disable-metadata`: no `prompt` chunk
         self._loop = asyncio.new_event_loop()
@@ -297,10 +302,14 @@ class FakeComfyUI:
         ok, error, node_errors = validate_prompt(data["prompt"], object_info(self.packs, uploads))
         if not ok:
             return web.json_response({"error": error, "node_errors": node_errors}, status=400)
-        prompt_id = str(uuid.uuid4())
+        prompt_id = str(data.get("prompt_id", uuid.uuid4()))  # server.py: the client may choose
         self._counter += 1
         self.received.prompts[prompt_id] = data["prompt"]
         await self.queue.put((self._counter, prompt_id, data["prompt"], data.get("client_id")))
+        if self.lose_answers:  # queued, but the connection breaks before the answer
+            self.lose_answers -= 1
+            assert request.transport is not None
+            request.transport.abort()
         return web.json_response({"prompt_id": prompt_id, "number": self._counter,
                                   "node_errors": {}})  # fmt: skip
 
@@ -337,9 +346,14 @@ class FakeComfyUI:
         return web.json_response({"queue_running": running, "queue_pending": pending})
 
     async def _post_queue(self, request: web.Request) -> web.Response:
+        # server.py `post_queue`: "clear" wipes the pending queue, "delete" takes ids out of it.
         data = await request.json()
         doomed = set(data.get("delete", []))
-        kept = [item for item in self.queue._queue if item[1] not in doomed]  # type: ignore[attr-defined]
+        kept = [
+            item
+            for item in self.queue._queue  # type: ignore[attr-defined]
+            if item[1] not in doomed and not data.get("clear")
+        ]
         self.queue._queue.clear()  # type: ignore[attr-defined]
         self.queue._queue.extend(kept)  # type: ignore[attr-defined]
         return web.Response(status=200)
@@ -398,22 +412,25 @@ class FakeComfyUI:
                         await self._start()
                         self.died.set()
                         return False
-                    if value == 1 and fault == "drop" and sid in self.sockets:
+                    if value == 1 and fault in ("drop", "drop+error") and sid in self.sockets:
                         await self.sockets[sid].close()  # the socket goes; the prompt runs on
                     if value == 1 and fault == "hang":
                         self.hanging.set()
                         await self.interrupted.wait()
+                    while value == 1 and fault == "hold" and not self.release.is_set():
+                        await asyncio.sleep(0.02)
                     if self.interrupted.is_set():
                         await send("execution_interrupted", node_id=node_id, node_type=kind,
                                    executed=[])  # fmt: skip
                         self._record(prompt_id, prompt, {}, "error")
                         return True
-                if fault == "error":
-                    await send("execution_error", node_id=node_id, node_type=kind, executed=[],
-                               exception_message="CUDA out of memory (fake)",
-                               exception_type="torch.OutOfMemoryError", traceback=[],
-                               current_inputs={}, current_outputs={})  # fmt: skip
-                    self._record(prompt_id, prompt, {}, "error")
+                if fault in ("error", "drop+error"):
+                    error = {"prompt_id": prompt_id, "node_id": node_id, "node_type": kind,
+                             "executed": [], "exception_message": "CUDA out of memory (fake)",
+                             "exception_type": "torch.OutOfMemoryError", "traceback": [],
+                             "current_inputs": {}, "current_outputs": {}}  # fmt: skip
+                    await send("execution_error", **error)
+                    self._record(prompt_id, prompt, {}, "error", [["execution_error", error]])
                     return True
             if kind == "SaveImage":
                 outputs[node_id] = {"images": [self._save(prompt, node)]}
@@ -436,11 +453,16 @@ class FakeComfyUI:
         return {"filename": name, "subfolder": "", "type": "output"}
 
     def _record(self, prompt_id: str, prompt: dict[str, Any], outputs: dict[str, Any],
-                status: str) -> None:  # fmt: skip
-        # execution.py's history entry: the queue item, the outputs, a status.
+                status: str, messages: list | None = None) -> None:  # fmt: skip
+        # execution.py's history entry: the queue item, the outputs, a status whose messages
+        # are the [event, data] pairs `PromptExecutor.add_message` kept (main.py `task_done`).
         self.history[prompt_id] = {
             "prompt": [0, prompt_id, prompt, {}, list(outputs)],
             "outputs": outputs,
-            "status": {"status_str": status, "completed": status == "success", "messages": []},
+            "status": {
+                "status_str": status,
+                "completed": status == "success",
+                "messages": messages or [],
+            },  # fmt: skip
             "meta": {},
         }

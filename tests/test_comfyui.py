@@ -151,6 +151,13 @@ def test_an_execution_error_is_reported(comfy):
         runner(comfy.url).run(built_in(), uploads(), None)
 
 
+def test_an_execution_error_while_the_socket_was_down_is_reported_from_history(comfy):
+    comfy.faults.append("drop+error")
+    with pytest.raises(ComfyUIError, match="KSampler: CUDA out of memory"):
+        runner(comfy.url).run(built_in(), uploads(), None)
+    assert len(comfy.received.prompts) == 1
+
+
 def test_cancelling_our_job_interrupts_our_prompt(comfy):
     class Cancelled(Exception):
         pass
@@ -289,6 +296,17 @@ def test_ambiguous_or_hostile_workflows_are_one_line(tmp_path):
         load_workflow(path)
 
 
+def test_a_node_without_inputs_is_read_as_one_with_none(tmp_path):
+    # ComfyUI's execution.py reads `prompt[id]["inputs"]` of every node: we give it one.
+    from tools.comfyui.engine import _only_value
+
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"1": {"class_type": "CheckpointLoaderSimple"}}))
+    workflow = load_workflow(path)
+    assert workflow["1"]["inputs"] == {}
+    assert _only_value(workflow, "CheckpointLoaderSimple", "ckpt_name") is None  # no name
+
+
 def test_cyclic_links_end(tmp_path):
     cyclic = {
         "1": {"class_type": "ConditioningCombine", "inputs": {"conditioning": ["2", 0]}},
@@ -353,21 +371,65 @@ def test_a_huge_png_from_comfyui_is_refused():
         _decode(png)
 
 
-def test_silence_during_another_clients_prompt_dequeues_ours_and_interrupts_nothing(comfy):
-    # Our prompt waits behind another client's, which hangs: silence is a hang, but not ours.
-    comfy.faults.extend(["hang"])
+def queue_theirs(comfy: FakeComfyUI) -> str:
+    """Another client's prompt, queued ahead of ours."""
     other = ComfyUIClient(comfy.url, client_id="someone-else")
     status, answer = other.queue_prompt(built_in_graph(drawing({"pose": "none.png"})))
     assert status == 400  # their upload is missing; now queue a valid one of theirs
     names = {"pose": other.upload_image("p.png", png_of(POSE))}
     status, answer = other.queue_prompt(built_in_graph(drawing(names)))
     assert status == 200
+    return answer["prompt_id"]
+
+
+def test_ours_waits_its_turn_behind_another_clients_long_prompt(comfy):
+    # ComfyUI sends a prompt's messages to its own client only (server.py `send_sync(...,
+    # self.client_id)`): while theirs runs for long, our socket is silent and ours is fine.
+    comfy.faults.append("hold")
+    queue_theirs(comfy)
+    first: list[float] = []
+
+    def phase(text: str) -> None:
+        import time
+
+        first.append(first[0] if first else time.monotonic())
+        if time.monotonic() - first[0] > 4 * 0.5:  # silent for four hang_timeouts: let it go
+            comfy.release.set()
+
+    ours = PromptRunner(ComfyUIClient(comfy.url), timeout=60, hang_timeout=0.5, phase=phase)
+    output = ours.run(built_in(), uploads(), None)
+    assert output.png.startswith(b"\x89PNG") and comfy.release.is_set()
+    assert len(comfy.received.prompts) == 2  # theirs and ours, ours never queued again
+    assert comfy.received.interrupts == 0
+
+
+def test_a_queue_cleared_by_another_client_gets_ours_submitted_again(comfy):
+    comfy.faults.append("hold")
+    queue_theirs(comfy)
+    cleared: list[bool] = []
+
+    def phase(_text: str) -> None:
+        if not cleared and len(comfy.received.prompts) == 2:  # ours waits behind theirs
+            cleared.append(ComfyUIClient(comfy.url).post_json("/queue", {"clear": True})[0] == 200)
+        if len(comfy.received.prompts) == 3:  # ours again
+            comfy.release.set()
+
+    ours = PromptRunner(ComfyUIClient(comfy.url), timeout=60, hang_timeout=0.5, phase=phase)
+    output = ours.run(built_in(), uploads(), None)
+    assert cleared == [True] and output.png.startswith(b"\x89PNG")
+    assert comfy.received.interrupts == 0
+
+
+def test_behind_another_clients_hung_prompt_ours_ends_at_comfyui_timeout(comfy):
+    comfy.faults.append("hang")
+    queue_theirs(comfy)
     phases: list[str] = []
-    with pytest.raises(ComfyUIHang):
-        runner(comfy.url, phases, hang_timeout=1.0).run(built_in(), uploads(), None)
+    with pytest.raises(ComfyUIError, match="comfyui.timeout"):
+        runner(comfy.url, phases, timeout=2.0, hang_timeout=0.5).run(built_in(), uploads(), None)
     assert set(phases) == {"queued in ComfyUI"}  # each turn beats, ours never ran
     # The hang was theirs (running): ours was only taken out of the queue, not interrupted.
     assert comfy.received.interrupts == 0
+    assert [item[1] for item in comfy.queue._queue] == []  # type: ignore[attr-defined]
 
 
 # -- anime-gen doctor -----------------------------------------------------------------------------
@@ -494,6 +556,13 @@ def test_a_websocket_closed_at_once_counts_as_unreachable(comfy):
     output = runner(comfy.url).run(built_in(), uploads(), None)
     assert comfy.drop_sockets == 0 and output.png.startswith(b"\x89PNG")
     assert len(comfy.received.prompts) == 1
+
+
+def test_a_lost_answer_to_post_prompt_does_not_queue_the_image_twice(comfy):
+    comfy.lose_answers = 1
+    output = runner(comfy.url).run(built_in(), uploads(), None)
+    assert comfy.lose_answers == 0 and output.png.startswith(b"\x89PNG")
+    assert len(comfy.received.prompts) == 1  # our own prompt id found it queued
 
 
 def test_a_comfyui_without_system_stats_is_up_all_the_same(comfy):

@@ -10,13 +10,16 @@ and download them with `/view`.
   `comfyui.timeout`, then one line.
 - ComfyUI gone mid-prompt (the socket closed): wait for it again; a prompt it still has in its
   history is fetched, a lost one is submitted again. Nothing is saved here, so nothing twice.
-- No message for `worker.hang_timeout`: interrupt it and raise `ComfyUIHang` (a failed attempt).
+- No message for `worker.hang_timeout` while ours runs: interrupt it and raise `ComfyUIHang` (a
+  failed attempt). Queued behind other clients' prompts, ours waits (bounded by
+  `comfyui.timeout`); deleted from the queue by someone else, it is submitted again.
 - Our job cancelled (the step or phase callback raises): interrupt / dequeue our prompt.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +31,11 @@ from tools.text import one_line
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 POLL_SECONDS = 0.5
+
+
+class Lost(Unreachable):
+    """ComfyUI answers but has our prompt neither queued nor in its history (another client
+    deleted it or cleared the queue): it is submitted again, as after a restart."""
 
 
 class ComfyUIHang(ComfyUIError):
@@ -134,7 +142,10 @@ class PromptRunner:
         return Output(self._download(entry, save_node), graph, prompt_id)
 
     def _submit(self, graph: dict[str, Any]) -> str:
-        status, answer = self.client.queue_prompt(graph)
+        # Our own id (server.py takes the client's `prompt_id`): if the answer is lost, the
+        # next round finds the prompt queued by it instead of queueing the image twice.
+        self.pending = uuid.uuid4().hex
+        status, answer = self.client.queue_prompt(graph, self.pending)
         if status == 200 and isinstance(answer, dict) and isinstance(answer.get("prompt_id"), str):
             return answer["prompt_id"]
         raise UserError(f"ComfyUI refused the prompt: {refusal(answer, status)}",
@@ -157,10 +168,19 @@ class PromptRunner:
             if message is not None:
                 last = now  # any message (also of another client's prompt) shows it is working
             elif now - last > self.hang_timeout:
-                self._stop(prompt_id)
-                raise ComfyUIHang(
-                    f"ComfyUI sent no progress for {self.hang_timeout:.0f} s; interrupted"
-                )
+                where = self._where(prompt_id)
+                if where == "running":
+                    self._stop(prompt_id)
+                    raise ComfyUIHang(
+                        f"ComfyUI sent no progress for {self.hang_timeout:g} s; interrupted"
+                    )
+                if where == "done":
+                    return
+                if where == "lost":  # deleted or cleared by someone else: submit it again
+                    raise Lost(f"ComfyUI dropped prompt {prompt_id} from its queue")
+                # Queued behind other clients' prompts, whose messages go to them alone
+                # (server.py `send_sync(..., client_id)`): their silence is not our hang.
+                last = now
             elif self.client.history(prompt_id) is not None:
                 return  # finished while the socket said nothing (the /history fallback)
             data = message["data"] if message is not None else {}
@@ -175,12 +195,8 @@ class PromptRunner:
                     on_step(min(max(_int(data.get("value")), 0), steps), steps)
             elif (kind == "executing" and data.get("node") is None) or kind == "execution_success":
                 return
-            elif kind == "execution_error":
-                node = one_line(data.get("node_type", "?"))
-                text = one_line(data.get("exception_message", "?"), 300)
-                raise ComfyUIError(f"ComfyUI failed in {node}: {text}")
-            elif kind == "execution_interrupted":
-                raise ComfyUIError("ComfyUI interrupted the prompt")
+            elif kind in ("execution_error", "execution_interrupted"):
+                raise failure(kind, data)
         raise Unreachable(f"ComfyUI at {self.client.url} went away during the prompt")
 
     def _history(self, prompt_id: str, deadline: float) -> dict[str, Any]:
@@ -191,6 +207,15 @@ class PromptRunner:
         return entry
 
     def _download(self, entry: dict[str, Any], save_node: str) -> bytes:
+        status = entry.get("status")
+        if isinstance(status, dict) and status.get("status_str") == "error":
+            # Failed while our socket was down: main.py's `task_done` kept the messages.
+            messages = status.get("messages")
+            for item in messages if isinstance(messages, list) else []:
+                shaped = isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict)
+                if shaped and item[0] in ("execution_error", "execution_interrupted"):
+                    raise failure(item[0], item[1])
+            raise ComfyUIError("ComfyUI's history says the prompt failed")
         outputs = entry.get("outputs")
         node = outputs.get(save_node) if isinstance(outputs, dict) else None
         images = node.get("images") if isinstance(node, dict) else None
@@ -214,27 +239,44 @@ class PromptRunner:
             raise ComfyUIError(f"ComfyUI's output {one_line(filename)} is not a PNG")
         return png
 
-    def _queued(self, prompt_id: str) -> bool:
+    def _queue(self, prompt_id: str) -> str | None:
+        """Where `/queue` lists our prompt ("running" or "pending"), else None."""
         queue = self.client.get_json("/queue")
-        items = [
-            item
-            for key in ("queue_running", "queue_pending")
-            for item in (queue.get(key, []) if isinstance(queue, dict) else [])
-            if isinstance(item, list)
-        ]
-        return any(prompt_id in item[:3] for item in items)
+        for key, where in (("queue_running", "running"), ("queue_pending", "pending")):
+            items = queue.get(key, []) if isinstance(queue, dict) else []
+            if any(isinstance(item, list) and prompt_id in item[:3] for item in items):
+                return where
+        return None
+
+    def _queued(self, prompt_id: str) -> bool:
+        return self._queue(prompt_id) is not None
+
+    def _where(self, prompt_id: str) -> str:
+        """running / pending / done / lost. The queue first: a prompt leaves it and enters the
+        history under one lock (execution.py `PromptQueue.task_done`), so none slips by."""
+        where = self._queue(prompt_id)
+        if where is not None:
+            return where
+        return "done" if self.client.history(prompt_id) is not None else "lost"
 
     def _stop(self, prompt_id: str) -> None:
         """Interrupt our prompt if it is the one running, and take it out of the queue."""
         try:
-            queue = self.client.get_json("/queue")
-            running = queue.get("queue_running", []) if isinstance(queue, dict) else []
-            if any(isinstance(item, list) and prompt_id in item[:3] for item in running):
+            if self._queue(prompt_id) == "running":
                 self.client.interrupt(prompt_id)
             else:
                 self.client.post_json("/queue", {"delete": [prompt_id]})
         except ComfyUIError:
             pass  # gone already: nothing of ours runs there
+
+
+def failure(kind: str, data: dict[str, Any]) -> ComfyUIError:
+    """An `execution_error` / `execution_interrupted` message (execution.py) as one line."""
+    if kind == "execution_interrupted":
+        return ComfyUIError("ComfyUI interrupted the prompt")
+    node = one_line(data.get("node_type", "?"))
+    text = one_line(data.get("exception_message", "?"), 300)
+    return ComfyUIError(f"ComfyUI failed in {node}: {text}")
 
 
 def refusal(answer: Any, status: int) -> str:

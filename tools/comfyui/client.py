@@ -94,9 +94,11 @@ class ComfyUIClient:
         subfolder = answer.get("subfolder") or ""
         return f"{subfolder}/{answer['name']}" if subfolder else answer["name"]
 
-    def queue_prompt(self, graph: dict[str, Any]) -> tuple[int, Any]:
-        """POST /prompt with our client id: (HTTP status, answer)."""
-        return self.post_json("/prompt", {"prompt": graph, "client_id": self.client_id})
+    def queue_prompt(self, graph: dict[str, Any], prompt_id: str | None = None) -> tuple[int, Any]:
+        """POST /prompt with our client id (and our prompt id, which a ComfyUI older than
+        `prompt_id` support ignores: its answer names the one it chose): (status, answer)."""
+        payload = {"prompt": graph, "client_id": self.client_id}
+        return self.post_json("/prompt", payload | ({"prompt_id": prompt_id} if prompt_id else {}))
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The prompt's history entry, or None while it is queued, running, or unknown."""

@@ -147,7 +147,13 @@ class ComfyUIEngine(Engine):
 
 
 def _only_value(graph: dict[str, Any], class_type: str, name: str) -> str | None:
-    values = {str(n["inputs"].get(name)) for n in graph.values() if n["class_type"] == class_type}
+    values = {
+        str(value)
+        for node in graph.values()
+        if node["class_type"] == class_type
+        and (value := node["inputs"].get(name)) is not None
+        and not isinstance(value, list)  # a link: no name of its own
+    }
     return values.pop() if len(values) == 1 else None
 
 

@@ -61,7 +61,8 @@ def load_workflow(path: str | Path) -> dict[str, Any]:
                 "{class_type, inputs}",
                 hint,
             )
-        for name, value in node.get("inputs", {}).items():
+        node.setdefault("inputs", {})  # execution.py reads every node's `inputs`
+        for name, value in node["inputs"].items():
             if isinstance(value, list) and (
                 len(value) != 2 or str(value[0]) not in data or not isinstance(value[1], int)
             ):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from tools.engine.extra_networks import Embeddings, LoraAdapters
+from tools.engine.lora_hashes import file_digest
 from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder, repeat_to_chunks
 from tools.engine.prompt_syntax import LoraRequest, extract_loras
 from tools.quality.clip_images import pad_to_square
@@ -28,14 +29,6 @@ if TYPE_CHECKING:
 
 # Part of the reference-embedding cache key: bump it when the image handed to the encoder changes.
 REFERENCE_FRAMING = "square"
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class PerImageReferences:

@@ -34,17 +34,18 @@ def addnet_hash(path: Path) -> str:
     return _cached(path, "addnet", _compute)
 
 
+def file_digest(path: Path) -> str:
+    """The SHA-256 of the whole file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def file_hash(path: Path) -> str:
-    """The SHA-256 of the whole file (A1111's `hashes.sha256`, used for embeddings)."""
-
-    def whole(file: Path) -> str:
-        digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-
-    return _cached(path, "sha256", whole)
+    """The SHA-256 of the whole file (A1111's `hashes.sha256`, used for embeddings), cached."""
+    return _cached(path, "sha256", file_digest)
 
 
 def _cached(path: Path, kind: str, compute: Callable[[Path], str]) -> str:

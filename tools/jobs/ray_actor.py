@@ -55,12 +55,15 @@ class _CapturingStore:
         self.saves: list[dict[str, Any]] = []
 
     def save(self, image: Any, meta: dict[str, Any], key: str | None = None) -> Path:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        from tools.store.png_chunks import SOURCE_PNG
+
+        png = image.info.get(SOURCE_PNG)  # another renderer's PNG (ComfyUI's), kept unchanged
+        if not isinstance(png, bytes):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            png = buffer.getvalue()
         placeholder = f"{PLACEHOLDER}/{len(self.saves)}-{uuid.uuid4().hex[:8]}.png"
-        self.saves.append(
-            {"placeholder": placeholder, "key": key, "meta": meta, "png": buffer.getvalue()}
-        )
+        self.saves.append({"placeholder": placeholder, "key": key, "meta": meta, "png": png})
         return Path(placeholder)
 
 

@@ -3,7 +3,6 @@ character library, so it saves each image the actor sent back under its key and 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +19,6 @@ def commit_result(
     runtime: Runtime, journal: JobJournal, slot: ActorSlot, job: Job, item: dict[str, Any]
 ) -> None:
     """Save the actor's images under their keys (the head owns the store), then commit."""
-    from PIL import Image
-
     from posebank.export import write_pose_files
 
     paths: dict[str, str] = {}
@@ -31,9 +28,9 @@ def commit_result(
             output = dict(meta["output"])
             output["rejected"] = [paths.get(p, p) for p in output.get("rejected", [])]
             meta["output"] = output
-        with Image.open(io.BytesIO(save["png"])) as image:
-            image.load()
-            path = runtime.store.save(image, meta, key=save["key"])
+        # The actor's bytes as they are (decoding and re-encoding a 1024² PNG here took
+        # ~0.5 s of the head's one loop per image): only our text chunks are added.
+        path = runtime.store.save_png(save["png"], meta, key=save["key"])
         paths[save["placeholder"]] = str(path)
     record = dict(item["record"])
     record["path"] = paths.get(record["path"], record["path"])

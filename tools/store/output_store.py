@@ -14,7 +14,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from tools.settings import Settings
 from tools.store.a1111_fields import second_pass_fields
 from tools.store.gen_index import GenerationIndex
 from tools.store.metadata import ImageMetadata
-from tools.store.png_chunks import SOURCE_PNG, with_text_chunks
+from tools.store.png_chunks import SOURCE_PNG, chunks, with_text_chunks
 from tools.store.png_text import read_png_text
 
 METADATA_KEY = "anime-chat"
@@ -108,22 +108,42 @@ class OutputStore:
         self, image: Image.Image, meta: ImageMetadata | Mapping[str, Any], key: str | None = None
     ) -> Path:
         """Write one image with its metadata; returns its final path."""
-        meta = ImageMetadata.of(meta)
+        source = image.info.get(SOURCE_PNG)
+        if isinstance(source, bytes):
+            # Another renderer's PNG (ComfyUI's, with its own `prompt` chunk), kept unchanged.
+            return self.save_png(source, meta, key)
+
+        def write(path: Path, texts: dict[str, str]) -> None:
+            info = PngInfo()
+            for name, value in texts.items():
+                info.add_text(name, value)
+            write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
+
+        return self._save(ImageMetadata.of(meta), key, write)
+
+    def save_png(
+        self, png: bytes, meta: ImageMetadata | Mapping[str, Any], key: str | None = None
+    ) -> Path:
+        """Write PNG bytes made elsewhere (a Ray actor, ComfyUI) as they are: only our text
+        chunks are added or replaced, the pixel data is not decoded nor re-encoded."""
+        chunks(png)  # a broken PNG fails here, before a name is reserved for it
+        return self._save(
+            ImageMetadata.of(meta),
+            key,
+            lambda path, texts: write_atomic(
+                path, lambda handle: handle.write(with_text_chunks(png, texts))
+            ),
+        )
+
+    def _save(
+        self, meta: ImageMetadata, key: str | None, write: Callable[[Path, dict[str, str]], None]
+    ) -> Path:
         path = self._reserve(meta, key)
         texts = {
             "parameters": png_parameters(meta),
             METADATA_KEY: json.dumps(meta.record(path=str(path))),
         }
-        source = image.info.get(SOURCE_PNG)
-        if isinstance(source, bytes):
-            # Another renderer's PNG (ComfyUI's, with its own `prompt` chunk), kept unchanged.
-            png = with_text_chunks(source, texts)
-            write_atomic(path, lambda handle: handle.write(png))
-        else:
-            info = PngInfo()
-            for key, value in texts.items():
-                info.add_text(key, value)
-            write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
+        write(path, texts)
         self.index.mark_saved(path)
         if meta.accepted and meta.character:  # a plain image (no character) has no view
             link_view(path, self.root / "characters" / meta.character, self.organize_by_date)

@@ -68,3 +68,12 @@ def test_the_head_saves_the_actors_png_bytes_and_commits_them(head_home, fake_ra
         assert info["source"] == "anime-chat" and info["seed"] == seed
         assert info["path"] == str(path)
         assert row["record"]["seed"] == seed
+
+
+def test_the_commit_bench_runs_both_paths_and_checks_the_files(capsys):
+    from evals.commit_bench import main
+
+    assert main(["--images", "2", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "old: decode + re-encode" in out and "new: bytes as sent" in out
+    assert "load average" in out

@@ -51,13 +51,23 @@ class FakeActor:
         self.render = method(remote=self._render)
         self.progress = method(
             # Answered when read, as a real actor answers when the call reaches it.
-            remote=lambda: Ref(lambda: {"ticks": self.ticks, "loading": False, "steps": 1})
+            remote=lambda: Ref(
+                lambda: {"ticks": self.ticks, "loading": False, "steps": 1, "running": self.running}
+            )
         )
         self.cleanup = method(remote=lambda: Ref(None))
+        self.refs: list[tuple[str, Ref]] = []
+
+    @property
+    def running(self) -> str | None:
+        """The task it runs: the oldest unfinished one (one render at a time, in order)."""
+        return next((token for token, ref in self.refs if not ref.ready), None)
 
     def _render(self, task: dict[str, Any]) -> Ref:
         self.tasks.append(task)
-        return self.ray.behaviour(self, task)
+        ref = self.ray.behaviour(self, task)
+        self.refs.append((task["token"], ref))
+        return ref
 
 
 class FakeRay:
@@ -197,11 +207,12 @@ def test_every_finished_task_is_collected_none_judged_hung(head_home, fake_ray):
     head = make_head(head_home, slots=2)
     job_id = submit(head_home, 2)
     fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
-    head.step()  # both slots take an image; neither is ready yet
-    assert all(slot.inflight is not None for slot in head.slots)
-    for slot in head.slots:
-        slot.inflight.ref.ready = True
-        slot.inflight.last_progress -= 10 * head.settings.worker.hang_timeout  # long ago
+    head.step()  # both images are taken; neither is ready yet
+    inflights = [inflight for slot in head.slots for inflight in slot.inflight]
+    assert len(inflights) == 2
+    for inflight in inflights:
+        inflight.ref.ready = True
+        inflight.last_progress -= 10 * head.settings.worker.hang_timeout  # long ago
     head._last_beat = 0.0
     head.step()
     assert not any(actor.killed for actor in fake_ray.actors)
@@ -214,7 +225,7 @@ def test_a_task_that_shows_progress_is_not_hung_however_long_it_runs(head_home, 
     fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
     head.step()
     slot = head.slots[0]
-    inflight = slot.inflight
+    (inflight,) = slot.inflight
     for _ in range(3):
         inflight.last_progress -= 2 * inflight.allowance  # silent for longer than allowed...
         fake_ray.actors[0].ticks += 1  # ...but a step happened since the last probe
@@ -222,7 +233,7 @@ def test_a_task_that_shows_progress_is_not_hung_however_long_it_runs(head_home, 
         head.step()  # sends the probe
         head._last_beat = 0.0
         head.step()  # reads it
-    assert not fake_ray.actors[0].killed and slot.inflight is inflight
+    assert not fake_ray.actors[0].killed and slot.inflight == [inflight]
     inflight.last_progress -= 2 * inflight.allowance  # now truly silent
     head._last_beat = 0.0
     head.step()
@@ -243,7 +254,7 @@ def test_an_error_of_one_job_fails_that_job_and_the_head_serves_the_next(head_ho
     fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
     head.step()
     CharacterLibrary(head.settings.paths).remove("sakura")
-    head.slots[0].inflight.ref.ready = True
+    head.slots[0].inflight[0].ref.ready = True
     head.step()  # commits: the character is gone
     failed = head.journal.get(doomed)
     assert failed.state == JobState.FAILED and "sakura" in failed.error
@@ -300,14 +311,16 @@ def test_a_cancel_stops_the_running_task_and_a_retry_draws_the_rest(head_home, f
     head = make_head(head_home)
     job_id = submit(head_home, 2)
     fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
-    head.step()
-    ref = head.slots[0].inflight.ref
+    head.step()  # both images: one task runs, the other waits behind it
+    refs = [inflight.ref for inflight in head.slots[0].inflight]
+    assert len(refs) == 2
     head.journal.cancel(job_id)
     head._last_beat = 0.0
     head.step()
-    assert ref.cancelled
-    ref.ready, ref.error = True, RayTaskError(RuntimeError("cancelled by the head"))
-    head.step()  # the cancelled task ends: nothing of it is committed, nothing counted
+    assert all(ref.cancelled for ref in refs)  # the waiting one too
+    for ref in refs:
+        ref.ready, ref.error = True, RayTaskError(RuntimeError("cancelled by the head"))
+    head.step()  # the cancelled tasks end: nothing of them is committed, nothing counted
     job = head.journal.get(job_id)
     assert job.state == JobState.CANCELLED and job.done_count == 0
     assert head.journal.retry(job_id)

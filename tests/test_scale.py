@@ -74,23 +74,21 @@ def test_two_local_workers_share_a_job_and_survive_a_kill_9(studio, monkeypatch)
 GEN = [sys.executable, "-m", "assistant.gen_cli"]
 
 
-@pytest.fixture
-def ray_head(studio: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """`anime-gen worker --ray local --slots 2` in the background; stopped (SIGTERM) after."""
+@contextlib.contextmanager
+def running_ray_head(studio: Path, log: Path, slots: int):
+    """`anime-gen worker --ray local --slots N` in the background; stopped (SIGTERM) after."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("needs the ray extra")
-    monkeypatch.setenv("ANIME_WORKER_FAULTS", "crash@2")
-    log = tmp_path / "ray-head.log"
     with open(log, "wb") as output:
         head = subprocess.Popen(
-            [*GEN, "worker", "--ray", "local", "--slots", "2"], stdout=output, stderr=output
+            [*GEN, "worker", "--ray", "local", "--slots", str(slots)], stdout=output, stderr=output
         )
     info = studio / ".anime-chat" / "ray.json"
     try:
         wait_until(
             lambda: (
                 info.exists()
-                and len(json.loads(info.read_text())["actors"]) == 2
+                and len(json.loads(info.read_text())["actors"]) == slots
                 or head.poll() is not None
             ),
             120,
@@ -105,6 +103,14 @@ def ray_head(studio: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+
+
+@pytest.fixture
+def ray_head(studio: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Two CPU slots; image 2 crashes its actor once."""
+    monkeypatch.setenv("ANIME_WORKER_FAULTS", "crash@2")
+    with running_ray_head(studio, tmp_path / "ray-head.log", slots=2) as running:
+        yield running
 
 
 RAY_KILL = """

@@ -209,6 +209,15 @@ class ImageLeases(JournalDatabase):
                 ).rowcount
             )
 
+    def unfire_faults(self, job_id: str, indices: list[int]) -> None:
+        """Once-only faults marked for a task that never ran (it waited in an actor that
+        died): they fire on the images' next try instead."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE job_images SET fault_fired = 0 WHERE job_id = ? AND idx = ?",
+                [(job_id, index) for index in indices],
+            )
+
 
 class BeatWatch:
     """Which leases nobody beat for a while, in the watcher's own monotonic time.

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,17 +102,26 @@ class RenderActor:
         self.worker = Worker(load_settings(env={}, home=self.home), name=slot)
         self.files: dict[str, str] = {}  # relative path -> sha256 of what is there
         self.calibrated: set[str] = set()
-        # Progress the head reads from another thread (the actor runs two at once): a count
-        # that moves with every step and phase, and whether models are loading.
+        # Progress the head reads from another thread (the actor runs several calls at once):
+        # a count that moves with every step and phase, whether models are loading, and which
+        # task runs (the head keeps a second one waiting here, on the lock: one render at a
+        # time, whatever order Ray's threads take them in).
         self.ticks = 0
         self.steps = 0  # steps of the task now
         self.loading = False
+        self.running: str | None = None
+        self._render_lock = threading.Lock()
 
     def host(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "home": str(self.home)}
 
     def progress(self) -> dict[str, Any]:
-        return {"ticks": self.ticks, "loading": self.loading, "steps": self.steps}
+        return {
+            "ticks": self.ticks,
+            "loading": self.loading,
+            "steps": self.steps,
+            "running": self.running,
+        }
 
     def cleanup(self) -> None:
         """Remove this actor's home (and, if no other actor lives on this node, the files)."""
@@ -121,6 +131,16 @@ class RenderActor:
             shutil.rmtree(self.root / "files", ignore_errors=True)
 
     def render(self, task: dict[str, Any]) -> dict[str, Any]:
+        with self._render_lock:
+            if ray_module().get_runtime_context().is_canceled():  # cancelled while it waited
+                raise TaskCancelled(f"{self.slot}: cancelled by the head")
+            self.running = task.get("token")
+            try:
+                return self._render(task)
+            finally:
+                self.running = None
+
+    def _render(self, task: dict[str, Any]) -> dict[str, Any]:
         from tools.jobs.worker import is_out_of_memory
 
         self.ticks, self.steps = self.ticks + 1, 0

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
-from tools.jobs.ray_slots import ActorSlot
 
 if TYPE_CHECKING:
     from tools.characters.library import CharacterLibrary
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def commit_result(
-    runtime: Runtime, journal: JobJournal, slot: ActorSlot, job: Job, item: dict[str, Any]
+    runtime: Runtime, journal: JobJournal, worker: str, token: str, job: Job, item: dict[str, Any]
 ) -> None:
     """Save the actor's images under their keys (the head owns the store), then commit."""
     from posebank.export import write_pose_files
@@ -44,15 +43,15 @@ def commit_result(
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, lambda handle: handle.write(item["sheet_png"]))
             record["path"] = str(path)
-        journal.lease_done(job.id, image.index, slot.token, slot.name, record["path"], record)
+        journal.lease_done(job.id, image.index, token, worker, record["path"], record)
         return
     character = runtime.characters.get(image.spec["character"])
     pose = runtime.poses.get(image.spec["pose"]["id"])
     if not (character.folder / "poses" / f"{pose.id}.json").exists():
         resolution = runtime.settings.output.resolution
         write_pose_files(pose, character.folder / "poses", resolution.width, resolution.height)
-    runtime.index.set_worker(image.key, slot.name)
-    journal.lease_done(job.id, image.index, slot.token, slot.name, record["path"], record)
+    runtime.index.set_worker(image.key, worker)
+    journal.lease_done(job.id, image.index, token, worker, record["path"], record)
 
 
 def store_baselines(characters: CharacterLibrary, baselines: dict[str, dict[str, float]]) -> None:

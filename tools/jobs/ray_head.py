@@ -18,7 +18,6 @@ import os
 import time
 import traceback
 import uuid
-from typing import Any
 
 from tools.errors import UserError
 from tools.jobs.faults import FaultPlan
@@ -27,7 +26,13 @@ from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
 from tools.jobs.ray_actor import RenderActor, ray_module
 from tools.jobs.ray_commit import commit_result, store_baselines
-from tools.jobs.ray_slots import MAX_START_FAILURES, ActorSlot, InFlight, home_tag
+from tools.jobs.ray_slots import (
+    MAX_START_FAILURES,
+    TASKS_PER_ACTOR,
+    ActorSlot,
+    InFlight,
+    home_tag,
+)
 from tools.jobs.ray_task import TaskBuilder
 from tools.jobs.worker import is_device_broken, is_out_of_memory
 from tools.settings import Settings, load_settings
@@ -81,20 +86,21 @@ class RayHead:
                 self._spawn(slot)
             if slot.actor is not None and not slot.ready:
                 self._check_started(slot)
-            if slot.ready and slot.inflight is None and not self.stopping:
-                self._dispatch(slot)
-        busy = [slot for slot in self.slots if slot.inflight is not None]
-        if not busy:
+            # Up to TASKS_PER_ACTOR each: the next waits in the actor while the head commits.
+            while slot.ready and len(slot.inflight) < TASKS_PER_ACTOR and not self.stopping:
+                if not self._dispatch(slot):
+                    break
+        refs = [inflight.ref for slot in self.slots for inflight in slot.inflight]
+        if not refs:
             time.sleep(POLL_SECONDS)
             return
-        refs = [slot.inflight.ref for slot in busy]  # type: ignore[union-attr]
         ready, _ = ray.wait(refs, num_returns=1, timeout=POLL_SECONDS)
         if ready:  # every finished task, not only the first: none is judged hung once done
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        for slot in busy:
-            assert slot.inflight is not None
-            if slot.inflight.ref in ready:
-                self._collect(slot)
+        for slot in self.slots:
+            for inflight in list(slot.inflight):  # in submission order
+                if inflight.ref in ready and inflight in slot.inflight:  # (not lost meanwhile)
+                    self._collect(slot, inflight)
         self._beat()
 
     def _spawn(self, slot: ActorSlot) -> None:
@@ -102,13 +108,17 @@ class RayHead:
         slot.incarnation += 1
         # The home's tag: two homes (two heads) can share one cluster and its namespace.
         slot.actor_name = f"{slot.name}-{self.home_tag}-{slot.incarnation}"
-        slot.token = f"{slot.name}:{uuid.uuid4().hex[:12]}"
         slot.loaded = set()
         resources = {"num_gpus": 1, "num_cpus": 1} if slot.gpu else {"num_cpus": 1}
         slot.actor = (
             ray.remote(RenderActor)
-            # Two at once: the head's progress probes are answered while a render runs.
-            .options(name=slot.actor_name, max_restarts=0, max_concurrency=2, **resources)
+            # Its tasks (one renders, the others wait) and the head's progress probes at once.
+            .options(
+                name=slot.actor_name,
+                max_restarts=0,
+                max_concurrency=TASKS_PER_ACTOR + 1,
+                **resources,
+            )
             .remote(slot.name, self._config)
         )
         slot.started, slot.ready = slot.actor.host.remote(), False
@@ -154,62 +164,66 @@ class RayHead:
         }
         write_json_atomic(self.settings.paths.state / INFO_NAME, info)
 
-    def _dispatch(self, slot: ActorSlot) -> None:
+    def _dispatch(self, slot: ActorSlot) -> bool:
+        """Lease images for one more task of the slot's actor; False when none are waiting."""
+        token = f"{slot.name}:{uuid.uuid4().hex[:12]}"
         claimed = self.journal.claim_images(
-            slot.name, slot.token, os.getpid(), lambda request: self._batch_size(slot, request)
+            slot.name,
+            token,
+            os.getpid(),
+            lambda request: slot.batch_size(request, self.settings.output.batch_size),
         )
         if claimed is None:
-            return
+            return False
         job, indices = claimed
         images = [image for image in job.images if image.index in indices]
         try:
             task = self.tasks.task(job, images)
         except Exception as error:
-            self._job_failed(slot, job, error)
-            return
+            self._job_failed(slot, token, job, error)
+            return False  # (the slot fills on the next turn)
+        task["token"] = token  # the actor names the task it runs by it
         settings_key = json.dumps(task["request"].get("settings"), sort_keys=True)
         timeout = self.settings.worker.hang_timeout
         loading = load_allowance(timeout)
         allowance = timeout if settings_key in slot.loaded else loading
         slot.loaded.add(settings_key)
         ref = slot.actor.render.remote(task)
-        slot.inflight = InFlight(ref, job, images, allowance, timeout, loading)
-        self.journal.beat_lease(job.id, slot.token, {"image": indices[0], "phase": "rendering"})
+        faults = set(task["faults"])
+        slot.inflight.append(InFlight(ref, token, job, images, allowance, timeout, loading, faults))
+        if len(slot.inflight) > 1:
+            log.info("%s: a task of job %s waits behind the running one", slot.name, job.id)
+        self.journal.beat_lease(job.id, token, {"image": indices[0], "phase": "rendering"})
+        return True
 
-    def _batch_size(self, slot: ActorSlot, request: dict[str, Any]) -> int:
-        if not slot.gpu:
-            return 1
-        if slot.batch_limit:
-            return slot.batch_limit
-        captured = (request.get("settings") or {}).get("output") or {}
-        size = captured.get("batch_size", self.settings.output.batch_size)
-        return size if isinstance(size, int) else 4
-
-    def _collect(self, slot: ActorSlot) -> None:
+    def _collect(self, slot: ActorSlot, inflight: InFlight) -> None:
         ray = ray_module()
-        inflight = slot.inflight
-        assert inflight is not None
-        slot.inflight = None
         try:
             result = ray.get(inflight.ref)
-        except ray.exceptions.RayTaskError as error:
-            cause = error.cause if isinstance(error.cause, BaseException) else error
-            if not inflight.cancelled:
-                self._task_failed(slot, inflight, cause)
-            return
         except ray.exceptions.RayError as error:
-            if inflight.cancelled and isinstance(error, ray.exceptions.TaskCancelledError):
+            if not isinstance(error, ray.exceptions.RayTaskError) and not (
+                inflight.cancelled and isinstance(error, ray.exceptions.TaskCancelledError)
+            ):  # the actor died: this task and the one waiting behind it (`_lost`)
+                self._lost(slot, f"ray actor {slot.name} died ({type(error).__name__})")
                 return
-            self._lost(slot, f"ray actor {slot.name} died ({type(error).__name__})")
+            slot.inflight.remove(inflight)
+            cause = getattr(error, "cause", None)
+            if not inflight.cancelled:
+                self._task_failed(
+                    slot, inflight, cause if isinstance(cause, BaseException) else error
+                )
             return
+        slot.inflight.remove(inflight)
         if inflight.cancelled:  # its leases were given back: nothing of it is committed
             return
         try:
             store_baselines(self.runtime.characters, result.get("baselines") or {})
             for item in result["images"]:
-                commit_result(self.runtime, self.journal, slot, inflight.job, item)
+                commit_result(
+                    self.runtime, self.journal, slot.name, inflight.token, inflight.job, item
+                )
         except Exception as error:  # one job's error (a character removed mid-render, disk full)
-            self._job_failed(slot, inflight.job, error)
+            self._job_failed(slot, inflight.token, inflight.job, error)
 
     def _task_failed(self, slot: ActorSlot, inflight: InFlight, cause: BaseException) -> None:
         """The actor raised: as the local worker does, out of memory halves the batch, then
@@ -218,40 +232,55 @@ class RayHead:
         if is_out_of_memory(cause) and size > 1:
             slot.batch_limit = size // 2
             log.warning("job %s: out of memory at batch %d on %s", job.id, size, slot.name)
-            self.journal.release_leases(slot.token)
+            self.journal.release_leases(inflight.token)
             return
-        self._job_failed(slot, job, cause, low_memory=is_out_of_memory(cause))
+        self._job_failed(slot, inflight.token, job, cause, low_memory=is_out_of_memory(cause))
         if is_device_broken(cause):
             log.warning("%s: its device is broken; replacing the actor", slot.name)
             self._replace(slot)
 
     def _job_failed(
-        self, slot: ActorSlot, job: Job, error: BaseException, low_memory: bool = False
+        self,
+        slot: ActorSlot,
+        token: str,
+        job: Job,
+        error: BaseException,
+        low_memory: bool = False,
     ) -> None:
         """An error of one job: its try fails (a user error is not retried); the head goes on."""
         worker = self.settings.worker
         if isinstance(error, UserError):
-            self.journal.lease_failed(slot.token, str(error), 0, 0)
+            self.journal.lease_failed(token, str(error), 0, 0)
             return
         reason = f"{type(error).__name__}: {error}".splitlines()[0]
         log.warning("job %s on %s: %s\n%s", job.id, slot.name, reason, traceback.format_exc())
         self.journal.lease_failed(
-            slot.token, reason, worker.max_attempts, worker.retry_backoff, low_memory=low_memory
+            token, reason, worker.max_attempts, worker.retry_backoff, low_memory=low_memory
         )
 
     def _lost(self, slot: ActorSlot, reason: str) -> None:
-        """The slot's actor is gone or given up on: its images back to the queue, a new actor."""
+        """The slot's actor is gone or given up on: its images back to the queue, a new actor.
+        The try counts for the task it ran (seen running, else the oldest); a task that waited
+        behind it gives its images back uncounted."""
         worker = self.settings.worker
-        for job_id, state in self.journal.lease_failed(
-            slot.token, reason, worker.max_attempts, worker.retry_backoff
-        ).items():
-            log.warning("job %s: %s -> %s", job_id, reason, state)
+        ran = [inflight for inflight in slot.inflight if inflight.started] or slot.inflight[:1]
+        for inflight in ran:
+            slot.inflight.remove(inflight)
+            for job_id, state in self.journal.lease_failed(
+                inflight.token, reason, worker.max_attempts, worker.retry_backoff
+            ).items():
+                log.warning("job %s: %s -> %s", job_id, reason, state)
         self._replace(slot)
 
     def _replace(self, slot: ActorSlot) -> None:
+        """A new actor for the slot; the tasks still waiting in the old one give their images
+        back uncounted."""
         with contextlib.suppress(Exception):
             ray_module().kill(slot.actor)
-        slot.actor, slot.inflight, slot.ready = None, None, False
+        for inflight in slot.inflight:
+            self.journal.release_leases(inflight.token)
+            self.journal.unfire_faults(inflight.job.id, list(inflight.faults))
+        slot.actor, slot.inflight, slot.ready, slot.probe = None, [], False, None
 
     def _beat(self) -> None:
         """Beat each busy slot's leases (a cancelled job cancels its task) and judge progress."""
@@ -260,36 +289,42 @@ class RayHead:
             return
         self._last_beat = now
         for slot in self.slots:
-            inflight = slot.inflight
-            if inflight is None:
-                continue
-            if not inflight.cancelled and not self.journal.beat_lease(inflight.job.id, slot.token):
+            for inflight in slot.inflight:
+                if inflight.cancelled or self.journal.beat_lease(inflight.job.id, inflight.token):
+                    continue
                 log.info("job %s ended; cancelling its task on %s", inflight.job.id, slot.name)
                 inflight.cancelled = True
-                self.journal.release_leases(slot.token)
+                self.journal.release_leases(inflight.token)
                 ray_module().cancel(inflight.ref)
-            self._judge(slot, inflight)
+            if slot.inflight:
+                self._judge(slot)
 
-    def _judge(self, slot: ActorSlot, inflight: InFlight) -> None:
-        """A hang is a probe answered with no progress for the allowance, or a probe the actor
-        has not answered for that long (the process is stuck whole)."""
+    def _judge(self, slot: ActorSlot) -> None:
+        """A hang is a probe answered with no progress of a task for its allowance, or a probe
+        the actor has not answered for that long (the process is stuck whole). A task that
+        waits behind the running one is judged from when it starts (`InFlight.saw`)."""
         ray = ray_module()
         answered = False
-        if inflight.probe is not None:
-            ready, _ = ray.wait([inflight.probe], timeout=0)
+        if slot.probe is not None:
+            ready, _ = ray.wait([slot.probe], timeout=0)
             if ready:
                 with contextlib.suppress(ray.exceptions.RayError):
-                    inflight.saw(ray.get(inflight.probe))
-                inflight.probe, answered = None, True
-        unanswered = inflight.probe is not None and (
-            time.monotonic() - inflight.probe_sent > inflight.allowance
-        )
-        if inflight.silent_for() > inflight.allowance and (answered or unanswered):
-            silent = inflight.silent_for()
-            log.warning("%s: no progress for %.0f s; killing its actor", slot.name, silent)
-            self._lost(slot, f"worker hung (no progress for {inflight.allowance:g} s)")
-        elif inflight.probe is None:
-            inflight.probe, inflight.probe_sent = slot.actor.progress.remote(), time.monotonic()
+                    progress = ray.get(slot.probe)
+                    for inflight in slot.inflight:
+                        inflight.saw(progress, slot.probe_sent)
+                slot.probe, answered = None, True
+        for inflight in slot.inflight:
+            unanswered = slot.probe is not None and (
+                time.monotonic() - slot.probe_sent > inflight.allowance
+            )
+            if inflight.silent_for() > inflight.allowance and (answered or unanswered):
+                silent = inflight.silent_for()
+                log.warning("%s: no progress for %.0f s; killing its actor", slot.name, silent)
+                inflight.started = True  # the try counts for the task that hung
+                self._lost(slot, f"worker hung (no progress for {inflight.allowance:g} s)")
+                return
+        if slot.probe is None:
+            slot.probe, slot.probe_sent = slot.actor.progress.remote(), time.monotonic()
 
     def _stop(self, failure: str | None = None) -> None:
         """Stop every actor (each removes its home first). A stop on purpose gives the images
@@ -297,12 +332,13 @@ class RayHead:
         ray = ray_module()
         worker = self.settings.worker
         for slot in self.slots:
-            if slot.token and failure is None:
-                self.journal.release_leases(slot.token, requeue=True)
-            elif slot.token:
-                self.journal.lease_failed(
-                    slot.token, failure, worker.max_attempts, worker.retry_backoff
-                )
+            for inflight in slot.inflight:
+                if failure is None:
+                    self.journal.release_leases(inflight.token, requeue=True)
+                else:
+                    self.journal.lease_failed(
+                        inflight.token, failure, worker.max_attempts, worker.retry_backoff
+                    )
             if slot.actor is not None:
                 with contextlib.suppress(Exception):
                     ray.get(slot.actor.cleanup.remote(), timeout=CLEANUP_SECONDS)

@@ -18,11 +18,15 @@ log = logging.getLogger("anime.ray")
 # A slot whose actor fails to start this many times in a row is given up (as the local
 # supervisor gives up on a worker that cannot start).
 MAX_START_FAILURES = 4
+# Tasks each actor holds at once: the next one waits in the actor (it renders one at a time)
+# while the head collects and commits the last, so the GPU never idles on the head.
+TASKS_PER_ACTOR = 2
 
 
 @dataclass
 class InFlight:
     ref: Any
+    token: str  # its images' lease token (one per task: each task's leases are its own)
     job: Job
     images: list[JobImage]
     # Seconds without progress that count as a hang: the load allowance while the actor loads
@@ -30,17 +34,25 @@ class InFlight:
     allowance: float
     hang_timeout: float
     load_allowance: float
+    faults: set[int] = field(default_factory=set)  # its images that carry an injected fault
     last_progress: float = field(default_factory=time.monotonic)
     ticks: int = -1
-    probe: Any = None  # a progress() call on its way, sent at probe_sent
-    probe_sent: float = 0.0
+    started: bool = False  # a probe saw the actor run it
     cancelled: bool = False  # the job ended (cancelled, failed): the result is thrown away
 
     def silent_for(self) -> float:
         return time.monotonic() - self.last_progress
 
-    def saw(self, progress: dict[str, Any]) -> None:
-        """The actor's progress as a probe read it: a change of its counter is progress."""
+    def saw(self, progress: dict[str, Any], probe_sent: float) -> None:
+        """The actor's progress as a probe read it: a change of its counter while it runs this
+        task is progress. A task waiting behind another one is not silent (the running one is
+        judged): its clock starts when it starts."""
+        running = progress.get("running")
+        if running != self.token:
+            if running is not None and not self.started:
+                self.last_progress = max(self.last_progress, probe_sent)
+            return
+        self.started = True
         if progress["ticks"] != self.ticks:
             self.ticks, self.last_progress = progress["ticks"], time.monotonic()
         if progress["loading"]:
@@ -55,9 +67,11 @@ class ActorSlot:
     gpu: bool
     actor: Any = None
     actor_name: str = ""
-    token: str = ""
     incarnation: int = 0
-    inflight: InFlight | None = None
+    # Its actor's tasks in submission order (at most TASKS_PER_ACTOR).
+    inflight: list[InFlight] = field(default_factory=list)
+    probe: Any = None  # a progress() call on its way, sent at probe_sent
+    probe_sent: float = 0.0
     loaded: set[str] = field(default_factory=set)  # settings it has rendered with
     # Answered once the actor runs: until then (no node has room for it, e.g. its node left)
     # the slot leases nothing, so no job fails for want of a place to run.
@@ -68,6 +82,16 @@ class ActorSlot:
     given_up: bool = False
     # Images per task after an out-of-memory error halved it; None: the job's batch size.
     batch_limit: int | None = None
+
+    def batch_size(self, request: dict[str, Any], default: int) -> int:
+        """Images per task: one on a CPU slot, else the job's batch size (or the limit)."""
+        if not self.gpu:
+            return 1
+        if self.batch_limit:
+            return self.batch_limit
+        captured = (request.get("settings") or {}).get("output") or {}
+        size = captured.get("batch_size", default)
+        return size if isinstance(size, int) else 4
 
 
 def home_tag(home: Path) -> str:

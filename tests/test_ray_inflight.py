@@ -1,0 +1,108 @@
+"""Two tasks in flight per Ray actor (issue 22, "keep ≥ 2 tasks in flight per actor"): the next
+one waits in the actor while the head commits the last. The one that waits is judged from when
+it starts, an actor death gives both back (the try counted for the one that ran), a cancel
+stops both (tests/test_ray_head.py), and every image is saved once on a real local Ray.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tests import test_worker
+from tests.test_ray_head import (  # noqa: F401  (fixtures)
+    RayActorError,
+    Ref,
+    fake_ray,
+    head_home,
+    make_head,
+    no_backoff,
+    rendered,
+    submit,
+)
+from tests.test_scale import assert_each_image_once, running_ray_head
+from tools.jobs.job import JobState
+
+studio = test_worker.studio
+
+
+def turn(head) -> None:
+    head._last_beat = 0.0  # beat and judge on this turn
+    head.step()
+
+
+def test_a_task_waiting_behind_a_running_one_is_not_judged_hung(head_home, fake_ray):  # noqa: F811
+    head = make_head(head_home)
+    job_id = submit(head_home, 2)
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
+    head.step()
+    slot, actor = head.slots[0], fake_ray.actors[0]
+    running, waiting = slot.inflight
+    assert actor.running == running.token
+    for _ in range(3):  # the running one steps; the waiting one has waited "for ever"
+        running.last_progress -= 2 * running.allowance
+        waiting.last_progress -= 10 * waiting.allowance
+        actor.ticks += 1
+        turn(head)  # sends the probe
+        turn(head)  # reads it
+    assert not actor.killed and slot.inflight == [running, waiting]
+    assert running.started and not waiting.started
+    running.ref.ready = True  # it ends; the waiting one starts, its clock from now on
+    turn(head)
+    turn(head)
+    assert slot.inflight == [waiting] and waiting.started and not actor.killed
+    waiting.last_progress -= 2 * waiting.allowance  # now it is silent itself
+    turn(head)
+    turn(head)
+    assert actor.killed
+    job = head.journal.get(job_id)
+    assert job.done_count == 1 and "no progress" in job.error
+    assert [image.tries for image in job.images] == [1, 1]
+
+
+def test_an_actor_death_gives_both_tasks_back_and_counts_one_try(head_home, fake_ray):  # noqa: F811
+    head = make_head(head_home, faults="crash@1")
+    job_id = submit(head_home, 2)
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
+    head.step()
+    first, second = head.slots[0].inflight
+    assert second.faults == {1}  # its fault was due...
+    for inflight in (first, second):  # the actor died: each of its calls answers so
+        inflight.ref.ready, inflight.ref.error = True, RayActorError("the actor died")
+    head.step()
+    assert fake_ray.actors[0].killed and head.slots[0].inflight == []
+    job = head.journal.get(job_id)
+    assert job.done_count == 0 and "died" in job.error
+    # The try counts for the task that ran, not for the one that waited behind it.
+    assert [image.tries for image in job.images] == [1, 0]
+    with head.journal.transaction() as db:
+        assert (
+            db.execute("SELECT COUNT(*) FROM job_images WHERE lease IS NOT NULL").fetchone()[0] == 0
+        )
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task))
+    for _ in range(6):
+        no_backoff(head)
+        head.step()
+    job = head.journal.get(job_id)
+    assert job.state == JobState.DONE and [image.tries for image in job.images] == [2, 1]
+    # ...and, as it never ran, comes with the image's next try.
+    assert [task["faults"] for task in fake_ray.actors[1].tasks] == [{}, {1: "crash"}]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra")
+def test_one_real_actor_holds_two_tasks_and_saves_every_image_once(studio, tmp_path):
+    from tools.jobs.client import wait_for_job
+
+    with running_ray_head(studio, tmp_path / "ray-head.log", slots=1) as (_head, log):
+        settings, journal, job_id = test_worker.submit(4)
+        wait_for_job(settings, job_id, timeout=300)
+        text = log.read_text()
+    job = assert_each_image_once(studio, job_id, 4)
+    # Two tasks went to the one actor at once (the second waited in it), none was lost,
+    # judged hung or drawn twice.
+    assert "ray-slot0: a task of job" in text and "waits behind the running one" in text, text
+    assert "no progress" not in text and "died (" not in text, text[-3000:]
+    assert job.workers == ["ray-slot0"] and job.attempts == 1
+    assert [image.tries for image in job.images] == [1, 1, 1, 1]

@@ -1,12 +1,13 @@
 """The head of `anime-gen worker --ray`: leases images for each actor slot and commits results.
 
 For each slot (one actor per GPU of the cluster, or `--slots N` CPU actors) the head leases
-images from the journal under the slot's token, exactly as a local worker does, sends the actor
-what the images need (`tools.jobs.ray_task`), saves each image it sends back under its key (the
-head owns the output store and the index) and commits it. A dead actor's leases fail (the job
-backs off like after a crashed local worker) and a new actor takes the slot. A task whose actor
-shows no progress (steps, phases) for `worker.hang_timeout` (the load allowance while it loads)
-counts as a hang. An error of one job fails that job's try; the head serves the others.
+images from the journal, under a token per task, exactly as a local worker does, sends the actor
+what the images need (`tools.jobs.ray_task`), saves the PNG bytes it sends back under their keys
+(the head owns the output store and the index) and commits them. Each actor holds two tasks
+(one renders, the next waits in it: its GPU never idles while the head commits). A dead actor's
+running task fails (the job backs off), the waiting one goes back uncounted, a new actor takes
+the slot. A running task that shows no progress (steps, phases) for `worker.hang_timeout` (the
+load allowance while it loads) is a hang. One job's error fails its try; the others go on.
 """
 
 from __future__ import annotations
@@ -314,6 +315,8 @@ class RayHead:
                         inflight.saw(progress, slot.probe_sent)
                 slot.probe, answered = None, True
         for inflight in slot.inflight:
+            if not (inflight.started or inflight is slot.inflight[0]):
+                continue  # it waits behind the running one: that one is judged
             unanswered = slot.probe is not None and (
                 time.monotonic() - slot.probe_sent > inflight.allowance
             )

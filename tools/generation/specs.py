@@ -48,10 +48,10 @@ class SheetImage(BaseModel):
 
 class InitImage(BaseModel):
     """An img2img start (A1111's `init_images`): a PNG the server wrote under the state folder,
-    redrawn with `denoise` of the steps."""
+    redrawn with `denoise` of the steps (0: no step, the image itself)."""
 
     path: str
-    denoise: float = Field(0.75, gt=0.0, le=1.0)
+    denoise: float = Field(0.75, ge=0.0, le=1.0)
 
 
 class ImageSpec(BaseModel):

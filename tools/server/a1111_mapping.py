@@ -108,7 +108,8 @@ class A1111Img2ImgRequest(A1111Request):
     """`StableDiffusionProcessingImg2Img`'s fields we read, besides txt2img's."""
 
     init_images: list[str] | None = None
-    denoising_strength: float | None = Field(0.75, gt=0.0, le=1.0)
+    # 0 is allowed as in A1111: the init image comes back (tools/engine/img2img.py).
+    denoising_strength: float | None = Field(0.75, ge=0.0, le=1.0)
     mask: str | None = None
     resize_mode: int = 0
 

@@ -90,7 +90,10 @@ def txt2img_answer(
         "sd_vae_hash": None,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": body.denoising_strength if body.enable_hr else None,
+        # The hires pass's, or img2img's own (A1111 reports both as denoising_strength).
+        "denoising_strength": body.denoising_strength
+        if body.enable_hr or getattr(body, "init_images", None)
+        else None,
         "extra_generation_params": {},
         "index_of_first_image": 0,
         "infotexts": infotexts,

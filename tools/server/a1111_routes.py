@@ -126,7 +126,8 @@ def _queue_img2img(body: A1111Img2ImgRequest, request: Request) -> _Queued:
             " characters by txt2img"
         )
     starts = [save_init_image(studio.state, data) for data in body.init_images or []]
-    denoise = body.denoising_strength or 0.75
+    # 0 is a denoise as any other (`or 0.75` made it 0.75); a null was the default already.
+    denoise = 0.75 if body.denoising_strength is None else body.denoising_strength
     specs = [
         spec.model_copy(
             update={"init_image": InitImage(path=str(starts[i % len(starts)]), denoise=denoise)}

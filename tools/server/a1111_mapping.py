@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.engine.samplers import normalize_sampler
 from tools.errors import UserError
+from tools.settings_sections import Resolution
 
 # A1111's hires upscalers that are a latent upscale; every other one becomes our Lanczos resize.
 LATENT_UPSCALERS = frozenset(
@@ -128,8 +129,14 @@ class Mapping(BaseModel):
 Known = dict[str, dict[str, str]]
 
 
-def map_request(body: A1111Request, options: dict[str, Any], known: Known | None = None) -> Mapping:
-    """The request's settings: the client's options, its override_settings, then its fields."""
+def map_request(
+    body: A1111Request,
+    options: dict[str, Any],
+    known: Known | None = None,
+    configured: Resolution | None = None,
+) -> Mapping:
+    """The request's settings: the client's options, its override_settings, then its fields.
+    `configured` is the resolution the request has without its width and height."""
     mapping = Mapping()
     for name, value in {**options, **body.override_settings}.items():
         apply_option(mapping, name, value, known)
@@ -138,7 +145,7 @@ def map_request(body: A1111Request, options: dict[str, Any], known: Known | None
     if body.cfg_scale is not None:
         mapping.set("output", "guidance_scale", body.cfg_scale)
     if body.width is not None or body.height is not None:
-        mapping.set("output", "resolution", _resolution(body))
+        mapping.set("output", "resolution", _resolution(body, configured, mapping.warnings))
     sampler = body.sampler_name or body.sampler_index
     if sampler:
         mapping.set("output", "sampler", _sampler(sampler, body.scheduler, mapping.warnings))
@@ -154,10 +161,13 @@ def map_request(body: A1111Request, options: dict[str, Any], known: Known | None
 
 
 def map_img2img(
-    body: A1111Img2ImgRequest, options: dict[str, Any], known: Known | None = None
+    body: A1111Img2ImgRequest,
+    options: dict[str, Any],
+    known: Known | None = None,
+    configured: Resolution | None = None,
 ) -> Mapping:
     """As txt2img; what img2img adds that we cannot do is warned about."""
-    mapping = map_request(body, options, known)
+    mapping = map_request(body, options, known, configured)
     if body.mask:
         mapping.warnings.append("inpainting (mask) is not supported; the whole image is redrawn")
     if body.resize_mode:
@@ -184,11 +194,26 @@ def apply_option(mapping: Mapping, name: str, value: Any, known: Known | None = 
     mapping.set(section, key, value)
 
 
-def _resolution(body: A1111Request) -> str:
-    width, height = body.width or 512, body.height or 512
+def _resolution(body: A1111Request, configured: Resolution | None, warnings: list[str]) -> str:
+    """The size asked for. A side left out is the configured one, as every field left out here
+    (A1111's `StableDiffusionProcessing` defaults both to 512, which an SDXL checkpoint draws
+    badly, and which a client sending one side rarely means); it is named in the warnings, as a
+    side rounded down to a multiple of 8 is (A1111 rounds the latent size down silently)."""
+    size = configured or Resolution(512, 512)
+    width, height = body.width or size.width, body.height or size.height
+    for name, given, used in (("width", body.width, width), ("height", body.height, height)):
+        if not given:
+            warnings.append(
+                f"{name} not given: used the configured {used} (output.resolution {size};"
+                " A1111 would use 512)"
+            )
     if width % 8 or height % 8:
-        # A1111 rounds the latent size down to multiples of 8 as well.
-        width, height = width - width % 8, height - height % 8
+        rounded = width - width % 8, height - height % 8
+        warnings.append(
+            f"width/height {width}x{height} rounded down to multiples of 8:"
+            f" {rounded[0]}x{rounded[1]}"
+        )
+        width, height = rounded
     return f"{width}x{height}"
 
 

@@ -32,6 +32,7 @@ from tools.server.a1111_progress import progress_of
 from tools.server.a1111_results import txt2img_answer
 from tools.server.studio import Studio, request_overrides, studio_of
 from tools.settings import Settings
+from tools.settings_sections import Resolution
 
 a1111_router = APIRouter(prefix="/sdapi/v1")
 LABEL = "a1111"
@@ -80,6 +81,11 @@ def _settings(studio: Studio, request: Request, flags: dict[str, Any]) -> Settin
         raise HTTPException(422, detail) from None
 
 
+def _size(studio: Studio, request: Request) -> Resolution:
+    """The resolution a request gets for a side it leaves out: the configured one."""
+    return _settings(studio, request, {}).output.resolution
+
+
 @a1111_router.post("/txt2img")
 async def txt2img(body: A1111Request, request: Request) -> dict[str, Any]:
     return await _run(body, request, _queue_txt2img)
@@ -98,7 +104,7 @@ def _queue_txt2img(body: A1111Request, request: Request) -> _Queued:
     from tools.server.a1111_plan import plan_prompt
 
     studio = studio_of(request)
-    mapping = map_request(body, _options(request), _known(request))
+    mapping = map_request(body, _options(request), _known(request), _size(studio, request))
     settings = _settings(studio, request, mapping.flags)
     plan, specs = plan_prompt(
         studio.runtime(settings), body.prompt, body.count, body.fixed_seed, mapping.warnings.append
@@ -116,7 +122,7 @@ def _queue_img2img(body: A1111Img2ImgRequest, request: Request) -> _Queued:
     from tools.server.a1111_plan import PromptPlan, read_prompt
 
     studio = studio_of(request)
-    mapping = map_img2img(body, _options(request), _known(request))
+    mapping = map_img2img(body, _options(request), _known(request), _size(studio, request))
     mapping.set("models", "controlnet_strength", 0.0)
     settings = _settings(studio, request, mapping.flags)
     named = read_prompt(studio.runtime(settings), body.prompt, mapping.warnings.append)

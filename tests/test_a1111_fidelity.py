@@ -13,8 +13,12 @@ import base64
 import io
 import json
 
+import test_a1111_api
 from PIL import Image
-from test_a1111_api import SMALL, _api, _pixels, app_client  # noqa: F401 (a fixture)
+from test_a1111_api import SMALL, _api, _pixels
+
+# The in-process app of test_a1111_api (a fixture is found by its name in the module).
+app_client = test_a1111_api.app_client
 
 
 def test_img2img_at_denoising_0_gives_the_init_image_back(studio):
@@ -75,3 +79,61 @@ def test_txt2img_with_only_a_width_draws_the_configured_height(studio):
     info = json.loads(result.json()["info"])
     assert (info["width"], info["height"]) == (64, 192)
     assert any(w.startswith("height not given: used the configured 192") for w in info["warnings"])
+
+
+def _with_exif(kind: str, comment: bytes | None = None, raw: bytes | None = None) -> str:
+    """A base64 JPEG or WebP whose EXIF UserComment is `comment` (or whose EXIF is `raw`)."""
+    image = Image.new("RGB", (8, 8), (10, 120, 200))
+    if raw is None:
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9286] = comment
+        raw = exif.tobytes()
+    buffer = io.BytesIO()
+    image.save(buffer, format=kind, exif=raw)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+INFOTEXT = "1girl, 桜\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Seed: 9, Size: 64x64"
+
+
+def test_png_info_reads_a_jpeg_or_webp_exif_user_comment_as_a1111_does(app_client):
+    """A1111 saves a JPEG's or WebP's parameters as the EXIF UserComment, `UNICODE\\0` then
+    UTF-16-BE (piexif.helper.UserComment.dump, `modules/images.py` save_image_with_geninfo), and
+    png-info reads them back (`read_info_from_image`). Here only PNG chunks were read: ""."""
+    unicode = b"UNICODE\0" + INFOTEXT.encode("utf-16-be")
+    ascii_ = b"ASCII\0\0\0" + INFOTEXT.encode("ascii", "replace")
+    little = b"UNICODE\0" + INFOTEXT.encode("utf-16-le")  # other tools, in an "II" EXIF
+    bare = INFOTEXT.encode()  # no prefix: A1111 reads it as UTF-8
+    cases = [("JPEG", unicode), ("WEBP", unicode), ("JPEG", little), ("WEBP", bare)]
+    for kind, comment in cases:
+        answer = app_client.post("/sdapi/v1/png-info", json={"image": _with_exif(kind, comment)})
+        assert answer.status_code == 200, (kind, answer.text)
+        body = answer.json()
+        assert body["info"] == INFOTEXT, (kind, comment[:8])
+        assert body["parameters"]["Prompt"] == "1girl, 桜" and body["parameters"]["Seed"] == "9"
+        assert body["parameters"]["Negative prompt"] == "blurry"
+    answer = app_client.post("/sdapi/v1/png-info", json={"image": _with_exif("JPEG", ascii_)})
+    assert answer.json()["info"] == INFOTEXT.replace("桜", "?")
+
+
+def test_png_info_of_damaged_or_huge_exif_is_a_clean_answer(app_client):
+    """No TIFF header (Pillow raises SyntaxError), a truncated IFD, a comment of 2 MiB, an
+    EXIF without a comment: each answers 200 with no parameters, never a 500."""
+    header_only = b"Exif\0\0MM\0\x2a\0\0\0\x08\xff\xff"
+    images = {
+        "not tiff": _with_exif("WEBP", raw=b"Exif\0\0" + b"X" * 32),
+        "truncated": _with_exif("JPEG", raw=header_only),
+        "no comment": _with_exif("JPEG", raw=Image.Exif().tobytes()),
+        "huge": _with_exif("WEBP", b"ASCII\0\0\0" + b"x" * (2 * 1024 * 1024)),
+        "short": _with_exif("JPEG", b"UNI"),
+    }
+    for name, encoded in images.items():
+        answer = app_client.post("/sdapi/v1/png-info", json={"image": encoded})
+        assert answer.status_code == 200, (name, answer.text)
+        body = answer.json()
+        assert body["parameters"] == {} or name == "short", (name, body)
+        assert len(answer.content) < 64 * 1024, name
+    huge = app_client.post("/sdapi/v1/png-info", json={"image": images["huge"]}).json()
+    assert huge["info"] == "" and "over the 1024 KiB read" in huge["items"]["exif comment"]
+    damaged = app_client.post("/sdapi/v1/png-info", json={"image": images["not tiff"]}).json()
+    assert damaged["info"] == "" and "damaged" in damaged["items"]["exif comment"]

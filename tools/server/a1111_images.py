@@ -1,6 +1,6 @@
 """Base64 images in A1111 requests: decoded with a clear 422, init images kept for the job, and
 `png-info`'s answer (A1111's `PNGInfoResponse`: the parameters text, the other chunks, the
-parsed fields).
+parsed fields), for a PNG's `parameters` chunk or a JPEG's or WebP's EXIF UserComment.
 
 A1111 clients send images as base64, with or without a `data:image/png;base64,` prefix. An
 img2img init image is written under `<state>/a1111/init/` (named by its content, temp file then
@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import io
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ INIT_FOLDER = ("a1111", "init")
 FORMATS = ("PNG", "JPEG", "WEBP")
 # An init image larger than this is refused before decoding its pixels (a decompression bomb).
 MAX_PIXELS = (2 * MAX_SIDE) ** 2
+# EXIF: the Exif IFD and its UserComment tag (A1111 writes its parameters there for JPEG/WebP).
+EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
+# A longer UserComment is not read (an infotext is a few KB; a WebP's EXIF can be the whole body).
+MAX_COMMENT_BYTES = 1024 * 1024
+# The character code prefix of a UserComment (EXIF 2.3 table 9), as piexif.helper reads it.
+COMMENT_CODES = {b"ASCII\0\0\0": "ascii", b"JIS\0\0\0\0\0": "shift_jis", b"UNICODE\0": "utf-16"}
 
 
 def decode_image(data: str, field: str) -> tuple[Image.Image, bytes]:
@@ -58,11 +65,50 @@ def save_init_image(state: Path, data: str) -> Path:
     return path
 
 
+def exif_comment(image: Image.Image) -> tuple[str, str | None]:
+    """(the EXIF UserComment's text or "", why it was not read or None).
+
+    As A1111 `modules/images.py` `read_info_from_image` with piexif: the 8-byte prefix names
+    the code (`UNICODE` is UTF-16, big-endian as piexif writes it; a byte-order mark or the
+    zeros of mostly-ASCII text show a little-endian one, as other tools write), and a comment
+    without a known prefix is read as UTF-8, dropping what is not. Damaged EXIF is no comment
+    (Pillow reads what it can and raises SyntaxError on a header that is no TIFF)."""
+    try:
+        value = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
+    except (SyntaxError, OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
+        return "", "the EXIF data is damaged"
+    if isinstance(value, str):  # written with the ASCII type instead of UNDEFINED
+        return value.strip("\0"), None
+    if not isinstance(value, bytes) or not value:
+        return "", None
+    if len(value) > MAX_COMMENT_BYTES:
+        return "", f"{len(value)} bytes, over the {MAX_COMMENT_BYTES // 1024} KiB read"
+    code, body = COMMENT_CODES.get(value[:8]), value[8:]
+    if code is None:
+        return value.decode("utf-8", errors="ignore").strip("\0"), None
+    if code == "utf-16":
+        code = _utf16_order(body)
+    return body.decode(code, errors="replace").lstrip("\ufeff").rstrip("\0"), None
+
+
+def _utf16_order(body: bytes) -> str:
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"  # the mark says which
+    little = body[1::2].count(0) > body[0::2].count(0)
+    return "utf-16-le" if little else "utf-16-be"
+
+
 def png_info_answer(image: Image.Image) -> dict[str, Any]:
     from tools.store.png_info import OUR_METADATA_KEY, parse_a1111, parse_a1111_entries
 
     items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
     info = items.pop("parameters", "")
+    if "exif" in (image.info or {}):
+        # As A1111: a UserComment, when there is one, is the parameters text.
+        comment, skipped = exif_comment(image)
+        info = comment or info
+        if skipped:
+            items["exif comment"] = f"not read: {skipped}"
     parameters: dict[str, Any] = {}
     if info:
         parsed = parse_a1111(info)

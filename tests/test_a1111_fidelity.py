@@ -137,3 +137,59 @@ def test_png_info_of_damaged_or_huge_exif_is_a_clean_answer(app_client):
     assert huge["info"] == "" and "over the 1024 KiB read" in huge["items"]["exif comment"]
     damaged = app_client.post("/sdapi/v1/png-info", json={"image": images["not tiff"]}).json()
     assert damaged["info"] == "" and "damaged" in damaged["items"]["exif comment"]
+
+
+def _encoded(color: tuple[int, int, int]) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img2img_spec(key: str, init: object) -> dict:
+    spec = {"key": key, "request_id": key.split(":")[0], "index": 0, "character": "", "seed": 1}
+    spec |= {"pose": {"id": None, "tags": []}, "posture": "txt2img", "plain": True}
+    return spec | {"init_image": {"path": str(init), "denoise": 0.5}}
+
+
+def test_init_images_go_when_no_queued_or_running_job_needs_them(anime_home):
+    """They were written under <state>/a1111/init and never removed. A sweep (after each
+    request) removes those no image still to draw of a queued or running job reads: one a
+    crash left, a cancelled job's, a done job's, while one that a queued job shares stays."""
+    import fcntl
+
+    import pytest
+
+    from tools.errors import UserError
+    from tools.generation.plain import _img2img
+    from tools.generation.specs import InitImage
+    from tools.jobs.journal import JobJournal
+    from tools.server.a1111_images import init_folder_locked, save_init_image, sweep_init_images
+
+    state = anime_home / ".anime-chat"
+    journal = JobJournal.for_state(state)
+    with init_folder_locked(state) as folder:
+        shared, own, stale = (
+            save_init_image(folder, _encoded(c)) for c in ((1, 2, 3), (4, 5, 6), (7, 8, 9))
+        )
+        # Held from writing until the job is queued: a sweep (same lock) waits meanwhile.
+        with open(folder / ".lock", "a") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        first = journal.submit(
+            [_img2img_spec("a:0", shared), {**_img2img_spec("a:1", own), "index": 1}]
+        )
+        second = journal.submit([_img2img_spec("b:0", shared)])
+    assert sweep_init_images(state) == [stale]
+    assert shared.exists() and own.exists() and not stale.exists()
+    journal.cancel(first)
+    assert sweep_init_images(state) == [own] and shared.exists()
+    job = journal.claim(worker_pid=4242)
+    assert job is not None and job.id == second
+    journal.image_done(job, 0, None, {})
+    assert journal.finish(job)
+    assert sweep_init_images(state) == [shared]
+    assert list(folder.glob("*.png")) == []
+    # A retry of the cancelled job finds its init image gone: a user error, not a traceback.
+    assert journal.retry(first)
+    with pytest.raises(UserError) as gone:
+        _img2img(None, None, InitImage(path=str(own), denoise=0.5), (8, 8), None)  # type: ignore[arg-type]
+    assert "send the img2img request again" in gone.value.hint

@@ -136,10 +136,19 @@ def _img2img(
     size: tuple[int, int],
     on_step: StepCallback | None,
 ) -> Image.Image:
+    from pathlib import Path
+
     from PIL import Image
 
     from tools.engine.img2img import img2img_pass
+    from tools.errors import UserError
 
+    if not Path(init.path).is_file():
+        # The server removes an init image once its job has ended (a retried failed job).
+        raise UserError(
+            f"the img2img init image {init.path} is gone (removed when its job ended)",
+            "send the img2img request again",
+        )
     with Image.open(init.path) as start:
         start.load()
         return img2img_pass(producer.engine, job, start, init.denoise, size, on_step)

@@ -150,6 +150,18 @@ class JobJournal(ImageLeases):
                 "SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", UNFINISHED
             ).fetchone()[0]
 
+    def init_images_needed(self) -> set[str]:
+        """The img2img init images (`spec.init_image.path`) that images still to draw of queued
+        or running jobs read (a failed or cancelled job's are not: it ended)."""
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT DISTINCT json_extract(i.spec, '$.init_image.path') AS init"
+                " FROM job_images i JOIN jobs j ON j.id = i.job_id"
+                " WHERE j.state IN (?, ?) AND i.state = ? AND init IS NOT NULL",
+                (*UNFINISHED, ImageState.PENDING),
+            ).fetchall()
+        return {row["init"] for row in rows}
+
     def running(self) -> list[Job]:
         with self.transaction() as db:
             rows = db.execute("SELECT id FROM jobs WHERE state = ?", (JobState.RUNNING,)).fetchall()

@@ -5,6 +5,10 @@ parsed fields), for a PNG's `parameters` chunk or a JPEG's or WebP's EXIF UserCo
 A1111 clients send images as base64, with or without a `data:image/png;base64,` prefix. An
 img2img init image is written under `<state>/a1111/init/` (named by its content, temp file then
 rename) before the job is queued, so the journal's spec points at a file that survives a crash.
+It is removed once no image still to draw of a queued or running job reads it (`sweep_init_images`,
+after each request): the folder holds what the queue needs, not every image a client ever sent.
+Writing a request's files and queueing its job happen under the folder's lock, as the sweep does,
+so a sweep never takes a file whose job is not in the journal yet.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +59,36 @@ def decode_image(data: str, field: str) -> tuple[Image.Image, bytes]:
     return image, raw
 
 
-def save_init_image(state: Path, data: str) -> Path:
-    """Write the init image as PNG under the state folder; the same image, the same file."""
-    image, raw = decode_image(data, "init_images")
+@contextlib.contextmanager
+def init_folder_locked(state: Path) -> Iterator[Path]:
+    """The init folder, under its lock (an flock: across the server's threads and processes,
+    dropped by the kernel if the holder dies)."""
     folder = state.joinpath(*INIT_FOLDER)
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield folder
+
+
+def sweep_init_images(state: Path) -> list[Path]:
+    """Remove the init images no queued or running job still needs (done, failed and
+    cancelled jobs' ones, and any a crash left); returns what was removed."""
+    from tools.jobs.journal import JobJournal
+
+    if not state.joinpath(*INIT_FOLDER).is_dir():
+        return []
+    with init_folder_locked(state) as folder:
+        needed = {Path(path) for path in JobJournal.for_state(state).init_images_needed()}
+        removed = [path for path in folder.glob("*.png") if path not in needed]
+        for path in removed:
+            path.unlink(missing_ok=True)
+    return removed
+
+
+def save_init_image(folder: Path, data: str) -> Path:
+    """Write the init image as PNG into the (locked) init folder; the same image, the same
+    file."""
+    image, raw = decode_image(data, "init_images")
     path = folder / f"{hashlib.sha256(raw).hexdigest()[:24]}.png"
     if not path.exists():
         converted = image.convert("RGB")

@@ -21,7 +21,13 @@ from pydantic import BaseModel
 
 from tools.errors import ConfigError, UserError
 from tools.server import a1111_lists as lists
-from tools.server.a1111_images import decode_image, png_info_answer, save_init_image
+from tools.server.a1111_images import (
+    decode_image,
+    init_folder_locked,
+    png_info_answer,
+    save_init_image,
+    sweep_init_images,
+)
 from tools.server.a1111_mapping import (
     A1111Img2ImgRequest,
     A1111Request,
@@ -131,16 +137,20 @@ def _queue_img2img(body: A1111Img2ImgRequest, request: Request) -> _Queued:
             f"img2img draws the prompt as written; {', '.join(named.characters)} are drawn as"
             " characters by txt2img"
         )
-    starts = [save_init_image(studio.state, data) for data in body.init_images or []]
     # 0 is a denoise as any other (`or 0.75` made it 0.75); a null was the default already.
     denoise = 0.75 if body.denoising_strength is None else body.denoising_strength
-    specs = [
-        spec.model_copy(
-            update={"init_image": InitImage(path=str(starts[i % len(starts)]), denoise=denoise)}
-        )
-        for i, spec in enumerate(plan_plain(settings, named.prompt, body.count, body.fixed_seed))
-    ]
-    return _submit(PromptPlan([], None, named.prompt), specs, settings, mapping.warnings)
+    # Locked from the files' writing until the job is in the journal: no sweep between.
+    with init_folder_locked(studio.state) as folder:
+        starts = [save_init_image(folder, data) for data in body.init_images or []]
+        specs = [
+            spec.model_copy(
+                update={"init_image": InitImage(path=str(starts[i % len(starts)]), denoise=denoise)}
+            )
+            for i, spec in enumerate(
+                plan_plain(settings, named.prompt, body.count, body.fixed_seed)
+            )
+        ]
+        return _submit(PromptPlan([], None, named.prompt), specs, settings, mapping.warnings)
 
 
 @dataclass(frozen=True)
@@ -173,15 +183,21 @@ async def _run(body: Any, request: Request, queue: Callable[[Any, Request], _Que
     from tools.jobs.journal import JobJournal
 
     queued = await asyncio.to_thread(queue, body, request)
-    journal = JobJournal.for_state(queued.settings.paths.state)
-    job = await asyncio.to_thread(journal.get, queued.job)
-    while not job.finished:
-        await asyncio.sleep(WAIT_POLL_SECONDS)
+    state = queued.settings.paths.state
+    journal = JobJournal.for_state(state)
+    try:
         job = await asyncio.to_thread(journal.get, queued.job)
+        while not job.finished:
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+            job = await asyncio.to_thread(journal.get, queued.job)
+    finally:
+        # The job ended (or this wait did, and the job goes on): the init images no queued or
+        # running job needs any more go, its own among them once it has ended.
+        await asyncio.to_thread(sweep_init_images, state)
     if job.state == JobState.CANCELLED:
         queued.warnings.append("interrupted: the images drawn before it are returned")
     else:
-        raise_unless_done(job, queued.settings.paths.state)
+        raise_unless_done(job, state)
     return await asyncio.to_thread(
         txt2img_answer, body, job, queued.plan, queued.specs, queued.settings, queued.warnings
     )

@@ -139,8 +139,9 @@ def _queue_img2img(body: A1111Img2ImgRequest, request: Request) -> _Queued:
         )
     # 0 is a denoise as any other (`or 0.75` made it 0.75); a null was the default already.
     denoise = 0.75 if body.denoising_strength is None else body.denoising_strength
-    # Locked from the files' writing until the job is in the journal: no sweep between.
-    with init_folder_locked(studio.state) as folder:
+    # Locked from writing the files until the job is in the journal (whose state folder
+    # holds them): no sweep between.
+    with init_folder_locked(settings.paths.state) as folder:
         starts = [save_init_image(folder, data) for data in body.init_images or []]
         specs = [
             spec.model_copy(

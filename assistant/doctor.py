@@ -10,9 +10,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Literal
 
+from tools.engine.comfyui_folders import comfyui_dirs, extra_paths, setting_dirs
 from tools.engine.model_sources import cached_snapshot, resolve_source, weight_patterns
 from tools.errors import UserError
 from tools.settings import Settings
+from tools.user_paths import expand_user
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -69,8 +71,9 @@ def check_model(settings: Settings, key: str) -> Check:
 
     models = configured_models(settings)
     value = getattr(models, key)
+    also = setting_dirs(settings.comfyui.root, key)
     try:
-        source = resolve_source(value, settings.paths.models, key)
+        source = resolve_source(value, settings.paths.models, key, also)
     except UserError as error:
         return Check(f"models.{key}", "fail", error.message, error.hint or "")
     if source.kind != "hub":
@@ -162,6 +165,29 @@ def check_comfyui(settings: Settings) -> list[Check]:
     return [Check("comfyui", *comfyui_status(settings, url)) for url in settings.comfyui.urls]
 
 
+def check_comfyui_root(settings: Settings) -> list[Check]:
+    """`comfyui.root`: the ComfyUI folders searched for model files, and the one line about a
+    broken `extra_model_paths.yaml`."""
+    root = settings.comfyui.root
+    if not root:
+        return []
+    base = expand_user(root)
+    if not base.is_dir():
+        return [Check("comfyui.root", "warn", f"{base} is no folder", "set comfyui.root to "
+                      "your ComfyUI folder (the one with main.py and models/)")]  # fmt: skip
+    folders = [
+        str(folder)
+        for kind in ("checkpoints", "controlnet", "loras", "vae", "embeddings")
+        for folder in comfyui_dirs(root, kind)
+    ]
+    shown = ", ".join(folders[:8]) + (f" and {len(folders) - 8} more" if len(folders) > 8 else "")
+    problem = extra_paths(base).problem
+    if problem:
+        return [Check("comfyui.root", "warn", problem, "fix the file as ComfyUI's "
+                      "extra_model_paths.yaml.example shows")]  # fmt: skip
+    return [Check("comfyui.root", "ok", f"model files also found in {shown or 'no folder yet'}")]
+
+
 def run_checks(settings: Settings) -> list[Check]:
     return [
         check_python(),
@@ -172,5 +198,6 @@ def run_checks(settings: Settings) -> list[Check]:
         check_aesthetic(settings),
         check_ollama(settings),
         *check_comfyui(settings),
+        *check_comfyui_root(settings),
         check_disk(settings),
     ]

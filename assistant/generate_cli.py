@@ -140,6 +140,7 @@ def _from_png(
     output_flags: dict[str, Any],
 ) -> None:
     from assistant.progress import render_with_progress
+    from tools.engine.comfyui_folders import setting_dirs
     from tools.generation.runtime import Runtime
     from tools.generation.specs import GenerationRequest
     from tools.server.generation import planned_outputs
@@ -155,7 +156,8 @@ def _from_png(
     overrides = {"output": {**output, **output_flags}, "models": plan["models"]}
     configured = load_settings(overrides=overrides)
     # The recorded VAE, null included (the checkpoint's own), so not through the flags' filter.
-    vae = replay_vae(recorded, configured.models.vae, configured.paths.models)
+    vae_dirs = setting_dirs(configured.comfyui.root, "vae")
+    vae = replay_vae(recorded, configured.models.vae, configured.paths.models, vae_dirs)
     runtime = Runtime(load_settings(overrides={**overrides, "models": {**plan["models"], **vae}}))
     if warning := model_warning(recorded, runtime.engine.checkpoint.label):
         typer.echo(warning, err=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
-from tools.engine.model_sources import comfyui_dirs, fetch_hub, is_hub_id
+from tools.engine.comfyui_folders import comfyui_dirs, inside, is_dir, is_file
+from tools.engine.model_sources import fetch_hub, is_hub_id
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.vae import vae_label as vae_label  # the producer imports it from here
 from tools.errors import UserError
@@ -62,14 +63,19 @@ def find_lora(name: str, paths: Paths) -> LoraFile:
     candidates = (
         [given]
         if given.is_absolute()
-        else [d / file for d in folders for file in (name, f"{name}.safetensors")]
+        else [
+            found
+            for d in folders
+            for file in (name, f"{name}.safetensors")
+            if (found := inside(d, file)) is not None
+        ]
     )
     if not given.is_absolute() and given.suffix:
         candidates.append(given)
     for candidate in candidates:
-        if candidate.is_file() and candidate.suffix.lower() in LORA_SUFFIXES:
+        if is_file(candidate) and candidate.suffix.lower() in LORA_SUFFIXES:
             return LoraFile(candidate.parent.resolve(), candidate.name)
-        if candidate.is_dir():
+        if is_dir(candidate):
             return LoraFile(candidate.resolve(), None)
     if is_hub_id(name) and not given.suffix:
         return LoraFile(fetch_hub(name, ["*.safetensors"], "LoRA"), None)
@@ -161,15 +167,18 @@ def _unfuse_self_attention(unet: Any) -> None:
 
 
 def available_embeddings(paths: Paths) -> dict[str, Path]:
-    """Embedding name (file stem) → file, for the files in `<home>/models/embeddings/`."""
-    folder = embeddings_folder(paths)
-    if not folder.is_dir():
-        return {}
-    return {
-        file.stem: file
-        for file in sorted(folder.iterdir())
-        if file.is_file() and file.suffix.lower() in EMBEDDING_SUFFIXES
-    }
+    """Embedding name (file stem) → file, for the files in `<home>/models/embeddings/`, then
+    in a ComfyUI install's `embeddings` folders (`comfyui.root`); ours win a name."""
+    found: dict[str, Path] = {}
+    for folder in [embeddings_folder(paths), *comfyui_dirs(paths.comfyui_root, "embeddings")]:
+        try:
+            files = sorted(folder.iterdir())
+        except OSError:
+            continue  # no such folder, or unreadable
+        for file in files:
+            if is_file(file) and file.suffix.lower() in EMBEDDING_SUFFIXES:
+                found.setdefault(file.stem, file)
+    return found
 
 
 def named_in(text: str, names: list[str]) -> list[str]:

@@ -77,12 +77,13 @@ def family_of_model_index(index: dict[str, Any]) -> str:
 
 def family_for(settings: Settings, download: bool = True) -> str:
     """`models.family`, or detected from the checkpoint when it is `auto`."""
-    from tools.engine.model_sources import comfyui_dirs, resolve_source
+    from tools.engine.comfyui_folders import setting_dirs
+    from tools.engine.model_sources import resolve_source
 
     models = settings.models
     if models.family != "auto":
         return models.family
-    also = comfyui_dirs(settings.comfyui.root, "checkpoints")
+    also = setting_dirs(settings.comfyui.root, "checkpoint")
     return detect_family(
         resolve_source(models.checkpoint, settings.paths.models, "checkpoint", also), download
     )

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from tools.engine.comfyui_folders import setting_dirs
 from tools.engine.extra_networks import find_lora
 from tools.engine.families import (
     check_controlnet_family,
@@ -24,7 +25,6 @@ from tools.engine.families import (
 from tools.engine.model_sources import (
     SD15_CONFIG_REPO,
     ModelSource,
-    comfyui_dirs,
     fetch_hub,
     local_path,
     resolve_source,
@@ -116,7 +116,7 @@ class ModelSources:
             self.settings.models.checkpoint,
             self.models_dir,
             "checkpoint",
-            comfyui_dirs(root, "checkpoints"),
+            setting_dirs(root, "checkpoint"),
         )
 
     @cached_property
@@ -148,7 +148,7 @@ class ModelSources:
     @cached_property
     def controlnet(self) -> ModelSource:
         assert self.models.controlnet is not None
-        also = comfyui_dirs(self.settings.comfyui.root, "controlnet")
+        also = setting_dirs(self.settings.comfyui.root, "controlnet")
         return resolve_source(self.models.controlnet, self.models_dir, "controlnet", also)
 
     def controlnet_dir(self) -> Path:
@@ -197,7 +197,8 @@ class ModelSources:
         for lora in self.models.loras:
             find_lora(lora.name, self.settings.paths)
         if self.models.vae:
-            kind, location = find_vae(self.models.vae, self.models_dir)
+            vae_dirs = setting_dirs(self.settings.comfyui.root, "vae")
+            kind, location = find_vae(self.models.vae, self.models_dir, vae_dirs)
             if kind == "hub":
                 fetch_hub(str(location), ["*.safetensors", "*.bin"], "VAE")
 
@@ -258,7 +259,9 @@ def load_pipeline(
     )
     paths = sources.settings.paths
     if models.vae:
-        pipe.vae = load_vae(models.vae, paths.models, pipe.vae, dtype, paths.state / "vae-config")
+        also = setting_dirs(paths.comfyui_root, "vae")
+        config_dir = paths.state / "vae-config"
+        pipe.vae = load_vae(models.vae, paths.models, pipe.vae, dtype, config_dir, also)
     if sources.fast_lora is not None:
         _fuse_fast_lora(pipe, sources)
     if models.fuse_qkv:

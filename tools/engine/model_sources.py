@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from tools.engine.comfyui_folders import inside, is_dir, is_file
 from tools.errors import UserError
 from tools.user_paths import expand_user
 
@@ -67,33 +68,6 @@ class ModelSource:
         return self.location if self.kind == "hub" else Path(self.location).name
 
 
-def comfyui_dirs(root: str | None, kind: str) -> list[Path]:
-    """A ComfyUI install's folders of one kind (`checkpoints`, `controlnet`, `loras`, ...):
-    `<root>/models/<kind>` and the entries of `<root>/extra_model_paths.yaml` (read as ComfyUI's
-    `utils/extra_config.py` does: each section's paths, one per line, below its `base_path`)."""
-    if not root:
-        return []
-    base = expand_user(root)
-    found = [base / "models" / kind]
-    config = base / "extra_model_paths.yaml"
-    try:
-        import yaml
-
-        sections = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        sections = {}  # a broken file of ComfyUI's own is ComfyUI's to report
-    for section in (sections or {}).values() if isinstance(sections, dict) else []:
-        if not isinstance(section, dict) or not isinstance(section.get(kind), str):
-            continue
-        section_base = expand_user(str(section.get("base_path") or ""))
-        if not section_base.is_absolute():
-            section_base = base / section_base
-        for line in section[kind].splitlines():
-            if line.strip():
-                found.append(section_base / expand_user(line.strip()))
-    return found
-
-
 def resolve_source(
     value: str, models_dir: Path, what: str, also: list[Path] | tuple[Path, ...] = ()
 ) -> ModelSource:
@@ -101,10 +75,12 @@ def resolve_source(
     is looked up in `models_dir`, then in the folders `also` (a ComfyUI install's)."""
     given = expand_user(value)
     candidates = (
-        [given] if given.is_absolute() else [given, models_dir / given, *(d / given for d in also)]
+        [given]
+        if given.is_absolute()
+        else [given, models_dir / given, *filter(None, (inside(d, given) for d in also))]
     )
     for candidate in candidates:
-        if candidate.is_dir():
+        if is_dir(candidate):
             if what == "checkpoint" and not (candidate / "model_index.json").is_file():
                 # Any folder would pass here and fail in the worker, attempt after attempt.
                 raise UserError(
@@ -112,7 +88,7 @@ def resolve_source(
                     "name a diffusers model folder, a checkpoint file, or a hub id",
                 )
             return ModelSource("dir", str(candidate.resolve()))
-        if candidate.is_file():
+        if is_file(candidate):
             if candidate.suffix.lower() not in CHECKPOINT_SUFFIXES:
                 raise UserError(
                     f"{what}: {candidate} is not a .safetensors or .ckpt file",

@@ -8,9 +8,11 @@ the checkpoint's own VAE config, so it needs no download.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tools.engine.comfyui_folders import inside
 from tools.engine.model_sources import fetch_hub, is_hub_id
 from tools.errors import UserError
 from tools.user_paths import expand_user
@@ -30,11 +32,19 @@ def vae_label(value: str | None) -> str | None:
     return value if is_hub_id(value) and not Path(value).suffix else Path(value).name
 
 
-def find_vae(value: str, models_dir: Path) -> tuple[str, Path | str]:
-    """('file' | 'dir', path) for a local VAE, or ('hub', id)."""
+def find_vae(value: str, models_dir: Path, also: Sequence[Path] = ()) -> tuple[str, Path | str]:
+    """('file' | 'dir', path) for a local VAE, or ('hub', id); `also`: a ComfyUI install's
+    `vae` folders (`tools.engine.comfyui_folders`), searched after ours."""
     given = expand_user(value)
     candidates = (
-        [given] if given.is_absolute() else [given, models_dir / given, models_dir / "vae" / given]
+        [given]
+        if given.is_absolute()
+        else [
+            given,
+            models_dir / given,
+            models_dir / "vae" / given,
+            *filter(None, (inside(folder, given) for folder in also)),
+        ]
     )
     for candidate in candidates:
         if candidate.is_file():
@@ -59,12 +69,19 @@ def find_vae(value: str, models_dir: Path) -> tuple[str, Path | str]:
     )
 
 
-def load_vae(value: str, models_dir: Path, like: Any, dtype: Any, config_dir: Path) -> Any:
+def load_vae(
+    value: str,
+    models_dir: Path,
+    like: Any,
+    dtype: Any,
+    config_dir: Path,
+    also: Sequence[Path] = (),
+) -> Any:
     """The VAE `models.vae` names, built with the architecture config of `like` (the
     checkpoint's own VAE) when it is a single file, so nothing is downloaded."""
     from diffusers import AutoencoderKL
 
-    kind, location = find_vae(value, models_dir)
+    kind, location = find_vae(value, models_dir, also)
     if kind == "file":
         like.save_config(config_dir)
         try:

@@ -222,16 +222,19 @@ def get_options(request: Request) -> dict[str, Any]:
 def set_options(body: dict[str, Any], request: Request) -> None:
     """Keep the options for this server's later requests; a value we cannot use is a 422 now
     (a checkpoint or VAE that is not there too: it would fail every later request)."""
+    from tools.engine.comfyui_folders import setting_dirs
     from tools.engine.model_sources import resolve_source
     from tools.engine.vae import find_vae
 
     options = {**_options(request), **body}
     flags = map_request(A1111Request(), options, _known(request)).flags
     settings = _settings(studio_of(request), request, flags)
-    models, folder = settings.models, settings.paths.models
+    models, folder, root = settings.models, settings.paths.models, settings.comfyui.root
     checks = {
-        "sd_model_checkpoint": lambda: resolve_source(models.checkpoint, folder, "checkpoint"),
-        "sd_vae": lambda: models.vae and find_vae(models.vae, folder),
+        "sd_model_checkpoint": lambda: resolve_source(
+            models.checkpoint, folder, "checkpoint", setting_dirs(root, "checkpoint")
+        ),
+        "sd_vae": lambda: models.vae and find_vae(models.vae, folder, setting_dirs(root, "vae")),
     }
     for field, check in checks.items():
         try:

@@ -7,6 +7,7 @@ generation request and settings overrides, naming what has no equivalent here;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,12 @@ def _set(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def replay_vae(info: dict[str, Any], configured: str | None, models_dir: Path) -> dict[str, Any]:
+def replay_vae(
+    info: dict[str, Any], configured: str | None, models_dir: Path, also: Sequence[Path] = ()
+) -> dict[str, Any]:
     """The `models.vae` override that draws with the image's VAE: none when the configured one
     is it (same label), null for the checkpoint's own, else the recorded name (a hub id, or a
-    file or folder found under `models_dir`, as `tools.engine.vae.find_vae` looks).
+    file or folder found under `models_dir` or `also`, as `tools.engine.vae.find_vae` looks).
 
     Raises UserError naming the VAE when the recorded one cannot be found here."""
     from tools.engine.vae import find_vae, vae_label
@@ -124,7 +127,7 @@ def replay_vae(info: dict[str, Any], configured: str | None, models_dir: Path) -
         return {}
     if recorded is not None:
         try:
-            find_vae(recorded, models_dir)
+            find_vae(recorded, models_dir, also)
         except UserError as error:
             raise UserError(
                 f"this image was drawn with VAE '{recorded}', not found here ({error})",

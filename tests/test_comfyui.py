@@ -269,6 +269,40 @@ def test_a_users_workflow_reaches_comfyui_with_its_extra_nodes(comfy, tmp_path):
     assert sent[find_slots(workflow)["sampler"]]["inputs"]["seed"] == 5
 
 
+def test_loras_go_between_a_workflows_checkpoint_loader_and_its_consumers():
+    from tools.comfyui.workflow import insert_loras
+
+    workflow = renumbered(built_in_graph(drawing({"pose": "a.png"}, loras=())))
+    without, _ = fill_workflow(workflow, drawing({"pose": "p.png"}, loras=()))
+    loras = ((LORAS[0], 0.7), (LORAS[1], -0.5))
+    graph, slots = fill_workflow(workflow, drawing({"pose": "p.png"}, loras=loras))
+    first, second = slots["lora0"], slots["lora1"]
+    assert graph[first]["inputs"] == {"model": ["10", 0], "clip": ["10", 1],
+        "lora_name": LORAS[0], "strength_model": 0.7, "strength_clip": 0.7}  # fmt: skip
+    assert graph[second]["inputs"] == {"model": [first, 0], "clip": [first, 1],
+        "lora_name": LORAS[1], "strength_model": -0.5, "strength_clip": -0.5}  # fmt: skip
+    # Every other node as it was, its links to the checkpoint's MODEL / CLIP now to our last
+    # LoRA (its VAE, output 2, still the checkpoint's).
+    relinked = {("10", 0): [second, 0], ("10", 1): [second, 1]}
+    assert {i: n for i, n in graph.items() if i not in (first, second)} == {
+        i: _relinked(n, relinked) for i, n in without.items()
+    }
+    assert any(v == ["10", 2] for n in graph.values() for v in n["inputs"].values())
+    two = dict(workflow, **{"99": {"class_type": "CheckpointLoaderSimple", "inputs": {}}})
+    with pytest.raises(UserError, match="2 checkpoint loaders") as error:
+        insert_loras(two, loras)
+    assert "anime:checkpoint" in (error.value.hint or "")
+    two["99"]["_meta"] = {"title": "anime:checkpoint"}
+    assert insert_loras(two, loras) == ["anime_lora0", "anime_lora1"]
+    assert two["anime_lora0"]["inputs"]["model"] == ["99", 0]
+
+
+def _relinked(node: dict, links: dict) -> dict:
+    inputs = {k: links.get(tuple(v), v) if isinstance(v, list) else v
+              for k, v in node["inputs"].items()}  # fmt: skip
+    return {**node, "inputs": inputs}
+
+
 def test_ambiguous_or_hostile_workflows_are_one_line(tmp_path):
     path = tmp_path / "w.json"
     two_samplers = renumbered(built_in_graph(drawing({"pose": "a.png"})))

@@ -110,6 +110,38 @@ def test_a_users_workflow_keeps_its_extra_nodes(comfy, anime_home, monkeypatch, 
 
 
 @pytest.mark.slow
+def test_a_users_workflow_gets_the_characters_and_the_prompts_loras(
+    comfy, anime_home, monkeypatch, tmp_path
+):
+    from tests.test_comfyui import drawing, renumbered
+    from tools.characters.library import CharacterLibrary
+    from tools.comfyui.graph import built_in_graph
+    from tools.settings import LoraSetting, load_settings
+
+    CharacterLibrary(load_settings().paths).edit(
+        "sakura", loras=[LoraSetting(name="sakura_style", weight=0.8)]
+    )
+    monkeypatch.delenv("ANIME_COMFYUI_LORAS")  # the image's own LoRA set, not comfyui.loras
+    workflow = renumbered(built_in_graph(drawing({"pose": "a.png", "reference": "b.png"})))
+    theirs = next(i for i, n in workflow.items() if n["class_type"] == "LoraLoader")
+    path = tmp_path / "workflow_api.json"
+    path.write_text(json.dumps(workflow))
+    monkeypatch.setenv("ANIME_COMFYUI_WORKFLOW", str(path))
+    chat(f"{REQUEST} <lora:detail_tweaker:0.4>")
+    checkpoint = next(i for i, n in workflow.items() if n["class_type"] == "CheckpointLoaderSimple")
+    for graph in sent_graphs(comfy):
+        added = {i: n for i, n in graph.items() if i not in workflow}
+        (ours,) = added.values()  # detail_tweaker: their graph loads it already, not twice
+        assert ours["class_type"] == "LoraLoader" and ours["inputs"]["lora_name"] == LORAS[1]
+        assert ours["inputs"]["strength_model"] == 0.8 == ours["inputs"]["strength_clip"]
+        assert ours["inputs"]["model"] == [checkpoint, 0]
+        assert graph[theirs]["inputs"]["model"] == [next(iter(added)), 0]  # theirs after ours
+        assert {k: v for k, v in graph[theirs]["inputs"].items() if k not in ("model", "clip")} == {
+            k: v for k, v in workflow[theirs]["inputs"].items() if k not in ("model", "clip")
+        }
+
+
+@pytest.mark.slow
 def test_comfyui_killed_mid_prompt_finishes_the_job_with_every_image_once(comfy):
     comfy.faults.append("die")
     paths = chat()

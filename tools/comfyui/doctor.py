@@ -8,7 +8,13 @@ from dataclasses import replace
 from typing import Any
 
 from tools.comfyui.client import ComfyUIClient, ComfyUIError
-from tools.comfyui.graph import Drawing, built_in_graph, check_graph, resolve_models
+from tools.comfyui.graph import (
+    Drawing,
+    built_in_graph,
+    check_graph,
+    comfy_loras,
+    resolve_models,
+)
 from tools.comfyui.workflow import fill_workflow, load_workflow
 from tools.errors import UserError
 from tools.settings import Settings
@@ -25,13 +31,14 @@ def sample_graph(settings: Settings, info: dict[str, Any]) -> tuple[dict[str, An
         reference_image="reference.png", checkpoint="", controlnet="",
         ipadapter_preset=settings.comfyui.ipadapter_preset,
     )  # fmt: skip
-    if settings.comfyui.workflow:
-        graph, slots = fill_workflow(load_workflow(settings.comfyui.workflow), drawing)
-        return graph, set(slots.values())
     loras = [(lora.name, lora.weight) for lora in models.loras]
-    checkpoint, controlnet, comfy_loras = resolve_models(settings, info, loras)
+    if settings.comfyui.workflow:
+        ours = replace(drawing, loras=comfy_loras(settings, loras))
+        graph, slots = fill_workflow(load_workflow(settings.comfyui.workflow), ours)
+        return graph, set(slots.values())
+    checkpoint, controlnet, named_loras = resolve_models(settings, info, loras)
     graph = built_in_graph(
-        replace(drawing, checkpoint=checkpoint, controlnet=controlnet, loras=comfy_loras)
+        replace(drawing, checkpoint=checkpoint, controlnet=controlnet, loras=named_loras)
     )
     return graph, set(graph)
 

@@ -21,7 +21,13 @@ from PIL import Image
 
 from tools.comfyui.backend import PNG_SIGNATURE, PromptRunner
 from tools.comfyui.client import ComfyUIClient
-from tools.comfyui.graph import Drawing, built_in_graph, model_name, resolve_models
+from tools.comfyui.graph import (
+    Drawing,
+    built_in_graph,
+    comfy_loras,
+    model_name,
+    resolve_models,
+)
 from tools.comfyui.workflow import fill_workflow, load_workflow
 from tools.engine.prompt_syntax import extract_loras
 from tools.engine.render_job import RenderJob
@@ -86,17 +92,17 @@ class ComfyUIEngine(Engine):
                 reference_image=names.get("reference"), checkpoint="", controlnet="",
                 ipadapter_preset=self.comfyui.ipadapter_preset,
             )  # fmt: skip
-            if self.comfyui.workflow:
-                graph, slots = fill_workflow(self.workflow(), drawing)
-                return graph, set(slots.values()), slots["save"]
             chosen = self.lora_set(job.prompt, job.negative_prompt, job.loras)
-            checkpoint, controlnet, comfy_loras = resolve_models(
-                self.settings,
-                self.runner.object_info(),
-                [(lora.name, lora.weight) for lora in chosen],
+            loras = [(lora.name, lora.weight) for lora in chosen]
+            if self.comfyui.workflow:
+                ours = replace(drawing, loras=comfy_loras(self.settings, loras))
+                graph, slots = fill_workflow(self.workflow(), ours)
+                return graph, set(slots.values()), slots["save"]
+            checkpoint, controlnet, named_loras = resolve_models(
+                self.settings, self.runner.object_info(), loras
             )
             graph = built_in_graph(
-                replace(drawing, checkpoint=checkpoint, controlnet=controlnet, loras=comfy_loras)
+                replace(drawing, checkpoint=checkpoint, controlnet=controlnet, loras=named_loras)
             )
             return graph, set(graph), "save"
 

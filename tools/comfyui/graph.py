@@ -215,6 +215,14 @@ def resolve_models(
     controlnet = model_name(comfyui.controlnet, models.controlnet, "controlnet")
     if controlnet is None:
         raise missing_model("controlnet", "ControlNetLoader", "control_net_name", info)
-    if comfyui.loras is not None:
-        return checkpoint, controlnet, tuple((lora.name, lora.weight) for lora in comfyui.loras)
-    return checkpoint, controlnet, tuple((lora_file(name), weight) for name, weight in loras)
+    return checkpoint, controlnet, comfy_loras(settings, loras)
+
+
+def comfy_loras(
+    settings: Settings, loras: list[tuple[str, float]]
+) -> tuple[tuple[str, float], ...]:
+    """The LoRAs by the names ComfyUI knows them: `comfyui.loras`, else the image's LoRA set
+    (`models.loras`, its character's, its prompt's tags) as file names."""
+    if settings.comfyui.loras is not None:
+        return tuple((lora.name, lora.weight) for lora in settings.comfyui.loras)
+    return tuple((lora_file(name), weight) for name, weight in loras)

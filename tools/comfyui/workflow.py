@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from tools.comfyui.graph import Drawing
 from tools.errors import UserError
 from tools.text import one_line
+
+log = logging.getLogger(__name__)
 
 MAX_WORKFLOW_BYTES = 8 * 1024 * 1024
 MAX_NODES = 5000
@@ -32,6 +35,8 @@ SLOT_TYPES: dict[str, tuple[str, ...]] = {
     "save": ("SaveImage",),
 }
 REQUIRED = ("sampler", "positive", "negative", "latent", "save")
+CHECKPOINT_LOADERS = ("CheckpointLoaderSimple", "CheckpointLoader")
+LORA_LOADERS = ("LoraLoader", "LoraLoaderModelOnly")
 
 
 def load_workflow(path: str | Path) -> dict[str, Any]:
@@ -180,4 +185,66 @@ def fill_workflow(
         inputs("pose")["image"] = drawing.pose_image
     if "reference" in slots and drawing.reference_image is not None:
         inputs("reference")["image"] = drawing.reference_image
+    for i, node_id in enumerate(insert_loras(graph, drawing.loras)):
+        slots[f"lora{i}"] = node_id  # ours: checked against /object_info like the slots
     return graph, slots
+
+
+def insert_loras(graph: dict[str, Any], loras: tuple[tuple[str, float], ...]) -> list[str]:
+    """Put a `LoraLoader` for each of the image's LoRAs between the workflow's checkpoint loader
+    and its consumers, as our built-in graph does (the character's LoRA is what keeps it
+    consistent, the prompt's tags what the user asked for). The user's own LoraLoaders stay as
+    they are, after ours; a LoRA their graph loads already keeps their node and weight (not
+    loaded twice). Returns the ids of the nodes added (in `graph`, changed in place)."""
+    if not loras:
+        return []
+    theirs = {
+        str(node["inputs"].get("lora_name")): node_id
+        for node_id, node in graph.items()
+        if node["class_type"] in LORA_LOADERS
+    }
+    wanted = []
+    for name, weight in loras:
+        if name in theirs:
+            log.info("the workflow loads LoRA %s itself (node %s): its weight there is kept",
+                     name, theirs[name])  # fmt: skip
+        else:
+            wanted.append((name, weight))
+    if not wanted:
+        return []
+    loader = _checkpoint_loader(graph)
+    added, model, clip = [], [loader, 0], [loader, 1]
+    for name, weight in wanted:
+        node_id = next(
+            f"anime_lora{i}" for i in range(len(graph) + 1) if f"anime_lora{i}" not in graph
+        )
+        inputs = {"model": model, "clip": clip, "lora_name": name,
+                  "strength_model": weight, "strength_clip": weight}  # fmt: skip
+        graph[node_id] = {"class_type": "LoraLoader", "inputs": inputs,
+                          "_meta": {"title": f"anime:lora {name}"}}  # fmt: skip
+        added.append(node_id)
+        model, clip = [node_id, 0], [node_id, 1]
+    rewire = {(loader, 0): model, (loader, 1): clip}
+    for node_id, node in graph.items():
+        if node_id in added:
+            continue
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and (str(value[0]), value[1]) in rewire:
+                node["inputs"][name] = list(rewire[(str(value[0]), value[1])])
+    return added
+
+
+def _checkpoint_loader(graph: dict[str, Any]) -> str:
+    """The node whose outputs 0 and 1 (MODEL, CLIP) our LoRAs go after: titled
+    `anime:checkpoint`, else the one checkpoint loader."""
+    titled = [i for i, n in graph.items() if _title(n) == "anime:checkpoint"]
+    found = titled or [i for i, n in graph.items() if n["class_type"] in CHECKPOINT_LOADERS]
+    if len(found) == 1 and graph[found[0]]["class_type"] in CHECKPOINT_LOADERS:
+        return found[0]
+    raise UserError(
+        f"the image has LoRAs (the character's, the prompt's or models.loras) but the workflow "
+        f"has {len(found) or 'no'} checkpoint loader{'s' if len(found) != 1 else ''} to put "
+        "them after",
+        "title the CheckpointLoaderSimple node 'anime:checkpoint', or set comfyui.loras: [] "
+        "to draw with the workflow's LoRAs only",
+    )

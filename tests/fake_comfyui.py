@@ -16,6 +16,7 @@ that client's socket only);
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -208,6 +209,8 @@ class FakeComfyUI:
         self.lose_answers = 0  # the next N POST /prompt queue the prompt but never answer
         self.without_system_stats = False  # as a ComfyUI older than `/system_stats`
         self.disable_metadata = False  # as `main.py --disable-metadata`: no `prompt` chunk
+        self.huge_view: tuple[int, int] | None = None  # /view: a PNG header of (w, h), no end
+        self.view_sent = 0  # bytes of that endless answer written before the client hung up
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._counter = 0
@@ -319,6 +322,8 @@ class FakeComfyUI:
         return web.json_response({prompt_id: entry} if entry else {})
 
     async def _view(self, request: web.Request) -> web.StreamResponse:
+        if self.huge_view is not None:
+            return await self._endless_png(request, *self.huge_view)
         # server.py `view_image`: no absolute names or "..", the subfolder stays inside the dir.
         filename = request.rel_url.query.get("filename", "")
         if not filename or filename[0] == "/" or ".." in filename:
@@ -334,6 +339,20 @@ class FakeComfyUI:
         if not file.is_file():
             return web.Response(status=404)
         return web.FileResponse(file)
+
+    async def _endless_png(
+        self, request: web.Request, width: int, height: int
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        size = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+        await response.write(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + size + bytes(5))
+        chunk = bytes(1024 * 1024)
+        with contextlib.suppress(ConnectionError):  # the client hung up: what it should do
+            while self.view_sent < 1024**3:  # a client that reads on forever fails its test
+                await response.write(chunk)
+                self.view_sent += len(chunk)
+        return response
 
     async def _interrupt(self, _request: web.Request) -> web.Response:
         self.received.interrupts += 1

@@ -585,6 +585,30 @@ def test_garbage_object_info_is_no_traceback():
     )
 
 
+def test_an_output_too_large_by_its_png_header_is_refused_before_it_is_read(comfy):
+    comfy.huge_view = (100_000, 100_000)
+    with pytest.raises(ComfyUIError, match="100000x100000: too large"):
+        runner(comfy.url).run(built_in(), uploads(), None)
+    assert comfy.view_sent < 32 * 1024 * 1024  # what the sockets buffer, not 256 MB
+
+
+def test_an_outputs_bytes_are_capped_by_what_its_size_can_hold():
+    from tools.comfyui.client import MAX_IMAGE_BYTES, MAX_JSON_BYTES, png_byte_cap
+
+    head = png_of(POSE)[:24]
+    assert (
+        png_byte_cap(head, "a.png") == POSE.width * POSE.height * 8 + POSE.height + MAX_JSON_BYTES
+    )
+    largest = head[:16] + (4096).to_bytes(4, "big") * 2
+    assert png_byte_cap(largest, "a.png") == 4096 * 4096 * 8 + 4096 + MAX_JSON_BYTES
+    assert png_byte_cap(largest, "a.png") < MAX_IMAGE_BYTES
+    with pytest.raises(ComfyUIError, match="4097x4096: too large"):
+        png_byte_cap(head[:16] + (4097).to_bytes(4, "big") + (4096).to_bytes(4, "big"), "a.png")
+    for bad in (b"GIF89a" + head[6:], head[:12] + b"IDAT" + head[16:], head[:20]):
+        with pytest.raises(ComfyUIError, match="is not a PNG"):
+            png_byte_cap(bad, "a.png")
+
+
 def test_a_websocket_closed_at_once_counts_as_unreachable(comfy):
     comfy.drop_sockets = 1
     output = runner(comfy.url).run(built_in(), uploads(), None)

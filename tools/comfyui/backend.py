@@ -29,7 +29,6 @@ from tools.comfyui.graph import check_graph
 from tools.errors import UserError
 from tools.text import one_line
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 POLL_SECONDS = 0.5
 
 
@@ -234,10 +233,7 @@ class PromptRunner:
             raise ComfyUIError(
                 f"ComfyUI's history names an odd output file: {one_line(filename)!r}"
             )
-        png = self.client.view(filename, subfolder, kind)
-        if not png.startswith(PNG_SIGNATURE):
-            raise ComfyUIError(f"ComfyUI's output {one_line(filename)} is not a PNG")
-        return png
+        return self.client.view(filename, subfolder, kind)  # a PNG: its header is checked
 
     def _queue(self, prompt_id: str) -> str | None:
         """Where `/queue` lists our prompt ("running" or "pending"), else None."""

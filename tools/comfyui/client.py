@@ -14,8 +14,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from tools.text import one_line
+
 MAX_JSON_BYTES = 64 * 1024 * 1024  # /object_info of a big install is a few MB
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
+MAX_PIXELS = 4096 * 4096  # an output over this is refused from its PNG header, unread
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_HEAD_BYTES = 24  # the signature and IHDR up to its width and height
+CHUNK_BYTES = 1024 * 1024
 
 
 class ComfyUIError(RuntimeError):
@@ -109,11 +115,18 @@ class ComfyUIClient:
         return _mapping(entry, "/history entry")
 
     def view(self, filename: str, subfolder: str, kind: str) -> bytes:
+        """An output file, streamed: its PNG header's size is checked before the rest is read
+        (at most what a PNG of that size can hold), so a huge or endless answer stops early."""
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
-        status, data = self._request("GET", f"/view?{query}", limit=MAX_IMAGE_BYTES)
-        if status != 200:
-            raise ComfyUIError(f"ComfyUI /view {filename}: HTTP {status}")
-        return data
+        request = urllib.request.Request(f"{self.url}/view?{query}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                head = response.read(PNG_HEAD_BYTES)
+                return head + _read_capped(response, png_byte_cap(head, filename), "/view")
+        except urllib.error.HTTPError as error:
+            raise ComfyUIError(f"ComfyUI /view {filename}: HTTP {error.code}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
+            raise Unreachable(f"ComfyUI at {self.url} does not answer ({_reason(error)})") from None
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """Stop the running prompt (`/interrupt`) and take ours out of the queue (`/queue`)."""
@@ -149,10 +162,28 @@ class ComfyUIClient:
 
 
 def _read_capped(response: Any, limit: int, path: str) -> bytes:
-    data = response.read(limit + 1)
-    if len(data) > limit:
-        raise ComfyUIError(f"ComfyUI {path}: answer over {limit // (1024 * 1024)} MB")
-    return data
+    """The answer's body, in chunks, up to `limit` bytes (more is an error, read no further)."""
+    chunks, size = [], 0
+    while chunk := response.read(min(CHUNK_BYTES, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ComfyUIError(f"ComfyUI {path}: answer over {limit / (1024 * 1024):g} MB")
+    return b"".join(chunks)
+
+
+def png_byte_cap(head: bytes, filename: str) -> int:
+    """How many more bytes a PNG starting with `head` (signature, then the IHDR chunk's length,
+    type, width and height: the PNG spec puts IHDR first) may have: its pixels uncompressed at
+    16-bit RGBA plus a filter byte a row, and room for text chunks (ComfyUI's `prompt` and
+    `workflow`); a header that is no PNG's, or a size over MAX_PIXELS, is refused unread."""
+    shown = one_line(filename)
+    if len(head) < PNG_HEAD_BYTES or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise ComfyUIError(f"ComfyUI's output {shown} is not a PNG")
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if width * height > MAX_PIXELS:
+        raise ComfyUIError(f"ComfyUI's output {shown} is {width}x{height}: too large")
+    return min(MAX_IMAGE_BYTES, width * height * 8 + height + MAX_JSON_BYTES)
 
 
 def _json(data: bytes, path: str) -> Any:

@@ -19,8 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from tools.comfyui.backend import PNG_SIGNATURE, PromptRunner
-from tools.comfyui.client import ComfyUIClient
+from tools.comfyui.backend import PromptRunner
+from tools.comfyui.client import MAX_PIXELS, PNG_SIGNATURE, ComfyUIClient
 from tools.comfyui.graph import (
     Drawing,
     built_in_graph,
@@ -34,8 +34,6 @@ from tools.engine.render_job import RenderJob
 from tools.engine.rendering import Engine, StepCallback
 from tools.settings import Settings
 from tools.store.png_chunks import SOURCE_PNG, with_text_chunks
-
-MAX_PIXELS = 4096 * 4096
 
 
 class ComfyUIEngine(Engine):

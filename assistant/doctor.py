@@ -37,11 +37,16 @@ def check_python() -> Check:
     return Check("python", "ok" if ok else "fail", version, "" if ok else "use Python 3.11+")
 
 
-def check_torch() -> Check:
+def check_torch(needed: bool = True) -> Check:
+    """torch and its GPU; `needed` False: nothing draws here (ComfyUI does), so no GPU is fine."""
     try:
         import torch
     except ImportError:
         return Check("torch", "fail", "not installed", "pip install torch torchvision")
+    if not needed and not torch.cuda.is_available():
+        return Check(
+            "torch", "ok", f"{torch.__version__}, no CUDA GPU (none needed: ComfyUI draws)"
+        )
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return Check(
@@ -188,13 +193,41 @@ def check_comfyui_root(settings: Settings) -> list[Check]:
     return [Check("comfyui.root", "ok", f"model files also found in {shown or 'no folder yet'}")]
 
 
+def local_uses(settings: Settings) -> list[str]:
+    """What loads the studio's own pipeline (`models.*`) here. With `worker.backend: comfyui`
+    ComfyUI draws, and only these still run locally: the quality gate (the IP-Adapter image
+    encoder, `ComfyUIEngine.needs_local_models`) and the hires / face detail passes
+    (tools/engine/second_pass.py)."""
+    if settings.worker.backend != "comfyui":
+        return ["drawing"]
+    uses = ["the quality gate"] if settings.quality.enabled else []
+    if settings.output.hires is not None:
+        uses.append("output.hires")
+    if settings.output.face_detail is not None:
+        uses.append("output.face_detail")
+    return uses
+
+
+def check_local_models(settings: Settings) -> list[Check]:
+    """`models.checkpoint` / `controlnet` / `ipadapter`, where something here loads them."""
+    uses = local_uses(settings)
+    if not uses:
+        return [Check("models", "ok", "none needed here: ComfyUI draws, and the quality gate, "
+                      "output.hires and output.face_detail are off")]  # fmt: skip
+    checks = [check_model(settings, key) for key in ("checkpoint", "controlnet", "ipadapter")]
+    if uses != ["drawing"]:
+        for check in checks:
+            check.detail += f" (loaded here for {', '.join(uses)}; ComfyUI draws)"
+    return checks
+
+
 def run_checks(settings: Settings) -> list[Check]:
     return [
         check_python(),
         check_config(settings),
         check_packages(),
-        check_torch(),
-        *(check_model(settings, key) for key in ("checkpoint", "controlnet", "ipadapter")),
+        check_torch(needed=bool(local_uses(settings))),
+        *check_local_models(settings),
         check_aesthetic(settings),
         check_ollama(settings),
         *check_comfyui(settings),

@@ -93,3 +93,28 @@ def test_doctor_on_a_fresh_home_with_the_default_settings_is_no_traceback(tmp_pa
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert "Traceback" not in result.output
     assert "models.ipadapter" in result.output
+
+
+def test_doctor_with_comfyui_reports_only_the_local_models_something_here_loads(
+    anime_home, monkeypatch
+):
+    monkeypatch.setenv("ANIME_LLM_HOST", "http://127.0.0.1:9")
+    overrides = {
+        "worker": {"backend": "comfyui"},
+        "comfyui": {"url": "http://127.0.0.1:9"},
+        "models": {"checkpoint": "someone/not-cached", "controlnet": "gone.safetensors"},
+        "quality": {"enabled": False},
+    }
+    checks = {check.name: check for check in run_checks(load_settings(overrides=overrides))}
+    assert not any(name.startswith("models.") for name in checks)  # ComfyUI draws: not needed
+    assert checks["models"].status == "ok" and "none needed here" in checks["models"].detail
+    assert checks["torch"].status == "ok"
+    assert checks["comfyui"].status == "fail"  # what this backend needs: its ComfyUI
+    gated = load_settings(overrides={**overrides, "quality": {"enabled": True}})
+    checks = {check.name: check for check in run_checks(gated)}
+    assert checks["models.checkpoint"].status == "warn"
+    assert checks["models.controlnet"].status == "fail"
+    assert "loaded here for the quality gate" in checks["models.checkpoint"].detail
+    detailed = load_settings(overrides={**overrides, "output": {"face_detail": True}})
+    checks = {check.name: check for check in run_checks(detailed)}
+    assert "loaded here for output.face_detail" in checks["models.ipadapter"].detail

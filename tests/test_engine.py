@@ -130,3 +130,43 @@ def test_compile_warm_up_runs_at_the_batch_size_used(anime_home):
     engine.pipe.unet.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
     engine._warm_up()
     assert set(batches) == {6}  # three images, each with its negative
+
+
+def test_an_image_without_a_reference_in_a_mixed_batch_is_drawn_as_alone(
+    anime_home, reference_image
+):
+    """Issue 23 (suspected, confirmed): a zero image embedding is not neutral at the batch's
+    IP-Adapter scale (diffusers models/embeddings.py ImageProjection: a linear layer with bias
+    and a LayerNorm, so zeros project to tokens the cross-attention attends to); at scale 0
+    (models/attention_processor.py IPAdapterAttnProcessor2_0 adds `scale * ip_hidden_states`)
+    the reference branch adds nothing. The text-only image of a mixed batch must be the image
+    the same job draws alone, without a reference."""
+    import torch
+
+    pose = Image.new("RGB", (128, 192))
+    with_reference = RenderJob("1girl", "lowres", pose, reference_image, 1)
+    without = RenderJob("1girl", "lowres", pose, None, 2)
+    engine = engine_for(anime_home)
+    # A trained adapter's projection has biases (h94/IP-Adapter ip-adapter_sd15: image_proj.proj
+    # and image_proj.norm); the tiny one's are zeros, which would make zeros project to zeros.
+    projection = engine.pipe.unet.encoder_hid_proj.image_projection_layers[0]
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for bias in (projection.image_embeds.bias, projection.norm.bias):
+            bias.copy_(3 * torch.randn(bias.shape, generator=generator))
+    mixed = engine.render(
+        [with_reference, without],
+        width=128,
+        height=192,
+        ipadapter_weight=0.9,
+        controlnet_strength=0.5,
+    )
+    mixed = [np.asarray(image) for image in mixed]
+    alone = engine.render(
+        [without], width=128, height=192, ipadapter_weight=0.9, controlnet_strength=0.5
+    )[0]
+    moved = np.abs(np.asarray(mixed[1], dtype=np.int16) - np.asarray(alone, dtype=np.int16))
+    referenced = np.abs(mixed[0].astype(np.int16) - draw(engine, reference_image, seed=1))
+    for difference in (moved, referenced):
+        # At most the documented rounding of batched kernels (tests/test_batch.py).
+        assert difference.max() <= 1 and (difference > 0).mean() < 0.001

@@ -203,14 +203,20 @@ class Engine:
         on_step: StepCallback | None = None,
     ) -> list[Image.Image]:
         """Draw the jobs; jobs with different LoRA sets are drawn in separate groups (one set of
-        adapters is active per call), switching adapters without reloading the checkpoint."""
+        adapters is active per call), switching adapters without reloading the checkpoint.
+
+        Jobs without a reference are a group of their own, drawn at IP-Adapter scale 0: the
+        scale is one number per call (diffusers models/attention_processor.py
+        IPAdapterAttnProcessor2_0 adds `scale * ip_hidden_states` to every row), and a zero
+        image embedding at the batch's scale is not neutral (models/embeddings.py
+        ImageProjection projects zeros to its bias, through a LayerNorm)."""
         draw = _Draw(width, height, ipadapter_weight, controlnet_strength, on_step)
-        groups: dict[tuple[LoraRequest, ...], list[int]] = {}
+        groups: dict[tuple[tuple[LoraRequest, ...], bool], list[int]] = {}
         for index, job in enumerate(jobs):
             loras = self.lora_set(job.prompt, job.negative_prompt, job.loras)
-            groups.setdefault(loras, []).append(index)
+            groups.setdefault((loras, job.reference is None), []).append(index)
         images: list[Image.Image | None] = [None] * len(jobs)
-        for loras, indexes in groups.items():
+        for (loras, _text_only), indexes in groups.items():
             self.loras.use(self.pipe, loras)
             drawn = self._render_group([jobs[index] for index in indexes], draw)
             for index, image in zip(indexes, drawn, strict=True):

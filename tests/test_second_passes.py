@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -168,24 +169,24 @@ def test_each_face_is_its_own_crop_and_pass_with_seed_plus_j(warm, monkeypatch):
             return getattr(self.pipe, name)
 
         def __call__(self, **kwargs):
-            calls.append(
-                (
-                    kwargs["mask_image"].getbbox(),
-                    kwargs["generator"].initial_seed(),
-                    kwargs["image"],
-                )
-            )
+            calls.append(kwargs["generator"].initial_seed())
             return self.pipe(**kwargs)
 
     real = face_detail.derived_pipeline
     monkeypatch.setattr(face_detail, "derived_pipeline", lambda *a: Spy(real(*a)))
+    # What each pass crops: its image (RGB) and its mask (L), before the crop.
+    cropped = []
+    fill = face_detail._fill
+    monkeypatch.setattr(face_detail, "_fill", lambda *args: cropped.append(args[1]) or fill(*args))
     redrawn, record = face_detail_pass(engine, job, image, FaceDetailSettings(mask_blur=0))
     assert record["faces"] == [list(box) for box in boxes]
-    assert [(bbox, seed) for bbox, seed, _ in calls] == [
+    masks = [picture.getbbox() for picture in cropped if picture.mode == "L"]
+    inputs = [picture for picture in cropped if picture.mode == "RGB"]
+    assert list(zip(masks, calls, strict=True)) == [
         ((8, 10, 41, 43), job.seed),
         ((80, 120, 113, 153), job.seed + 1),
     ]
-    assert not np.array_equal(np.asarray(calls[1][2]), np.asarray(image.convert("RGB")))
+    assert not np.array_equal(np.asarray(inputs[1]), np.asarray(image.convert("RGB")))
     changed = np.abs(np.asarray(redrawn).astype(int) - np.asarray(image).astype(int)).sum(axis=2)
     between = changed[50:110, 50:70]  # between the two faces: neither crop's mask
     assert not between.any() and changed[10:42, 8:40].any() and changed[120:152, 80:112].any()
@@ -257,3 +258,88 @@ def test_hires_pass_runs_and_records_the_hires_steps_whatever_the_denoise(warm):
     )
     assert reported == [(step, 5) for step in range(1, 6)]
     assert record["steps"] == 5 and image.size == (192, 288)
+
+
+class _OverflowingHalfVae(torch.nn.Module):
+    """A VAE that says it is in fp16 and decodes NaN there (an anime VAE overflowing), the real
+    tiny one's image once cast to fp32: what tests/test_prompt_models.py's HalfVae simulates for
+    the base pass, around the real VAE so a whole inpaint pass runs on it."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.inner = vae
+        self.half = True
+
+    @property
+    def config(self):
+        return self.inner.config
+
+    @property
+    def dtype(self):
+        return torch.float16 if self.half else torch.float32
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def to(self, *args, dtype=None, **kwargs):
+        if dtype is not None:
+            self.half = dtype == torch.float16
+        return self
+
+    def encode(self, pixels, *args, **kwargs):
+        return self.inner.encode(pixels.float(), *args, **kwargs)
+
+    def decode(self, latents, *args, **kwargs):
+        if self.half:
+            return (torch.full((latents.shape[0], 3, *latents.shape[-2:]), float("nan")),)
+        return self.inner.decode(latents.float(), *args, **kwargs)
+
+
+@pytest.mark.slow
+def test_face_detail_redoes_an_overflowing_half_precision_decode_in_fp32(warm, monkeypatch):
+    """Issue 23 (suspected, confirmed): the inpaint pipeline decoded in the VAE's dtype (diffusers
+    pipelines/stable_diffusion/pipeline_stable_diffusion_inpaint.py: no upcast, no NaN check), so
+    an fp16 overflow pasted a black face; it now decodes as the base pass (vae.decode_latents)."""
+    animeface = pytest.importorskip("animeface")
+    engine, job, image = warm.engine, warm.job, warm.image
+    monkeypatch.setattr(animeface, "detect", _face_at((40, 30, 40, 40)))
+    detail = FaceDetailSettings(mask_blur=2)
+    expected, _ = face_detail_pass(engine, job, image, detail)
+    inpaint = derived_pipelines.derived_pipeline(engine, "inpaint")
+    monkeypatch.setattr(inpaint, "vae", _OverflowingHalfVae(inpaint.vae))
+    redecodes = engine.vae_redecodes
+    redrawn, _ = face_detail_pass(engine, job, image, detail)
+    assert engine.vae_redecodes == redecodes + 1
+    assert np.array_equal(np.asarray(redrawn), np.asarray(expected))
+
+
+@pytest.mark.slow
+def test_face_detail_crop_is_diffusers_padding_mask_crop(warm, monkeypatch):
+    """The crop, fill and paste done outside the pipeline (so that the engine decodes) give
+    what diffusers' own `padding_mask_crop` gives with an fp32 VAE, pixel for pixel."""
+    from tools.engine.derived_pipelines import at_least_one_step, conditioning
+    from tools.engine.face_detail import face_mask
+
+    animeface = pytest.importorskip("animeface")
+    engine, job, image = warm.engine, warm.job, warm.image
+    box = (40, 30, 40, 40)
+    monkeypatch.setattr(animeface, "detect", _face_at(box))
+    detail = FaceDetailSettings(mask_blur=2)
+    ours, _ = face_detail_pass(engine, job, image, detail)
+    pipe = derived_pipelines.derived_pipeline(engine, "inpaint")
+    mask = face_mask(image.size, [SimpleNamespace(x=40, y=30, width=40, height=40)], 2)
+    mask = pipe.mask_processor.blur(mask, blur_factor=2)
+    steps = at_least_one_step(engine.sampling.steps, detail.denoise)
+    with torch.inference_mode():
+        theirs = pipe(
+            **conditioning(engine, job, pipe),
+            image=image.convert("RGB"),
+            mask_image=mask,
+            padding_mask_crop=detail.padding,
+            strength=detail.denoise,
+            num_inference_steps=steps,
+            width=image.width,
+            height=image.height,
+        ).images[0]
+    assert np.array_equal(np.asarray(ours), np.asarray(theirs))

@@ -128,8 +128,6 @@ def refine(
     import torch
     from PIL import Image
 
-    from tools.engine.vae import decode_latents
-
     width, height = size
     pipe = derived_pipeline(engine, "img2img")
     inputs = conditioning(engine, job, pipe)
@@ -150,6 +148,4 @@ def refine(
             callback_on_step_end=step_reporter(on_step, runs),
             output_type="latent",
         )
-    images, redone = decode_latents(pipe, result.images)
-    engine.vae_redecodes += redone
-    return images[0]
+    return engine.decode(pipe, result.images)[0]

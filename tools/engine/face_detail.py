@@ -79,17 +79,32 @@ def face_detail_pass(
             mask = pipe.mask_processor.blur(mask, blur_factor=detail.mask_blur)
         seed = job.seed + number
         seed_sde_noise(pipe, seed)
+        # diffusers' `padding_mask_crop`, done here (pipelines/stable_diffusion/
+        # pipeline_stable_diffusion_inpaint.py __call__: get_crop_region, preprocess with
+        # resize_mode="fill", apply_overlay), because the pipeline refuses output_type="latent"
+        # with it and decodes in the VAE's dtype (SD1.5: no upcast, no NaN check: an fp16
+        # overflow pastes a black face). The engine decodes as it decodes the first pass.
+        crop = pipe.mask_processor.get_crop_region(
+            mask, image.width, image.height, pad=detail.padding
+        )
         with torch.inference_mode():
             result = pipe(
                 **{**inputs, "generator": torch.Generator("cpu").manual_seed(seed)},
-                image=image,
-                mask_image=mask,
-                padding_mask_crop=detail.padding,
+                image=_fill(pipe.image_processor, image, crop),
+                mask_image=_fill(pipe.mask_processor, mask, crop),
                 strength=detail.denoise,
                 num_inference_steps=steps,
                 width=image.width,
                 height=image.height,
                 callback_on_step_end=step_reporter(on_step, steps),
+                output_type="latent",
             )
-        image = result.images[0]
+        drawn = engine.decode(pipe, result.images)[0]
+        image = pipe.image_processor.apply_overlay(mask, image, drawn, crop)
     return image, record
+
+
+def _fill(processor: Any, image: Image.Image, crop: tuple[int, int, int, int]) -> Image.Image:
+    """The crop of `image` resized to fill the image's own size, as the pipeline's `preprocess`
+    does with `crops_coords` (its own resize of an image of that size then changes nothing)."""
+    return processor.resize(image.crop(crop), image.height, image.width, resize_mode="fill")

@@ -63,6 +63,8 @@ class Engine:
         self.info: EngineInfo | None = None
         self.loads = 0
         self.vae_redecodes = 0
+        # Set by the worker's out-of-memory fallback: the VAE decodes sliced and tiled from then on.
+        self.low_memory = False
         self._pipe: Any = None
         self._conditioning: Conditioning | None = None
         self._references_hook = PerImageReferences()
@@ -248,7 +250,6 @@ class Engine:
                 draw.on_step(step + 1, steps)
             return kwargs
 
-        self._fit_vae(len(jobs), draw.width, draw.height)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
         if hasattr(pipe.scheduler, "noise_sampler_seed"):
             # SDE samplers draw Brownian noise of their own: seed it per image, like the latents.
@@ -272,9 +273,28 @@ class Engine:
                 )
         finally:
             self._references_hook.rows = None
-        images, redone = decode_latents(pipe, result.images)
+        return self.decode(pipe, result.images)
+
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        """Latents → images, for every pass (first, hires, face detail): the VAE fitted to this
+        decode's batch and size, an fp16 overflow redone in fp32 (`vae.decode_latents`)."""
+        factor = pipe.vae_scale_factor
+        height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
+        self._fit_vae(latents.shape[0], width, height)
+        images, redone = decode_latents(pipe, latents)
         self.vae_redecodes += redone
         return images
+
+    def use_less_memory(self) -> None:
+        """After an out-of-memory error (the worker's fallback): decode the VAE in slices and
+        tiles from now on, whatever the size; `_fit_vae` no longer turns them off.
+
+        Not attention slicing: its processors replace the IP-Adapter's (the soak eval caught that).
+        """
+        self.low_memory = True
+        vae = self.pipe.vae
+        vae.enable_slicing()
+        vae.enable_tiling()
 
     def _cut_tensor_names(self) -> list[str]:
         if self.family == "sdxl":
@@ -282,15 +302,25 @@ class Engine:
         return ["prompt_embeds", "image"]
 
     def _fit_vae(self, batch: int, width: int, height: int) -> None:
-        """Decode in slices/tiles only when the decode would not fit in free GPU memory."""
-        import torch
-
+        """Decode in slices/tiles only when this decode would not fit in free GPU memory; after
+        `use_less_memory` always (a later small batch must not undo the fallback)."""
+        if self.low_memory:
+            return
         vae = self._pipe.vae
         need = batch * width * height * _VAE_BYTES_PER_PIXEL
         one = width * height * _VAE_BYTES_PER_PIXEL
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-        else:
-            free = math.inf
+        free = free_device_memory(self.device)
         vae.enable_slicing() if need > free / 2 else vae.disable_slicing()
         vae.enable_tiling() if one > free / 2 else vae.disable_tiling()
+
+
+def free_device_memory(device: Any) -> float:
+    """Bytes a new allocation on `device` can have: the driver's free memory plus what torch's
+    caching allocator holds unused (after the denoising loop that is most of it); unbounded on
+    the CPU."""
+    import torch
+
+    if device.type != "cuda":
+        return math.inf
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)

@@ -158,9 +158,7 @@ class RenderActor:
                     runtime.gate.baseline(runtime.characters.get(name))
                     self.calibrated.add(name)
             if task.get("low_memory") and not self.worker.low_memory:
-                from tools.jobs.worker import _use_less_memory
-
-                _use_less_memory(runtime.engine.pipe)
+                runtime.engine.use_less_memory()
                 self.worker.low_memory = True
         finally:
             self.loading = False

@@ -255,7 +255,7 @@ class Worker:
                     gate.baseline(character)
                     self._calibrated.add(character.name)
         if low_memory and not self.low_memory:
-            _use_less_memory(engine.pipe)
+            engine.use_less_memory()
             self.low_memory = True
 
 
@@ -283,15 +283,6 @@ def _report_phases(runtime: Runtime, heartbeat: Heartbeat) -> None:
         return
     engine = runtime.engine
     engine.phase = lambda text: heartbeat.beat(phase=text)  # type: ignore[attr-defined]
-
-
-def _use_less_memory(pipe: Any) -> None:
-    """After an out-of-memory error: decode the VAE in slices and tile it.
-
-    Not attention slicing: its processors replace the IP-Adapter's (the soak eval caught that).
-    """
-    pipe.vae.enable_slicing()
-    pipe.vae.enable_tiling()
 
 
 def _free_device_memory() -> None:

@@ -1,0 +1,87 @@
+"""What a long-lived engine keeps and how it fits its decodes (issue 23's suspected items): the
+out-of-memory fallback sticks, every decode is fitted, the LoRA and prompt caches are bounded."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from PIL import Image
+
+from tools.engine import rendering
+from tools.engine.rendering import Engine, RenderJob
+from tools.settings import load_settings
+
+pytestmark = pytest.mark.slow
+
+POSE = Image.new("RGB", (128, 192))
+
+
+def decode_flags(engine: Engine) -> list[tuple[bool, bool]]:
+    """(slicing, tiling) of the VAE at each decode from now on."""
+    vae = engine.pipe.vae
+    real = vae.decode
+    flags: list[tuple[bool, bool]] = []
+
+    def decode(*args, **kwargs):
+        flags.append((vae.use_slicing, vae.use_tiling))
+        return real(*args, **kwargs)
+
+    vae.decode = decode
+    return flags
+
+
+def test_the_out_of_memory_fallback_keeps_slicing_and_tiling_for_every_later_decode(
+    anime_home, reference_image
+):
+    """The retry of an image that ran out of memory at batch 1 slices and tiles the VAE
+    (tools/jobs/worker.py); `_fit_vae`, deciding per batch, turned both off again at the next
+    decode, so the retry ran out of memory the same way."""
+    from PIL import Image as PILImage
+
+    from tools.characters.library import CharacterLibrary
+    from tools.generation.specs import GenerationRequest
+    from tools.jobs.client import submit_job
+    from tools.jobs.faults import FaultPlan, parse_faults
+    from tools.jobs.job import JobState
+    from tools.jobs.worker import Worker
+
+    settings = load_settings(overrides={"worker": {"retry_backoff": 0.01}}, home=anime_home, env={})
+    library = CharacterLibrary(settings.paths)
+    added = library.add("sakura", PILImage.open(reference_image))
+    library.update(added.model_copy(update={"consistency_baseline": 0.99}))
+    worker = Worker(settings, FaultPlan(parse_faults("oom@0")))
+    runtime = worker.runtime_for(settings)
+    flags = decode_flags(runtime.engine)
+    specs = runtime.planner.plan(GenerationRequest(character="sakura", count=2, seed=3))
+    journal, job_id = submit_job(settings, specs)
+    while journal.get(job_id).state != JobState.DONE:
+        job = journal.claim(os.getpid())  # None until the retry's short backoff has passed
+        if job is None:
+            time.sleep(0.01)
+        else:
+            assert worker.run_job(job) is True
+    done = journal.get(job_id)
+    assert done.state == JobState.DONE and done.attempts == 2
+    assert flags and set(flags) == {(True, True)}
+
+
+def test_the_hires_decode_is_fitted_at_its_own_size(anime_home, monkeypatch):
+    """The first pass fits in memory, the larger hires decode does not: only that one slices
+    and tiles (it was decoded with whatever the first pass had decided)."""
+    from tools.engine.hires import hires_pass
+    from tools.settings import HiresSettings
+
+    engine = Engine(load_settings(home=anime_home, env={}))
+    flags = decode_flags(engine)
+    # Free memory (the GPU's answer) for a 128×192 decode but not a 192×288 one.
+    first = 128 * 192 * rendering._VAE_BYTES_PER_PIXEL
+    monkeypatch.setattr(rendering, "free_device_memory", lambda _device: 3 * first)
+    job = RenderJob("1girl", "lowres", POSE, None, 1)
+    image = engine.render(
+        [job], width=128, height=192, ipadapter_weight=0.0, controlnet_strength=0.5
+    )[0]
+    hires = HiresSettings(scale=1.5, denoise=0.5, steps=2, upscaler="lanczos")
+    hires_pass(engine, job, image, hires)
+    assert flags == [(False, False), (True, True)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -85,3 +86,62 @@ def test_the_hires_decode_is_fitted_at_its_own_size(anime_home, monkeypatch):
     hires = HiresSettings(scale=1.5, denoise=0.5, steps=2, upscaler="lanczos")
     hires_pass(engine, job, image, hires)
     assert flags == [(False, False), (True, True)]
+
+
+@pytest.fixture
+def many_loras(anime_home: Path, tiny_models: Path) -> list[str]:
+    """Five distinct tiny LoRAs in the home's LoRA folder."""
+    from evals.tiny_lora import build_tiny_lora
+
+    folder = anime_home / "models" / "lora"
+    for seed in range(5):
+        build_tiny_lora(tiny_models / "sd15" / "unet", folder / f"style{seed}.safetensors", seed)
+    return [f"style{seed}" for seed in range(5)]
+
+
+def test_loaded_loras_stay_within_the_bound_and_an_evicted_one_draws_the_same_again(
+    anime_home, many_loras
+):
+    """A1111 extensions-builtin/Lora/networks.py keeps `lora_in_memory_limit` LoRAs; here the
+    least recently used adapter is deleted (diffusers delete_adapters), reloaded when used again."""
+    import numpy as np
+
+    from tools.engine.prompt_syntax import LoraRequest
+
+    engine = Engine(load_settings(home=anime_home, env={}))
+    engine.loras.limit = 2
+
+    def draw(name: str) -> np.ndarray:
+        job = RenderJob("1girl", "lowres", POSE, None, 1, (LoraRequest(name, 1.0),))
+        return np.asarray(
+            engine.render(
+                [job], width=128, height=192, ipadapter_weight=0.0, controlnet_strength=0.5
+            )[0]
+        )
+
+    first = {}
+    for name in many_loras:
+        first[name] = draw(name)
+        adapters = engine.pipe.get_list_adapters()
+        assert len(engine.loras.loaded) <= 2
+        assert all(len(names) <= 2 for names in adapters.values()), adapters
+    assert engine.loras.loads == 5
+    assert not np.array_equal(first["style0"], first["style1"])
+    again = draw("style0")  # evicted three LoRAs ago
+    assert engine.loras.loads == 6
+    assert np.array_equal(again, first["style0"])
+
+
+def test_the_prompt_cache_keeps_the_most_recently_used_prompts(anime_home, monkeypatch):
+    from tools.engine import conditioning
+
+    monkeypatch.setattr(conditioning, "PROMPT_CACHE_SIZE", 4)
+    engine = Engine(load_settings(home=anime_home, env={}))
+    cache = engine.ensure_loaded()
+    kept = engine.prompt_embedding("1girl")
+    for number in range(20):
+        engine.prompt_embedding(f"1girl, hat {number}")
+        assert engine.prompt_embedding("1girl") is kept  # used again: not dropped
+        assert len(cache._prompts) <= 4
+    assert engine.prompt_embedding("1girl, hat 0") is not None
+    assert len(cache._prompts) == 4

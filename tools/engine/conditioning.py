@@ -10,6 +10,7 @@ own reference.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 from tools.engine.extra_networks import Embeddings, LoraAdapters
 from tools.engine.lora_hashes import file_digest
+from tools.engine.lru import evict
 from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder, repeat_to_chunks
 from tools.engine.prompt_syntax import LoraRequest, extract_loras
 from tools.quality.clip_images import pad_to_square
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 
 # Part of the reference-embedding cache key: bump it when the image handed to the encoder changes.
 REFERENCE_FRAMING = "square"
+# Prompt embeddings kept (on the device), the least recently used dropped beyond it.
+PROMPT_CACHE_SIZE = 128
 
 
 class PerImageReferences:
@@ -77,7 +81,9 @@ class Conditioning:
         # CPU offload the modules rest on the CPU; this is where inputs go.
         self.device = pipe._execution_device
         self.encoder_calls = 0
-        self._prompts: dict[tuple[str, tuple[LoraRequest, ...]], PromptEmbedding] = {}
+        self._prompts: OrderedDict[tuple[str, tuple[LoraRequest, ...]], PromptEmbedding] = (
+            OrderedDict()
+        )
         self._prompt_encoder: PromptEncoder | None = None
         self._references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._blank_reference: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -88,6 +94,7 @@ class Conditioning:
         and active LoRA set: a LoRA may adapt the text encoder too."""
         key = (prompt, self.loras.active)
         if key in self._prompts:
+            self._prompts.move_to_end(key)
             return self._prompts[key]
         family = self.sources.family
         if self.embeddings.load_named(self.pipe, family, [prompt]) or self._prompt_encoder is None:
@@ -100,6 +107,7 @@ class Conditioning:
             )
         embedding = self._prompt_encoder.encode(prompt)
         self._prompts[key] = embedding
+        evict(self._prompts, PROMPT_CACHE_SIZE)
         return embedding
 
     def text_inputs(self, jobs: list[RenderJob]) -> dict[str, Any]:

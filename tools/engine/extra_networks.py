@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
 from tools.engine.comfyui_folders import comfyui_dirs, inside, is_dir, is_file
+from tools.engine.lru import evict
 from tools.engine.model_sources import fetch_hub, is_hub_id
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.vae import vae_label as vae_label  # the producer imports it from here
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LORA_SUFFIXES = (".safetensors",)
+# LoRAs kept loaded as adapters, the least recently used deleted beyond it; as A1111's
+# extensions-builtin/Lora/networks.py `purge_networks_from_memory` (`lora_in_memory_limit`).
+# A set needs at most this many at once; more in one set stay loaded while it is drawn.
+LORAS_IN_MEMORY = 8
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
@@ -99,11 +105,13 @@ def adapter_name(name: str) -> str:
 
 
 class LoraAdapters:
-    """The LoRAs loaded into one pipeline, and which of them are active with what weights."""
+    """The LoRAs loaded into one pipeline (at most `limit`, least recently used first out), and
+    which of them are active with what weights."""
 
-    def __init__(self, paths: Paths) -> None:
+    def __init__(self, paths: Paths, limit: int = LORAS_IN_MEMORY) -> None:
         self.paths = paths
-        self.loaded: dict[str, str] = {}  # LoRA name → adapter name
+        self.limit = limit
+        self.loaded: OrderedDict[str, str] = OrderedDict()  # LoRA name → adapter, oldest use first
         self.active: tuple[LoraRequest, ...] = ()
         self.loads = 0
 
@@ -111,9 +119,16 @@ class LoraAdapters:
         """Make exactly `loras` active (none: LoRA layers off), loading any that are new."""
         if loras == self.active:
             return
+        wanted = {lora.name for lora in loras}
         for lora in loras:
-            if lora.name not in self.loaded:
-                self._load(pipe, lora.name)
+            if lora.name in self.loaded:
+                self.loaded.move_to_end(lora.name)
+                continue
+            # Room for the new one first: an evicted LoRA used again is loaded again.
+            for name, adapter in evict(self.loaded, self.limit - 1, keep=wanted):
+                pipe.delete_adapters(adapter)  # diffusers loaders/lora_base.py delete_adapters
+                log.info("LoRA %s unloaded (adapter %s): least recently used", name, adapter)
+            self._load(pipe, lora.name)
         if loras:
             pipe.enable_lora()
             pipe.set_adapters(

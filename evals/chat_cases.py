@@ -10,7 +10,8 @@ prompt_lacks, reply_has, name, description_has, query_has. Keys on the whole pla
 tools of the calls, in order), `each` ({character: {count, posture, tags, pose, prompt_has,
 prompt_lacks}}: exactly these characters are drawn, and each one's calls carry its own count,
 posture and scene words) and `create` ({name, description_has, description_lacks} on the
-create_character call). The library defaults to `LIBRARY`, and poses resolve to their own words
+create_character call). A case's `class` groups it in the per-class report (else its file
+does). The library defaults to `LIBRARY`, and poses resolve to their own words
 so the score measures the planner, not the pose bank.
 
 These are development sets: the planner was tuned on them. Generalisation is measured on cases
@@ -204,8 +205,20 @@ def failures(planner: Planner, cases: list[dict[str, Any]], verbose: bool = Fals
     return failed
 
 
+def case_class(case: dict[str, Any]) -> str:
+    """The class a case belongs to: its `class`, else the file it is in."""
+    return case.get("class") or case["where"].split(":")[0].split("#")[0]
+
+
 def score(planner: Planner, cases: list[dict[str, Any]], verbose: bool = False) -> float:
-    passed = len(cases) - len(failures(planner, cases, verbose))
+    """Print the pass rate of each class, then of all cases (the last line); return the latter."""
+    failed = set(failures(planner, cases, verbose))
+    classes: dict[str, list[bool]] = {}
+    for case in cases:
+        classes.setdefault(case_class(case), []).append(case["where"] not in failed)
+    for name, results in classes.items():
+        print(f"  {name}: {sum(results) / len(results):.3f} ({sum(results)}/{len(results)})")
+    passed = len(cases) - len(failed)
     rate = passed / len(cases) if cases else 0.0
     print(f"pass rate: {rate:.3f} ({passed}/{len(cases)})")
     return rate

@@ -81,7 +81,11 @@ class Clause:
     correct: bool
     shared: bool
     attrs: Attrs
-    shared_count: int | None = None  # "two pictures each of sakura and mei"
+    each_count: int | None = None  # "two pictures each of sakura and mei", "rin and mei 2 each"
+    # "rin and mei 2 each": a count after the names closes the group; "2 each of rin" opens it.
+    closes: bool = False
+    # "..., one of kaede": a count before the name starts a part of its own.
+    opens: bool = False
 
 
 def _count_of(tokens: Tokens, start: int, stop: int) -> int | None:
@@ -155,14 +159,19 @@ def cut(tokens: Tokens) -> list[Clause]:
         names = [m.value for m in tokens.found("name", start, stop)]
         everyone = bool(tokens.found("all", start, stop))
         names = list(dict.fromkeys(names))
-        each = bool(words & {"each", "apiece", "per"}) and bool(names or everyone)
-        shared_count, attrs.count = (attrs.count, None) if each else (None, attrs.count)
+        each = bool(words & {"each", "apiece", "per"})
+        each_count, attrs.count = (attrs.count, None) if each else (None, attrs.count)
+        counts, named_at = tokens.found("count", start, stop), tokens.found("name", start, stop)
+        count_first = bool(counts) and (not named_at or counts[0].start < named_at[0].start)
+        closes = each and bool(counts) and not count_first
         clauses.append(Clause(
             start, stop, names, everyone,
             correct=bool(tokens.found("correct", start, stop)),
             shared=bool(words & v.SHARED_WORDS) and not names and not everyone,
             attrs=attrs,
-            shared_count=shared_count,
+            each_count=each_count,
+            closes=closes,
+            opens=count_first and not each and bool(named_at),
         ))  # fmt: skip
     return clauses
 
@@ -175,23 +184,26 @@ def parts_of(tokens: Tokens) -> tuple[list[Part], Attrs, Attrs]:
     name_only = False
     correct = False
     shared_since = False
+    each: list[tuple[Part | None, int]] = []  # an "each" count and the part it was said of
     for clause in cut(tokens):
         correct = correct or clause.correct
         named = clause.names or clause.everyone
-        if clause.shared_count is not None:
-            (after if parts else before).count = clause.shared_count
-        if not named and clause.attrs.empty:
+        if clause.each_count is not None and not named:
+            each.append((parts[-1] if parts else None, clause.each_count))
+        if not named and clause.attrs.empty and clause.each_count is None:
             continue
         if named and correct and parts:
             parts[-1].names, parts[-1].everyone = clause.names, clause.everyone
             parts[-1].attrs.add(clause.attrs, correct=True)
             targets, name_only = [parts[-1].attrs], False
-        elif named and name_only and parts[-1].attrs.empty:
+        elif named and name_only and parts[-1].attrs.empty and not clause.opens:
             parts[-1].names += [n for n in clause.names if n not in parts[-1].names]
             parts[-1].everyone = parts[-1].everyone or clause.everyone
             parts[-1].attrs.add(clause.attrs)
             targets = [parts[-1].attrs]
         elif named and (group := _group_of(parts, clause.names)):
+            if clause.each_count is not None:
+                each.append((group, clause.each_count))
             for name in clause.names:
                 group.own.setdefault(name, Attrs()).add(clause.attrs)
             targets = [group.own[name] for name in clause.names]
@@ -206,9 +218,24 @@ def parts_of(tokens: Tokens) -> tuple[list[Part], Attrs, Attrs]:
                 target.add(clause.attrs, correct)
         if named:
             shared_since = False
-        name_only = bool(named) and clause.attrs.empty
+            if clause.each_count is not None and not (each and each[-1][0] is parts[-1]):
+                each.append((parts[-1], clause.each_count))
+        name_only = bool(named) and clause.attrs.empty and not clause.closes
         correct = False
+    _apply_each(each, before)
     return parts, before, after
+
+
+def _apply_each(each: list[tuple[Part | None, int]], before: Attrs) -> None:
+    """An "each" count said of a group is that group's count ("rin and mei 2 each, and yuki 3");
+    said of one character or of no one, it is everyone's count unless a part says its own
+    ("sakura sitting, yuki standing, 2 each"): the lowest layer, so it never leaks over one."""
+    for part, count in each:
+        if part is not None and (part.everyone or len(part.names) > 1):
+            if part.attrs.count is None:
+                part.attrs.count = count
+        elif before.count is None:
+            before.count = count
 
 
 def _group_of(parts: list[Part], names: list[str]) -> Part | None:

@@ -38,3 +38,26 @@ def counts(text: str) -> dict[str, int]:
 )
 def test_an_each_count_is_the_count_of_the_group_it_is_said_of(text, expected):
     assert counts(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "description"),
+    [
+        ("new character: Tomoe, a shrine maiden", "tomoe", "a shrine maiden"),
+        ("new oc - Lulu, a pink-haired idol", "lulu", "a pink-haired idol"),
+        ("new character - Ivy: green hair, botanist", "ivy", "green hair, botanist"),
+        ("make a new oc: Pippa – a tiny witch", "pippa", "a tiny witch"),
+        ("new oc — Saoirse — a red-haired fiddler", "saoirse", "a red-haired fiddler"),
+    ],
+)
+def test_a_name_after_a_colon_or_a_dash_names_the_new_character(text, name, description):
+    (call,) = plan(text).calls
+    assert (call.tool, call.args) == (
+        "create_character",
+        {"name": name, "description": description},
+    )
+
+
+def test_a_description_after_a_colon_is_not_a_name():
+    (call,) = plan("new character: a tall elf with silver hair").calls
+    assert call.args["name"] is None

@@ -93,6 +93,12 @@ NAME_PHRASE = re.compile(
     r"\s+([A-Za-z][A-Za-z0-9_-]*)",
     re.IGNORECASE,
 )
+# "new character: NAME, ...", "new oc - NAME: ...", "create oc — NAME — ...": a name set off by a
+# colon or a dash and followed by another, or a comma (so "new character: a tall elf" names none).
+COLON_NAME = re.compile(
+    rf"\b{CREATURE}\s*(?::|\s[-–—]|[–—])\s*([A-Za-z][A-Za-z0-9_'-]*?)\s*(?:[,:;.]|\s?[-–—]\s|$)",
+    re.IGNORECASE,
+)
 # Where a creation ends and a drawing request begins ("..., then draw her waving").
 THEN_DRAW = re.compile(
     r"(?:[.;]\s*|,?\s*\b(?:and\s+)?then\b\s*|,?\s*\band\s+(?=(?:draw|show|make|generate|give|"
@@ -115,6 +121,13 @@ def split_creation(text: str) -> tuple[str, str]:
 
 
 def creation_args(text: str) -> dict[str, str | None]:
+    colon = COLON_NAME.search(text)
+    if colon and not NAME_PHRASE.search(text):
+        description = re.sub(r"^\W*", "", text[colon.end() :])
+        return {
+            "name": colon[colon.lastindex or 1].lower(),
+            "description": description.strip(" ,.;") or text.strip(),
+        }
     name_match = NAME_PHRASE.search(text)
     name = name_match[1].lower() if name_match else None
     description = text.split(":", 1)[1] if ":" in text and not re.search(r"name:", text) else text

@@ -19,6 +19,7 @@ from assistant.planners import intents as it
 from assistant.planners import vocabulary as v
 from assistant.planners.base import Plan, PlannerContext
 from assistant.planners.clauses import Attrs, parts_of
+from assistant.planners.reader import Reader, shared_reader, take_similar
 from assistant.planners.resolve import (
     Resolved,
     compose_reply,
@@ -32,8 +33,14 @@ from posebank.lexicon import posture_of
 from tools.generation.toolbox import validate_args
 
 
-def parse(text: str, context: PlannerContext, pronouns: list[str] | None = None) -> Request:
-    """The request's parts; `pronouns` are the characters 'her' and 'them' stand for."""
+def parse(
+    text: str,
+    context: PlannerContext,
+    pronouns: list[str] | None = None,
+    reader: Reader | None = None,
+) -> Request:
+    """The request's parts; `pronouns` are the characters 'her' and 'them' stand for; `reader`
+    reads the actions and postures the rules do not know."""
     tokens = Tokens.of(text)
     request = Request()
     extract.take_seed(tokens)
@@ -47,6 +54,7 @@ def parse(text: str, context: PlannerContext, pronouns: list[str] | None = None)
     extract.take_pose(tokens)
     extract.take_fuzzy_names(tokens, context.characters, request.notes)
     extract.take_unknown_names(tokens)
+    take_similar(tokens, reader)
     request.parts, request.before, request.after = parts_of(tokens)
     seeds, images = tokens.found("seed"), tokens.found("image")
     request.seed = seeds[0].value if seeds else None
@@ -95,8 +103,22 @@ def pose_and_prompt(attrs: Attrs) -> tuple[str | None, str]:
     return " ".join(words) or None, prompt
 
 
+SHARED = "shared"
+
+
 class RulePlanner:
+    """`reader`: the embedder reader (by default the process's MiniLM one; None: rules alone)."""
+
     name = "rules"
+
+    def __init__(self, reader: Reader | None | str = SHARED) -> None:
+        self._reader = reader
+
+    @property
+    def reader(self) -> Reader | None:
+        if self._reader == SHARED:
+            self._reader = shared_reader()
+        return self._reader  # type: ignore[return-value]
 
     def plan(self, text: str, context: PlannerContext) -> Plan:
         from assistant.planners import follow_ups
@@ -107,7 +129,7 @@ class RulePlanner:
         if it.matches(it.CREATE_PATTERNS, norm):
             self._create(text, context, resolved)
             return self._plan(resolved)
-        request = parse(text, context, _pronoun_names(context))
+        request = parse(text, context, _pronoun_names(context), self.reader)
         whole = request.whole()
         no_target = not request.named
         if previous and no_target and re.search(it.UNDO_PATTERN, norm):
@@ -159,7 +181,7 @@ class RulePlanner:
             resolved.notes.append("Give the new character a name to draw it in the same request.")
             return
         known = replace(context, characters=[*context.characters, name], previous=None)
-        self.draw(parse(rest, known, [name]), known, resolved)
+        self.draw(parse(rest, known, [name], self.reader), known, resolved)
 
     def draw(self, request: Request, context: PlannerContext, resolved: Resolved) -> None:
         resolved.notes.extend(request.notes)

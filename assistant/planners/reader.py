@@ -34,7 +34,7 @@ INTENT_EXAMPLES = {
     "list": (
         "who are my characters", "list my characters", "what characters do I have",
         "which characters are there", "who is in my library", "what is in my library",
-        "show me my characters", "who can you draw", "what's in my roster",
+        "show me my characters", "what's in my roster",
     ),
     "show": (
         "show me the last pictures", "what did you just make", "open the latest images",

@@ -82,14 +82,24 @@ def _pronoun_names(context: PlannerContext) -> list[str]:
 LIST_VERBS = {"list", "show", "see", "display", "view", "tell", "which", "what", "who", "name"}
 
 
-def _asks_for_the_list(request: Request, norm: str) -> bool:
-    """'list all characters' lists them; 'show all characters waving' draws them."""
+def _asks_for_the_list(request: Request, text: str, norm: str, reader: Reader | None) -> bool:
+    """'list all characters' lists them; 'show all characters waving' draws them. A question the
+    patterns miss ("what's in my roster?") lists them when the reader reads it as one, and only
+    where it names no one and asks for no pose, count or drawing (there is nothing to draw)."""
     whole = request.whole()
-    if request.characters or whole.pose or not it.matches(it.LIST_PATTERNS, norm):
+    if request.characters or whole.pose:
         return False
-    if not request.everyone:
+    words = set(" ".join(whole.scenes).split())
+    if request.everyone and not (whole.count is None and words <= LIST_VERBS):
+        return False
+    if it.matches(it.LIST_PATTERNS, norm):
         return True
-    return whole.count is None and set(" ".join(whole.scenes).split()) <= LIST_VERBS
+    # A request with a drawing verb ("draw", "draw something") asks for a drawing, however near
+    # its few words come to a library question.
+    drawing = any(word in v.DRAW_VERBS - LIST_VERBS for word in norm.split())
+    if drawing or whole.count is not None or reader is None:
+        return False
+    return reader.read("intent", text) == "list"
 
 
 def pose_and_prompt(attrs: Attrs) -> tuple[str | None, str]:
@@ -136,7 +146,7 @@ class RulePlanner:
             follow_ups.undo(self, context, resolved)
         elif previous and no_target and (edit := it.edit_term(norm)):
             follow_ups.edit(self, edit, context, resolved)
-        elif _asks_for_the_list(request, norm):
+        elif _asks_for_the_list(request, text.lower(), norm, self.reader):
             self.add(resolved, "list_characters", {}, context)
         elif no_target and it.matches(it.SHOW_PATTERNS, norm) and not whole.pose:
             follow_ups.show(self, whole.count, context, resolved)

@@ -267,6 +267,20 @@ def _listed_with_a_name(tokens: Tokens) -> set[int]:
     return found
 
 
+# What opens a clause, so a word after it is the clause's subject ("mei sitting and X running").
+CLAUSE_OPENERS = {",", ";", "and", "then", "&", "plus"}
+POSE_KINDS = ("posture", "action")
+
+
+def _opens_a_pose_clause(tokens: Tokens, i: int) -> bool:
+    """A word that opens the request or a clause and is followed by a posture or an action
+    ("tsubasa sitting", "kiyomi, standing") stands in a character's slot, lowercase or not."""
+    if i > 0 and tokens.words[i - 1] not in CLAUSE_OPENERS:
+        return False
+    after = i + 2 if tokens.words[i + 1 : i + 2] == [","] else i + 1
+    return any(m.start == after for kind in POSE_KINDS for m in tokens.found(kind))
+
+
 def take_unknown_names(tokens: Tokens) -> None:
     """Words in a name slot ('draw X', 'of X', 'X and yuki') that match no character."""
     words = tokens.words
@@ -287,6 +301,7 @@ def take_unknown_names(tokens: Tokens) -> None:
             i in listed
             or (slot and not any_known)
             or (capitalised and (beside_name or slot or i == 0))
+            or _opens_a_pose_clause(tokens, i)
         ):
             tokens.claim(i, i + 1, "unknown", words[i])
 

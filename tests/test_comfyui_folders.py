@@ -93,6 +93,15 @@ HOSTILE = {
         "has entries that are no folder names",
     ),
     "not UTF-8": (b"a111:\n  base_path: \xff\xfe\n", "is not UTF-8 text"),
+    "a 5000-digit number": ("a:\n  checkpoints: " + "1" * 5000 + "\n", "has a value that cannot"),
+    # One anchored 300-line string aliased 300 times: 90,000 folders from a 3 KB file.
+    "aliases": (
+        'a:\n  loras: &s "'
+        + "\\n".join(f"d{i}" for i in range(300))
+        + '"\n'
+        + "".join(f"  k{i}: *s\n" for i in range(300)),
+        "has over 1000 entries; the rest are skipped",
+    ),
 }
 
 

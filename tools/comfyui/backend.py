@@ -107,8 +107,15 @@ class PromptRunner:
                 graph, filled, save_node = make_graph(names)
                 check_graph(graph, self.object_info(), filled)
                 return self._run_once(graph, save_node, deadline, on_step)
-            except Unreachable:
-                continue  # gone mid-prompt: when it answers again, see what it kept
+            except Unreachable as error:
+                # Gone mid-prompt: when it answers again, see what it kept. A ComfyUI that
+                # answers /system_stats but keeps breaking off (/view, /ws) is bounded too.
+                if time.monotonic() > deadline:
+                    raise ComfyUIError(
+                        f"ComfyUI kept breaking off for over {self.timeout:.0f} s "
+                        f"(comfyui.timeout): {error}"
+                    ) from None
+                time.sleep(POLL_SECONDS)
 
     def _run_once(
         self,

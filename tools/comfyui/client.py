@@ -6,6 +6,7 @@ Stdlib HTTP plus the `websockets` sync client; nothing heavy. Every answer is ch
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -53,6 +54,8 @@ class ComfyUIClient:
             return error.code, _read_capped(error, MAX_JSON_BYTES, path)
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
             raise Unreachable(f"ComfyUI at {self.url} does not answer ({_reason(error)})") from None
+        except http.client.HTTPException as error:
+            raise self._not_http(path, error) from None
 
     def get_json(self, path: str) -> Any:
         status, data = self._request("GET", path)
@@ -127,6 +130,18 @@ class ComfyUIClient:
             raise ComfyUIError(f"ComfyUI /view {filename}: HTTP {error.code}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
             raise Unreachable(f"ComfyUI at {self.url} does not answer ({_reason(error)})") from None
+        except http.client.HTTPException as error:
+            raise self._not_http("/view", error) from None
+
+    def _not_http(self, path: str, error: http.client.HTTPException) -> ComfyUIError:
+        """A chunked answer cut short is a ComfyUI gone mid-answer (retried when it is back);
+        a status line or header no HTTP server sends is something else at the URL."""
+        if isinstance(error, http.client.IncompleteRead):
+            return Unreachable(f"ComfyUI at {self.url} broke off its answer to {path}")
+        return ComfyUIError(
+            f"what answers at {self.url} is no HTTP server ({type(error).__name__}: "
+            f"{one_line(str(error), 80)})"
+        )
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """Stop the running prompt (`/interrupt`) and take ours out of the queue (`/queue`)."""
@@ -169,6 +184,8 @@ def _read_capped(response: Any, limit: int, path: str) -> bytes:
         size += len(chunk)
         if size > limit:
             raise ComfyUIError(f"ComfyUI {path}: answer over {limit / (1024 * 1024):g} MB")
+    if getattr(response, "length", None):  # http.client reads a short Content-Length as the end
+        raise Unreachable(f"ComfyUI {path}: the answer ended {response.length} bytes short")
     return b"".join(chunks)
 
 

@@ -238,8 +238,15 @@ def _checkpoint_loader(graph: dict[str, Any]) -> str:
     """The node whose outputs 0 and 1 (MODEL, CLIP) our LoRAs go after: titled
     `anime:checkpoint`, else the one checkpoint loader."""
     titled = [i for i, n in graph.items() if _title(n) == "anime:checkpoint"]
+    if len(titled) == 1 and graph[titled[0]]["class_type"] not in CHECKPOINT_LOADERS:
+        raise UserError(
+            f"the workflow's node 'anime:checkpoint' is a "
+            f"{one_line(graph[titled[0]]['class_type'])}, which has no MODEL and CLIP outputs "
+            "for the image's LoRAs",
+            f"that title belongs on a {' or '.join(CHECKPOINT_LOADERS)} node",
+        )
     found = titled or [i for i, n in graph.items() if n["class_type"] in CHECKPOINT_LOADERS]
-    if len(found) == 1 and graph[found[0]]["class_type"] in CHECKPOINT_LOADERS:
+    if len(found) == 1:
         return found[0]
     raise UserError(
         f"the image has LoRAs (the character's, the prompt's or models.loras) but the workflow "

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from tools.text import one_line
@@ -93,22 +94,28 @@ def extra_paths(base: Path) -> ExtraPaths:
         return ExtraPaths({})
     key = (str(config), stat.st_size, stat.st_mtime_ns)
     if key not in _read:
-        _read[key] = _parse(config, stat.st_size)
+        _read[key] = _parse(config, stat)
         if _read[key].problem:
             log.warning("%s", _read[key].problem)
     return _read[key]
 
 
-def _parse(config: Path, size: int) -> ExtraPaths:
+def _parse(config: Path, stat: os.stat_result) -> ExtraPaths:
     import yaml
 
     def problem(text: str, folders: dict[str, tuple[Path, ...]] | None = None) -> ExtraPaths:
         return ExtraPaths(folders or {}, f"comfyui.root: {config} {text}")
 
-    if size > MAX_CONFIG_BYTES:
-        return problem(f"is over {MAX_CONFIG_BYTES >> 20} MB; not read")
+    # A FIFO would block the read, /dev/zero (size 0) never end it: regular files only, and
+    # no more read than the limit even if the file grows after its stat.
+    if not S_ISREG(stat.st_mode):
+        return problem("is no regular file; not read")
     try:
-        sections = yaml.safe_load(config.read_text(encoding="utf-8"))
+        with config.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if stat.st_size > MAX_CONFIG_BYTES or len(data) > MAX_CONFIG_BYTES:
+            return problem(f"is over {MAX_CONFIG_BYTES >> 20} MB; not read")
+        sections = yaml.safe_load(data.decode("utf-8"))
     except OSError as error:
         return problem(f"cannot be read ({error.strerror}); not used")
     except UnicodeDecodeError:

@@ -194,20 +194,21 @@ def insert_loras(graph: dict[str, Any], loras: tuple[tuple[str, float], ...]) ->
     """Put a `LoraLoader` for each of the image's LoRAs between the workflow's checkpoint loader
     and its consumers, as our built-in graph does (the character's LoRA is what keeps it
     consistent, the prompt's tags what the user asked for). The user's own LoraLoaders stay as
-    they are, after ours; a LoRA their graph loads already keeps their node and weight (not
-    loaded twice). Returns the ids of the nodes added (in `graph`, changed in place)."""
+    they are, after ours; a LoRA their graph loads already (by file name, from any subfolder)
+    keeps their node and weight (not loaded twice). Returns the ids of the nodes added (in
+    `graph`, changed in place)."""
     if not loras:
         return []
     theirs = {
-        str(node["inputs"].get("lora_name")): node_id
+        _file_name(node["inputs"].get("lora_name")): node_id
         for node_id, node in graph.items()
         if node["class_type"] in LORA_LOADERS
     }
     wanted = []
     for name, weight in loras:
-        if name in theirs:
+        if _file_name(name) in theirs:
             log.info("the workflow loads LoRA %s itself (node %s): its weight there is kept",
-                     name, theirs[name])  # fmt: skip
+                     name, theirs[_file_name(name)])  # fmt: skip
         else:
             wanted.append((name, weight))
     if not wanted:
@@ -232,6 +233,12 @@ def insert_loras(graph: dict[str, Any], loras: tuple[tuple[str, float], ...]) ->
             if isinstance(value, list) and (str(value[0]), value[1]) in rewire:
                 node["inputs"][name] = list(rewire[(str(value[0]), value[1])])
     return added
+
+
+def _file_name(lora_name: object) -> str:
+    """A LoRA's file name: ComfyUI names one in a subfolder of `models/loras` by its relative
+    path (folder_paths.py `get_filename_list`), with `\\` on Windows; ours are bare."""
+    return str(lora_name).replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _checkpoint_loader(graph: dict[str, Any]) -> str:

@@ -1,13 +1,15 @@
 """ComfyUI answers that break HTTP itself (tools/comfyui/client.py): a chunked or sized answer
-cut short, something that is no HTTP server at the URL, and a ComfyUI that keeps breaking off
-its /view answers. Each is one ComfyUIError line, never an http.client traceback or a loop
-past `comfyui.timeout`."""
+cut short, something that is no HTTP server at the URL, a /view that trickles in a byte at a
+time, and a ComfyUI that keeps breaking off its /view answers. Each is one ComfyUIError line,
+never an http.client traceback or a wait past `comfyui.timeout`."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -24,11 +26,18 @@ ANSWERS = {
 }
 
 
+@dataclass
+class RawServer:
+    url: str = ""
+    answer: bytes = b""  # sent to each connection, which then closes
+    trickle: bool = False  # after the answer, a byte each 50 ms until the test ends
+
+
 @pytest.fixture
-def raw_server() -> Iterator[tuple[str, list[bytes]]]:
-    """A socket at 127.0.0.1 that answers every connection with `answer[0]`, then closes."""
+def raw_server() -> Iterator[RawServer]:
+    """A socket at 127.0.0.1 answering every connection with the same bytes."""
     listener = socket.create_server(("127.0.0.1", 0))
-    answer: list[bytes] = [b""]
+    server, done = RawServer(f"http://127.0.0.1:{listener.getsockname()[1]}"), threading.Event()
 
     def serve() -> None:
         while True:
@@ -38,18 +47,20 @@ def raw_server() -> Iterator[tuple[str, list[bytes]]]:
                 return  # closed: the test is over
             with connection:
                 connection.recv(65536)
-                connection.sendall(answer[0])
+                connection.sendall(server.answer)
+                while server.trickle and not done.wait(0.05):
+                    connection.sendall(b"\0")
 
     threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}", answer
+    yield server
+    done.set()
     listener.close()
 
 
 @pytest.mark.parametrize("case", ["sized, cut short", "chunked, cut short"])
 def test_an_answer_cut_short_is_comfyui_gone_not_a_short_png(raw_server, case):
-    url, answer = raw_server
-    answer[0] = ANSWERS[case]
-    client = ComfyUIClient(url, timeout=10)
+    raw_server.answer = ANSWERS[case]
+    client = ComfyUIClient(raw_server.url, timeout=10)
     with pytest.raises(Unreachable):
         client.view("a.png", "", "output")
     with pytest.raises(Unreachable):
@@ -57,9 +68,8 @@ def test_an_answer_cut_short_is_comfyui_gone_not_a_short_png(raw_server, case):
 
 
 def test_something_that_is_no_http_server_is_one_comfyui_error(raw_server):
-    url, answer = raw_server
-    answer[0] = ANSWERS["no HTTP"]
-    client = ComfyUIClient(url, timeout=10)
+    raw_server.answer = ANSWERS["no HTTP"]
+    client = ComfyUIClient(raw_server.url, timeout=10)
     assert client.answers()  # something listens: not "waiting for ComfyUI" until the timeout
     for call in (client.system_stats, lambda: client.view("a.png", "", "output")):
         with pytest.raises(ComfyUIError, match="is no HTTP server .BadStatusLine: SSH-2.0"):
@@ -78,3 +88,12 @@ def test_a_view_that_keeps_breaking_off_ends_at_comfyui_timeout(comfy):  # noqa:
     with pytest.raises(ComfyUIError, match=r"kept breaking off for over 1 s \(comfyui.timeout\)"):
         runner(comfy.url, timeout=1.0).run(built_in(), uploads(), None)
     assert len(comfy.received.prompts) == 1
+
+
+def test_a_view_that_trickles_in_stops_at_the_deadline(raw_server):
+    raw_server.answer = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n" + PNG_HEAD
+    raw_server.trickle = True
+    client = ComfyUIClient(raw_server.url, timeout=10)
+    with pytest.raises(ComfyUIError, match="still trickles in at the deadline"):
+        # Each byte comes well within the socket timeout; only the deadline ends it.
+        client.view("a.png", "", "output", time.monotonic() + 0.5)

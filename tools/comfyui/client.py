@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -117,15 +119,18 @@ class ComfyUIClient:
             return None
         return _mapping(entry, "/history entry")
 
-    def view(self, filename: str, subfolder: str, kind: str) -> bytes:
+    def view(self, filename: str, subfolder: str, kind: str, deadline: float = math.inf) -> bytes:
         """An output file, streamed: its PNG header's size is checked before the rest is read
-        (at most what a PNG of that size can hold), so a huge or endless answer stops early."""
+        (at most what a PNG of that size can hold), so a huge or endless answer stops early;
+        one that trickles in (each byte within the socket timeout) stops at `deadline`
+        (`time.monotonic()`)."""
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
         request = urllib.request.Request(f"{self.url}/view?{query}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 head = response.read(PNG_HEAD_BYTES)
-                return head + _read_capped(response, png_byte_cap(head, filename), "/view")
+                cap = png_byte_cap(head, filename)
+                return head + _read_capped(response, cap, "/view", deadline)
         except urllib.error.HTTPError as error:
             raise ComfyUIError(f"ComfyUI /view {filename}: HTTP {error.code}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
@@ -176,14 +181,17 @@ class ComfyUIClient:
                         yield message
 
 
-def _read_capped(response: Any, limit: int, path: str) -> bytes:
-    """The answer's body, in chunks, up to `limit` bytes (more is an error, read no further)."""
+def _read_capped(response: Any, limit: int, path: str, deadline: float = math.inf) -> bytes:
+    """The answer's body, in chunks, up to `limit` bytes (more is an error, read no further)
+    and until `deadline` (read1: a chunk is what has arrived, so the clock is looked at)."""
     chunks, size = [], 0
-    while chunk := response.read(min(CHUNK_BYTES, limit + 1 - size)):
+    while chunk := response.read1(min(CHUNK_BYTES, limit + 1 - size)):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
             raise ComfyUIError(f"ComfyUI {path}: answer over {limit / (1024 * 1024):g} MB")
+        if time.monotonic() > deadline:
+            raise ComfyUIError(f"ComfyUI {path}: the answer still trickles in at the deadline")
     if getattr(response, "length", None):  # http.client reads a short Content-Length as the end
         raise Unreachable(f"ComfyUI {path}: the answer ended {response.length} bytes short")
     return b"".join(chunks)

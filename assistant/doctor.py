@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tools.engine.comfyui_folders import comfyui_dirs, extra_paths, setting_dirs
+from tools.engine.local_models import local_model_uses
 from tools.engine.model_sources import cached_snapshot, resolve_source, weight_patterns
 from tools.errors import UserError
 from tools.settings import Settings
@@ -193,24 +194,9 @@ def check_comfyui_root(settings: Settings) -> list[Check]:
     return [Check("comfyui.root", "ok", f"model files also found in {shown or 'no folder yet'}")]
 
 
-def local_uses(settings: Settings) -> list[str]:
-    """What loads the studio's own pipeline (`models.*`) here. With `worker.backend: comfyui`
-    ComfyUI draws, and only these still run locally: the quality gate (the IP-Adapter image
-    encoder, `ComfyUIEngine.needs_local_models`) and the hires / face detail passes
-    (tools/engine/second_pass.py)."""
-    if settings.worker.backend != "comfyui":
-        return ["drawing"]
-    uses = ["the quality gate"] if settings.quality.enabled else []
-    if settings.output.hires is not None:
-        uses.append("output.hires")
-    if settings.output.face_detail is not None:
-        uses.append("output.face_detail")
-    return uses
-
-
 def check_local_models(settings: Settings) -> list[Check]:
     """`models.checkpoint` / `controlnet` / `ipadapter`, where something here loads them."""
-    uses = local_uses(settings)
+    uses = local_model_uses(settings)
     if not uses:
         return [Check("models", "ok", "none needed here: ComfyUI draws, and the quality gate, "
                       "output.hires and output.face_detail are off")]  # fmt: skip
@@ -226,7 +212,7 @@ def run_checks(settings: Settings) -> list[Check]:
         check_python(),
         check_config(settings),
         check_packages(),
-        check_torch(needed=bool(local_uses(settings))),
+        check_torch(needed=bool(local_model_uses(settings))),
         *check_local_models(settings),
         check_aesthetic(settings),
         check_ollama(settings),

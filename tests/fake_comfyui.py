@@ -65,6 +65,7 @@ class FakeComfyUI:
         self.disable_metadata = False  # as `main.py --disable-metadata`: no `prompt` chunk
         self.huge_view: tuple[int, int] | None = None  # /view: a PNG header of (w, h), no end
         self.view_sent = 0  # bytes of that endless answer written before the client hung up
+        self.abort_views = 0  # the next N /view connections break unanswered
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._counter = 0
@@ -178,6 +179,10 @@ class FakeComfyUI:
     async def _view(self, request: web.Request) -> web.StreamResponse:
         if self.huge_view is not None:
             return await self._endless_png(request, *self.huge_view)
+        if self.abort_views:
+            self.abort_views -= 1
+            assert request.transport is not None
+            request.transport.abort()
         # server.py `view_image`: no absolute names or "..", the subfolder stays inside the dir.
         filename = request.rel_url.query.get("filename", "")
         if not filename or filename[0] == "/" or ".." in filename:

@@ -295,6 +295,17 @@ def test_loras_go_between_a_workflows_checkpoint_loader_and_its_consumers():
     two["99"]["_meta"] = {"title": "anime:checkpoint"}
     assert insert_loras(two, loras) == ["anime_lora0", "anime_lora1"]
     assert two["anime_lora0"]["inputs"]["model"] == ["99", 0]
+    # A LoRA the workflow loads from a subfolder (ComfyUI's name for it) is not added again.
+    theirs = dict(workflow, **{"97": {"class_type": "LoraLoader", "inputs": {
+        "model": ["10", 0], "clip": ["10", 1], "lora_name": f"chars\\{LORAS[1]}"}}})  # fmt: skip
+    assert insert_loras(theirs, loras) == ["anime_lora0"]
+    assert theirs["anime_lora0"]["inputs"]["lora_name"] == LORAS[0]
+    # The title on a node that is no checkpoint loader names that node, not "1 loader".
+    unet = dict(workflow, **{"98": {"class_type": "UNETLoader", "inputs": {},
+                                    "_meta": {"title": "anime:checkpoint"}}})  # fmt: skip
+    with pytest.raises(UserError, match="'anime:checkpoint' is a UNETLoader") as error:
+        insert_loras(unet, loras)
+    assert "CheckpointLoaderSimple" in (error.value.hint or "")
 
 
 def _relinked(node: dict, links: dict) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +94,16 @@ HOSTILE = {
         "has entries that are no folder names",
     ),
     "not UTF-8": (b"a111:\n  base_path: \xff\xfe\n", "is not UTF-8 text"),
+    "a 5000-digit number": ("a:\n  checkpoints: " + "1" * 5000 + "\n", "has a value that cannot"),
+    # One anchored 300-line string aliased 300 times: 90,000 folders from a 3 KB file.
+    "/dev/zero": (Path("/dev/zero"), "is no regular file; not read"),
+    "aliases": (
+        'a:\n  loras: &s "'
+        + "\\n".join(f"d{i}" for i in range(300))
+        + '"\n'
+        + "".join(f"  k{i}: *s\n" for i in range(300)),
+        "has over 1000 entries; the rest are skipped",
+    ),
 }
 
 
@@ -106,7 +117,10 @@ def test_a_hostile_extra_model_paths_yaml_is_one_line(tmp_path, tiny_models, cap
     shutil.copyfile(tiny_models / "sd15.safetensors", root / "models/checkpoints/mine.safetensors")
     text, expected = HOSTILE[case]
     config = root / "extra_model_paths.yaml"
-    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    if isinstance(text, Path):  # a device: its stat says size 0, its read never ends
+        config.symlink_to(text)
+    else:
+        config.write_bytes(text if isinstance(text, bytes) else text.encode())
     settings = settings_with_root(tmp_path, root, ANIME_MODELS_CHECKPOINT="mine.safetensors")
     with caplog.at_level(logging.WARNING):
         sources = ModelSources(settings)

@@ -140,3 +140,38 @@ def test_front_end_prefetch_downloads_hub_models_in_the_foreground(
     prefetch_models(load_settings(overrides={"models": {"controlnet": "someone/openpose"}}))
     assert downloads == ["someone/openpose"]
     assert "downloading controlnet someone/openpose (1.45 GB)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("output", "downloaded"),
+    [({}, []), ({"hires": 2}, ["someone/openpose"]), ({"face_detail": True}, ["someone/openpose"])],
+)
+def test_with_comfyui_drawing_the_front_end_prefetches_for_hires_and_face_detail(
+    anime_home, tiny_models, monkeypatch, output, downloaded
+):
+    """They redraw ComfyUI's images with the local pipeline (tools/engine/second_pass.py), so
+    they download here in the foreground too, not unseen in the worker."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from tools.jobs.client import prefetch_models
+    from tools.settings import load_settings
+
+    downloads = []
+
+    def fake_snapshot(repo_id, local_files_only=False, allow_patterns=None):
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        downloads.append(repo_id)
+        return str(tiny_models / "controlnet")
+
+    class FakeApi:
+        def model_info(self, repo_id, files_metadata=False):
+            return type("Info", (), {"siblings": []})()
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    overrides = {"models": {"controlnet": "someone/openpose"}, "worker": {"backend": "comfyui"},
+                 "quality": {"enabled": False}, "output": output}  # fmt: skip
+    prefetch_models(load_settings(overrides=overrides))
+    assert downloads == downloaded

@@ -107,8 +107,15 @@ class PromptRunner:
                 graph, filled, save_node = make_graph(names)
                 check_graph(graph, self.object_info(), filled)
                 return self._run_once(graph, save_node, deadline, on_step)
-            except Unreachable:
-                continue  # gone mid-prompt: when it answers again, see what it kept
+            except Unreachable as error:
+                # Gone mid-prompt: when it answers again, see what it kept. A ComfyUI that
+                # answers /system_stats but keeps breaking off (/view, /ws) is bounded too.
+                if time.monotonic() > deadline:
+                    raise ComfyUIError(
+                        f"ComfyUI kept breaking off for over {self.timeout:.0f} s "
+                        f"(comfyui.timeout): {error}"
+                    ) from None
+                time.sleep(POLL_SECONDS)
 
     def _run_once(
         self,
@@ -138,7 +145,7 @@ class PromptRunner:
             raise
         finally:
             messages.close()
-        return Output(self._download(entry, save_node), graph, prompt_id)
+        return Output(self._download(entry, save_node, deadline), graph, prompt_id)
 
     def _submit(self, graph: dict[str, Any]) -> str:
         # Our own id (server.py takes the client's `prompt_id`): if the answer is lost, the
@@ -205,7 +212,7 @@ class PromptRunner:
             time.sleep(POLL_SECONDS / 5)
         return entry
 
-    def _download(self, entry: dict[str, Any], save_node: str) -> bytes:
+    def _download(self, entry: dict[str, Any], save_node: str, deadline: float) -> bytes:
         status = entry.get("status")
         if isinstance(status, dict) and status.get("status_str") == "error":
             # Failed while our socket was down: main.py's `task_done` kept the messages.
@@ -233,7 +240,7 @@ class PromptRunner:
             raise ComfyUIError(
                 f"ComfyUI's history names an odd output file: {one_line(filename)!r}"
             )
-        return self.client.view(filename, subfolder, kind)  # a PNG: its header is checked
+        return self.client.view(filename, subfolder, kind, deadline)  # its PNG header checked
 
     def _queue(self, prompt_id: str) -> str | None:
         """Where `/queue` lists our prompt ("running" or "pending"), else None."""

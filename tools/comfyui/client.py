@@ -6,7 +6,10 @@ Stdlib HTTP plus the `websockets` sync client; nothing heavy. Every answer is ch
 
 from __future__ import annotations
 
+import http.client
 import json
+import math
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -53,6 +56,8 @@ class ComfyUIClient:
             return error.code, _read_capped(error, MAX_JSON_BYTES, path)
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
             raise Unreachable(f"ComfyUI at {self.url} does not answer ({_reason(error)})") from None
+        except http.client.HTTPException as error:
+            raise self._not_http(path, error) from None
 
     def get_json(self, path: str) -> Any:
         status, data = self._request("GET", path)
@@ -114,19 +119,34 @@ class ComfyUIClient:
             return None
         return _mapping(entry, "/history entry")
 
-    def view(self, filename: str, subfolder: str, kind: str) -> bytes:
+    def view(self, filename: str, subfolder: str, kind: str, deadline: float = math.inf) -> bytes:
         """An output file, streamed: its PNG header's size is checked before the rest is read
-        (at most what a PNG of that size can hold), so a huge or endless answer stops early."""
+        (at most what a PNG of that size can hold), so a huge or endless answer stops early;
+        one that trickles in (each byte within the socket timeout) stops at `deadline`
+        (`time.monotonic()`)."""
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
         request = urllib.request.Request(f"{self.url}/view?{query}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 head = response.read(PNG_HEAD_BYTES)
-                return head + _read_capped(response, png_byte_cap(head, filename), "/view")
+                cap = png_byte_cap(head, filename)
+                return head + _read_capped(response, cap, "/view", deadline)
         except urllib.error.HTTPError as error:
             raise ComfyUIError(f"ComfyUI /view {filename}: HTTP {error.code}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
             raise Unreachable(f"ComfyUI at {self.url} does not answer ({_reason(error)})") from None
+        except http.client.HTTPException as error:
+            raise self._not_http("/view", error) from None
+
+    def _not_http(self, path: str, error: http.client.HTTPException) -> ComfyUIError:
+        """A chunked answer cut short is a ComfyUI gone mid-answer (retried when it is back);
+        a status line or header no HTTP server sends is something else at the URL."""
+        if isinstance(error, http.client.IncompleteRead):
+            return Unreachable(f"ComfyUI at {self.url} broke off its answer to {path}")
+        return ComfyUIError(
+            f"what answers at {self.url} is no HTTP server ({type(error).__name__}: "
+            f"{one_line(str(error), 80)})"
+        )
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """Stop the running prompt (`/interrupt`) and take ours out of the queue (`/queue`)."""
@@ -161,14 +181,19 @@ class ComfyUIClient:
                         yield message
 
 
-def _read_capped(response: Any, limit: int, path: str) -> bytes:
-    """The answer's body, in chunks, up to `limit` bytes (more is an error, read no further)."""
+def _read_capped(response: Any, limit: int, path: str, deadline: float = math.inf) -> bytes:
+    """The answer's body, in chunks, up to `limit` bytes (more is an error, read no further)
+    and until `deadline` (read1: a chunk is what has arrived, so the clock is looked at)."""
     chunks, size = [], 0
-    while chunk := response.read(min(CHUNK_BYTES, limit + 1 - size)):
+    while chunk := response.read1(min(CHUNK_BYTES, limit + 1 - size)):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
             raise ComfyUIError(f"ComfyUI {path}: answer over {limit / (1024 * 1024):g} MB")
+        if time.monotonic() > deadline:
+            raise ComfyUIError(f"ComfyUI {path}: the answer still trickles in at the deadline")
+    if getattr(response, "length", None):  # http.client reads a short Content-Length as the end
+        raise Unreachable(f"ComfyUI {path}: the answer ended {response.length} bytes short")
     return b"".join(chunks)
 
 

@@ -113,11 +113,6 @@ class ComfyUIEngine(Engine):
         image.info[SOURCE_PNG] = png
         return image
 
-    @property
-    def needs_local_models(self) -> bool:
-        """Only the quality gate draws on the local models (the IP-Adapter image encoder)."""
-        return self.settings.quality.enabled
-
     def loaded_with(self) -> dict[str, Any]:
         """No prediction type: ComfyUI detects its own from the checkpoint it loads (the same
         v_pred keys), and ours may not be on this machine."""

@@ -194,20 +194,21 @@ def insert_loras(graph: dict[str, Any], loras: tuple[tuple[str, float], ...]) ->
     """Put a `LoraLoader` for each of the image's LoRAs between the workflow's checkpoint loader
     and its consumers, as our built-in graph does (the character's LoRA is what keeps it
     consistent, the prompt's tags what the user asked for). The user's own LoraLoaders stay as
-    they are, after ours; a LoRA their graph loads already keeps their node and weight (not
-    loaded twice). Returns the ids of the nodes added (in `graph`, changed in place)."""
+    they are, after ours; a LoRA their graph loads already (by file name, from any subfolder)
+    keeps their node and weight (not loaded twice). Returns the ids of the nodes added (in
+    `graph`, changed in place)."""
     if not loras:
         return []
     theirs = {
-        str(node["inputs"].get("lora_name")): node_id
+        _file_name(node["inputs"].get("lora_name")): node_id
         for node_id, node in graph.items()
         if node["class_type"] in LORA_LOADERS
     }
     wanted = []
     for name, weight in loras:
-        if name in theirs:
+        if _file_name(name) in theirs:
             log.info("the workflow loads LoRA %s itself (node %s): its weight there is kept",
-                     name, theirs[name])  # fmt: skip
+                     name, theirs[_file_name(name)])  # fmt: skip
         else:
             wanted.append((name, weight))
     if not wanted:
@@ -234,12 +235,25 @@ def insert_loras(graph: dict[str, Any], loras: tuple[tuple[str, float], ...]) ->
     return added
 
 
+def _file_name(lora_name: object) -> str:
+    """A LoRA's file name: ComfyUI names one in a subfolder of `models/loras` by its relative
+    path (folder_paths.py `get_filename_list`), with `\\` on Windows; ours are bare."""
+    return str(lora_name).replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def _checkpoint_loader(graph: dict[str, Any]) -> str:
     """The node whose outputs 0 and 1 (MODEL, CLIP) our LoRAs go after: titled
     `anime:checkpoint`, else the one checkpoint loader."""
     titled = [i for i, n in graph.items() if _title(n) == "anime:checkpoint"]
+    if len(titled) == 1 and graph[titled[0]]["class_type"] not in CHECKPOINT_LOADERS:
+        raise UserError(
+            f"the workflow's node 'anime:checkpoint' is a "
+            f"{one_line(graph[titled[0]]['class_type'])}, which has no MODEL and CLIP outputs "
+            "for the image's LoRAs",
+            f"that title belongs on a {' or '.join(CHECKPOINT_LOADERS)} node",
+        )
     found = titled or [i for i, n in graph.items() if n["class_type"] in CHECKPOINT_LOADERS]
-    if len(found) == 1 and graph[found[0]]["class_type"] in CHECKPOINT_LOADERS:
+    if len(found) == 1:
         return found[0]
     raise UserError(
         f"the image has LoRAs (the character's, the prompt's or models.loras) but the workflow "

@@ -11,7 +11,8 @@ That file is the user's ComfyUI configuration: absolute folders and `..` are how
 shared A1111 install, so they are followed as ComfyUI follows them. What keeps it harmless here:
 only folders that exist count, a model is looked up by name *inside* them (a name that would
 leave its folder, `..` or absolute, is not looked up there, as `folder_paths.get_full_path`
-keeps names inside), a file that is too big, not YAML or of the wrong shape is one warning line
+keeps names inside), a file that is too big, not YAML, of the wrong shape or with over
+`MAX_ENTRIES` entries (aliases multiply them) is one warning line
 (once per version of the file, and in `anime-gen doctor`), never a traceback.
 """
 
@@ -19,9 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
+from typing import Any
 
+from tools.text import one_line
 from tools.user_paths import expand_user
 
 log = logging.getLogger(__name__)
@@ -37,8 +42,12 @@ FOLDERS: dict[str, tuple[str, ...]] = {
 # The `models.*` setting -> ComfyUI's folder name.
 KIND_OF_SETTING = {"checkpoint": "checkpoints", "controlnet": "controlnet", "vae": "vae"}
 CONFIG_NAME = "extra_model_paths.yaml"
+IGNORED_KEYS = ("base_path", "is_default")  # extra_config.py pops these; the rest are folders
 MAX_CONFIG_BYTES = 1024 * 1024  # ComfyUI's example is 2 KB
 MAX_FOLDER_CHARS = 4096  # PATH_MAX: a longer line is no folder (and would raise ENAMETOOLONG)
+# Entries (keys and folder lines) read at most: YAML aliases let a small file repeat one long
+# anchored string or section thousands of times (ComfyUI's example has about 20 entries).
+MAX_ENTRIES = 1000
 
 
 @dataclass(frozen=True)
@@ -85,22 +94,28 @@ def extra_paths(base: Path) -> ExtraPaths:
         return ExtraPaths({})
     key = (str(config), stat.st_size, stat.st_mtime_ns)
     if key not in _read:
-        _read[key] = _parse(config, stat.st_size)
+        _read[key] = _parse(config, stat)
         if _read[key].problem:
             log.warning("%s", _read[key].problem)
     return _read[key]
 
 
-def _parse(config: Path, size: int) -> ExtraPaths:
+def _parse(config: Path, stat: os.stat_result) -> ExtraPaths:
     import yaml
 
     def problem(text: str, folders: dict[str, tuple[Path, ...]] | None = None) -> ExtraPaths:
         return ExtraPaths(folders or {}, f"comfyui.root: {config} {text}")
 
-    if size > MAX_CONFIG_BYTES:
-        return problem(f"is over {MAX_CONFIG_BYTES >> 20} MB; not read")
+    # A FIFO would block the read, /dev/zero (size 0) never end it: regular files only, and
+    # no more read than the limit even if the file grows after its stat.
+    if not S_ISREG(stat.st_mode):
+        return problem("is no regular file; not read")
     try:
-        sections = yaml.safe_load(config.read_text(encoding="utf-8"))
+        with config.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if stat.st_size > MAX_CONFIG_BYTES or len(data) > MAX_CONFIG_BYTES:
+            return problem(f"is over {MAX_CONFIG_BYTES >> 20} MB; not read")
+        sections = yaml.safe_load(data.decode("utf-8"))
     except OSError as error:
         return problem(f"cannot be read ({error.strerror}); not used")
     except UnicodeDecodeError:
@@ -111,36 +126,52 @@ def _parse(config: Path, size: int) -> ExtraPaths:
         return problem(f"is not valid YAML{where}; not used")
     except RecursionError:
         return problem("is nested too deep; not used")
+    except ValueError as error:  # PyYAML lets int()'s 4300-digit limit through
+        return problem(f"has a value that cannot be read ({one_line(str(error), 80)}); not used")
     if sections is None:
         return ExtraPaths({})
     if not isinstance(sections, dict):
         return problem("is not a mapping of sections (see ComfyUI's example file); not used")
     folders: dict[str, list[Path]] = {}
     skipped: list[str] = []
-    for name, section in sections.items():
-        if section is None:
-            continue  # extra_config.py skips an empty section too
-        if not isinstance(section, dict):
-            skipped.append(str(name)[:40])
+    entries = 0
+    for name, kind, value in _entries(sections, skipped):
+        section_base = _base(sections[name].get("base_path"), config.parent)
+        where = f"{str(name)[:40]}.{str(kind)[:40]}"
+        lines = value.split("\n", MAX_ENTRIES) if isinstance(value, str) else []
+        entries += 1 + len(lines)
+        if entries > MAX_ENTRIES:
+            return problem(
+                f"has over {MAX_ENTRIES} entries; the rest are skipped", _unique(folders)
+            )
+        if not isinstance(value, str) or section_base is None:
+            skipped.append(where)
             continue
-        section_base = _base(section.get("base_path"), config.parent)
-        for kind, value in section.items():
-            if kind in ("base_path", "is_default"):
-                continue
-            if not isinstance(value, str) or section_base is None:
-                skipped.append(f"{str(name)[:40]}.{str(kind)[:40]}")
-                continue
-            for line in value.splitlines():
-                folder = _folder(line.strip(), section_base)
-                if folder is None and line.strip():
-                    skipped.append(f"{str(name)[:40]}.{str(kind)[:40]}")
-                elif folder is not None:
-                    folders.setdefault(str(kind), []).append(folder)
-    found = {kind: tuple(dict.fromkeys(paths)) for kind, paths in folders.items()}
+        for line in lines:
+            folder = _folder(line.strip(), section_base)
+            if folder is None and line.strip():
+                skipped.append(where)
+            elif folder is not None:
+                folders.setdefault(str(kind), []).append(folder)
+    found = _unique(folders)
     if skipped:
         shown = ", ".join(dict.fromkeys(skipped[:5]))
         return problem(f"has entries that are no folder names ({shown}); those are skipped", found)
     return ExtraPaths(found)
+
+
+def _unique(folders: dict[str, list[Path]]) -> dict[str, tuple[Path, ...]]:
+    return {kind: tuple(dict.fromkeys(paths)) for kind, paths in folders.items()}
+
+
+def _entries(sections: dict, skipped: list[str]) -> Iterator[tuple[Any, Any, Any]]:
+    """(section, key, value) for each key of each section but `base_path` and `is_default`; a
+    section that is no mapping goes to `skipped` (extra_config.py skips an empty one too)."""
+    for name, section in sections.items():
+        if isinstance(section, dict):
+            yield from ((name, k, v) for k, v in section.items() if k not in IGNORED_KEYS)
+        elif section is not None:
+            skipped.append(str(name)[:40])
 
 
 def _base(value: object, config_dir: Path) -> Path | None:

@@ -82,12 +82,6 @@ class Engine:
     def controlnet_source(self) -> ModelSource:
         return self.sources.controlnet
 
-    @property
-    def needs_local_models(self) -> bool:
-        """Whether this engine's work loads the local pipeline (a ComfyUI engine's only for
-        the quality gate)."""
-        return True
-
     def labels(self) -> dict[str, str]:
         """How an image's metadata names the checkpoint, ControlNet and IP-Adapter that drew it."""
         return {

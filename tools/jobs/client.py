@@ -59,11 +59,12 @@ def settings_overrides(settings: Settings) -> dict[str, Any]:
 def prefetch_models(settings: Settings) -> None:
     """Download what the worker will need, here in the user's terminal (size note, progress
     bar) rather than unseen in the background worker. Instant when everything is cached."""
+    from tools.engine.local_models import local_model_uses
     from tools.engine.rendering import Engine
     from tools.quality.aesthetic import AestheticScorer
 
-    if settings.worker.backend != "comfyui" or settings.quality.enabled:
-        Engine(settings).prefetch()  # with ComfyUI drawing, only the quality gate needs them
+    if local_model_uses(settings):  # with ComfyUI drawing: the gate, hires, face detail
+        Engine(settings).prefetch()
     if settings.quality.enabled and settings.quality.aesthetic_model:
         try:
             AestheticScorer(settings).folder()

@@ -241,16 +241,22 @@ class Worker:
     ) -> None:
         """Load models and calibrate the images' characters while a thread beats for us (a
         character-sheet image's character is not in the library yet, a plain one has none)."""
+        from tools.engine.local_models import local_model_uses
+
         engine, gate = runtime.engine, runtime.gate
-        if not engine.needs_local_models:
-            return  # ComfyUI draws and no gate judges: nothing local to load or calibrate
+        uses = local_model_uses(runtime.settings)  # the job's: hires is per job, the engine not
+        if not uses:
+            return  # ComfyUI draws, no gate judges, no second pass: nothing local to load
+        # Only hires / face detail here (ComfyUI draws, no gate): no character to calibrate.
+        judged = "drawing" in uses or "the quality gate" in uses
         names = sorted({spec.character for spec in specs if spec.sheet is None and not spec.plain})
-        characters = [runtime.characters.get(name) for name in names]
+        characters = [runtime.characters.get(name) for name in names] if judged else []
         cold = [c for c in characters if c.name not in self._calibrated]
         if not engine.loaded or cold:
             with Keepalive(heartbeat, load_allowance(self.settings.worker.hang_timeout)):
                 engine.pipe  # noqa: B018  (loading is the point)
-                gate.aesthetic  # noqa: B018
+                if judged:
+                    gate.aesthetic  # noqa: B018
                 for character in cold:
                     gate.baseline(character)
                     self._calibrated.add(character.name)

@@ -54,8 +54,22 @@ def prepare(workdir: Path, loras: int) -> Path:
     return home
 
 
-def run_side(home: Path, side: str, jobs: int, loras: int, every: int) -> list[tuple[int, float]]:
-    """(jobs done, RSS MiB) at the start, every `every` jobs and at the end, in this process."""
+Mark = tuple[int, float, int, float, int]  # jobs done, RSS MiB, adapters, LoRA KiB, prompts
+
+
+def lora_kib(pipe: Any) -> float:
+    """The LoRA weights the pipeline's UNet and text encoder hold (peft's `lora_` parameters)."""
+    held = 0
+    for model in (pipe.unet, pipe.text_encoder):
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                held += parameter.numel() * parameter.element_size()
+    return round(held / 2**10, 1)
+
+
+def run_side(home: Path, side: str, jobs: int, loras: int, every: int) -> list[Mark]:
+    """(jobs done, RSS MiB, adapters loaded, their weights in KiB, prompt embeddings cached) at
+    the start, every `every` jobs and at the end, in this process."""
     import torch
     from PIL import Image
 
@@ -78,13 +92,15 @@ def run_side(home: Path, side: str, jobs: int, loras: int, every: int) -> list[t
 
     def mark(done: int) -> None:
         gc.collect()
-        marks.append((done, rss_mb()))
+        held = len(engine.ensure_loaded()._prompts)
+        adapters = len(engine.loras.loaded)
+        marks.append((done, rss_mb(), adapters, lora_kib(engine.pipe), held))
         print(f"{side}: {marks[-1]}", file=sys.stderr, flush=True)
 
     # One draw without a LoRA first: the allocator's and the kernels' first-use growth is then
     # in the start figure, and what follows is what the jobs keep.
     draw("1girl", 0, ())
-    marks: list[tuple[int, float]] = []
+    marks: list[Mark] = []
     mark(0)
     for number in range(jobs):
         draw(f"1girl, hat {number}", number, (LoraRequest(f"style{number % loras}", 1.0),))
@@ -93,19 +109,24 @@ def run_side(home: Path, side: str, jobs: int, loras: int, every: int) -> list[t
     return marks
 
 
-def growth_ratio(bounded: list[tuple[int, float]], unbounded: list[tuple[int, float]]) -> float:
+def growth_ratio(bounded: list[Mark], unbounded: list[Mark]) -> float:
     """How many times the unbounded side grew what the bounded side grew, start to end."""
     grown = bounded[-1][1] - bounded[0][1]
     return round((unbounded[-1][1] - unbounded[0][1]) / max(grown, 0.1), 2)
 
 
-def table(sides: dict[str, list[tuple[int, float]]]) -> str:
-    """The two sides' RSS at each mark as a Markdown table, then the growth of each."""
-    lines = ["| jobs | bounded RSS (MiB) | unbounded RSS (MiB) |", "|---|---|---|"]
-    for (done, bounded), (_, unbounded) in zip(*(sides[side] for side in SIDES), strict=True):
-        lines.append(f"| {done} | {bounded} | {unbounded} |")
-    grown = {side: round(marks[-1][1] - marks[0][1], 1) for side, marks in sides.items()}
-    lines.append(f"| growth | {grown['bounded']} | {grown['unbounded']} |")
+def table(sides: dict[str, list[Mark]]) -> str:
+    """The two sides at each mark as a Markdown table (bounded / unbounded in each cell), then
+    the RSS growth of each."""
+    lines = [
+        "| jobs | RSS (MiB) | LoRA adapters | their weights (KiB) | prompt embeddings |",
+        "|---|---|---|---|---|",
+    ]
+    for bounded, unbounded in zip(*(sides[side] for side in SIDES), strict=True):
+        cells = [f"{a} / {b}" for a, b in zip(bounded[1:], unbounded[1:], strict=True)]
+        lines.append(f"| {bounded[0]} | " + " | ".join(cells) + " |")
+    grown = [round(sides[side][-1][1] - sides[side][0][1], 1) for side in SIDES]
+    lines.append(f"| RSS growth | {grown[0]} / {grown[1]} | | | |")
     return "\n".join(lines)
 
 

@@ -251,6 +251,22 @@ def test_our_png_round_trip_json_chunk_and_parameters_text_agree(tmp_path):
     assert theirs["IP-Adapter weight"] == "0.95"
 
 
+def test_prompt_edits_alternation_and_and_are_recorded_as_written(tmp_path):
+    """Issue 23: `[from:to:when]`, `[a|b]` and `AND` are in the parameters verbatim (A1111
+    modules/processing.py `create_infotext` writes `p.all_prompts[index]`, unparsed)."""
+    prompt = "masterpiece, [cat:dog:0.5], [a|b], a hat AND a scarf"
+    negative = "[lowres:blurry:0.5]"
+    path = make_store(tmp_path).save(image(), meta(prompt=prompt, negative_prompt=negative))
+    with Image.open(path) as png:
+        text = png.text["parameters"]
+    assert text.splitlines()[0] == prompt
+    assert (parse_a1111(text)["prompt"], parse_a1111(text)["negative_prompt"]) == (prompt, negative)
+    assert (read_png_info(path)["prompt"], read_png_info(path)["negative_prompt"]) == (
+        prompt,
+        negative,
+    )
+
+
 def test_every_data_file_is_tested_and_sourced():
     files = {path.name for path in DATA.iterdir() if path.suffix in (".txt", ".json")}
     assert files == set(A1111_EXPECTED) | set(COMFYUI_EXPECTED)

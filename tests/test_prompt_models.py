@@ -75,7 +75,7 @@ def test_a_shorter_prompt_or_negative_is_repeated_to_the_common_multiple(home):
     conditioning = engine_for(home).ensure_loaded()
     three = ", ".join(["girl"] * 90)  # 179 tokens: 3 chunks
     assert conditioning.prompt(three).chunks == 3
-    text = conditioning.text_inputs(jobs_of(LONG, three, negative="lowres"))
+    text = conditioning.text_inputs(jobs_of(LONG, three, negative="lowres")).first
     assert text["prompt_embeds"].shape[1] == 77 * 6
     negative = conditioning.prompt("lowres").embeds
     assert torch.equal(text["negative_prompt_embeds"][0], torch.cat([negative[0]] * 6))
@@ -212,6 +212,21 @@ def test_sdxl_chunks_concatenate_both_encoders_and_pool_the_first(sdxl_config, t
     assert not np.array_equal(draw(engine, LONG + ", red hair"), draw(engine, LONG + ", blue sky"))
 
 
+def test_a_prompt_without_edits_is_handed_to_the_pipeline_as_before(home):
+    """No regression: a prompt without edit syntax (emphasis, de-emphasis, a `|` outside
+    brackets, which A1111's schedule grammar rejects) is one step-0 input, its text as written,
+    and no step-end tensors to swap: the pipeline call is the one from before editing existed."""
+    import torch
+
+    conditioning = engine_for(home).ensure_loaded()
+    prompt = "(girl:1.2), [blue eyes], red | white"
+    text = conditioning.text_inputs(jobs_of(prompt, negative="(lowres:1.1)"), steps=20)
+    assert list(text.steps) == [0] and text.tensor_names == []
+    assert torch.equal(text.first["prompt_embeds"], conditioning.prompt(prompt).embeds)
+    negative = conditioning.prompt("(lowres:1.1)").embeds
+    assert torch.equal(text.first["negative_prompt_embeds"], negative)
+
+
 def test_sdxl_empty_negative_is_zeros_and_an_empty_prompt_is_not(sdxl_config, tmp_path):
     """Issue 23 #7: A1111 modules/sd_models_xl.py get_learned_conditioning zeroes an empty
     negative (embeddings and pooled), as diffusers' force_zeros_for_empty_prompt."""
@@ -219,11 +234,11 @@ def test_sdxl_empty_negative_is_zeros_and_an_empty_prompt_is_not(sdxl_config, tm
     home.mkdir()
     shutil.copyfile(sdxl_config, home / CONFIG_FILENAME)
     conditioning = Engine(load_settings(home=home, env={})).ensure_loaded()
-    text = conditioning.text_inputs(jobs_of("", "girl", negative=""))
+    text = conditioning.text_inputs(jobs_of("", "girl", negative="")).first
     assert not text["negative_prompt_embeds"].any()
     assert not text["negative_pooled_prompt_embeds"].any()
     assert text["prompt_embeds"][0].any() and text["pooled_prompt_embeds"][0].any()
-    written = conditioning.text_inputs(jobs_of("girl", negative="lowres"))
+    written = conditioning.text_inputs(jobs_of("girl", negative="lowres")).first
     assert written["negative_prompt_embeds"].any()
 
 

@@ -333,7 +333,7 @@ def test_face_detail_crop_is_diffusers_padding_mask_crop(warm, monkeypatch):
     steps = at_least_one_step(engine.sampling.steps, detail.denoise)
     with torch.inference_mode():
         theirs = pipe(
-            **conditioning(engine, job, pipe),
+            **conditioning(engine, job, pipe, steps)[0],
             image=image.convert("RGB"),
             mask_image=mask,
             padding_mask_crop=detail.padding,

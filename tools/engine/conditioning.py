@@ -1,7 +1,10 @@
 """What a render is conditioned on besides the pose: prompt embeddings and reference embeddings.
 
 Prompt embeddings come from `tools.engine.prompt_encoding` (75-token chunks, A1111 weights,
-clip skip), cached per prompt and LoRA set. IP-Adapter image embeddings are computed once per
+clip skip), cached per prompt and LoRA set (the least recently used dropped past
+`PROMPT_CACHE_SIZE`); a prompt with A1111 edits or alternation is a schedule of texts
+(`tools.engine.prompt_schedule`), each encoded and cached as a prompt, switched per step by
+`tools.engine.text_schedule.TextSchedule`. IP-Adapter image embeddings are computed once per
 reference image (cached in memory and on disk, keyed by file hash and encoder), so a batch of a
 character pays for neither again. `PerImageReferences` hands each image of a batch exactly its
 own reference.
@@ -10,6 +13,7 @@ own reference.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +23,10 @@ from PIL import Image
 from tools.engine.extra_networks import Embeddings, LoraAdapters
 from tools.engine.lora_hashes import file_digest
 from tools.engine.lru import evict
-from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder, repeat_to_chunks
+from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder
+from tools.engine.prompt_schedule import prompt_schedule, text_at, uses_and
 from tools.engine.prompt_syntax import LoraRequest, extract_loras
+from tools.engine.text_schedule import TextSchedule, batch_inputs
 from tools.quality.clip_images import pad_to_square
 
 if TYPE_CHECKING:
@@ -28,6 +34,8 @@ if TYPE_CHECKING:
 
     from tools.engine.loading import ModelSources
     from tools.engine.render_job import RenderJob
+
+log = logging.getLogger(__name__)
 
 # Part of the reference-embedding cache key: bump it when the image handed to the encoder changes.
 REFERENCE_FRAMING = "square"
@@ -110,25 +118,60 @@ class Conditioning:
         evict(self._prompts, PROMPT_CACHE_SIZE)
         return embedding
 
-    def text_inputs(self, jobs: list[RenderJob]) -> dict[str, Any]:
-        """Prompt and negative embeddings of the jobs, each repeated to the least common
-        multiple of their chunk counts (a prompt may be several 77-token chunks), as ComfyUI
-        lines up conditionings of different lengths."""
+    def text_inputs(
+        self, jobs: list[RenderJob], steps: int = 1, hires_steps: int | None = None
+    ) -> TextSchedule:
+        """Prompt and negative embeddings of the jobs over a pass of `steps` model steps (see
+        `prompt_schedule` for `hires_steps`): the pipeline's inputs at step 0, and the
+        embeddings of each later step at which a prompt edit or alternation changes a row.
+
+        Each distinct text of the schedules is encoded once (and cached as any prompt: the
+        step boundaries are recomputed per pass, so the cache keys on the text alone). All are
+        repeated to the least common multiple of their chunk counts (a prompt may be several
+        77-token chunks), as ComfyUI lines up conditionings of different lengths; a batch
+        without edits is exactly what it was before edits existed."""
         import math
 
-        import torch
-
-        prompts = [self.prompt(extract_loras(job.prompt)[0]) for job in jobs]
-        negatives = [self.negative(extract_loras(job.negative_prompt)[0]) for job in jobs]
-        chunks = math.lcm(*(embedding.chunks for embedding in prompts + negatives))
-        text: dict[str, Any] = {
-            "prompt_embeds": torch.cat([repeat_to_chunks(p, chunks) for p in prompts]),
-            "negative_prompt_embeds": torch.cat([repeat_to_chunks(p, chunks) for p in negatives]),
+        rows = []
+        # One line per pass, however many images: A1111 splits the prompt only, not the
+        # negative (modules/prompt_parser.py `get_multicond_prompt_list`).
+        if any(uses_and(extract_loras(job.prompt)[0]) for job in jobs):
+            log.warning(AND_DECLINED)
+        for job in jobs:
+            prompt, negative = extract_loras(job.prompt)[0], extract_loras(job.negative_prompt)[0]
+            rows.append(
+                (
+                    prompt_schedule(prompt, steps, hires_steps),
+                    prompt_schedule(negative, steps, hires_steps),
+                )
+            )
+        # A1111 modules/prompt_parser.py `reconstruct_cond_batch`: step s uses the first entry
+        # ending at or after s, so a row's text changes at step end + 1.
+        starts = sorted(
+            {0} | {end + 1 for row in rows for schedule in row for end, _ in schedule[:-1]}
+        )
+        texts = {
+            start: [
+                (text_at(positive, start), text_at(negative, start)) for positive, negative in rows
+            ]
+            for start in starts
         }
-        if self.sources.family == "sdxl":
-            text["pooled_prompt_embeds"] = torch.cat([p.pooled for p in prompts])
-            text["negative_pooled_prompt_embeds"] = torch.cat([p.pooled for p in negatives])
-        return text
+        encoded = {
+            start: [(self.prompt(positive), self.negative(negative)) for positive, negative in row]
+            for start, row in texts.items()
+        }
+        chunks = math.lcm(
+            *(embedding.chunks for row in encoded.values() for pair in row for embedding in pair)
+        )
+        sdxl = self.sources.family == "sdxl"
+        steps_inputs = {}
+        previous = None
+        for start in starts:
+            if texts[start] == previous:
+                continue
+            previous = texts[start]
+            steps_inputs[start] = batch_inputs(encoded[start], chunks, sdxl)
+        return TextSchedule(steps_inputs)
 
     def negative(self, text: str) -> PromptEmbedding:
         """The negative prompt's embedding; for SDXL an empty one is zeros (embeddings and
@@ -235,3 +278,10 @@ class Conditioning:
 
         projection = self.pipe.unet.encoder_hid_proj.image_projection_layers[0]
         return not isinstance(projection, ImageProjection)
+
+
+# The line a prompt with `AND` gets (A1111's composable diffusion is not implemented).
+AND_DECLINED = (
+    "AND (A1111's composable diffusion) is not supported: the prompt is drawn as one prompt, "
+    "AND included as a word"
+)

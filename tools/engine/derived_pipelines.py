@@ -11,8 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from tools.engine.prompt_schedule import model_steps
+
 if TYPE_CHECKING:
     from tools.engine.rendering import Engine, RenderJob, StepCallback
+    from tools.engine.text_schedule import TextSchedule
 
 # kind → (SD1.5 pipeline class, SDXL pipeline class), all in diffusers.
 _PIPELINE_CLASSES = {
@@ -56,35 +59,47 @@ def _quiet(logger_name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def conditioning(engine: Engine, job: RenderJob, pipe: Any) -> dict[str, Any]:
+def conditioning(
+    engine: Engine, job: RenderJob, pipe: Any, steps: int, hires_steps: int | None = None
+) -> tuple[dict[str, Any], TextSchedule]:
     """The job's prompt embeddings and IP-Adapter reference as pipeline arguments, with its
-    LoRAs active: what the first pass saw."""
+    LoRAs active, and the pass's text schedule over `steps` model steps (`hires_steps`: see
+    `prompt_schedule`) for `step_callback` to switch prompt edits with."""
     import torch
 
     embeddings = engine.ensure_loaded()
     engine.loras.use(engine.pipe, engine.lora_set(job.prompt, job.negative_prompt, job.loras))
-    text = embeddings.text_inputs([job])
+    text = embeddings.text_inputs([job], steps, hires_steps)
     weight = 0.0 if job.reference is None else engine.settings.models.ipadapter_weight
     pipe.set_ip_adapter_scale(weight)
     guided = engine.sampling.guidance_scale > 1.0
     reference, _ = embeddings.reference_rows([job], guided)
-    return {
-        **text,
+    inputs = {
+        **text.first,
         "ip_adapter_image_embeds": [reference],
         "guidance_scale": engine.sampling.guidance_scale,
         "generator": torch.Generator("cpu").manual_seed(job.seed),
     }
+    return inputs, text
 
 
-def step_reporter(on_step: StepCallback | None, steps: int) -> Any:
-    """A diffusers step-end callback that reports this pass's steps (the worker's heartbeat)."""
+def step_callback(
+    engine: Engine, on_step: StepCallback | None, steps: int, text: TextSchedule
+) -> dict[str, Any]:
+    """The diffusers step-end callback arguments of a second pass: the next step's prompt (an
+    edit or alternation) switched in, and this pass's steps reported (the worker's heartbeat)."""
+    guided = engine.sampling.guidance_scale > 1.0
 
     def step_end(_pipe: Any, step: int, _timestep: Any, kwargs: dict) -> dict:
+        text.update(step + 1, kwargs, guided)
         if on_step is not None:
             on_step(step + 1, steps)
         return kwargs
 
-    return step_end
+    return {
+        "callback_on_step_end": step_end,
+        "callback_on_step_end_tensor_inputs": text.tensor_names,
+    }
 
 
 def at_least_one_step(steps: int, denoise: float) -> int:
@@ -121,20 +136,30 @@ def refine(
     steps: int,
     size: tuple[int, int],
     on_step: StepCallback | None = None,
+    first_pass_steps: int | None = None,
 ) -> Any:
     """One img2img ControlNet pass from `start` (an image, or latents as the UNet sees them) at
     `size` with the job's prompt, seed, reference and pose (scaled): the hires fix's second
-    pass and A1111's img2img (`tools.engine.hires`, `tools.engine.img2img`)."""
+    pass and A1111's img2img (`tools.engine.hires`, `tools.engine.img2img`).
+
+    Prompt edits count model steps as A1111 schedules them: img2img over its `steps`
+    (modules/processing.py `StableDiffusionProcessing.setup_conds`), the hires pass over the
+    steps it runs, after the first pass's `first_pass_steps` (`calculate_hr_conds`)."""
     import torch
     from PIL import Image
 
     width, height = size
     pipe = derived_pipeline(engine, "img2img")
-    inputs = conditioning(engine, job, pipe)
-    pose = job.pose_image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
-    seed_sde_noise(pipe, job.seed)
     # The steps diffusers runs (`get_timesteps`), reported as this pass's total.
     runs = min(int(steps * strength), steps)
+    order = pipe.scheduler.order
+    if first_pass_steps is None:
+        inputs, text = conditioning(engine, job, pipe, model_steps(steps, order))
+    else:
+        first = model_steps(first_pass_steps, order)
+        inputs, text = conditioning(engine, job, pipe, first, model_steps(runs, order))
+    pose = job.pose_image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    seed_sde_noise(pipe, job.seed)
     with torch.inference_mode():
         result = pipe(
             **inputs,
@@ -145,7 +170,7 @@ def refine(
             controlnet_conditioning_scale=engine.settings.models.controlnet_strength,
             width=width,
             height=height,
-            callback_on_step_end=step_reporter(on_step, runs),
             output_type="latent",
+            **step_callback(engine, on_step, runs, text),
         )
     return engine.decode(pipe, result.images)[0]

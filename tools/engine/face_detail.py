@@ -20,8 +20,9 @@ from tools.engine.derived_pipelines import (
     conditioning,
     derived_pipeline,
     seed_sde_noise,
-    step_reporter,
+    step_callback,
 )
+from tools.engine.prompt_schedule import model_steps
 from tools.quality import faces
 
 if TYPE_CHECKING:
@@ -68,8 +69,9 @@ def face_detail_pass(
     if not found:
         return image, record
     pipe = derived_pipeline(engine, "inpaint")
-    inputs = conditioning(engine, job, pipe)
     steps = at_least_one_step(engine.sampling.steps, detail.denoise)
+    # ADetailer's pass is an A1111 img2img: prompt edits count over its steps.
+    inputs, text = conditioning(engine, job, pipe, model_steps(steps, pipe.scheduler.order))
     # ADetailer (Bing-su/adetailer scripts/!adetailer.py `_postprocess_image_inner` and `fix_p2`):
     # each face is its own inpaint pass, on the previous pass's output, with seed + j.
     image = image.convert("RGB")
@@ -96,8 +98,8 @@ def face_detail_pass(
                 num_inference_steps=steps,
                 width=image.width,
                 height=image.height,
-                callback_on_step_end=step_reporter(on_step, steps),
                 output_type="latent",
+                **step_callback(engine, on_step, steps, text),
             )
         drawn = engine.decode(pipe, result.images)[0]
         image = pipe.image_processor.apply_overlay(mask, image, drawn, crop)

@@ -55,6 +55,7 @@ def hires_pass(
         steps=schedule,
         size=(width, height),
         on_step=on_step,
+        first_pass_steps=engine.sampling.steps,
     )
     record = {
         "scale": hires.scale,

@@ -28,6 +28,7 @@ from tools.engine.loading import (
 )
 from tools.engine.model_sources import ModelSource
 from tools.engine.prompt_encoding import PromptEmbedding
+from tools.engine.prompt_schedule import model_steps
 from tools.engine.prompt_syntax import LoraRequest, extract_loras, merge_loras
 from tools.engine.render_job import RenderJob
 from tools.engine.vae import decode_latents
@@ -224,17 +225,21 @@ class Engine:
 
         conditioning = self.ensure_loaded()
         pipe, sampling = self._pipe, self.sampling
-        text = conditioning.text_inputs(jobs)
+        steps = sampling.steps
+        # Prompt edits count model steps, as A1111 (second-order samplers: 2·steps − 1).
+        text = conditioning.text_inputs(jobs, model_steps(steps, pipe.scheduler.order))
         guided = sampling.guidance_scale > 1.0
         rows, stand_in = conditioning.reference_rows(jobs, guided)
         with_references = any(job.reference is not None for job in jobs)
         pipe.set_ip_adapter_scale(draw.ipadapter_weight if with_references else 0.0)
-        steps = sampling.steps
         cfg_cutoff = self.settings.output.cfg_cutoff
         cutoff = math.ceil(cfg_cutoff * steps) if guided and cfg_cutoff else None
         cut_inputs = self._cut_tensor_names() if guided else []
+        tensor_inputs = cut_inputs + [n for n in text.tensor_names if n not in cut_inputs]
 
         def step_end(_pipe: Any, step: int, _timestep: Any, kwargs: dict) -> dict:
+            # The next step's prompt (an edit or alternation), before the cutoff halves it.
+            text.update(step + 1, kwargs, guided and _pipe._guidance_scale > 1.0)
             if cutoff is not None and step + 1 == cutoff:
                 # From here on, run the conditional half only: the rest of the steps cost half.
                 _pipe._guidance_scale = 0.0
@@ -252,7 +257,7 @@ class Engine:
         try:
             with torch.inference_mode():
                 result = pipe(
-                    **text,
+                    **text.first,
                     image=[job.pose_image.convert("RGB") for job in jobs],
                     ip_adapter_image_embeds=[stand_in],
                     controlnet_conditioning_scale=draw.controlnet_strength,
@@ -262,7 +267,7 @@ class Engine:
                     height=draw.height,
                     generator=generators,
                     callback_on_step_end=step_end,
-                    callback_on_step_end_tensor_inputs=cut_inputs,
+                    callback_on_step_end_tensor_inputs=tensor_inputs,
                     output_type="latent",
                 )
         finally:

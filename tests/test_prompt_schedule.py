@@ -1,0 +1,96 @@
+"""A1111 prompt editing `[from:to:when]` and alternation `[a|b]`: the schedule parser (pure).
+
+The examples are the docstring of A1111 modules/prompt_parser.py
+`get_learned_conditioning_prompt_schedules` (its doctests), plus edge cases checked against that
+function running on lark 1.3.1.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tools.engine.prompt_schedule import model_steps, prompt_schedule, text_at, uses_and
+
+ALTERNATING = [(step, "a" if step % 2 else "(b:1.1)") for step in range(1, 11)]
+
+# (prompt, schedule at 10 steps): A1111's doctests, verbatim.
+A1111_DOCTESTS = [
+    ("test", [(10, "test")]),
+    ("a [b:3]", [(3, "a "), (10, "a b")]),
+    ("a [b: 3]", [(3, "a "), (10, "a b")]),
+    ("a [[[b]]:2]", [(2, "a "), (10, "a [[b]]")]),
+    ("[(a:2):3]", [(3, ""), (10, "(a:2)")]),
+    ("a [b : c : 1] d", [(1, "a b  d"), (10, "a  c  d")]),
+    ("a[b:[c:d:2]:1]e", [(1, "abe"), (2, "ace"), (10, "ade")]),
+    ("a [unbalanced", [(10, "a [unbalanced")]),
+    ("a [b:.5] c", [(5, "a  c"), (10, "a b c")]),
+    ("((a][:b:c [d:3]", [(3, "((a][:b:c "), (10, "((a][:b:c d")]),
+    ("[a|(b:1.1)]", ALTERNATING),
+    ("[fe|]male", [(step, "female" if step % 2 else "male") for step in range(1, 11)]),
+    ("[fe|||]male", [(step, "female" if step % 4 == 1 else "male") for step in range(1, 11)]),
+]
+
+
+@pytest.mark.parametrize(("prompt", "expected"), A1111_DOCTESTS)
+def test_schedule_matches_a1111_doctests(prompt, expected):
+    assert prompt_schedule(prompt, 10) == expected
+
+
+def test_hires_pass_counts_on_from_the_first_pass():
+    # The doctests with hires_steps: `[b:.5]` is over by the hires pass, `[b:1.5]` is halfway.
+    assert prompt_schedule("a [b:.5] c", 10, 10) == [(10, "a b c")]
+    assert prompt_schedule("a [b:1.5] c", 10, 10) == [(5, "a  c"), (10, "a b c")]
+    assert prompt_schedule("[a:b:12]", 10, 10) == [(2, "a"), (10, "b")]
+
+
+# Checked against A1111's function itself (lark 1.3.1).
+EDGE_CASES = [
+    # A1111's doctest `a [{b|d{:.5] c` claims a schedule; its grammar rejects `|` there
+    # (lark raises), so the function returns the prompt unchanged: we follow the code.
+    ("a [{b|d{:.5] c", [(10, "a [{b|d{:.5] c")]),
+    ("[cat:dog:0]", [(10, "dog")]),  # a `when` below 1 is never added: `to` from the start
+    ("[cat:dog:0.5]", [(5, "cat"), (10, "dog")]),
+    ("[a:b:1.0]", [(10, "a")]),  # a decimal point makes it a fraction: 1.0 is the last step
+    ("[a:b:1e1]", [(10, "a")]),  # no decimal point: step 10
+    ("[a:b:3.]", [(10, "a")]),
+    ("[a:b:-1]", [(10, "b")]),
+    ("[a:b:+3]", [(3, "a"), (10, "b")]),
+    ("[a:b:2 ]", [(2, "a"), (10, "b")]),
+    ("[a:b:c:0.5]", [(10, "[a:b:c:0.5]")]),  # the grammar rejects it: plain text
+    ("\\[a:b:0.5\\]", [(10, "\\[a:b:0.5\\]")]),
+    ("a | b", [(10, "a | b")]),
+    ("[:b:0.5]", [(5, ""), (10, "b")]),
+    ("[a::0.5]", [(5, "a"), (10, "")]),
+    ("(a:[b:c:0.5])", [(5, "(a:b)"), (10, "(a:c)")]),
+    ("[a:(b:1.2):0.5]", [(5, "a"), (10, "(b:1.2)")]),
+    (
+        "[[a|b]:c:0.5]",
+        [(1, "a"), (2, "b"), (3, "a"), (4, "b"), (5, "a")] + [(s, "c") for s in range(6, 11)],
+    ),
+    ("x (y [a|b]) z", [(s, f"x (y {'a' if s % 2 else 'b'}) z") for s in range(1, 11)]),
+    ("(masterpiece:1.2), 1girl", [(10, "(masterpiece:1.2), 1girl")]),
+]
+
+
+@pytest.mark.parametrize(("prompt", "expected"), EDGE_CASES)
+def test_schedule_edge_cases_as_a1111_computes_them(prompt, expected):
+    assert prompt_schedule(prompt, 10) == expected
+
+
+def test_step_lookup_is_a1111s_reconstruct_cond_batch():
+    # The sampler's step s (0-based) uses the first entry ending at or after s: `[cat:dog:0.5]`
+    # at 10 steps is `cat` for steps 0..5 and `dog` for 6..9; `[a|b]` is a, a, b, a, b, ...
+    schedule = prompt_schedule("[cat:dog:0.5]", 10)
+    assert [text_at(schedule, step) for step in range(10)] == ["cat"] * 6 + ["dog"] * 4
+    alternation = prompt_schedule("[a|b]", 4)
+    assert [text_at(alternation, step) for step in range(4)] == ["a", "a", "b", "a"]
+
+
+def test_second_order_samplers_schedule_over_model_steps():
+    assert model_steps(20, 1) == 20
+    assert model_steps(20, 2) == 39
+
+
+def test_and_is_detected_as_a_word_only():
+    assert uses_and("a cat AND a dog")
+    assert not uses_and("a cat and a dog, ANDROID, sAND")

@@ -14,9 +14,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from tools.env_names import resolve_home, unlisted_names
 from tools.errors import UserError
 from tools.private_dir import private_dir
-from tools.settings import load_settings, resolve_home, unknown_environment
 
 log = logging.getLogger("anime")
 
@@ -40,7 +40,12 @@ def log_bug(error: BaseException) -> None:
 
 
 def warn_unknown_environment() -> None:
-    """Once per command: `ANIME_` variables that name no setting are ignored, so say so."""
+    """Once per command: `ANIME_` variables that name no setting are ignored, so say so. The
+    settings (pydantic, ~115 ms) are loaded only to word the warning for such a name."""
+    if not unlisted_names():
+        return
+    from tools.settings import unknown_environment
+
     for line in unknown_environment():
         typer.echo(f"warning: {line}", err=True)
 
@@ -68,6 +73,8 @@ def print_json(data: Any) -> None:
 
 
 def settings_from_flags(**sections: dict[str, Any]) -> Any:
+    from tools.settings import load_settings
+
     overrides = {
         name: {k: v for k, v in values.items() if v is not None}
         for name, values in sections.items()

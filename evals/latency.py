@@ -6,7 +6,10 @@ In one run: a bare typer CLI's `--help` (the floor any typer CLI pays), the firs
 which starts the server and loads the pose embedder, and the median of `--runs` warm calls of
 `anime-gen poses search --json`, `anime-gen NAME POSE --dry-run --json` and
 `anime-chat -c ... --plan-only --json` (plus `anime-chat -c "who do I have" --json`, executed in
-the server). Target: each warm call <= 4x the bare `--help`.
+the server). Targets: each warm call <= 4x the bare `--help`, the plan-only call <= 1.5x
+(issue 27), and the pose embedder <= 20 ms a request warm (timed here, in this process: one
+request's query embedded, median of 20). `os.getloadavg()` is printed before and after, since
+on a shared box the absolute times measure the neighbours; the ratios are side by side.
 Uses a temporary home (no model weights needed: nothing is rendered); the server it started is
 stopped at the end.
 """
@@ -37,6 +40,8 @@ def main(name: str = "world") -> None:
 app()
 """
 TARGET_RATIO = 4.0
+PLAN_ONLY_TARGET, EMBEDDER_TARGET_MS = 1.5, 20.0
+PLAN_ONLY = "anime-chat -c --plan-only --json"
 
 
 def _timed(command: list[str], env: dict[str, str]) -> float:
@@ -58,6 +63,24 @@ def _prepare_home(home: Path) -> None:
     CharacterLibrary(load_settings(home=home, env={}).paths).add(
         "sakura", picture, description="pink hair"
     )
+
+
+def _load_average() -> str:
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+def _embedder_ms(runs: int = 20) -> float:
+    """Median milliseconds to embed one request's query with the warm pose embedder."""
+    from posebank.index import embed_texts, load_embedder
+
+    embedder = load_embedder()
+    embed_texts(embedder, ["warm up"])
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        embed_texts(embedder, ["sakura sitting reading, 3 variations"])
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             python, "-m", "assistant.gen_cli", "sakura", "sitting reading book", "--dry-run",
             "--json",
         ],
-        "anime-chat -c --plan-only --json": [
+        PLAN_ONLY: [
             python, "-m", "assistant.chat_cli", "-c", "draw sakura sitting reading, 3 variations",
             "--plan-only", "--json", "--planner", "rules",
         ],
@@ -93,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "--planner", "rules",
         ],
     }  # fmt: skip
+    print(f"load average before: {_load_average()}")
     try:
         _timed([python, str(bare), "--help"], env)  # warm the file cache for the floor
         floor = statistics.median(
@@ -102,15 +126,24 @@ def main(argv: list[str] | None = None) -> int:
         cold = _timed(first_command, env)
         print(f"bare typer --help (median of {args.runs}): {floor:6.2f} s")
         print(f"cold: first call, starts the server ({first_name}): {cold:6.2f} s")
-        worst = 0.0
+        ratios = {}
         for name, command in calls.items():
             warm = statistics.median(_timed(command, env) for _ in range(args.runs))
-            worst = max(worst, warm / floor)
-            print(f"warm {name:<40} median of {args.runs}: {warm:6.2f} s  ({warm / floor:.1f}x)")
+            ratios[name] = warm / floor
+            print(f"warm {name:<40} median of {args.runs}: {warm:6.2f} s  ({warm / floor:.2f}x)")
+        embed_ms = _embedder_ms()
+        print(f"load average after: {_load_average()}")
+        print(f"pose embedder, warm, one query (median of 20): {embed_ms:.1f} ms")
+        worst = max(ratios.values())
         verdict = "meets" if worst <= TARGET_RATIO else "misses"
+        plan = ratios[PLAN_ONLY]
         print(
-            f"slowest warm call {worst:.1f}x the bare --help: {verdict} the {TARGET_RATIO:g}x"
-            " target"
+            f"slowest warm call {worst:.2f}x the bare --help: {verdict} the {TARGET_RATIO:g}x"
+            f" target; plan-only {plan:.2f}x"
+            f" ({'meets' if plan <= PLAN_ONLY_TARGET else 'misses'} {PLAN_ONLY_TARGET:g}x);"
+            f" embedder {embed_ms:.1f} ms"
+            f" ({'meets' if embed_ms <= EMBEDDER_TARGET_MS else 'misses'}"
+            f" {EMBEDDER_TARGET_MS:g} ms)"
         )
     finally:
         from tools.jobs.processes import stop_worker

@@ -15,7 +15,8 @@ NAMED, VERB, PLACE, STATE = 0, 1, 2, 3
 
 POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
     "standing": {
-        VERB: ("stand", "stands", "standing", "stood", "standing up", "stand up", "stance"),
+        VERB: ("stand", "stands", "standing", "stood", "standing up", "stand up", "stance",
+               "leaning against", "on one foot"),
         PLACE: ("on her feet", "on his feet", "on their feet", "on my feet", "upright"),
         STATE: ("full height", "idle", "t-pose", "a-pose", "tall"),
     },
@@ -41,7 +42,8 @@ POSTURE_CUES: dict[str, dict[int, tuple[str, ...]]] = {
         VERB: ("lie", "lies", "lying", "lay", "laying", "lays", "lain", "lying down",
                "lie down", "reclining", "reclined", "recline", "sprawled", "sprawling",
                "sprawl", "sunbathing", "sunbathe", "floating", "passed out", "collapsed",
-               "fainted", "unconscious", "lying flat", "flat on her back", "flat on his back"),
+               "fainted", "unconscious", "lying flat", "flat on her back", "flat on his back",
+               "stretched out on", "laid out on"),
         PLACE: ("in bed", "on the bed", "on a bed", "bed", "futon", "hammock",
                 "on her back", "on his back", "on their back", "on my back", "on her stomach",
                 "on his stomach", "on their stomach", "on her belly", "on his belly",

@@ -162,3 +162,20 @@ def test_a_long_word_is_not_searched_for_typos():
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000, peak
+
+
+@pytest.mark.parametrize(
+    ("query", "posture"),
+    [
+        ("stretched out on the bench", "lying"),
+        ("laid out on the sofa", "lying"),
+        ("leaning against the table", "standing"),
+        ("balancing on one foot on the bench", "standing"),
+        ("sitting leaning against a wall", "sitting"),
+    ],
+)
+def test_the_posture_the_words_say_beats_the_scene_noun(query, posture):
+    """Issue 27: a bench, a sofa or a table suggests sitting; the posture phrase wins."""
+    from posebank.lexicon import posture_of
+
+    assert posture_of(query) == posture

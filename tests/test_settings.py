@@ -213,3 +213,20 @@ def test_every_anime_variable_the_code_reads_is_a_setting_or_known():
             names.update(re.findall(r"\bANIME_[A-Z][A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
     assert {"ANIME_HOME", "ANIME_WORKER_FAULTS", "ANIME_IN_PROCESS"} <= names
     assert unknown_environment(dict.fromkeys(names, "1")) == []
+
+
+def test_the_light_list_of_setting_names_is_the_settings_own():
+    """`tools.env_names.SETTING_ENV` (read by thin clients without pydantic) names every setting
+    and nothing else."""
+    from tools.env_names import SETTING_ENV
+    from tools.settings import _setting_names
+
+    assert set(_setting_names()) == SETTING_ENV
+
+
+def test_a_typo_is_still_warned_about_by_a_thin_client(monkeypatch):
+    from tools.env_names import unlisted_names
+
+    monkeypatch.setenv("ANIME_OUTPUT_STEPZ", "3")
+    monkeypatch.setenv("ANIME_OUTPUT_STEPS", "3")
+    assert unlisted_names() == ["ANIME_OUTPUT_STEPZ"]

@@ -80,3 +80,36 @@ def test_warm_calls_import_nothing_heavy(studio, prog, module, args):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["heavy"] == [], f"{prog} {' '.join(args)} imported {report['heavy']}"
     print(f"{prog} {' '.join(args)}: {report['seconds']:.2f} s (exit {report['code']})")
+
+
+# What a warm plan-only call needs is typer and the stdlib HTTP client; the settings models
+# (built at import: ~115 ms of a ~170 ms client start, issue 27) live in the server. pydantic
+# itself is typer's: typer 0.29 coerces option values with pydantic TypeAdapters
+# (typer/_coercion.py, `build_runtime_param`).
+NOT_IN_A_THIN_CLIENT = (*HEAVY, "tools.settings", "tools.settings_sections", "httpx", "numpy")
+
+
+@pytest.mark.parametrize(
+    "env_extra", [{}, {"ANIME_OUTPUT_STEPS": "12"}], ids=["plain", "with-a-setting-in-env"]
+)
+def test_a_warm_plan_only_call_imports_no_settings(studio, env_extra):
+    """`anime-chat -c ... --plan-only` through the warm server is a thin client: no settings
+    models, even when an `ANIME_` setting is in the environment (checked for typos)."""
+    from conftest import studio_env
+
+    args = ["-c", "draw sakura sitting reading", "--plan-only", "--json", "--planner", "rules"]
+    probe = PROBE.format(
+        prog="anime-chat", module="assistant.chat_cli", heavy=NOT_IN_A_THIN_CLIENT, args=args
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**studio_env(studio.home), **env_extra},
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0, result.stderr
+    assert report["heavy"] == [], f"the plan-only client imported {report['heavy']}"
+    assert "warning" not in result.stderr

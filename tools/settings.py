@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from tools.env_names import OTHER_ENV, resolve_home
 from tools.errors import ConfigError
 from tools.settings_sections import (
     DEFAULT_CONTROLNET,
@@ -116,12 +117,6 @@ class Settings(Section):
 _SECTIONS = ("models", "output", "quality", "llm", "worker", "server", "comfyui")
 
 
-def resolve_home(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    home = env.get("ANIME_HOME")
-    return Path(home).expanduser() if home else Path.home()
-
-
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
@@ -152,11 +147,6 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
             if value is not None:
                 layer.setdefault(section, {})[key] = value
     return layer
-
-
-# The ANIME_ variables that are not settings: the home, and switches for tests and the terminal
-# (tests/test_settings.py checks that the code reads no other ANIME_ name that is not a setting).
-OTHER_ENV = ("ANIME_HOME", "ANIME_IN_PROCESS", "ANIME_WORKER_FAULTS", "ANIME_CHAT_IMAGES")
 
 
 def _setting_names() -> dict[str, str]:

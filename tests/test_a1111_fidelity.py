@@ -193,3 +193,29 @@ def test_init_images_go_when_no_queued_or_running_job_needs_them(anime_home):
     with pytest.raises(UserError) as gone:
         _img2img(None, None, InitImage(path=str(own), denoise=0.5), (8, 8), None)  # type: ignore[arg-type]
     assert "send the img2img request again" in gone.value.hint
+
+
+def test_base64_wrapped_over_lines_is_decoded_as_a1111_does(app_client):
+    """A1111 decodes with `base64.b64decode(encoding)` (`modules/api/api.py`
+    decode_base64_to_image), which skips line breaks: `base64.encodebytes` and the `base64`
+    command wrap at 76 columns, and scripts send that. Here it was a 422 (validate=True)."""
+    buffer = io.BytesIO()
+    image = Image.new("RGB", (8, 8), (10, 120, 200))
+    image.save(buffer, format="PNG", pnginfo=_parameters(INFOTEXT))
+    wrapped = base64.encodebytes(buffer.getvalue()).decode()
+    assert "\n" in wrapped.strip()
+    for encoded in (wrapped, "data:image/png;base64," + wrapped.replace("\n", "\r\n")):
+        answer = app_client.post("/sdapi/v1/png-info", json={"image": encoded})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["info"] == INFOTEXT
+    # What is no base64 after the line breaks go is still a 422 naming the field.
+    answer = app_client.post("/sdapi/v1/png-info", json={"image": "iVBO\n!!!!"})
+    assert answer.status_code == 422 and answer.json()["detail"].startswith("image: ")
+
+
+def _parameters(text: str) -> object:
+    from PIL.PngImagePlugin import PngInfo
+
+    chunks = PngInfo()
+    chunks.add_text("parameters", text)
+    return chunks

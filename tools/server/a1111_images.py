@@ -49,7 +49,9 @@ def decode_image(data: str, field: str) -> tuple[Image.Image, bytes]:
     # A data URL's payload follows its comma; one without is empty, so not an image.
     encoded = data.partition(",")[2] if data.startswith("data:") else data
     try:
-        raw = base64.b64decode(encoded, validate=True)
+        # Line breaks are skipped as A1111's `base64.b64decode` does (`modules/api/api.py`
+        # decode_base64_to_image): `base64.encodebytes` and the `base64` command wrap at 76.
+        raw = base64.b64decode("".join(encoded.split()), validate=True)
         image = Image.open(io.BytesIO(raw), formats=FORMATS)
         if image.width * image.height > MAX_PIXELS:
             raise HTTPException(422, f"{field}: {image.width}x{image.height} is too large")

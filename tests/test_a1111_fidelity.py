@@ -112,6 +112,8 @@ def test_png_info_reads_a_jpeg_or_webp_exif_user_comment_as_a1111_does(app_clien
         assert body["info"] == INFOTEXT, (kind, comment[:8])
         assert body["parameters"]["Prompt"] == "1girl, 桜" and body["parameters"]["Seed"] == "9"
         assert body["parameters"]["Negative prompt"] == "blurry"
+        # A1111 also lists the comment among the items (read_info_from_image).
+        assert body["items"]["exif comment"] == INFOTEXT, (kind, body["items"])
     answer = app_client.post("/sdapi/v1/png-info", json={"image": _with_exif("JPEG", ascii_)})
     assert answer.json()["info"] == INFOTEXT.replace("桜", "?")
 

@@ -137,9 +137,11 @@ def png_info_answer(image: Image.Image) -> dict[str, Any]:
     items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
     info = items.pop("parameters", "")
     if "exif" in (image.info or {}):
-        # As A1111: a UserComment, when there is one, is the parameters text.
+        # As A1111 (`read_info_from_image`): a UserComment, when there is one, is the
+        # parameters text and is listed among the items too.
         comment, skipped = exif_comment(image)
-        info = comment or info
+        if comment:
+            info = items["exif comment"] = comment
         if skipped:
             items["exif comment"] = f"not read: {skipped}"
     parameters: dict[str, Any] = {}

@@ -206,7 +206,9 @@ def test_base64_wrapped_over_lines_is_decoded_as_a1111_does(app_client):
     image.save(buffer, format="PNG", pnginfo=_parameters(INFOTEXT))
     wrapped = base64.encodebytes(buffer.getvalue()).decode()
     assert "\n" in wrapped.strip()
-    for encoded in (wrapped, "data:image/png;base64," + wrapped.replace("\n", "\r\n")):
+    # png-info strips its field first (`pnginfoapi`: `req.image.strip()`), data URL or not.
+    url = "data:image/png;base64," + wrapped.replace("\n", "\r\n")
+    for encoded in (wrapped, url, f"  {url}\n"):
         answer = app_client.post("/sdapi/v1/png-info", json={"image": encoded})
         assert answer.status_code == 200, answer.text
         assert answer.json()["info"] == INFOTEXT

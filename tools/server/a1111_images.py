@@ -46,7 +46,9 @@ COMMENT_CODES = {b"ASCII\0\0\0": "ascii", b"JIS\0\0\0\0\0": "shift_jis", b"UNICO
 
 def decode_image(data: str, field: str) -> tuple[Image.Image, bytes]:
     """(the image, its bytes) of a base64 field; anything else is a 422 naming the field."""
-    # A data URL's payload follows its comma; one without is empty, so not an image.
+    # Space around it goes as A1111's png-info strips it (`pnginfoapi`); a data URL's payload
+    # follows its comma, and one without is empty, so not an image.
+    data = data.strip()
     encoded = data.partition(",")[2] if data.startswith("data:") else data
     try:
         # Line breaks are skipped as A1111's `base64.b64decode` does (`modules/api/api.py`

@@ -223,3 +223,21 @@ def _parameters(text: str) -> object:
     chunks = PngInfo()
     chunks.add_text("parameters", text)
     return chunks
+
+
+def test_an_image_url_is_a_422_saying_urls_are_not_fetched(app_client):
+    """A1111 fetches an http(s) URL given as an image (`decode_base64_to_image`, with its
+    `api_enable_requests` option on by default); the studio does not (no request to a host a
+    client names). It was "not a base64 PNG ... (Only base64 data is allowed)"."""
+    for path, body, field in [
+        ("/sdapi/v1/png-info", {"image": "https://example.com/a.png"}, "image"),
+        (
+            "/sdapi/v1/img2img",
+            {"prompt": "x", "init_images": ["http://10.0.0.1/a.png"]},
+            "init_images",
+        ),
+    ]:
+        answer = app_client.post(path, json=body)
+        assert answer.status_code == 422, answer.text
+        detail = answer.json()["detail"]
+        assert detail.startswith(f"{field}: ") and "URLs are not fetched" in detail, detail

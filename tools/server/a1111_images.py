@@ -49,6 +49,10 @@ def decode_image(data: str, field: str) -> tuple[Image.Image, bytes]:
     # Space around it goes as A1111's png-info strips it (`pnginfoapi`); a data URL's payload
     # follows its comma, and one without is empty, so not an image.
     data = data.strip()
+    if data.startswith(("http://", "https://")):
+        # A1111 fetches these (`api_enable_requests`); a request to a host a client names is
+        # not ours to make.
+        raise HTTPException(422, f"{field}: image URLs are not fetched; send the image as base64")
     encoded = data.partition(",")[2] if data.startswith("data:") else data
     try:
         # Line breaks are skipped as A1111's `base64.b64decode` does (`modules/api/api.py`

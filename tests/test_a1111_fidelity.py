@@ -241,3 +241,39 @@ def test_an_image_url_is_a_422_saying_urls_are_not_fetched(app_client):
         assert answer.status_code == 422, answer.text
         detail = answer.json()["detail"]
         assert detail.startswith(f"{field}: ") and "URLs are not fetched" in detail, detail
+
+
+def test_png_info_of_a_novelai_image_is_its_infotext_as_a1111_writes_it(app_client):
+    """A1111's read_info_from_image turns NovelAI's chunks (`Software: NovelAI`, the prompt as
+    `Description`, the settings as JSON in `Comment`) into an infotext, its sampler named by
+    A1111's alias. Here its info was "" and no parameters."""
+    from PIL.PngImagePlugin import PngInfo
+
+    def novelai(comment: str) -> str:
+        chunks = PngInfo()
+        for key, value in (("Software", "NovelAI"), ("Description", "1girl, cat ears")):
+            chunks.add_text(key, value)
+        chunks.add_text("Comment", comment)
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 48)).save(buffer, format="PNG", pnginfo=chunks)
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    record = {"uc": "lowres", "steps": 28, "sampler": "k_euler_ancestral", "scale": 11, "seed": 7}
+    body = app_client.post("/sdapi/v1/png-info", json={"image": novelai(json.dumps(record))})
+    assert body.status_code == 200, body.text
+    assert body.json()["info"] == (
+        "1girl, cat ears\nNegative prompt: lowres\nSteps: 28, Sampler: Euler a, CFG scale: 11,"
+        " Seed: 7, Size: 64x48, Clip skip: 2, ENSD: 31337"
+    )
+    parameters = body.json()["parameters"]
+    assert parameters["Prompt"] == "1girl, cat ears" and parameters["Seed"] == "7"
+    assert parameters["Negative prompt"] == "lowres" and parameters["Sampler"] == "Euler a"
+    # A sampler A1111 has no alias for is "Euler a"; a record that is no such JSON is no info.
+    other = app_client.post(
+        "/sdapi/v1/png-info", json={"image": novelai(json.dumps({**record, "sampler": "x"}))}
+    )
+    assert "Sampler: Euler a," in other.json()["info"]
+    for broken in ("{", "[1]", json.dumps({"uc": "x"})):
+        answer = app_client.post("/sdapi/v1/png-info", json={"image": novelai(broken)})
+        assert answer.status_code == 200 and answer.json()["info"] == "", broken
+        assert answer.json()["items"]["Software"] == "NovelAI"

@@ -1,6 +1,7 @@
 """Base64 images in A1111 requests: decoded with a clear 422, init images kept for the job, and
 `png-info`'s answer (A1111's `PNGInfoResponse`: the parameters text, the other chunks, the
-parsed fields), for a PNG's `parameters` chunk or a JPEG's or WebP's EXIF UserComment.
+parsed fields), for a PNG's `parameters` chunk, a JPEG's or WebP's EXIF UserComment, or a
+NovelAI image's chunks.
 
 A1111 clients send images as base64, with or without a `data:image/png;base64,` prefix. An
 img2img init image is written under `<state>/a1111/init/` (named by its content, temp file then
@@ -138,6 +139,7 @@ def _utf16_order(body: bytes) -> str:
 
 
 def png_info_answer(image: Image.Image) -> dict[str, Any]:
+    from tools.server.a1111_novelai import novelai_infotext
     from tools.store.png_info import OUR_METADATA_KEY, parse_a1111, parse_a1111_entries
 
     items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
@@ -150,6 +152,8 @@ def png_info_answer(image: Image.Image) -> dict[str, Any]:
             info = items["exif comment"] = comment
         if skipped:
             items["exif comment"] = f"not read: {skipped}"
+    # As A1111, a NovelAI image's chunks are written out as an infotext.
+    info = novelai_infotext(items, image.size) or info
     parameters: dict[str, Any] = {}
     if info:
         parsed = parse_a1111(info)

@@ -277,3 +277,19 @@ def test_png_info_of_a_novelai_image_is_its_infotext_as_a1111_writes_it(app_clie
         answer = app_client.post("/sdapi/v1/png-info", json={"image": novelai(broken)})
         assert answer.status_code == 200 and answer.json()["info"] == "", broken
         assert answer.json()["items"]["Software"] == "NovelAI"
+
+
+def test_img2img_ignores_enable_hr_as_a1111_does():
+    """A1111's img2img has no hires pass (`StableDiffusionProcessingImg2Img` takes no
+    enable_hr; its request model drops the field), and clients spread their txt2img payload into
+    img2img ones. Here enable_hr ran our hires pass on the img2img result, at the img2img's
+    denoising_strength, doubling its size."""
+    from tools.server.a1111_mapping import A1111Img2ImgRequest, map_img2img
+
+    body = A1111Img2ImgRequest(
+        init_images=["x"], enable_hr=True, hr_scale=2, denoising_strength=0.4, width=64, height=64
+    )
+    mapping = map_img2img(body, {})
+    assert "hires" not in mapping.flags.get("output", {}), mapping.flags
+    assert mapping.flags["output"]["resolution"] == "64x64"
+    assert any("enable_hr" in warning for warning in mapping.warnings), mapping.warnings

@@ -112,6 +112,8 @@ def test_png_info_reads_a_jpeg_or_webp_exif_user_comment_as_a1111_does(app_clien
         assert body["info"] == INFOTEXT, (kind, comment[:8])
         assert body["parameters"]["Prompt"] == "1girl, 桜" and body["parameters"]["Seed"] == "9"
         assert body["parameters"]["Negative prompt"] == "blurry"
+        # A1111 also lists the comment among the items (read_info_from_image).
+        assert body["items"]["exif comment"] == INFOTEXT, (kind, body["items"])
     answer = app_client.post("/sdapi/v1/png-info", json={"image": _with_exif("JPEG", ascii_)})
     assert answer.json()["info"] == INFOTEXT.replace("桜", "?")
 
@@ -193,3 +195,101 @@ def test_init_images_go_when_no_queued_or_running_job_needs_them(anime_home):
     with pytest.raises(UserError) as gone:
         _img2img(None, None, InitImage(path=str(own), denoise=0.5), (8, 8), None)  # type: ignore[arg-type]
     assert "send the img2img request again" in gone.value.hint
+
+
+def test_base64_wrapped_over_lines_is_decoded_as_a1111_does(app_client):
+    """A1111 decodes with `base64.b64decode(encoding)` (`modules/api/api.py`
+    decode_base64_to_image), which skips line breaks: `base64.encodebytes` and the `base64`
+    command wrap at 76 columns, and scripts send that. Here it was a 422 (validate=True)."""
+    buffer = io.BytesIO()
+    image = Image.new("RGB", (8, 8), (10, 120, 200))
+    image.save(buffer, format="PNG", pnginfo=_parameters(INFOTEXT))
+    wrapped = base64.encodebytes(buffer.getvalue()).decode()
+    assert "\n" in wrapped.strip()
+    # png-info strips its field first (`pnginfoapi`: `req.image.strip()`), data URL or not.
+    url = "data:image/png;base64," + wrapped.replace("\n", "\r\n")
+    for encoded in (wrapped, url, f"  {url}\n"):
+        answer = app_client.post("/sdapi/v1/png-info", json={"image": encoded})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["info"] == INFOTEXT
+    # What is no base64 after the line breaks go is still a 422 naming the field.
+    answer = app_client.post("/sdapi/v1/png-info", json={"image": "iVBO\n!!!!"})
+    assert answer.status_code == 422 and answer.json()["detail"].startswith("image: ")
+
+
+def _parameters(text: str) -> object:
+    from PIL.PngImagePlugin import PngInfo
+
+    chunks = PngInfo()
+    chunks.add_text("parameters", text)
+    return chunks
+
+
+def test_an_image_url_is_a_422_saying_urls_are_not_fetched(app_client):
+    """A1111 fetches an http(s) URL given as an image (`decode_base64_to_image`, with its
+    `api_enable_requests` option on by default); the studio does not (no request to a host a
+    client names). It was "not a base64 PNG ... (Only base64 data is allowed)"."""
+    for path, body, field in [
+        ("/sdapi/v1/png-info", {"image": "https://example.com/a.png"}, "image"),
+        (
+            "/sdapi/v1/img2img",
+            {"prompt": "x", "init_images": ["http://10.0.0.1/a.png"]},
+            "init_images",
+        ),
+    ]:
+        answer = app_client.post(path, json=body)
+        assert answer.status_code == 422, answer.text
+        detail = answer.json()["detail"]
+        assert detail.startswith(f"{field}: ") and "URLs are not fetched" in detail, detail
+
+
+def test_png_info_of_a_novelai_image_is_its_infotext_as_a1111_writes_it(app_client):
+    """A1111's read_info_from_image turns NovelAI's chunks (`Software: NovelAI`, the prompt as
+    `Description`, the settings as JSON in `Comment`) into an infotext, its sampler named by
+    A1111's alias. Here its info was "" and no parameters."""
+    from PIL.PngImagePlugin import PngInfo
+
+    def novelai(comment: str) -> str:
+        chunks = PngInfo()
+        for key, value in (("Software", "NovelAI"), ("Description", "1girl, cat ears")):
+            chunks.add_text(key, value)
+        chunks.add_text("Comment", comment)
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 48)).save(buffer, format="PNG", pnginfo=chunks)
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    record = {"uc": "lowres", "steps": 28, "sampler": "k_euler_ancestral", "scale": 11, "seed": 7}
+    body = app_client.post("/sdapi/v1/png-info", json={"image": novelai(json.dumps(record))})
+    assert body.status_code == 200, body.text
+    assert body.json()["info"] == (
+        "1girl, cat ears\nNegative prompt: lowres\nSteps: 28, Sampler: Euler a, CFG scale: 11,"
+        " Seed: 7, Size: 64x48, Clip skip: 2, ENSD: 31337"
+    )
+    parameters = body.json()["parameters"]
+    assert parameters["Prompt"] == "1girl, cat ears" and parameters["Seed"] == "7"
+    assert parameters["Negative prompt"] == "lowres" and parameters["Sampler"] == "Euler a"
+    # A sampler A1111 has no alias for is "Euler a"; a record that is no such JSON is no info.
+    other = app_client.post(
+        "/sdapi/v1/png-info", json={"image": novelai(json.dumps({**record, "sampler": "x"}))}
+    )
+    assert "Sampler: Euler a," in other.json()["info"]
+    for broken in ("{", "[1]", json.dumps({"uc": "x"})):
+        answer = app_client.post("/sdapi/v1/png-info", json={"image": novelai(broken)})
+        assert answer.status_code == 200 and answer.json()["info"] == "", broken
+        assert answer.json()["items"]["Software"] == "NovelAI"
+
+
+def test_img2img_ignores_enable_hr_as_a1111_does():
+    """A1111's img2img has no hires pass (`StableDiffusionProcessingImg2Img` takes no
+    enable_hr; its request model drops the field), and clients spread their txt2img payload into
+    img2img ones. Here enable_hr ran our hires pass on the img2img result, at the img2img's
+    denoising_strength, doubling its size."""
+    from tools.server.a1111_mapping import A1111Img2ImgRequest, map_img2img
+
+    body = A1111Img2ImgRequest(
+        init_images=["x"], enable_hr=True, hr_scale=2, denoising_strength=0.4, width=64, height=64
+    )
+    mapping = map_img2img(body, {})
+    assert "hires" not in mapping.flags.get("output", {}), mapping.flags
+    assert mapping.flags["output"]["resolution"] == "64x64"
+    assert any("enable_hr" in warning for warning in mapping.warnings), mapping.warnings

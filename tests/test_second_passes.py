@@ -260,6 +260,29 @@ def test_hires_pass_runs_and_records_the_hires_steps_whatever_the_denoise(warm):
     assert record["steps"] == 5 and image.size == (192, 288)
 
 
+@pytest.mark.slow
+def test_hires_at_denoise_0_is_the_upscale_without_a_step(warm):
+    """A1111 accepts a hires `denoising_strength` of 0 (`setup_img2img_steps`: 0 steps, the
+    sigmas [0], so its sampler loop runs no step): the upscale comes back. It was a 422
+    (output.hires.denoise > 0), and a1111_hires_schedule divides by it."""
+    from tools.engine.hires import hires_pass
+    from tools.settings import HiresSettings
+
+    reported: list[tuple[int, int]] = []
+
+    def on_step(step: int, steps: int) -> None:
+        reported.append((step, steps))
+
+    for upscaler in ("lanczos", "latent"):
+        hires = HiresSettings(scale=1.5, denoise=0.0, steps=5, upscaler=upscaler)
+        image, record = hires_pass(warm.engine, warm.job, warm.image, hires, on_step)
+        assert record["steps"] == 0 and image.size == (192, 288), upscaler
+        if upscaler == "lanczos":
+            expected = warm.image.convert("RGB").resize((192, 288), Image.Resampling.LANCZOS)
+            assert image.tobytes() == expected.tobytes()
+    assert reported == []
+
+
 class _OverflowingHalfVae(torch.nn.Module):
     """A VAE that says it is in fp16 and decodes NaN there (an anime VAE overflowing), the real
     tiny one's image once cast to fp32: what tests/test_prompt_models.py's HalfVae simulates for

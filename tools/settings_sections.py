@@ -135,7 +135,8 @@ class HiresSettings(Section):
     """A1111's hires fix: draw at `output.resolution`, upscale by `scale`, refine (img2img)."""
 
     scale: float = Field(1.5, gt=1.0, le=4.0)
-    denoise: float = Field(0.5, gt=0.0, le=1.0)
+    # 0 as in A1111: no second-pass step, the upscale itself (tools/engine/hires.py).
+    denoise: float = Field(0.5, ge=0.0, le=1.0)
     # Steps the second pass runs, whatever the denoise (as A1111); null: output.steps (A1111's 0).
     steps: int | None = Field(None, ge=1, le=150)
     upscaler: Literal["latent", "lanczos"] = "latent"

@@ -4,7 +4,8 @@ ControlNet pass at the new size with the same pose (scaled), prompt, seed and re
 `upscaler: latent` (A1111's "Latent") upscales the image's VAE latents bilinearly, `lanczos` its
 pixels. The final size is the base size times `scale`, rounded to multiples of 8. Like A1111,
 the second pass runs exactly `steps` (or the base steps) whatever the denoise: the last `steps`
-of a longer schedule (`derived_pipelines.a1111_hires_schedule`); the record is what ran.
+of a longer schedule (`derived_pipelines.a1111_hires_schedule`); the record is what ran. At
+denoise 0 no step runs: the upscaled image is the result, as in A1111.
 """
 
 from __future__ import annotations
@@ -40,23 +41,29 @@ def hires_pass(
 ) -> tuple[Image.Image, dict[str, Any]]:
     """(the refined image at the final size, what to record in the metadata)."""
     width, height = hires_size(image.width, image.height, hires.scale)
-    steps = hires.steps or engine.sampling.steps
-    schedule, strength = a1111_hires_schedule(steps, hires.denoise)
+    pipe = derived_pipeline(engine, "img2img")
     if hires.upscaler == "latent":
-        pipe = derived_pipeline(engine, "img2img")
         start: Any = _upscaled_latents(pipe, engine.device, image, width, height)
     else:
         start = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-    refined = refine(
-        engine,
-        job,
-        start,
-        strength=strength,
-        steps=schedule,
-        size=(width, height),
-        on_step=on_step,
-        first_pass_steps=engine.sampling.steps,
-    )
+    if hires.denoise <= 0.0:
+        # A1111 at denoise 0 (`setup_img2img_steps`: 0 steps, sigmas [0]) samples nothing:
+        # the upscale, decoded, is the result.
+        steps = 0
+        refined = engine.decode(pipe, start)[0] if hires.upscaler == "latent" else start
+    else:
+        steps = hires.steps or engine.sampling.steps
+        schedule, strength = a1111_hires_schedule(steps, hires.denoise)
+        refined = refine(
+            engine,
+            job,
+            start,
+            strength=strength,
+            steps=schedule,
+            size=(width, height),
+            on_step=on_step,
+            first_pass_steps=engine.sampling.steps,
+        )
     record = {
         "scale": hires.scale,
         "denoise": hires.denoise,

@@ -1,6 +1,7 @@
 """Base64 images in A1111 requests: decoded with a clear 422, init images kept for the job, and
 `png-info`'s answer (A1111's `PNGInfoResponse`: the parameters text, the other chunks, the
-parsed fields), for a PNG's `parameters` chunk or a JPEG's or WebP's EXIF UserComment.
+parsed fields), for a PNG's `parameters` chunk, a JPEG's or WebP's EXIF UserComment, or a
+NovelAI image's chunks.
 
 A1111 clients send images as base64, with or without a `data:image/png;base64,` prefix. An
 img2img init image is written under `<state>/a1111/init/` (named by its content, temp file then
@@ -46,10 +47,18 @@ COMMENT_CODES = {b"ASCII\0\0\0": "ascii", b"JIS\0\0\0\0\0": "shift_jis", b"UNICO
 
 def decode_image(data: str, field: str) -> tuple[Image.Image, bytes]:
     """(the image, its bytes) of a base64 field; anything else is a 422 naming the field."""
-    # A data URL's payload follows its comma; one without is empty, so not an image.
+    # Space around it goes as A1111's png-info strips it (`pnginfoapi`); a data URL's payload
+    # follows its comma, and one without is empty, so not an image.
+    data = data.strip()
+    if data.startswith(("http://", "https://")):
+        # A1111 fetches these (`api_enable_requests`); a request to a host a client names is
+        # not ours to make.
+        raise HTTPException(422, f"{field}: image URLs are not fetched; send the image as base64")
     encoded = data.partition(",")[2] if data.startswith("data:") else data
     try:
-        raw = base64.b64decode(encoded, validate=True)
+        # Line breaks are skipped as A1111's `base64.b64decode` does (`modules/api/api.py`
+        # decode_base64_to_image): `base64.encodebytes` and the `base64` command wrap at 76.
+        raw = base64.b64decode("".join(encoded.split()), validate=True)
         image = Image.open(io.BytesIO(raw), formats=FORMATS)
         if image.width * image.height > MAX_PIXELS:
             raise HTTPException(422, f"{field}: {image.width}x{image.height} is too large")
@@ -130,16 +139,21 @@ def _utf16_order(body: bytes) -> str:
 
 
 def png_info_answer(image: Image.Image) -> dict[str, Any]:
+    from tools.server.a1111_novelai import novelai_infotext
     from tools.store.png_info import OUR_METADATA_KEY, parse_a1111, parse_a1111_entries
 
     items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str)}
     info = items.pop("parameters", "")
     if "exif" in (image.info or {}):
-        # As A1111: a UserComment, when there is one, is the parameters text.
+        # As A1111 (`read_info_from_image`): a UserComment, when there is one, is the
+        # parameters text and is listed among the items too.
         comment, skipped = exif_comment(image)
-        info = comment or info
+        if comment:
+            info = items["exif comment"] = comment
         if skipped:
             items["exif comment"] = f"not read: {skipped}"
+    # As A1111, a NovelAI image's chunks are written out as an infotext.
+    info = novelai_infotext(items, image.size) or info
     parameters: dict[str, Any] = {}
     if info:
         parsed = parse_a1111(info)

@@ -166,8 +166,12 @@ def map_img2img(
     known: Known | None = None,
     configured: Resolution | None = None,
 ) -> Mapping:
-    """As txt2img; what img2img adds that we cannot do is warned about."""
-    mapping = map_request(body, options, known, configured)
+    """As txt2img, without the hires pass (A1111's `StableDiffusionProcessingImg2Img` has
+    none, its request model drops enable_hr); what img2img adds that we cannot do is warned
+    about."""
+    mapping = map_request(body.model_copy(update={"enable_hr": False}), options, known, configured)
+    if body.enable_hr:
+        mapping.warnings.append("enable_hr is a txt2img field; img2img ignores it as A1111 does")
     if body.mask:
         mapping.warnings.append("inpainting (mask) is not supported; the whole image is redrawn")
     if body.resize_mode:

@@ -28,7 +28,8 @@ from tools.settings import Settings
 from tools.store.a1111_fields import second_pass_fields
 from tools.store.gen_index import GenerationIndex
 from tools.store.metadata import ImageMetadata
-from tools.store.png_chunks import SOURCE_PNG, chunks, with_text_chunks
+from tools.store.png_check import check_png
+from tools.store.png_chunks import SOURCE_PNG, with_text_chunks
 from tools.store.png_text import read_png_text
 
 METADATA_KEY = "anime-chat"
@@ -126,7 +127,7 @@ class OutputStore:
     ) -> Path:
         """Write PNG bytes made elsewhere (a Ray actor, ComfyUI) as they are: only our text
         chunks are added or replaced, the pixel data is not decoded nor re-encoded."""
-        chunks(png)  # a broken PNG fails here, before a name is reserved for it
+        check_png(png)  # a broken PNG fails here, before a name is reserved for it
         return self._save(
             ImageMetadata.of(meta),
             key,

@@ -9,6 +9,8 @@ import random
 import zlib
 from pathlib import Path
 
+import pytest
+
 from tests.test_ray_head import (  # noqa: F401  (fixtures)
     Ref,
     fake_ray,
@@ -149,3 +151,54 @@ def test_the_actors_own_text_chunks_cannot_stand_for_our_record(head_home, fake_
     assert "forged" not in texts["parameters"] and "forged" not in texts["anime-chat"]
     keywords = [data.split(b"\x00", 1)[0] for kind, data in chunks(path.read_bytes())]
     assert keywords.count(b"parameters") == 1 and keywords.count(b"anime-chat") == 1
+
+
+def no_images(result, other_key):
+    result["images"] = []
+
+
+def saves_under_another_key(result, other_key):
+    result["images"][0]["saves"][0]["key"] = other_key
+
+
+def names_a_foreign_file(result, other_key):
+    result["images"][0]["record"]["path"] = "/etc/hosts"
+
+
+def sends_another_image(result, other_key):
+    result["images"][0]["key"] = other_key
+
+
+@pytest.mark.parametrize(
+    "tamper", [no_images, saves_under_another_key, names_a_foreign_file, sends_another_image]
+)
+def test_a_result_not_of_its_task_fails_the_try_and_every_image_lands_once(
+    head_home,  # noqa: F811
+    fake_ray,  # noqa: F811
+    tamper,
+):
+    keys, tampered = {}, []
+
+    def actor(_actor, task):
+        result = rendered(task)
+        index = task["specs"][0]["index"]
+        keys[index] = task["specs"][0]["key"]
+        if index == 1 and not tampered:  # (image 0's task goes first)
+            tampered.append(task["token"])
+            tamper(result, keys[0])
+        return Ref(result)
+
+    fake_ray.behaviour = actor
+    job_id = submit(head_home, 2)
+    head = make_head(head_home)  # the actor starts and takes both tasks (collected then)
+    job = head.journal.get(job_id)
+    assert tampered and "the actor" in (job.error or ""), job
+    for _ in range(6):
+        no_backoff(head)
+        head.step()
+    job = head.journal.get(job_id)
+    assert job.state == JobState.DONE, job
+    assert [image.tries for image in job.images] == [1, 2]
+    paths = [Path(image.path) for image in job.images]
+    assert sorted(saved_files(head)) == sorted(paths) and len(set(paths)) == 2
+    assert head.runtime.index.by_key(keys[1])["path"] == str(paths[1])

@@ -26,7 +26,7 @@ from tools.jobs.heartbeat import load_allowance
 from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
 from tools.jobs.ray_actor import RenderActor, ray_module
-from tools.jobs.ray_commit import commit_result, store_baselines
+from tools.jobs.ray_commit import commit_task
 from tools.jobs.ray_slots import (
     MAX_START_FAILURES,
     TASKS_PER_ACTOR,
@@ -218,11 +218,7 @@ class RayHead:
         if inflight.cancelled:  # its leases were given back: nothing of it is committed
             return
         try:
-            store_baselines(self.runtime.characters, result.get("baselines") or {})
-            for item in result["images"]:
-                commit_result(
-                    self.runtime, self.journal, slot.name, inflight.token, inflight.job, item
-                )
+            commit_task(self.runtime, self.journal, slot.name, inflight, result)
         except Exception as error:  # one job's error (a character removed mid-render, disk full)
             self._job_failed(slot, inflight.token, inflight.job, error)
 

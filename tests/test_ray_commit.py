@@ -169,8 +169,19 @@ def sends_another_image(result, other_key):
     result["images"][0]["key"] = other_key
 
 
+def names_out_of_the_output_folder(field):
+    def tamper(result, other_key):
+        result["images"][0]["saves"][0]["meta"][field] = "../../../escaped"
+
+    tamper.__name__ = f"{field}_out_of_the_output_folder"
+    return tamper
+
+
 @pytest.mark.parametrize(
-    "tamper", [no_images, saves_under_another_key, names_a_foreign_file, sends_another_image]
+    "tamper",
+    [no_images, saves_under_another_key, names_a_foreign_file, sends_another_image]
+    + [names_out_of_the_output_folder(field) for field in ("character", "posture", "collection")],
+    ids=lambda tamper: tamper.__name__,
 )
 def test_a_result_not_of_its_task_fails_the_try_and_every_image_lands_once(
     head_home,  # noqa: F811
@@ -192,7 +203,8 @@ def test_a_result_not_of_its_task_fails_the_try_and_every_image_lands_once(
     job_id = submit(head_home, 2)
     head = make_head(head_home)  # the actor starts and takes both tasks (collected then)
     job = head.journal.get(job_id)
-    assert tampered and "the actor" in (job.error or ""), job
+    assert tampered and any(why in (job.error or "") for why in ("the actor", "file name")), job
+    assert not list(head_home.parent.rglob("*escaped*"))
     for _ in range(6):
         no_backoff(head)
         head.step()

@@ -139,6 +139,8 @@ class OutputStore:
     def _save(
         self, meta: ImageMetadata, key: str | None, write: Callable[[Path, dict[str, str]], None]
     ) -> Path:
+        for part in (meta.character, meta.posture, meta.collection):
+            _check_name_part(part)
         path = self._reserve(meta, key)
         texts = {
             "parameters": png_parameters(meta),
@@ -180,6 +182,13 @@ class OutputStore:
             path = folder / f"{stem}_{number:03d}.png"
             self.index.reserve(connection, path, key, meta)
         return path
+
+
+def _check_name_part(part: str | None) -> None:
+    """The record's names become parts of file and folder names (`_reserve`, `link_view`):
+    metadata from elsewhere (a Ray actor) must not name a path out of the output folder."""
+    if part and (part in (".", "..") or any(c in part for c in "/\\\x00")):
+        raise ValueError(f"{part!r} cannot be part of an image's file name")
 
 
 def link_view(target: Path, view: Path, organize_by_date: bool) -> None:

@@ -260,8 +260,7 @@ class RayHead:
         The try counts for the task it ran (seen running, else the oldest); a task that waited
         behind it gives its images back uncounted."""
         worker = self.settings.worker
-        ran = [inflight for inflight in slot.inflight if inflight.started] or slot.inflight[:1]
-        for inflight in ran:
+        for inflight in slot.ran():
             slot.inflight.remove(inflight)
             for job_id, state in self.journal.lease_failed(
                 inflight.token, reason, worker.max_attempts, worker.retry_backoff
@@ -327,17 +326,21 @@ class RayHead:
 
     def _stop(self, failure: str | None = None) -> None:
         """Stop every actor (each removes its home first). A stop on purpose gives the images
-        back uncounted; a head that failed counts the try, so a deterministic error ends."""
+        back uncounted; a head that failed counts the try of each task that ran, so a
+        deterministic error ends (a task waiting behind it gives its images back uncounted)."""
         ray = ray_module()
         worker = self.settings.worker
         for slot in self.slots:
+            ran = slot.ran()
             for inflight in slot.inflight:
-                if failure is None:
-                    self.journal.release_leases(inflight.token, requeue=True)
-                else:
+                if failure is not None and inflight in ran:
                     self.journal.lease_failed(
                         inflight.token, failure, worker.max_attempts, worker.retry_backoff
                     )
+                    continue
+                self.journal.release_leases(inflight.token, requeue=True)
+                if inflight not in ran:
+                    self.journal.unfire_faults(inflight.job.id, list(inflight.faults))
             if slot.actor is not None:
                 with contextlib.suppress(Exception):
                     ray.get(slot.actor.cleanup.remote(), timeout=CLEANUP_SECONDS)

@@ -29,7 +29,7 @@ def check_png(png: bytes) -> tuple[int, int]:
     """The image's (width, height); ValueError naming what is wrong with a broken PNG."""
     found = _with_crcs(png)  # the signature, every chunk whole, IEND
     for kind, data, crc in found:
-        if zlib.crc32(kind + data) & 0xFFFFFFFF != crc:
+        if zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF != crc:
             raise ValueError(f"PNG chunk {kind.decode('latin-1')!r} has a bad CRC")
     if found[0][0] != b"IHDR" or len(found[0][1]) != 13:
         raise ValueError("PNG without IHDR first")

@@ -169,6 +169,11 @@ def sends_another_image(result, other_key):
     result["images"][0]["key"] = other_key
 
 
+def a_sheet_for_a_character_image(result, other_key):
+    result["images"][0]["sheet_png"] = actor_png(0)
+    result["images"][0]["record"]["path"] = "/etc/hosts"
+
+
 def names_out_of_the_output_folder(field):
     def tamper(result, other_key):
         result["images"][0]["saves"][0]["meta"][field] = "../../../escaped"
@@ -180,6 +185,7 @@ def names_out_of_the_output_folder(field):
 @pytest.mark.parametrize(
     "tamper",
     [no_images, saves_under_another_key, names_a_foreign_file, sends_another_image]
+    + [a_sheet_for_a_character_image]
     + [names_out_of_the_output_folder(field) for field in ("character", "posture", "collection")],
     ids=lambda tamper: tamper.__name__,
 )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from tools.jobs.job import Job, JobImage
 from tools.jobs.journal import JobJournal
+from tools.store.png_check import check_png
 
 if TYPE_CHECKING:
     from tools.characters.library import CharacterLibrary
@@ -71,7 +72,8 @@ def check_result(images: list[JobImage], result: dict[str, Any]) -> None:
     it saved: checked before anything is saved, so a wrong result overwrites no other image's
     file and leaves no image of the task leased for ever (each lease is committed or failed)."""
     items = result.get("images")
-    keys = [image.key for image in images]
+    by_key = {image.key: image for image in images}
+    keys = list(by_key)
     sent = [item.get("key") for item in items] if isinstance(items, list) else None
     if sent is None or sorted(map(str, sent)) != sorted(keys):
         raise ValueError(f"the actor sent images {sent}, not its task's {keys}")
@@ -84,6 +86,11 @@ def check_result(images: list[JobImage], result: dict[str, Any]) -> None:
             if not own:
                 raise ValueError(f"the actor saved {save['key']!r} for image {item['key']!r}")
             placeholders.add(save["placeholder"])
+        sheet = bool(by_key[item["key"]].spec.get("sheet"))
+        if "sheet_png" in item:  # written at the head's path of a sheet image, as it came
+            if not sheet:
+                raise ValueError(f"the actor sent a sheet for image {item['key']!r}")
+            check_png(item["sheet_png"])
         record = item["record"]
         named = [*record.get("rejected", []), *([] if "sheet_png" in item else [record["path"]])]
         stray = [path for path in named if path is not None and path not in placeholders]

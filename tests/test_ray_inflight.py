@@ -149,3 +149,20 @@ def test_a_failing_head_counts_the_try_of_the_task_that_ran_only(
     assert [image.tries for image in job.images] == [1, 0]
     with head.journal.transaction() as db:
         assert not db.execute("SELECT 1 FROM job_images WHERE lease IS NOT NULL").fetchall()
+
+
+def test_both_first_tasks_of_a_fresh_actor_may_load_the_models(head_home, fake_ray):  # noqa: F811
+    """Either may run first (Ray's threads take them in any order) and load the models: the
+    one dispatched second must not get the short allowance of settings already loaded."""
+    head = make_head(head_home)
+    submit(head_home, 3)
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
+    head.step()
+    slot = head.slots[0]
+    first, second = slot.inflight
+    assert first.allowance == second.allowance == first.load_allowance
+    first.ref.ready = True  # it came back: the actor has loaded these settings
+    head.step()  # collected
+    head.step()  # the next task is sent
+    (_, third) = slot.inflight
+    assert third.allowance == third.hang_timeout < third.load_allowance

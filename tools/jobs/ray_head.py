@@ -187,11 +187,11 @@ class RayHead:
         settings_key = json.dumps(task["request"].get("settings"), sort_keys=True)
         timeout = self.settings.worker.hang_timeout
         loading = load_allowance(timeout)
+        # Loaded once a task came back: the next may run first (threads take them in any order)
         allowance = timeout if settings_key in slot.loaded else loading
-        slot.loaded.add(settings_key)
         ref = slot.actor.render.remote(task)
-        faults = set(task["faults"])
-        slot.inflight.append(InFlight(ref, token, job, images, allowance, timeout, loading, faults))
+        task_args = (allowance, timeout, loading, set(task["faults"]), settings_key)
+        slot.inflight.append(InFlight(ref, token, job, images, *task_args))
         if len(slot.inflight) > 1:
             log.info("%s: a task of job %s waits behind the running one", slot.name, job.id)
         self.journal.beat_lease(job.id, token, {"image": indices[0], "phase": "rendering"})
@@ -215,6 +215,7 @@ class RayHead:
                 )
             return
         slot.inflight.remove(inflight)
+        slot.loaded.add(inflight.settings_key)
         if inflight.cancelled:  # its leases were given back: nothing of it is committed
             return
         try:

@@ -35,6 +35,7 @@ class InFlight:
     hang_timeout: float
     load_allowance: float
     faults: set[int] = field(default_factory=set)  # its images that carry an injected fault
+    settings_key: str = ""  # its settings, as `ActorSlot.loaded` names them
     last_progress: float = field(default_factory=time.monotonic)
     ticks: int = -1
     started: bool = False  # a probe saw the actor run it

@@ -156,6 +156,14 @@ def make_head(home: Path, slots: int = 1, gpu: bool = False, faults: str = ""):
     return head
 
 
+def tiny_png(colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def rendered(task: dict[str, Any]) -> dict[str, Any]:
     """What an actor sends back for a task: a tiny PNG per image with its metadata."""
     from PIL import Image
@@ -385,7 +393,7 @@ def test_a_character_sheet_and_its_calibration_land_in_the_heads_home(
     journal = JobJournal.for_state(head_home / ".anime-chat")
     sheet_job = journal.submit([sheet])
     calibration = journal.submit([{**specs(1, "cal")[0], "calibration_only": True}])
-    drawn = b"\x89PNG the actor's sheet image"
+    drawn = tiny_png()
 
     def actor_side(actor: FakeActor, task: dict[str, Any]) -> Ref:
         (spec,) = task["specs"]
@@ -413,3 +421,29 @@ def test_a_character_sheet_and_its_calibration_land_in_the_heads_home(
     assert (staging / "0.png").read_bytes() == drawn
     assert journal.get(calibration).state == JobState.DONE
     assert head.runtime.characters.get("sakura").consistency_baseline == 0.42
+
+
+def test_a_damaged_sheet_png_fails_its_try_and_is_not_written(head_home, fake_ray):
+    from tools.jobs.journal import JobJournal
+
+    head = make_head(head_home)
+    staging = head_home / ".anime-chat" / "sheets" / "newbie"
+    sheet = {**specs(1, "sheet")[0], "character": "newbie"}
+    sheet["sheet"] = {"tags": "1girl", "reference": None, "path": str(staging / "0.png")}
+    journal = JobJournal.for_state(head_home / ".anime-chat")
+    job_id = journal.submit([sheet])
+
+    def actor_side(actor: FakeActor, task: dict[str, Any]) -> Ref:
+        (spec,) = task["specs"]
+        record = {"path": "/actor-home/sheets/0.png", "rejected": []}
+        cut = tiny_png()[:-20]  # the actor's file ends early
+        return Ref(
+            {"images": [{"key": spec["key"], "record": record, "saves": [], "sheet_png": cut}]}
+        )
+
+    fake_ray.behaviour = actor_side
+    for _ in range(4):
+        head.step()
+    job = journal.get(job_id)
+    assert job.done_count == 0 and "PNG" in (job.error or ""), job
+    assert not (staging / "0.png").exists()

@@ -106,3 +106,63 @@ def test_one_real_actor_holds_two_tasks_and_saves_every_image_once(studio, tmp_p
     assert "no progress" not in text and "died (" not in text, text[-3000:]
     assert job.workers == ["ray-slot0"] and job.attempts == 1
     assert [image.tries for image in job.images] == [1, 1, 1, 1]
+
+
+def test_a_head_stopped_with_two_tasks_out_gives_both_back_uncounted(head_home, fake_ray):  # noqa: F811
+    head = make_head(head_home, faults="crash@1")
+    job_id = submit(head_home, 2)
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
+    head.step()
+    assert [inflight.faults for inflight in head.slots[0].inflight] == [set(), {1}]
+    head.stopping = True  # SIGTERM
+    assert head.serve() == 0
+    job = head.journal.get(job_id)
+    assert job.state == JobState.QUEUED and job.attempts == 0
+    assert [image.tries for image in job.images] == [0, 0]
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task))
+    restarted = make_head(head_home, faults="crash@1")
+    for _ in range(4):
+        restarted.step()
+    assert restarted.journal.get(job_id).state == JobState.DONE
+    # The fault of the task that waited never fired: it comes with the image's next try.
+    assert {1: "crash"} in [task["faults"] for task in fake_ray.actors[-1].tasks]
+
+
+def test_a_failing_head_counts_the_try_of_the_task_that_ran_only(
+    head_home,  # noqa: F811
+    fake_ray,  # noqa: F811
+    monkeypatch,
+):
+    head = make_head(head_home)
+    job_id = submit(head_home, 2)
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
+    head.step()
+
+    def broken() -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(head, "step", broken)
+    with pytest.raises(OSError):
+        head.serve()
+    job = head.journal.get(job_id)
+    assert job.state == JobState.QUEUED and "disk full" in job.error
+    assert [image.tries for image in job.images] == [1, 0]
+    with head.journal.transaction() as db:
+        assert not db.execute("SELECT 1 FROM job_images WHERE lease IS NOT NULL").fetchall()
+
+
+def test_both_first_tasks_of_a_fresh_actor_may_load_the_models(head_home, fake_ray):  # noqa: F811
+    """Either may run first (Ray's threads take them in any order) and load the models: the
+    one dispatched second must not get the short allowance of settings already loaded."""
+    head = make_head(head_home)
+    submit(head_home, 3)
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
+    head.step()
+    slot = head.slots[0]
+    first, second = slot.inflight
+    assert first.allowance == second.allowance == first.load_allowance
+    first.ref.ready = True  # it came back: the actor has loaded these settings
+    head.step()  # collected
+    head.step()  # the next task is sent
+    (_, third) = slot.inflight
+    assert third.allowance == third.hang_timeout < third.load_allowance

@@ -6,12 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.jobs.job import Job
+from tools.jobs.job import Job, JobImage
 from tools.jobs.journal import JobJournal
+from tools.store.png_check import check_png
 
 if TYPE_CHECKING:
     from tools.characters.library import CharacterLibrary
     from tools.generation.runtime import Runtime
+    from tools.jobs.ray_slots import InFlight
+
+
+def commit_task(
+    runtime: Runtime, journal: JobJournal, worker: str, task: InFlight, result: dict[str, Any]
+) -> None:
+    """Check a task's result, store its baselines, then save and commit each image."""
+    check_result(task.images, result)
+    store_baselines(runtime.characters, result.get("baselines") or {})
+    for item in result["images"]:
+        commit_result(runtime, journal, worker, task.token, task.job, item)
 
 
 def commit_result(
@@ -52,6 +64,38 @@ def commit_result(
         write_pose_files(pose, character.folder / "poses", resolution.width, resolution.height)
     runtime.index.set_worker(image.key, worker)
     journal.lease_done(job.id, image.index, token, worker, record["path"], record)
+
+
+def check_result(images: list[JobImage], result: dict[str, Any]) -> None:
+    """ValueError unless the actor's result is one item per image of its task, each saving
+    only under its own image's key (or that key's `#rejectedN` re-rolls) and naming only files
+    it saved: checked before anything is saved, so a wrong result overwrites no other image's
+    file and leaves no image of the task leased for ever (each lease is committed or failed)."""
+    items = result.get("images")
+    by_key = {image.key: image for image in images}
+    keys = list(by_key)
+    sent = [item.get("key") for item in items] if isinstance(items, list) else None
+    if sent is None or sorted(map(str, sent)) != sorted(keys):
+        raise ValueError(f"the actor sent images {sent}, not its task's {keys}")
+    for item in items:
+        placeholders = set()
+        for save in item["saves"]:
+            own = save["key"] == item["key"] or str(save["key"]).startswith(
+                f"{item['key']}#rejected"
+            )
+            if not own:
+                raise ValueError(f"the actor saved {save['key']!r} for image {item['key']!r}")
+            placeholders.add(save["placeholder"])
+        sheet = bool(by_key[item["key"]].spec.get("sheet"))
+        if "sheet_png" in item:  # written at the head's path of a sheet image, as it came
+            if not sheet:
+                raise ValueError(f"the actor sent a sheet for image {item['key']!r}")
+            check_png(item["sheet_png"])
+        record = item["record"]
+        named = [*record.get("rejected", []), *([] if "sheet_png" in item else [record["path"]])]
+        stray = [path for path in named if path is not None and path not in placeholders]
+        if stray:
+            raise ValueError(f"the actor's record of {item['key']!r} names files it did not send")
 
 
 def store_baselines(characters: CharacterLibrary, baselines: dict[str, dict[str, float]]) -> None:

@@ -26,7 +26,7 @@ from tools.jobs.heartbeat import load_allowance
 from tools.jobs.job import Job
 from tools.jobs.journal import JobJournal
 from tools.jobs.ray_actor import RenderActor, ray_module
-from tools.jobs.ray_commit import commit_result, store_baselines
+from tools.jobs.ray_commit import commit_task
 from tools.jobs.ray_slots import (
     MAX_START_FAILURES,
     TASKS_PER_ACTOR,
@@ -187,11 +187,11 @@ class RayHead:
         settings_key = json.dumps(task["request"].get("settings"), sort_keys=True)
         timeout = self.settings.worker.hang_timeout
         loading = load_allowance(timeout)
+        # Loaded once a task came back: the next may run first (threads take them in any order)
         allowance = timeout if settings_key in slot.loaded else loading
-        slot.loaded.add(settings_key)
         ref = slot.actor.render.remote(task)
-        faults = set(task["faults"])
-        slot.inflight.append(InFlight(ref, token, job, images, allowance, timeout, loading, faults))
+        task_args = (allowance, timeout, loading, set(task["faults"]), settings_key)
+        slot.inflight.append(InFlight(ref, token, job, images, *task_args))
         if len(slot.inflight) > 1:
             log.info("%s: a task of job %s waits behind the running one", slot.name, job.id)
         self.journal.beat_lease(job.id, token, {"image": indices[0], "phase": "rendering"})
@@ -215,14 +215,11 @@ class RayHead:
                 )
             return
         slot.inflight.remove(inflight)
+        slot.loaded.add(inflight.settings_key)
         if inflight.cancelled:  # its leases were given back: nothing of it is committed
             return
         try:
-            store_baselines(self.runtime.characters, result.get("baselines") or {})
-            for item in result["images"]:
-                commit_result(
-                    self.runtime, self.journal, slot.name, inflight.token, inflight.job, item
-                )
+            commit_task(self.runtime, self.journal, slot.name, inflight, result)
         except Exception as error:  # one job's error (a character removed mid-render, disk full)
             self._job_failed(slot, inflight.token, inflight.job, error)
 
@@ -264,8 +261,7 @@ class RayHead:
         The try counts for the task it ran (seen running, else the oldest); a task that waited
         behind it gives its images back uncounted."""
         worker = self.settings.worker
-        ran = [inflight for inflight in slot.inflight if inflight.started] or slot.inflight[:1]
-        for inflight in ran:
+        for inflight in slot.ran():
             slot.inflight.remove(inflight)
             for job_id, state in self.journal.lease_failed(
                 inflight.token, reason, worker.max_attempts, worker.retry_backoff
@@ -331,17 +327,21 @@ class RayHead:
 
     def _stop(self, failure: str | None = None) -> None:
         """Stop every actor (each removes its home first). A stop on purpose gives the images
-        back uncounted; a head that failed counts the try, so a deterministic error ends."""
+        back uncounted; a head that failed counts the try of each task that ran, so a
+        deterministic error ends (a task waiting behind it gives its images back uncounted)."""
         ray = ray_module()
         worker = self.settings.worker
         for slot in self.slots:
+            ran = slot.ran()
             for inflight in slot.inflight:
-                if failure is None:
-                    self.journal.release_leases(inflight.token, requeue=True)
-                else:
+                if failure is not None and inflight in ran:
                     self.journal.lease_failed(
                         inflight.token, failure, worker.max_attempts, worker.retry_backoff
                     )
+                    continue
+                self.journal.release_leases(inflight.token, requeue=True)
+                if inflight not in ran:
+                    self.journal.unfire_faults(inflight.job.id, list(inflight.faults))
             if slot.actor is not None:
                 with contextlib.suppress(Exception):
                     ray.get(slot.actor.cleanup.remote(), timeout=CLEANUP_SECONDS)

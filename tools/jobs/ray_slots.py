@@ -35,6 +35,7 @@ class InFlight:
     hang_timeout: float
     load_allowance: float
     faults: set[int] = field(default_factory=set)  # its images that carry an injected fault
+    settings_key: str = ""  # its settings, as `ActorSlot.loaded` names them
     last_progress: float = field(default_factory=time.monotonic)
     ticks: int = -1
     started: bool = False  # a probe saw the actor run it
@@ -82,6 +83,11 @@ class ActorSlot:
     given_up: bool = False
     # Images per task after an out-of-memory error halved it; None: the job's batch size.
     batch_limit: int | None = None
+
+    def ran(self) -> list[InFlight]:
+        """The task its actor ran (seen running, else the oldest): the others waited behind it,
+        so a death or a stop gives their images back uncounted, their faults still due."""
+        return [inflight for inflight in self.inflight if inflight.started] or self.inflight[:1]
 
     def batch_size(self, request: dict[str, Any], default: int) -> int:
         """Images per task: one on a CPU slot, else the job's batch size (or the limit)."""

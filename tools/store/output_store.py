@@ -28,7 +28,8 @@ from tools.settings import Settings
 from tools.store.a1111_fields import second_pass_fields
 from tools.store.gen_index import GenerationIndex
 from tools.store.metadata import ImageMetadata
-from tools.store.png_chunks import SOURCE_PNG, chunks, with_text_chunks
+from tools.store.png_check import check_png
+from tools.store.png_chunks import SOURCE_PNG, with_text_chunks
 from tools.store.png_text import read_png_text
 
 METADATA_KEY = "anime-chat"
@@ -126,7 +127,7 @@ class OutputStore:
     ) -> Path:
         """Write PNG bytes made elsewhere (a Ray actor, ComfyUI) as they are: only our text
         chunks are added or replaced, the pixel data is not decoded nor re-encoded."""
-        chunks(png)  # a broken PNG fails here, before a name is reserved for it
+        check_png(png)  # a broken PNG fails here, before a name is reserved for it
         return self._save(
             ImageMetadata.of(meta),
             key,
@@ -138,6 +139,8 @@ class OutputStore:
     def _save(
         self, meta: ImageMetadata, key: str | None, write: Callable[[Path, dict[str, str]], None]
     ) -> Path:
+        for part in (meta.character, meta.posture, meta.collection):
+            _check_name_part(part)
         path = self._reserve(meta, key)
         texts = {
             "parameters": png_parameters(meta),
@@ -179,6 +182,13 @@ class OutputStore:
             path = folder / f"{stem}_{number:03d}.png"
             self.index.reserve(connection, path, key, meta)
         return path
+
+
+def _check_name_part(part: str | None) -> None:
+    """The record's names become parts of file and folder names (`_reserve`, `link_view`):
+    metadata from elsewhere (a Ray actor) must not name a path out of the output folder."""
+    if part and (part in (".", "..") or any(c in part for c in "/\\\x00")):
+        raise ValueError(f"{part!r} cannot be part of an image's file name")
 
 
 def link_view(target: Path, view: Path, organize_by_date: bool) -> None:

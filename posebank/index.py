@@ -48,9 +48,28 @@ def load_embedder() -> Any:
     return SentenceTransformer(str(get_model_path()), device="cpu")
 
 
+# A query is a handful of texts: MiniLM's matrices for it are too small to split across cores,
+# and torch's intra-op threads then cost more in handing over than they save, worse on a loaded
+# machine (evals/latency.py: one query 44-52 ms on torch's default threads, 17-18 ms on one).
+ONE_THREAD_BATCH = 8
+
+
 def embed_texts(embedder: Any, texts: list[str]) -> list[list[float]]:
     if not texts:
         return []
+    if len(texts) > ONE_THREAD_BATCH:
+        return _encode(embedder, texts)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _encode(embedder, texts)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _encode(embedder: Any, texts: list[str]) -> list[list[float]]:
     vectors = embedder.encode(
         texts, normalize_embeddings=True, batch_size=64, convert_to_numpy=True
     )

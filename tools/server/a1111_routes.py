@@ -26,7 +26,7 @@ from tools.server.a1111_images import (
     init_folder_locked,
     png_info_answer,
     save_init_image,
-    sweep_init_images,
+    sweep_after_request,
 )
 from tools.server.a1111_mapping import (
     A1111Img2ImgRequest,
@@ -194,7 +194,7 @@ async def _run(body: Any, request: Request, queue: Callable[[Any, Request], _Que
     finally:
         # The job ended (or this wait did, and the job goes on): the init images no queued or
         # running job needs any more go, its own among them once it has ended.
-        await asyncio.to_thread(sweep_init_images, state)
+        await asyncio.to_thread(sweep_after_request, state)
     if job.state == JobState.CANCELLED:
         queued.warnings.append("interrupted: the images drawn before it are returned")
     else:

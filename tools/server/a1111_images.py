@@ -8,9 +8,10 @@ img2img init image is written under `<state>/a1111/init/` (named by its content,
 rename) before the job is queued, so the journal's spec points at a file that survives a crash.
 It is removed once no image still to draw of a queued or running job reads it (`sweep_init_images`,
 after each request): the folder holds what the queue needs, not every image a client ever sent.
-Writing a request's files and queueing its job happen under the folder's lock, as the sweep does,
-so a sweep never takes a file whose job is not in the journal yet; and a temp file the sweep
-finds is no live write's, but one a killed write left, so it goes too.
+Writing a request's files and queueing its job (nothing more: a model download waits before it)
+happen under the folder's lock, as the sweep does, so a sweep never takes a file whose job is not
+in the journal yet; and a temp file the sweep finds is no live write's but one a killed write
+left, so it goes too.
 """
 
 from __future__ import annotations
@@ -111,10 +112,9 @@ def sweep_after_request(state: Path) -> None:
         log.exception("the init image sweep of %s failed", state.joinpath(*INIT_FOLDER))
 
 
-def save_init_image(folder: Path, data: str) -> Path:
-    """Write the init image as PNG into the (locked) init folder; the same image, the same
-    file."""
-    image, raw = decode_image(data, "init_images")
+def save_init_image(folder: Path, image: Image.Image, raw: bytes) -> Path:
+    """Write a decoded init image (`decode_image`) as PNG into the (locked) init folder; the
+    same image, the same file."""
     path = folder / f"{hashlib.sha256(raw).hexdigest()[:24]}.png"
     if not path.exists():
         converted = image.convert("RGB")

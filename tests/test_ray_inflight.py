@@ -166,3 +166,30 @@ def test_both_first_tasks_of_a_fresh_actor_may_load_the_models(head_home, fake_r
     head.step()  # the next task is sent
     (_, third) = slot.inflight
     assert third.allowance == third.hang_timeout < third.load_allowance
+
+
+def test_a_head_killed_with_two_tasks_out_counts_the_try_of_the_one_that_ran(head_home, fake_ray):  # noqa: F811
+    """SIGKILL runs no `_stop`: the restarted head clears the leases the journal holds, and
+    only the task the actor was seen running was a try (the other waited behind it)."""
+    head = make_head(head_home, faults="crash@1")
+    job_id = submit(head_home, 2)
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
+    head.step()
+    running, waiting = head.slots[0].inflight
+    assert waiting.faults == {1}
+    turn(head)  # sends the probe
+    turn(head)  # reads it: the actor runs the first task
+    assert running.started and not waiting.started
+    del head  # SIGKILL: nothing of the head runs any more
+    restarted = make_head(head_home, faults="crash@1")
+    restarted.journal.clear_leases()  # as `run_ray_worker` does, the home's lock being free
+    job = restarted.journal.get(job_id)
+    assert [image.tries for image in job.images] == [1, 0]
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task))
+    for _ in range(4):
+        restarted.step()
+    job = restarted.journal.get(job_id)
+    assert job.state == JobState.DONE and [image.tries for image in job.images] == [2, 1]
+    assert job.done_count == 2
+    # The fault of the task that waited never fired: it comes with the image's next try.
+    assert {1: "crash"} in [task["faults"] for task in fake_ray.actors[-1].tasks]

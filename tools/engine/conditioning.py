@@ -5,9 +5,9 @@ clip skip), cached per prompt and LoRA set (the least recently used dropped past
 `PROMPT_CACHE_SIZE`); a prompt with A1111 edits or alternation is a schedule of texts
 (`tools.engine.prompt_schedule`), each encoded and cached as a prompt, switched per step by
 `tools.engine.text_schedule.TextSchedule`. IP-Adapter image embeddings are computed once per
-reference image (cached in memory and on disk, keyed by file hash and encoder), so a batch of a
-character pays for neither again. `PerImageReferences` hands each image of a batch exactly its
-own reference.
+reference image (cached on disk, keyed by file hash and encoder, and in memory, the least recently
+used dropped past `REFERENCE_CACHE_SIZE`), so a batch of a character pays for neither again.
+`PerImageReferences` hands each image of a batch exactly its own reference.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 REFERENCE_FRAMING = "square"
 # Prompt embeddings kept (on the device), the least recently used dropped beyond it.
 PROMPT_CACHE_SIZE = 128
+# Reference embeddings kept in memory (a long-lived worker sees ever new reference images); one
+# dropped is read back from its disk cache when used again.
+REFERENCE_CACHE_SIZE = 64
 
 
 class PerImageReferences:
@@ -93,7 +96,7 @@ class Conditioning:
             OrderedDict()
         )
         self._prompt_encoder: PromptEncoder | None = None
-        self._references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._references: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._blank_reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- prompts -----------------------------------------------------------------------------
@@ -216,6 +219,7 @@ class Conditioning:
 
         key = f"{file_digest(reference)}-{self._encoder_key()}"
         if key in self._references:
+            self._references.move_to_end(key)
             return self._references[key]
         cache_file = self.cache_dir / f"{key}.safetensors"
         if cache_file.exists():
@@ -235,6 +239,7 @@ class Conditioning:
             )
             write_atomic(cache_file, lambda handle: handle.write(payload))
         self._references[key] = pair
+        evict(self._references, REFERENCE_CACHE_SIZE)
         return pair
 
     def zero_reference(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ from tools.engine.extra_networks import Embeddings, LoraAdapters
 from tools.engine.lora_hashes import file_digest
 from tools.engine.lru import evict
 from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder
-from tools.engine.prompt_schedule import prompt_schedule, text_at, uses_and
+from tools.engine.prompt_schedule import prompt_schedule, prompt_warnings, text_at
 from tools.engine.prompt_syntax import LoraRequest, extract_loras
 from tools.engine.text_schedule import TextSchedule, batch_inputs
 from tools.quality.clip_images import pad_to_square
@@ -138,8 +138,8 @@ class Conditioning:
         rows = []
         # One line per pass, however many images: A1111 splits the prompt only, not the
         # negative (modules/prompt_parser.py `get_multicond_prompt_list`).
-        if any(uses_and(extract_loras(job.prompt)[0]) for job in jobs):
-            log.warning(AND_DECLINED)
+        for line in sorted({line for job in jobs for line in prompt_warnings(job.prompt)}):
+            log.warning(line)
         for job in jobs:
             prompt, negative = extract_loras(job.prompt)[0], extract_loras(job.negative_prompt)[0]
             rows.append(
@@ -283,10 +283,3 @@ class Conditioning:
 
         projection = self.pipe.unet.encoder_hid_proj.image_projection_layers[0]
         return not isinstance(projection, ImageProjection)
-
-
-# The line a prompt with `AND` gets (A1111's composable diffusion is not implemented).
-AND_DECLINED = (
-    "AND (A1111's composable diffusion) is not supported: the prompt is drawn as one prompt, "
-    "AND included as a word"
-)

@@ -148,6 +148,10 @@ def take_counts(tokens: Tokens) -> None:
             tokens.claim(i, i + length)
             stop = _take_count_nouns(tokens, i + length)
             tokens.mentions.append(Mention(i, "count", (value, noun), stop))
+        elif (noun and words[i + length] not in ("of", "more")) or (match and "x" in word):
+            # Said as a count ("1000 each", "0 times", "x500"), out of range: never a scene word
+            # nor a silent count of one.
+            tokens.claim(i, i + length, "bad_count", value)
 
 
 def _take_count_nouns(tokens: Tokens, i: int) -> int:

@@ -30,7 +30,7 @@ from assistant.planners.resolve import (
 from assistant.planners.rule_types import Request
 from assistant.planners.tokens import Tokens, name_forms
 from posebank.lexicon import posture_of
-from tools.generation.toolbox import validate_args
+from tools.generation.toolbox import MAX_COUNT, validate_args
 
 
 def parse(
@@ -61,6 +61,7 @@ def parse(
     request.image_ref = images[0].value if images else None
     request.excluded = [m.value for m in tokens.found("except")]
     request.unknown = [m.value for m in tokens.found("unknown")]
+    request.bad_counts = [m.value for m in tokens.found("bad_count")]
     request.pronoun = re.search(it.PRONOUN_PATTERN, tokens.text()) is not None
     return request
 
@@ -136,6 +137,9 @@ class RulePlanner:
         norm = Tokens.of(text).text()
         resolved = Resolved()
         previous = context.previous
+        if it.asks_to_delete(norm, context.characters):
+            resolved.notes.append(it.DELETE_NOTE)
+            return self._plan(resolved)
         if it.matches(it.CREATE_PATTERNS, norm):
             self._create(text, context, resolved)
             return self._plan(resolved)
@@ -195,6 +199,11 @@ class RulePlanner:
 
     def draw(self, request: Request, context: PlannerContext, resolved: Resolved) -> None:
         resolved.notes.extend(request.notes)
+        if request.bad_counts:
+            count = request.bad_counts[0]
+            shown = str(count) if len(str(count)) <= 12 else f"{str(count)[:12]}..."
+            resolved.notes.append(f"I draw 1 to {MAX_COUNT} images at a time, not {shown}.")
+            return
         for word in request.unknown:
             match = match_character(name_forms(word)[-1], context.characters)
             resolved.notes.append(unknown_note(word, match, context.characters))

@@ -103,3 +103,9 @@ def test_full_width_letters_read_as_their_plain_forms():
 @pytest.mark.parametrize("text", ["who's in my collection?", "who's there", "who's available?"])
 def test_a_whos_question_lists_the_characters(text):
     assert [c.tool for c in plan(text).calls] == ["list_characters"]
+
+
+@pytest.mark.parametrize("filler", ["a" * 100_000, ", " * 50_000, "yuki and mei " * 8000])
+def test_a_request_longer_than_the_limit_plans_nothing_and_says_the_limit(filler):
+    result = plan(f"draw yuki {filler}")
+    assert result.calls == [] and "2,000" in result.reply

@@ -115,6 +115,10 @@ def pose_and_prompt(attrs: Attrs) -> tuple[str | None, str]:
 
 
 SHARED = "shared"
+# A chat request is a few sentences (the longest development case is 105 characters); the passes
+# over its tokens grow faster than its length (100 KB of commas took minutes), so a longer one
+# is refused in one line rather than left to hold the warm server.
+MAX_REQUEST_CHARS = 2000
 
 
 class RulePlanner:
@@ -134,6 +138,10 @@ class RulePlanner:
     def plan(self, text: str, context: PlannerContext) -> Plan:
         from assistant.planners import follow_ups
 
+        if len(text) > MAX_REQUEST_CHARS:
+            reply = (f"That request is {len(text):,} characters long; I read up to "
+                     f"{MAX_REQUEST_CHARS:,}: split it into shorter ones.")  # fmt: skip
+            return Plan(planner=self.name, reply=reply, calls=[])
         norm = Tokens.of(text).text()
         resolved = Resolved()
         previous = context.previous

@@ -109,3 +109,27 @@ def test_a_whos_question_lists_the_characters(text):
 def test_a_request_longer_than_the_limit_plans_nothing_and_says_the_limit(filler):
     result = plan(f"draw yuki {filler}")
     assert result.calls == [] and "2,000" in result.reply
+
+
+def test_the_reader_loads_its_embedder_once_however_many_requests_read_at_once():
+    import threading
+
+    loads, go = [], threading.Event()
+
+    def load():
+        loads.append(1)
+        return lambda texts: np.tile(np.array([[1.0, 0.0]], dtype="float32"), (len(texts), 1))
+
+    reader = Reader(load=load, labels={"action": {"eating": ["eating"], "sleeping": ["a"]}})
+
+    def read() -> None:
+        go.wait()
+        reader.read("action", "munching")
+
+    threads = [threading.Thread(target=read) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    go.set()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1 and not reader.failed

@@ -133,3 +133,11 @@ def test_the_reader_loads_its_embedder_once_however_many_requests_read_at_once()
     for thread in threads:
         thread.join()
     assert len(loads) == 1 and not reader.failed
+
+
+@pytest.mark.parametrize(
+    ("text", "word"), [("draw Stand sitting", "stand"), ("draw Wave standing on a hill", "wave")]
+)
+def test_a_capitalised_pose_word_in_the_name_slot_before_a_pose_is_an_unknown_name(text, word):
+    result = plan(text)
+    assert result.calls == [] and f"'{word}'" in result.reply.lower()

@@ -310,6 +310,19 @@ def take_unknown_names(tokens: Tokens) -> None:
             tokens.claim(i, i + 1, "unknown", words[i])
 
 
+def take_pose_word_names(tokens: Tokens) -> None:
+    """'draw Stand sitting', 'draw Wave standing': a capitalised pose word in the name slot that a
+    pose follows is a name (one no character has), not a second pose."""
+    poses = [m for m in tokens.mentions if m.kind in ("posture", "action")]
+    starts = {m.start for m in poses}
+    for m in poses:
+        i = m.start
+        slot = i > 0 and tokens.words[i - 1] in v.DRAW_VERBS
+        if m.stop == i + 1 and slot and tokens.original[i][:1].isupper() and m.stop in starts:
+            tokens.mentions.remove(m)
+            tokens.mentions.append(Mention(i, "unknown", tokens.words[i], i + 1))
+
+
 def take_pronouns(tokens: Tokens, names: list[str]) -> None:
     """'draw her waving', '2 of them', 'him': the characters the pronoun points at."""
     words = tokens.words

@@ -54,6 +54,7 @@ def parse(
     extract.take_pose(tokens)
     extract.take_fuzzy_names(tokens, context.characters, request.notes)
     extract.take_unknown_names(tokens)
+    extract.take_pose_word_names(tokens)
     take_similar(tokens, reader)
     request.parts, request.before, request.after = parts_of(tokens)
     seeds, images = tokens.found("seed"), tokens.found("image")

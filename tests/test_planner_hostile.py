@@ -66,6 +66,18 @@ def test_a_request_to_delete_plans_nothing_and_says_how(text):
     assert "delete" in result.reply.lower() or "remove" in result.reply.lower()
 
 
+def test_the_delete_note_names_a_command_that_exists():
+    from typer.testing import CliRunner
+
+    from assistant.gen_cli import app
+    from assistant.planners.intents import DELETE_NOTE
+
+    command = DELETE_NOTE.split("`")[1].split()
+    assert command[0] == "anime-gen"
+    result = CliRunner().invoke(app, [*command[1:-1], "--help"])
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize(
     "text",
     ["draw yuki, remove the hat", "draw yuki removing her jacket", "draw mei clearing the table"],

@@ -52,7 +52,7 @@ DELETE_OBJECTS = (
 )
 DELETE_NOTE = (
     "I do not delete anything from the chat. Remove a character with "
-    "`anime-chat characters remove NAME`."
+    "`anime-gen characters remove NAME`."
 )
 # Adjectives ending in e, so "larger" reads as "large" and not "larg".
 E_ADJECTIVES = {"large", "pale", "cute", "wide", "white", "nice", "close", "loose", "fine",

@@ -94,3 +94,54 @@ def test_second_order_samplers_schedule_over_model_steps():
 def test_and_is_detected_as_a_word_only():
     assert uses_and("a cat AND a dog")
     assert not uses_and("a cat and a dog, ANDROID, sAND")
+
+
+def test_nested_brackets_parse_once_per_position():
+    # Each `[` was tried as an edit, an alternation and an emphasis, re-parsing its inside each
+    # time: 3^depth (14 levels took 10 s, 30 would take days). Counted, not timed: each rule
+    # runs at most once per position.
+    import tools.engine.prompt_schedule as schedule_module
+
+    calls = []
+    original = schedule_module._Parser.item
+
+    def counted(self, at):
+        calls.append(at)
+        return original(self, at)
+
+    depth = 30
+    prompt = "[" * depth + "a:b:0.5" + "]" * depth
+    schedule_module._Parser.item = counted
+    try:
+        schedule = prompt_schedule(prompt, 10)
+    finally:
+        schedule_module._Parser.item = original
+    # As A1111 computes it (checked on lark 1.3.1 at depth 4: `[[[a]]]`, then `[[[b]]]`).
+    inner = depth - 1
+    assert schedule == [(5, "[" * inner + "a" + "]" * inner), (10, "[" * inner + "b" + "]" * inner)]
+    assert len(calls) <= len(prompt)
+
+
+def test_mixed_nesting_alternates_as_a1111():
+    # A1111 (lark 1.3.1): `([([([a|b])])])` at 4 steps alternates inside the emphasis.
+    assert prompt_schedule("([" * 3 + "a|b" + "])" * 3, 4) == [
+        (step, "([([(" + ("a" if step % 2 else "b") + ")])])") for step in range(1, 5)
+    ]
+
+
+def test_brackets_nested_past_the_limit_are_plain_text_not_a_recursion_error():
+    from tools.engine.prompt_schedule import MAX_NESTING, nests_too_deep
+
+    deep = "[" * 1000 + "a:b:0.5" + "]" * 1000
+    assert nests_too_deep(deep)
+    assert prompt_schedule(deep, 10) == [(10, deep)]
+    unclosed = "(" * 1000 + "[a:b:0.5]"
+    assert prompt_schedule(unclosed, 10) == [(10, unclosed)]
+    at_limit = "(" * (MAX_NESTING - 1) + "[a:b:0.5]" + ")" * (MAX_NESTING - 1)
+    assert not nests_too_deep(at_limit)
+    assert [text for _, text in prompt_schedule(at_limit, 10)] == [
+        at_limit.replace("[a:b:0.5]", "a"),
+        at_limit.replace("[a:b:0.5]", "b"),
+    ]
+    # Escaped and stray brackets do not nest.
+    assert not nests_too_deep("\\[" * 1000 + ")]" * 1000 + "[a|b]")

@@ -10,7 +10,10 @@
 Follows A1111 modules/prompt_parser.py `get_learned_conditioning_prompt_schedules` (its lark
 grammar `schedule_parser`, and the visitors `CollectSteps` and `AtStep`) without lark: a
 backtracking parser of the same grammar. A prompt the grammar rejects (a `|` outside brackets,
-`[a:b:c:0.5]`) is plain text, as there. No torch here.
+`[a:b:c:0.5]`) is plain text, as there. Each rule is parsed once per position (memoized), so
+a prompt parses in polynomial time however its brackets nest; brackets nested deeper than
+`MAX_NESTING` make the prompt plain text (`nests_too_deep` lets the engine say so) rather than
+a RecursionError. No torch here.
 
 `AND` (A1111's composable diffusion, modules/prompt_parser.py `get_multicond_prompt_list`) is not
 implemented: `uses_and` lets the engine say so.
@@ -34,6 +37,10 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 # `!start: (prompt | /[][():]/+)*`: brackets and colons that fit no rule are text at top level.
 _STRAY = "[]():"
 _AND = re.compile(r"\bAND\b")
+# Deeper than any prompt written by hand (A1111 users nest a few levels), shallow enough that
+# the recursive parser stays far below Python's default recursion limit of 1000.
+MAX_NESTING = 100
+_BRACKET = re.compile(r"\\.|[\[\]()]", re.S)
 
 
 @dataclass
@@ -54,9 +61,23 @@ class _Alternate:
 _Nodes = list
 
 
+def _memoized(rule):
+    """Parse `rule` once per (arguments): the alternatives of `item` re-parse the same inner
+    prompt, which without this costs 3^depth for nested brackets."""
+
+    def parse(self, *args):
+        key = (rule.__name__, *args)
+        if key not in self.memo:
+            self.memo[key] = rule(self, *args)
+        return self.memo[key]
+
+    return parse
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.memo: dict[tuple, object] = {}
 
     def start(self) -> _Nodes | None:
         """The whole text, or None where the grammar rejects it (lark raises there)."""
@@ -74,6 +95,7 @@ class _Parser:
                 return None
         return nodes
 
+    @_memoized
     def prompt(self, at: int) -> tuple[_Nodes, int]:
         """`prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*`, greedily."""
         nodes: _Nodes = []
@@ -85,6 +107,7 @@ class _Parser:
             nodes.append(node)
         return nodes, at
 
+    @_memoized
     def item(self, at: int) -> tuple[object, int] | None:
         char = self.text[at]
         if char == "[":
@@ -97,6 +120,7 @@ class _Parser:
     def expect(self, at: int, token: str) -> int | None:
         return at + len(token) if self.text.startswith(token, at) else None
 
+    @_memoized
     def emphasized(self, at: int, opener: str, closer: str) -> tuple[object, int] | None:
         """`"(" prompt ")" | "(" prompt ":" prompt ")" | "[" prompt "]"`, brackets kept."""
         inner, end = self.prompt(at + 1)
@@ -109,6 +133,7 @@ class _Parser:
             return [*nodes, closer], end + 1
         return None
 
+    @_memoized
     def scheduled(self, at: int) -> tuple[object, int] | None:
         """`"[" [prompt ":"] prompt ":" [WHITESPACE] NUMBER [WHITESPACE] "]"`."""
         first, end = self.prompt(at + 1)
@@ -126,6 +151,7 @@ class _Parser:
             return _Scheduled(None, first, parsed[0]), parsed[1]
         return None
 
+    @_memoized
     def when(self, at: int) -> tuple[str, int] | None:
         """`[WHITESPACE] NUMBER [WHITESPACE] "]"` → (the number as written, past the `]`)."""
         space = _WHITESPACE.match(self.text, at)
@@ -139,6 +165,7 @@ class _Parser:
         end = self.expect(at, "]")
         return None if end is None else (number.group(0), end)
 
+    @_memoized
     def alternate(self, at: int) -> tuple[object, int] | None:
         """`"[" prompt ("|" [prompt])+ "]"`; an empty option is None (A1111 makes it "")."""
         first, end = self.prompt(at + 1)
@@ -193,7 +220,7 @@ def prompt_schedule(prompt: str, steps: int, hires_steps: int | None = None) -> 
     int_offset, float_offset, total = 0, 0.0, steps
     if hires_steps is not None:
         int_offset, float_offset, total = steps, 1.0, hires_steps
-    nodes = _Parser(prompt).start()
+    nodes = None if nests_too_deep(prompt) else _Parser(prompt).start()
     edits = list(_walk(nodes or []))
     if not edits:
         return [(total, prompt)]
@@ -225,6 +252,20 @@ def model_steps(steps: int, order: int) -> int:
     modules/sd_samplers_kdiffusion.py `KDiffusionSampler.total_steps` (`second_order`:
     steps·2 − 1) as used by modules/processing.py `setup_conds`."""
     return steps * 2 - 1 if order == 2 else steps
+
+
+def nests_too_deep(prompt: str) -> bool:
+    """Whether brackets nest deeper than `MAX_NESTING` (a stray closer is text, as in the
+    attention parser): such a prompt is plain text to the schedule."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(prompt):
+        bracket = match.group(0)
+        if bracket in "[(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "])":
+            depth = max(0, depth - 1)
+    return deepest > MAX_NESTING
 
 
 def uses_and(prompt: str) -> bool:

@@ -86,9 +86,13 @@ def test_step_lookup_is_a1111s_reconstruct_cond_batch():
     assert [text_at(alternation, step) for step in range(4)] == ["a", "a", "b", "a"]
 
 
-def test_second_order_samplers_schedule_over_model_steps():
+def test_second_order_samplers_schedule_over_twice_the_steps():
+    # A1111 modules/sd_samplers_common.py `SamplerData.total_steps`: `steps * 2` for a
+    # `second_order` sampler (DPM++ SDE), not the 39 model calls it makes at 20 steps: there
+    # `[a:b:0.5]` switches after step 20, not 19.
     assert model_steps(20, 1) == 20
-    assert model_steps(20, 2) == 39
+    assert model_steps(20, 2) == 40
+    assert prompt_schedule("[a:b:0.5]", model_steps(20, 2)) == [(20, "a"), (40, "b")]
 
 
 def test_and_is_detected_as_a_word_only():

@@ -24,7 +24,13 @@ from tools.engine.extra_networks import Embeddings, LoraAdapters
 from tools.engine.lora_hashes import file_digest
 from tools.engine.lru import evict
 from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder
-from tools.engine.prompt_schedule import prompt_schedule, text_at, uses_and
+from tools.engine.prompt_schedule import (
+    MAX_NESTING,
+    nests_too_deep,
+    prompt_schedule,
+    text_at,
+    uses_and,
+)
 from tools.engine.prompt_syntax import LoraRequest, extract_loras
 from tools.engine.text_schedule import TextSchedule, batch_inputs
 from tools.quality.clip_images import pad_to_square
@@ -137,6 +143,9 @@ class Conditioning:
         # negative (modules/prompt_parser.py `get_multicond_prompt_list`).
         if any(uses_and(extract_loras(job.prompt)[0]) for job in jobs):
             log.warning(AND_DECLINED)
+        written = [text for job in jobs for text in (job.prompt, job.negative_prompt)]
+        if any(nests_too_deep(text) for text in written):
+            log.warning(NESTING_IGNORED)
         for job in jobs:
             prompt, negative = extract_loras(job.prompt)[0], extract_loras(job.negative_prompt)[0]
             rows.append(
@@ -279,6 +288,12 @@ class Conditioning:
         projection = self.pipe.unet.encoder_hid_proj.image_projection_layers[0]
         return not isinstance(projection, ImageProjection)
 
+
+# The line a prompt gets whose brackets nest past `prompt_schedule.MAX_NESTING`.
+NESTING_IGNORED = (
+    f"brackets nested more than {MAX_NESTING} deep: prompt editing and alternation are off for "
+    "this prompt, its text drawn as written"
+)
 
 # The line a prompt with `AND` gets (A1111's composable diffusion is not implemented).
 AND_DECLINED = (

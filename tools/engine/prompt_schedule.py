@@ -247,11 +247,12 @@ def text_at(schedule: Schedule, step: int) -> str:
 
 
 def model_steps(steps: int, order: int) -> int:
-    """Model evaluations of a `steps`-step run of a sampler of `order` (diffusers' `order`: 2
-    for DPM++ SDE, whose timesteps interleave), the count A1111 schedules prompts over:
-    modules/sd_samplers_kdiffusion.py `KDiffusionSampler.total_steps` (`second_order`:
-    steps·2 − 1) as used by modules/processing.py `setup_conds`."""
-    return steps * 2 - 1 if order == 2 else steps
+    """The step count A1111 schedules prompts over for a `steps`-step run of a sampler of
+    `order` (diffusers' `order`: 2 for DPM++ SDE, whose timesteps interleave): twice the steps
+    for a second-order sampler, modules/sd_samplers_common.py `SamplerData.total_steps`
+    (`steps * 2`) as used by modules/processing.py `setup_conds` and `calculate_hr_conds`,
+    though the sampler makes one model call fewer (its last step is an Euler step)."""
+    return steps * 2 if order == 2 else steps
 
 
 def nests_too_deep(prompt: str) -> bool:

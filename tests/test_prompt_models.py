@@ -227,6 +227,41 @@ def test_a_prompt_without_edits_is_handed_to_the_pipeline_as_before(home):
     assert torch.equal(text.first["negative_prompt_embeds"], negative)
 
 
+def test_an_alternation_over_many_steps_encodes_each_text_once_and_holds_it_once(home, monkeypatch):
+    """`[a|...|k][l|...|x]` cycles through 11·13 = 143 texts, more than the prompt cache's 128:
+    each was encoded again when it came round (300 encodes at 300 steps), and every step held a
+    batch tensor of its own. Now each distinct text is encoded once per pass and each step's
+    rows refer to those embeddings (the batch is built when the step comes). A batch repeating
+    the prompt schedules it once (A1111's `promptdict`): it was once per row."""
+    import tools.engine.conditioning as conditioning_module
+
+    scheduled: list[str] = []
+    schedule = conditioning_module.prompt_schedule
+
+    def counted_schedule(text, *args):
+        scheduled.append(text)
+        return schedule(text, *args)
+
+    monkeypatch.setattr(conditioning_module, "prompt_schedule", counted_schedule)
+    conditioning = engine_for(home).ensure_loaded()
+    conditioning.prompt("warm up")  # the encoder exists
+    encoded: list[str] = []
+    encode = conditioning._prompt_encoder.encode
+
+    def counted(text):
+        encoded.append(text)
+        return encode(text)
+
+    conditioning._prompt_encoder.encode = counted
+    first = "[" + "|".join("abcdefghijk") + "]"
+    second = "[" + "|".join("lmnopqrstuvwx") + "]"
+    text = conditioning.text_inputs(jobs_of(first + second, first + second), steps=300)
+    assert sorted(encoded) == sorted(set(encoded)) and len(encoded) == 143 + 1  # + "lowres"
+    held = {id(row[0].embeds) for rows in text.steps.values() for row in rows}
+    assert len(text.steps) == 300 and len(held) == 143
+    assert scheduled == [first + second, "lowres"]
+
+
 def test_sdxl_empty_negative_is_zeros_and_an_empty_prompt_is_not(sdxl_config, tmp_path):
     """Issue 23 #7: A1111 modules/sd_models_xl.py get_learned_conditioning zeroes an empty
     negative (embeddings and pooled), as diffusers' force_zeros_for_empty_prompt."""

@@ -147,5 +147,11 @@ def test_brackets_nested_past_the_limit_are_plain_text_not_a_recursion_error():
         at_limit.replace("[a:b:0.5]", "a"),
         at_limit.replace("[a:b:0.5]", "b"),
     ]
+
+    # At the limit the parser leaves most of the stack to its callers (a worker, a server).
+    def called_from_deep_inside(frames: int):
+        return called_from_deep_inside(frames - 1) if frames else prompt_schedule(at_limit, 10)
+
+    assert len(called_from_deep_inside(400)) == 2
     # Escaped and stray brackets do not nest.
     assert not nests_too_deep("\\[" * 1000 + ")]" * 1000 + "[a|b]")

@@ -39,7 +39,7 @@ _STRAY = "[]():"
 _AND = re.compile(r"\bAND\b")
 # Deeper than any prompt written by hand (A1111 users nest a few levels), shallow enough that
 # the recursive parser stays far below Python's default recursion limit of 1000.
-MAX_NESTING = 100
+MAX_NESTING = 64
 _BRACKET = re.compile(r"\\.|[\[\]()]", re.S)
 
 

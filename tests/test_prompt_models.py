@@ -262,6 +262,27 @@ def test_an_alternation_over_many_steps_encodes_each_text_once_and_holds_it_once
     assert scheduled == [first + second, "lowres"]
 
 
+def test_break_an_embedding_and_a_lora_inside_edits(home):
+    """A branch with BREAK is two chunks, the other one: the one-chunk text is repeated to two
+    (ComfyUI's repeat, issue 23 #5), step by step. An embedding named only in a branch is
+    loaded for it; a LoRA tag inside an edit is taken out of the text before the schedule, as
+    A1111 parses extra networks out of the prompt first (modules/extra_networks.py)."""
+    import torch
+
+    conditioning = engine_for(home).ensure_loaded()
+    prompt = f"[girl BREAK hat:{EMBEDDING_NAME} cat:0.5]"
+    text = conditioning.text_inputs(jobs_of(prompt), steps=10)
+    assert sorted(text.steps) == [0, 6] and text.chunks == 2
+    assert text.first["prompt_embeds"].shape[1] == 154
+    kwargs: dict = {}
+    text.update(6, kwargs, guided=True)
+    late = conditioning.prompt(f"{EMBEDDING_NAME} cat").embeds
+    assert torch.equal(kwargs["prompt_embeds"][1:], torch.cat([late, late], dim=1))
+    assert EMBEDDING_NAME in conditioning.embeddings.tokens
+    tagged = conditioning.text_inputs(jobs_of("[<lora:tiny:1>girl:cat:0.5]"), steps=10)
+    assert torch.equal(tagged.first["prompt_embeds"], conditioning.prompt("girl").embeds)
+
+
 def test_sdxl_empty_negative_is_zeros_and_an_empty_prompt_is_not(sdxl_config, tmp_path):
     """Issue 23 #7: A1111 modules/sd_models_xl.py get_learned_conditioning zeroes an empty
     negative (embeddings and pooled), as diffusers' force_zeros_for_empty_prompt."""

@@ -69,7 +69,22 @@ EDGE_CASES = [
     ),
     ("x (y [a|b]) z", [(s, f"x (y {'a' if s % 2 else 'b'}) z") for s in range(1, 11)]),
     ("(masterpiece:1.2), 1girl", [(10, "(masterpiece:1.2), 1girl")]),
+    ("[a:b:99999]", [(10, "a")]),
 ]
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        ("1e999", [(10, "a")]),
+        ("9" * 400, [(10, "a")]),
+        ("1.5e400", [(10, "a")]),
+        ("-1e999", [(10, "b")]),
+    ],
+)
+def test_an_infinite_when_is_past_the_last_step_not_an_overflow_error(when, expected):
+    # float() of these is ±inf: int() of it raised OverflowError (a traceback in the worker).
+    assert prompt_schedule(f"[a:b:{when}]", 10) == expected
 
 
 @pytest.mark.parametrize(("prompt", "expected"), EDGE_CASES)

@@ -232,7 +232,10 @@ def prompt_schedule(prompt: str, steps: int, hires_steps: int | None = None) -> 
         value = float(node.number)
         fraction = "." in node.number
         value = (value - float_offset) * total if fraction else value - int_offset
-        node.when = min(total, int(value))
+        # Clamped before int(): `1e999` or 400 digits are infinite, where A1111's
+        # `min(steps, int(v))` raises OverflowError; any `when` past the last step or below 1
+        # schedules alike.
+        node.when = int(max(-1.0, min(float(total), value)))
         if node.when >= 1:
             ends.add(node.when)
     return [(end, _at_step(nodes, end)) for end in sorted(ends)]

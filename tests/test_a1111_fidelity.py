@@ -165,13 +165,19 @@ def test_init_images_go_when_no_queued_or_running_job_needs_them(anime_home):
     from tools.generation.plain import _img2img
     from tools.generation.specs import InitImage
     from tools.jobs.journal import JobJournal
-    from tools.server.a1111_images import init_folder_locked, save_init_image, sweep_init_images
+    from tools.server.a1111_images import (
+        decode_image,
+        init_folder_locked,
+        save_init_image,
+        sweep_init_images,
+    )
 
     state = anime_home / ".anime-chat"
     journal = JobJournal.for_state(state)
     with init_folder_locked(state) as folder:
         shared, own, stale = (
-            save_init_image(folder, _encoded(c)) for c in ((1, 2, 3), (4, 5, 6), (7, 8, 9))
+            save_init_image(folder, *decode_image(_encoded(c), "init_images"))
+            for c in ((1, 2, 3), (4, 5, 6), (7, 8, 9))
         )
         # Held from writing until the job is queued: a sweep (same lock) waits meanwhile.
         with open(folder / ".lock", "a") as other, pytest.raises(BlockingIOError):
@@ -293,3 +299,105 @@ def test_img2img_ignores_enable_hr_as_a1111_does():
     assert "hires" not in mapping.flags.get("output", {}), mapping.flags
     assert mapping.flags["output"]["resolution"] == "64x64"
     assert any("enable_hr" in warning for warning in mapping.warnings), mapping.warnings
+
+
+def _worker_drawing_each_job(monkeypatch, state, out):
+    """A stand-in for the worker process (its start is the boundary): each job queued is drawn
+    at once, one small PNG an image, and done."""
+    import tools.jobs.client
+    from tools.jobs.journal import JobJournal
+
+    def ensure_worker(settings) -> bool:
+        journal = JobJournal.for_state(state)
+        while (job := journal.claim(worker_pid=4242)) is not None:
+            for image in job.images:
+                path = out / f"{job.id}_{image.index}.png"
+                Image.new("RGB", (8, 8), (9, 9, 9)).save(path)
+                record = {"path": str(path), "character": "", "seed": image.spec["seed"]}
+                journal.image_done(
+                    job, image.index, str(path), record | {"pose": {"id": None, "tags": []}}
+                )
+            assert journal.finish(job)
+        return False
+
+    monkeypatch.setattr(tools.jobs.client, "ensure_worker", ensure_worker)
+
+
+def test_a_failing_init_image_sweep_is_logged_and_the_images_come_back(
+    app_client, anime_home, tmp_path, monkeypatch, caplog
+):
+    """The sweep after each request is housekeeping: a journal or file error in it answered
+    the finished request 500 instead of its images. Now it is logged (server.log) and the
+    request answers as it would."""
+    import logging
+    import sqlite3
+
+    from tools.jobs.journal import JobJournal
+
+    _worker_drawing_each_job(monkeypatch, anime_home / ".anime-chat", tmp_path)
+
+    def locked(self) -> set[str]:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(JobJournal, "init_images_needed", locked)
+    body = {"prompt": "a cat", "seed": 3, "init_images": [_encoded((1, 2, 3))], **SMALL}
+    with caplog.at_level(logging.ERROR, logger="anime.server"):
+        answer = app_client.post("/sdapi/v1/img2img", json=body)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["images"]) == 1
+    failed = [r for r in caplog.records if r.name == "anime.server" and r.exc_info]
+    assert failed and "database is locked" in str(failed[0].exc_info[1])
+    assert "init image" in failed[0].getMessage()
+
+
+def test_a_temp_file_a_killed_write_left_is_swept(anime_home):
+    """A write killed mid-way leaves `write_atomic`'s hidden temp file in the init folder, and
+    the sweep took only `*.png`. Writers hold the folder's lock while writing, so a temp file
+    there while the sweep holds it is no live writer's: it goes; the lock file stays."""
+    from tools.server.a1111_images import (
+        decode_image,
+        init_folder_locked,
+        save_init_image,
+        sweep_init_images,
+    )
+
+    state = anime_home / ".anime-chat"
+    with init_folder_locked(state) as folder:
+        kept = save_init_image(folder, *decode_image(_encoded((1, 2, 3)), "init_images"))
+    left = folder / f".{kept.name}.k1ll3d.tmp"
+    left.write_bytes(b"\x89PNG half")
+    other = folder / "notes.txt"  # not of the sweep's naming: left alone
+    other.write_text("mine")
+    assert sorted(sweep_init_images(state)) == sorted([kept, left])
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "notes.txt"]
+
+
+def test_no_init_folder_lock_is_held_while_the_models_download(
+    app_client, anime_home, tmp_path, monkeypatch
+):
+    """A cold model download (`prefetch_models`) ran under the init folder's lock, so every
+    other img2img request (and sweep) waited for it. The lock covers writing the files and
+    queueing the job only."""
+    import fcntl
+
+    import tools.jobs.client
+    from tools.server.a1111_images import INIT_FOLDER
+
+    state = anime_home / ".anime-chat"
+    _worker_drawing_each_job(monkeypatch, state, tmp_path)
+    held: list[bool] = []
+
+    def prefetch_models(settings) -> None:
+        with open(state.joinpath(*INIT_FOLDER, ".lock"), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+
+    monkeypatch.setattr(tools.jobs.client, "prefetch_models", prefetch_models)
+    state.joinpath(*INIT_FOLDER).mkdir(parents=True)
+    body = {"prompt": "a cat", "seed": 3, "init_images": [_encoded((1, 2, 3))], **SMALL}
+    answer = app_client.post("/sdapi/v1/img2img", json=body)
+    assert answer.status_code == 200, answer.text
+    assert held == [False]

@@ -1,5 +1,6 @@
 """What a long-lived engine keeps and how it fits its decodes (issue 23's suspected items): the
-out-of-memory fallback sticks, every decode is fitted, the LoRA and prompt caches are bounded."""
+out-of-memory fallback sticks, every decode is fitted, the LoRA, prompt and reference caches are
+bounded."""
 
 from __future__ import annotations
 
@@ -145,3 +146,40 @@ def test_the_prompt_cache_keeps_the_most_recently_used_prompts(anime_home, monke
         assert len(cache._prompts) <= 4
     assert engine.prompt_embedding("1girl, hat 0") is not None
     assert len(cache._prompts) == 4
+
+
+def test_the_reference_cache_keeps_the_most_recently_used_and_an_evicted_one_draws_the_same(
+    anime_home, reference_image, monkeypatch
+):
+    """The in-memory IP-Adapter embeddings grew by one per distinct reference image in a
+    long-lived worker; now bounded (tools/engine/lru.py, as the prompt cache), and a dropped
+    reference is computed again, to the same image."""
+    import shutil
+
+    import numpy as np
+
+    from tools.engine import conditioning
+
+    monkeypatch.setattr(conditioning, "REFERENCE_CACHE_SIZE", 2)
+    engine = Engine(load_settings(home=anime_home, env={}))
+    references = []
+    for number in range(4):
+        picture = Image.open(reference_image).convert("RGB")
+        picture.putpixel((0, 0), (number, 0, 0))  # a distinct file (another hash) each
+        references.append(reference_image.with_name(f"reference{number}.png"))
+        picture.save(references[-1])
+
+    def draw(reference: Path) -> np.ndarray:
+        job = RenderJob("1girl", "lowres", POSE, reference, 1)
+        return np.asarray(
+            engine.render(
+                [job], width=128, height=192, ipadapter_weight=0.8, controlnet_strength=0.5
+            )[0]
+        )
+
+    first = [draw(reference) for reference in references]
+    cache = engine.ensure_loaded()
+    assert len(cache._references) == 2 and engine.encoder_calls == 4
+    shutil.rmtree(cache.cache_dir)  # so that the first reference's embedding is computed anew
+    assert np.array_equal(draw(references[0]), first[0])
+    assert engine.encoder_calls == 5 and len(cache._references) == 2

@@ -239,3 +239,62 @@ def test_a_stopped_or_smaller_batch_lease_is_not_a_failed_try(journal):
         journal.release_leases("a", requeue=True)
     journal.claim_images("gpu0", "a", 1)
     assert journal.lease_failed("a", "boom", 2, 0) == {job_id: JobState.QUEUED}
+
+
+def test_leases_cleared_after_a_kill_count_a_try_only_where_the_image_had_started(journal):
+    """A Ray head SIGKILLed with two tasks out: on restart `clear_leases` counted a try for the
+    images of the task that waited in the actor too, though they never started, and their
+    once-only fault (marked as the task was sent) never fired."""
+    once = FaultPlan.from_env({ENV_VAR: "crash@1,crash@2"})
+    job_id = journal.submit(specs(4, "big"))
+
+    def fault(index: int) -> str | None:
+        return once.kind_for(job_id, index, 1, lambda: journal.mark_fault_fired(job_id, index))
+
+    journal.claim_images("gpu0", "local", 1)  # image 0: a local worker starts what it leases
+    journal.claim_images("ray-slot0", "ran", 1, limit=1, started=False)  # image 1
+    assert fault(1) == "crash"  # (it fires: the task runs)
+    journal.lease_started("ran")  # the actor said it runs it
+    journal.lease_failed("ran", "ray actor died", 3, 0)  # ...and died of it
+    with journal.transaction() as db:
+        db.execute("UPDATE jobs SET not_before = 0")
+    journal.claim_images("ray-slot0", "ran-again", 1, limit=2, started=False)  # images 1, 2
+    journal.claim_images("ray-slot0", "waited", 1, limit=1, started=False)  # image 3
+    assert fault(1) is None and fault(2) == "crash"  # 2's fault is due in the task sent...
+    journal.clear_leases()  # ...but the head was killed before the actor said it ran it
+    job = journal.get(job_id)
+    assert job.state == JobState.RUNNING
+    assert [image.tries for image in job.images] == [1, 1, 0, 0]
+    assert fault(1) is None and fault(2) == "crash"  # 1's fired on its started try; 2's is due
+    for _ in range(4):  # the restarted head draws every image, each once
+        _, (index,) = journal.claim_images("ray-slot0", "next", 1, limit=1)
+        assert journal.lease_done(job_id, index, "next", "ray-slot0", f"/out/{index}.png", {})
+    job = journal.get(job_id)
+    assert job.state == JobState.DONE and [image.tries for image in job.images] == [2, 2, 1, 1]
+
+
+def test_a_journal_from_before_started_leases_counts_its_leases_as_before(tmp_path):
+    """A journal with the lease columns of the release before `lease_started` opens, and its
+    leases (whose worker died) count their try as they did."""
+    from tools.jobs.journal import JOURNAL_NAME
+    from tools.jobs.journal_db import IMAGE_LEASE_COLUMNS, SCHEMA
+    from tools.sqlite_db import add_missing_columns
+
+    path = tmp_path / "state" / JOURNAL_NAME
+    old = connect(path, SCHEMA)
+    before = {
+        k: v for k, v in IMAGE_LEASE_COLUMNS.items() if k not in ("lease_started", "fault_lease")
+    }
+    add_missing_columns(old, "job_images", before)
+    old.execute(
+        "INSERT INTO jobs (id, seq, created, updated, priority, state, attempts, request)"
+        " VALUES ('j1', 1, 0, 0, 0, 'running', 1, '{}')"
+    )
+    old.execute(
+        "INSERT INTO job_images (job_id, idx, key, spec, state, lease, tries)"
+        " VALUES ('j1', 0, 'k', '{}', 'pending', 'gone', 1)"
+    )
+    old.close()
+    journal = JobJournal(path)
+    journal.clear_leases()
+    assert [image.tries for image in journal.get("j1").images] == [1]

@@ -18,7 +18,7 @@ NEAR = {
     "sleeping": "sleeping", "dozing": "sleeping", "nodding off": "sleeping",
     "eating": "eating", "munching": "eating",
     "standing": "standing",
-    "who are my characters": "list", "who's in here?": "list",
+    "who are my characters": "list", "what's in here?": "list",
     "draw her": "draw",
 }  # fmt: skip
 
@@ -64,8 +64,8 @@ def test_an_unlisted_action_word_gives_the_pose_its_action_tag():
 
 
 def test_a_library_question_the_patterns_miss_lists_the_characters():
-    assert [c.tool for c in plan("who's in here?", fake_reader()).calls] == ["list_characters"]
-    assert plan("who's in here?", None).calls == []
+    assert [c.tool for c in plan("what's in here?", fake_reader()).calls] == ["list_characters"]
+    assert plan("what's in here?", None).calls == []
 
 
 def test_an_embedder_that_cannot_load_leaves_the_rules_planning_alone():

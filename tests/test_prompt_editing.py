@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.engine.conditioning import AND_DECLINED, NESTING_IGNORED
+from tools.engine.prompt_schedule import AND_DECLINED, NESTING_IGNORED
 from tools.engine.rendering import Engine, RenderJob
 from tools.settings import CONFIG_FILENAME, load_settings
 
@@ -150,6 +150,35 @@ def test_brackets_nested_1000_deep_draw_with_one_warning_line(anime_home, caplog
         NESTING_IGNORED
     ]
     assert drawn[0].shape == (192, 128, 3)
+
+
+def test_and_is_named_in_the_image_record_and_by_info(anime_home, reference_image):
+    """The `AND` line went to the log only; the image's record keeps it (`warnings`), so
+    `anime-gen info` shows it; an image without `AND` records no warnings."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from assistant.gen_cli import app
+
+    runner = CliRunner()
+    added = runner.invoke(app, ["characters", "add", "sakura", "--image", str(reference_image)])
+    assert added.exit_code == 0, added.output
+
+    def drawn(prompt: str) -> str:
+        result = runner.invoke(
+            app, ["sakura", "--pose", "standing", "--seed", "5", "--prompt", prompt, "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["outputs"][0]["path"]
+
+    declined = drawn("a cat AND a dog")
+    info = runner.invoke(app, ["info", declined])
+    assert info.exit_code == 0 and f"warning: {AND_DECLINED}" in info.output.splitlines()
+    as_json = json.loads(runner.invoke(app, ["info", declined, "--json"]).stdout)
+    assert as_json["warnings"] == [AND_DECLINED]
+    plain = json.loads(runner.invoke(app, ["info", drawn("a cat and a dog"), "--json"]).stdout)
+    assert "warnings" not in plain
 
 
 @pytest.fixture(scope="module")

@@ -170,3 +170,11 @@ def test_brackets_nested_past_the_limit_are_plain_text_not_a_recursion_error():
     assert len(called_from_deep_inside(400)) == 2
     # Escaped and stray brackets do not nest.
     assert not nests_too_deep("\\[" * 1000 + ")]" * 1000 + "[a|b]")
+
+
+def test_a_prompt_nested_too_deep_is_named_in_its_warnings():
+    from tools.engine.prompt_schedule import AND_DECLINED, NESTING_IGNORED, prompt_warnings
+
+    assert prompt_warnings("(" * 1000 + "cat") == [NESTING_IGNORED]
+    assert prompt_warnings("a AND " + "[" * 65) == [AND_DECLINED, NESTING_IGNORED]
+    assert prompt_warnings("[" * 64 + "cat") == []

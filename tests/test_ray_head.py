@@ -270,22 +270,6 @@ def test_an_error_of_one_job_fails_that_job_and_the_head_serves_the_next(head_ho
     assert head.slots[0].ready and not fake_ray.actors[0].killed
 
 
-def test_a_failing_head_counts_the_try(head_home, fake_ray, monkeypatch):
-    head = make_head(head_home)
-    job_id = submit(head_home, 1)
-    fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
-    head.step()
-
-    def broken() -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(head, "step", broken)
-    with pytest.raises(OSError):
-        head.serve()
-    job = head.journal.get(job_id)
-    assert job.state == JobState.QUEUED and "disk full" in job.error
-
-
 def test_out_of_memory_halves_the_batch_then_asks_for_low_memory(head_home, fake_ray):
     """Issue 22 §6: Ray retried an OOM at the same batch and never set low_memory."""
     head = make_head(head_home, gpu=True)

@@ -1,12 +1,16 @@
 """Two tasks in flight per Ray actor (issue 22, "keep ≥ 2 tasks in flight per actor"): the next
 one waits in the actor while the head commits the last. The one that waits is judged from when
 it starts, an actor death gives both back (the try counted for the one that ran), a cancel
-stops both (tests/test_ray_head.py), and every image is saved once on a real local Ray.
+stops both (tests/test_ray_head.py), a head killed outright (SIGKILL) counts the try of the
+one that ran only, and every image is saved once on a real local Ray.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import signal
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +170,62 @@ def test_both_first_tasks_of_a_fresh_actor_may_load_the_models(head_home, fake_r
     head.step()  # the next task is sent
     (_, third) = slot.inflight
     assert third.allowance == third.hang_timeout < third.load_allowance
+
+
+def test_a_head_killed_with_two_tasks_out_counts_the_try_of_the_one_that_ran(head_home, fake_ray):  # noqa: F811
+    """SIGKILL runs no `_stop`: the restarted head clears the leases the journal holds, and
+    only the task the actor was seen running was a try (the other waited behind it)."""
+    head = make_head(head_home, faults="crash@1")
+    job_id = submit(head_home, 2)
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task), ready=False)
+    head.step()
+    running, waiting = head.slots[0].inflight
+    assert waiting.faults == {1}
+    turn(head)  # sends the probe
+    turn(head)  # reads it: the actor runs the first task
+    assert running.started and not waiting.started
+    del head  # SIGKILL: nothing of the head runs any more
+    restarted = make_head(head_home, faults="crash@1")
+    restarted.journal.clear_leases()  # as `run_ray_worker` does, the home's lock being free
+    job = restarted.journal.get(job_id)
+    assert [image.tries for image in job.images] == [1, 0]
+    fake_ray.behaviour = lambda actor, task: Ref(rendered(task))
+    for _ in range(4):
+        restarted.step()
+    job = restarted.journal.get(job_id)
+    assert job.state == JobState.DONE and [image.tries for image in job.images] == [2, 1]
+    assert job.done_count == 2
+    # The fault of the task that waited never fired: it comes with the image's next try.
+    assert {1: "crash"} in [task["faults"] for task in fake_ray.actors[-1].tasks]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra")
+def test_a_real_head_killed_with_two_tasks_out_counts_one_try(studio, tmp_path, monkeypatch):
+    """The real `anime-gen worker --ray` SIGKILLed while its actor runs one task (image 0
+    hangs there) and holds the next: its restart counts the try of image 0 only."""
+    from tools.jobs.client import wait_for_job
+
+    monkeypatch.setenv("ANIME_WORKER_FAULTS", "hang@0")
+    state = studio / ".anime-chat"
+    with running_ray_head(studio, tmp_path / "killed.log", slots=1) as (head, _log):
+        settings, journal, job_id = test_worker.submit(2)
+
+        def leases() -> dict[int, int]:
+            with journal.transaction() as db:
+                rows = db.execute(
+                    "SELECT idx, lease_started FROM job_images WHERE lease IS NOT NULL"
+                )
+                return {row["idx"]: row["lease_started"] for row in rows}
+
+        test_worker.wait_until(lambda: leases() == {0: 1, 1: 0}, 300, "image 0 running, 1 waiting")
+        head.send_signal(signal.SIGKILL)
+        head.wait()
+    # Its Ray temp dir (`run_ray_worker` removes it on a stop), named after the driver's pid.
+    for session in Path("/tmp").glob(f"anime-ray-*/session_*_{head.pid}"):
+        shutil.rmtree(session.parent, ignore_errors=True)
+    (state / "ray.json").unlink()  # the killed head left it: the restarted one writes its own
+    with running_ray_head(studio, tmp_path / "restarted.log", slots=1):
+        wait_for_job(settings, job_id, timeout=300)
+    job = assert_each_image_once(studio, job_id, 2)
+    assert [image.tries for image in job.images] == [2, 1]

@@ -292,6 +292,7 @@ class _OverflowingHalfVae(torch.nn.Module):
         super().__init__()
         self.inner = vae
         self.half = True
+        self.decodes = 0
 
     @property
     def config(self):
@@ -314,6 +315,7 @@ class _OverflowingHalfVae(torch.nn.Module):
         return self.inner.encode(pixels.float(), *args, **kwargs)
 
     def decode(self, latents, *args, **kwargs):
+        self.decodes += 1
         if self.half:
             return (torch.full((latents.shape[0], 3, *latents.shape[-2:]), float("nan")),)
         return self.inner.decode(latents.float(), *args, **kwargs)
@@ -335,6 +337,30 @@ def test_face_detail_redoes_an_overflowing_half_precision_decode_in_fp32(warm, m
     redrawn, _ = face_detail_pass(engine, job, image, detail)
     assert engine.vae_redecodes == redecodes + 1
     assert np.array_equal(np.asarray(redrawn), np.asarray(expected))
+
+
+@pytest.mark.slow
+def test_a_vae_that_overflowed_once_decodes_in_fp32_from_then_on(warm, monkeypatch):
+    """A1111 modules/processing.py `decode_latent_batch` (`auto_vae_precision`) converts the VAE
+    to fp32 after a NaN decode and keeps it there; ours went back to fp16 after each redo, so
+    every later decode ran twice. The VAE stays fp16 between decodes: the img2img and inpaint
+    pipelines encode their fp16 inputs with it."""
+    animeface = pytest.importorskip("animeface")
+    engine, job, image = warm.engine, warm.job, warm.image
+    monkeypatch.setattr(animeface, "detect", _face_at((40, 30, 40, 40)))
+    detail = FaceDetailSettings(mask_blur=2)
+    expected, _ = face_detail_pass(engine, job, image, detail)
+    inpaint = derived_pipelines.derived_pipeline(engine, "inpaint")
+    vae = _OverflowingHalfVae(inpaint.vae)
+    monkeypatch.setattr(inpaint, "vae", vae)
+    redecodes = engine.vae_redecodes
+    first, _ = face_detail_pass(engine, job, image, detail)
+    assert vae.decodes == 2 and engine.vae_redecodes == redecodes + 1
+    again, _ = face_detail_pass(engine, job, image, detail)
+    assert vae.decodes == 3 and engine.vae_redecodes == redecodes + 1
+    assert vae.half
+    assert np.array_equal(np.asarray(again), np.asarray(first))
+    assert np.array_equal(np.asarray(first), np.asarray(expected))
 
 
 @pytest.mark.slow

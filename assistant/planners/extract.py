@@ -148,6 +148,10 @@ def take_counts(tokens: Tokens) -> None:
             tokens.claim(i, i + length)
             stop = _take_count_nouns(tokens, i + length)
             tokens.mentions.append(Mention(i, "count", (value, noun), stop))
+        elif (noun and words[i + length] not in ("of", "more")) or (match and "x" in word):
+            # Said as a count ("1000 each", "0 times", "x500"), out of range: never a scene word
+            # nor a silent count of one.
+            tokens.claim(i, i + length, "bad_count", value)
 
 
 def _take_count_nouns(tokens: Tokens, i: int) -> int:
@@ -304,6 +308,19 @@ def take_unknown_names(tokens: Tokens) -> None:
             or _opens_a_pose_clause(tokens, i)
         ):
             tokens.claim(i, i + 1, "unknown", words[i])
+
+
+def take_pose_word_names(tokens: Tokens) -> None:
+    """'draw Stand sitting', 'draw Wave standing': a capitalised pose word in the name slot that a
+    pose follows is a name (one no character has), not a second pose."""
+    poses = [m for m in tokens.mentions if m.kind in ("posture", "action")]
+    starts = {m.start for m in poses}
+    for m in poses:
+        i = m.start
+        slot = i > 0 and tokens.words[i - 1] in v.DRAW_VERBS
+        if m.stop == i + 1 and slot and tokens.original[i][:1].isupper() and m.stop in starts:
+            tokens.mentions.remove(m)
+            tokens.mentions.append(Mention(i, "unknown", tokens.words[i], i + 1))
 
 
 def take_pronouns(tokens: Tokens, names: list[str]) -> None:

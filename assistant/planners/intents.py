@@ -8,7 +8,7 @@ import re
 CAST = r"(characters|chars|cast|roster|ocs|library|people|girls)"
 LIST_PATTERNS = (
     r"\bwho (do|have|can|is|are|did|else)\b",
-    r"\bwho's (in|there|available)\b",
+    r"\bwho (in|there|available)\b",  # "who's in": the norm drops a 's (tokens.normal_word)
     rf"\bwho\b.*\b{CAST}\b",
     rf"\b(list|show|see|display|view|what are|tell me)\b.*\b{CAST}\b",
     rf"\b(what|which) {CAST}\b",
@@ -41,6 +41,19 @@ FOLLOW_UP_PATTERNS = (
 PRONOUN_PATTERN = r"\b(her|him|them|both|they|she|he|'em)\b"
 UNDO_PATTERN = r"^\W*(undo|revert|go back|take that back|never ?mind|change it back)\b"
 EDIT_VERBS = r"(?:make|give|change|turn|set)"
+# Deleting is no tool of the chat: a request to delete characters or pictures plans nothing (it
+# must never read as a drawing of the characters it names). Its object is the library, its
+# pictures or a character, so "remove the hat" stays a change to the picture.
+DELETE_VERBS = r"(delete|remove|erase|wipe|destroy|purge)"
+DELETE_LINKS = r"(all|every|of|my|the|your|our|these|those|both|and|,)"
+DELETE_OBJECTS = (
+    r"(all|everyone|everybody|everything|them|characters?|chars|cast|roster|ocs"
+    r"|library|collection|images?|pictures?|pics|photos?|results?|gallery)"
+)
+DELETE_NOTE = (
+    "I do not delete anything from the chat. Remove a character with "
+    "`anime-chat characters remove NAME`."
+)
 # Adjectives ending in e, so "larger" reads as "large" and not "larg".
 E_ADJECTIVES = {"large", "pale", "cute", "wide", "white", "nice", "close", "loose", "fine",
                 "simple", "gentle", "late", "strange", "pure", "blue", "safe", "wise"}  # fmt: skip
@@ -48,6 +61,14 @@ E_ADJECTIVES = {"large", "pale", "cute", "wide", "white", "nice", "close", "loos
 
 def matches(patterns: tuple[str, ...], text: str) -> bool:
     return any(re.search(pattern, text) for pattern in patterns)
+
+
+def asks_to_delete(text: str, characters: list[str]) -> bool:
+    """'delete all characters', 'remove yuki and mei from my library', 'wipe the library'."""
+    names = "|".join(re.escape(name.lower()) for name in characters)
+    target = f"({DELETE_OBJECTS}|{names})" if names else DELETE_OBJECTS
+    link = f"({DELETE_LINKS}|{names})" if names else DELETE_LINKS
+    return re.search(rf"\b{DELETE_VERBS}(\s+{link})*\s+{target}\b", text) is not None
 
 
 def _comparative_base(word: str) -> str | None:

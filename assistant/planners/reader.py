@@ -16,6 +16,7 @@ the few phrases a request has that it has not seen.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from assistant.planners.tokens import Tokens
 # evals/chat_cases/embedder_dev.yaml with the older case files as the false-positive check.
 THRESHOLDS = {"action": (0.5, 0.1), "posture": (0.8, 0.1), "intent": (0.6, 0.08)}
 MAX_CACHED = 4096
+log = logging.getLogger("anime")
 
 # A handful of example phrasings per intent; only "list" is acted on (library questions).
 INTENT_EXAMPLES = {
@@ -112,9 +114,21 @@ class Reader:
             if self._labels is None and not self.failed:
                 try:
                     self._build()
-                except (ImportError, OSError, RuntimeError, ValueError):
-                    self.failed = True
+                # The model's libraries are the boundary: a missing package, a damaged weights
+                # file (safetensors' SafetensorError is a bare Exception) or a broken tokenizer
+                # each turn the reader off, never the request.
+                except Exception as error:  # noqa: BLE001
+                    self._give_up(error)
             return self._labels is not None
+
+    def _give_up(self, error: Exception) -> None:
+        self.failed, self._labels = True, None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        log.warning(
+            "the embedder reader is off (%s%s); the rules plan alone",
+            type(error).__name__,
+            f": {reason}" if reason else "",
+        )
 
     def _build(self) -> None:
         import numpy as np
@@ -156,7 +170,12 @@ class Reader:
         assert self._labels is not None
         names, matrix = self._labels[kind]
         threshold, margin = THRESHOLDS[kind]
-        scores = self.vectors(phrases) @ matrix.T
+        try:
+            scores = self.vectors(phrases) @ matrix.T
+        except Exception as error:  # noqa: BLE001 — the model's libraries, as in _ready
+            with self._lock:
+                self._give_up(error)
+            return [None] * len(phrases)
         out: list[Reading | None] = []
         for row in scores:
             best: dict[str, float] = {}

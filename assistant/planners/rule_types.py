@@ -30,6 +30,7 @@ class Request:
     image_ref: int | None = None
     excluded: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    bad_counts: list[int] = field(default_factory=list)  # counts said out of range
     notes: list[str] = field(default_factory=list)
     pronoun: bool = False
 

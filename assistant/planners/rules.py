@@ -30,7 +30,7 @@ from assistant.planners.resolve import (
 from assistant.planners.rule_types import Request
 from assistant.planners.tokens import Tokens, name_forms
 from posebank.lexicon import posture_of
-from tools.generation.toolbox import validate_args
+from tools.generation.toolbox import MAX_COUNT, validate_args
 
 
 def parse(
@@ -54,6 +54,7 @@ def parse(
     extract.take_pose(tokens)
     extract.take_fuzzy_names(tokens, context.characters, request.notes)
     extract.take_unknown_names(tokens)
+    extract.take_pose_word_names(tokens)
     take_similar(tokens, reader)
     request.parts, request.before, request.after = parts_of(tokens)
     seeds, images = tokens.found("seed"), tokens.found("image")
@@ -61,6 +62,7 @@ def parse(
     request.image_ref = images[0].value if images else None
     request.excluded = [m.value for m in tokens.found("except")]
     request.unknown = [m.value for m in tokens.found("unknown")]
+    request.bad_counts = [m.value for m in tokens.found("bad_count")]
     request.pronoun = re.search(it.PRONOUN_PATTERN, tokens.text()) is not None
     return request
 
@@ -114,6 +116,10 @@ def pose_and_prompt(attrs: Attrs) -> tuple[str | None, str]:
 
 
 SHARED = "shared"
+# A chat request is a few sentences (the longest development case is 105 characters); the passes
+# over its tokens grow faster than its length (100 KB of commas took minutes), so a longer one
+# is refused in one line rather than left to hold the warm server.
+MAX_REQUEST_CHARS = 2000
 
 
 class RulePlanner:
@@ -133,9 +139,16 @@ class RulePlanner:
     def plan(self, text: str, context: PlannerContext) -> Plan:
         from assistant.planners import follow_ups
 
+        if len(text) > MAX_REQUEST_CHARS:
+            reply = (f"That request is {len(text):,} characters long; I read up to "
+                     f"{MAX_REQUEST_CHARS:,}: split it into shorter ones.")  # fmt: skip
+            return Plan(planner=self.name, reply=reply, calls=[])
         norm = Tokens.of(text).text()
         resolved = Resolved()
         previous = context.previous
+        if it.asks_to_delete(norm, context.characters):
+            resolved.notes.append(it.DELETE_NOTE)
+            return self._plan(resolved)
         if it.matches(it.CREATE_PATTERNS, norm):
             self._create(text, context, resolved)
             return self._plan(resolved)
@@ -195,6 +208,11 @@ class RulePlanner:
 
     def draw(self, request: Request, context: PlannerContext, resolved: Resolved) -> None:
         resolved.notes.extend(request.notes)
+        if request.bad_counts:
+            count = request.bad_counts[0]
+            shown = str(count) if len(str(count)) <= 12 else f"{str(count)[:12]}..."
+            resolved.notes.append(f"I draw 1 to {MAX_COUNT} images at a time, not {shown}.")
+            return
         for word in request.unknown:
             match = match_character(name_forms(word)[-1], context.characters)
             resolved.notes.append(unknown_note(word, match, context.characters))

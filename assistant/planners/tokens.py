@@ -7,6 +7,7 @@ Every extraction pass claims the tokens it understands and records what it found
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,10 @@ class Tokens:
 
     @classmethod
     def of(cls, text: str) -> Tokens:
-        original = [t.replace("’", "'") for t in TOKEN.findall(text)]
+        # NFKC first: full-width letters and digits ("ｙｕｋｉ", "３") are their plain forms, not
+        # characters TOKEN skips.
+        normal = unicodedata.normalize("NFKC", text)
+        original = [t.replace("’", "'") for t in TOKEN.findall(normal)]
         words = [normal_word(t.lower()) for t in original]
         return cls(words, original, [w in PUNCTUATION for w in words])
 

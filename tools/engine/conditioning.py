@@ -5,9 +5,9 @@ clip skip), cached per prompt and LoRA set (the least recently used dropped past
 `PROMPT_CACHE_SIZE`); a prompt with A1111 edits or alternation is a schedule of texts
 (`tools.engine.prompt_schedule`), each encoded and cached as a prompt, switched per step by
 `tools.engine.text_schedule.TextSchedule`. IP-Adapter image embeddings are computed once per
-reference image (cached in memory and on disk, keyed by file hash and encoder), so a batch of a
-character pays for neither again. `PerImageReferences` hands each image of a batch exactly its
-own reference.
+reference image (cached on disk, keyed by file hash and encoder, and in memory, the least recently
+used dropped past `REFERENCE_CACHE_SIZE`), so a batch of a character pays for neither again.
+`PerImageReferences` hands each image of a batch exactly its own reference.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from tools.engine.lora_hashes import file_digest
 from tools.engine.lru import evict
 from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder
 from tools.engine.prompt_schedule import (
-    MAX_NESTING,
+    NESTING_IGNORED,
     Schedule,
     nests_too_deep,
     prompt_schedule,
+    prompt_warnings,
     text_at,
-    uses_and,
 )
 from tools.engine.prompt_syntax import LoraRequest, extract_loras
 from tools.engine.text_schedule import TextSchedule
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 REFERENCE_FRAMING = "square"
 # Prompt embeddings kept (on the device), the least recently used dropped beyond it.
 PROMPT_CACHE_SIZE = 128
+# Reference embeddings kept in memory (a long-lived worker sees ever new reference images); one
+# dropped is read back from its disk cache when used again.
+REFERENCE_CACHE_SIZE = 64
 
 
 class PerImageReferences:
@@ -100,7 +103,7 @@ class Conditioning:
             OrderedDict()
         )
         self._prompt_encoder: PromptEncoder | None = None
-        self._references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._references: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._blank_reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- prompts -----------------------------------------------------------------------------
@@ -142,11 +145,11 @@ class Conditioning:
         rows = []
         # One line per pass, however many images: A1111 splits the prompt only, not the
         # negative (modules/prompt_parser.py `get_multicond_prompt_list`).
-        if any(uses_and(extract_loras(job.prompt)[0]) for job in jobs):
-            log.warning(AND_DECLINED)
-        written = [text for job in jobs for text in (job.prompt, job.negative_prompt)]
-        if any(nests_too_deep(text) for text in written):
-            log.warning(NESTING_IGNORED)
+        lines = {line for job in jobs for line in prompt_warnings(job.prompt)}
+        if any(nests_too_deep(job.negative_prompt) for job in jobs):
+            lines.add(NESTING_IGNORED)
+        for line in sorted(lines):
+            log.warning(line)
         # Each distinct text scheduled once, as A1111's `promptdict` over `set(prompts)`
         # (modules/prompt_parser.py): a batch repeats its prompt, and a long one costs steps ×
         # its length to schedule.
@@ -234,6 +237,7 @@ class Conditioning:
 
         key = f"{file_digest(reference)}-{self._encoder_key()}"
         if key in self._references:
+            self._references.move_to_end(key)
             return self._references[key]
         cache_file = self.cache_dir / f"{key}.safetensors"
         if cache_file.exists():
@@ -253,6 +257,7 @@ class Conditioning:
             )
             write_atomic(cache_file, lambda handle: handle.write(payload))
         self._references[key] = pair
+        evict(self._references, REFERENCE_CACHE_SIZE)
         return pair
 
     def zero_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,16 +301,3 @@ class Conditioning:
 
         projection = self.pipe.unet.encoder_hid_proj.image_projection_layers[0]
         return not isinstance(projection, ImageProjection)
-
-
-# The line a prompt gets whose brackets nest past `prompt_schedule.MAX_NESTING`.
-NESTING_IGNORED = (
-    f"brackets nested more than {MAX_NESTING} deep: prompt editing and alternation are off for "
-    "this prompt, its text drawn as written"
-)
-
-# The line a prompt with `AND` gets (A1111's composable diffusion is not implemented).
-AND_DECLINED = (
-    "AND (A1111's composable diffusion) is not supported: the prompt is drawn as one prompt, "
-    "AND included as a word"
-)

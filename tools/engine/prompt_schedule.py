@@ -16,13 +16,15 @@ a prompt parses in polynomial time however its brackets nest; brackets nested de
 a RecursionError. No torch here.
 
 `AND` (A1111's composable diffusion, modules/prompt_parser.py `get_multicond_prompt_list`) is not
-implemented: `uses_and` lets the engine say so.
+implemented: `prompt_warnings` names it, for the log and the image's record.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from tools.engine.prompt_syntax import extract_loras
 
 # One schedule entry: (the last step it is used at, the text), as A1111's `[end_at_step, text]`:
 # the sampler at step index s (0-based) uses the first entry whose end is ≥ s
@@ -275,3 +277,24 @@ def nests_too_deep(prompt: str) -> bool:
 def uses_and(prompt: str) -> bool:
     """Whether the prompt has A1111's `AND` (composable diffusion, not implemented here)."""
     return _AND.search(prompt) is not None
+
+
+# The line a prompt with `AND` gets (A1111's composable diffusion is not implemented).
+AND_DECLINED = (
+    "AND (A1111's composable diffusion) is not supported: the prompt is drawn as one prompt, "
+    "AND included as a word"
+)
+
+
+# The line a prompt gets whose brackets nest past `MAX_NESTING`.
+NESTING_IGNORED = (
+    f"brackets nested more than {MAX_NESTING} deep: prompt editing and alternation are off for "
+    "this prompt, its text drawn as written"
+)
+
+
+def prompt_warnings(prompt: str) -> list[str]:
+    """What drawing `prompt` (its `<lora:...>` tags still in) declines, one line each: the
+    engine logs them and the image's record keeps them (`warnings`)."""
+    lines = [AND_DECLINED] if uses_and(extract_loras(prompt)[0]) else []
+    return lines + ([NESTING_IGNORED] if nests_too_deep(prompt) else [])

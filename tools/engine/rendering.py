@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from weakref import WeakSet
 
 from PIL import Image
 
@@ -64,6 +65,10 @@ class Engine:
         self.info: EngineInfo | None = None
         self.loads = 0
         self.vae_redecodes = 0
+        # The VAEs that overflowed in fp16 once: decoded in fp32 from then on, as A1111's
+        # modules/processing.py `decode_latent_batch` keeps `devices.dtype_vae` at fp32 after
+        # its "convert VAE into 32-bit float and retry" (`auto_vae_precision`).
+        self._overflowing_vaes: WeakSet[Any] = WeakSet()
         # Set by the worker's out-of-memory fallback: the VAE decodes sliced and tiled from then on.
         self.low_memory = False
         self._pipe: Any = None
@@ -276,11 +281,14 @@ class Engine:
 
     def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
         """Latents → images, for every pass (first, hires, face detail): the VAE fitted to this
-        decode's batch and size, an fp16 overflow redone in fp32 (`vae.decode_latents`)."""
+        decode's batch and size, an fp16 overflow redone in fp32 (`vae.decode_latents`) and
+        that VAE decoded in fp32 from then on (not decoded twice each time)."""
         factor = pipe.vae_scale_factor
         height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
         self._fit_vae(latents.shape[0], width, height)
-        images, redone = decode_latents(pipe, latents)
+        images, redone = decode_latents(pipe, latents, pipe.vae in self._overflowing_vaes)
+        if redone:
+            self._overflowing_vaes.add(pipe.vae)
         self.vae_redecodes += redone
         return images
 

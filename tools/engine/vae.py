@@ -102,9 +102,13 @@ def load_vae(
     return AutoencoderKL.from_pretrained(str(folder), subfolder=subfolder, dtype=dtype)
 
 
-def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Any], bool]:
+def decode_latents(
+    pipe: Any, latents: torch.Tensor, full_precision: bool = False
+) -> tuple[list[Any], bool]:
     """Latents → PIL images, the way the SD1.5/SDXL pipelines decode; a half-precision decode
-    that overflows (NaN: black images) is done again in fp32. Returns (images, redone)."""
+    that overflows (NaN: black images) is done again in fp32, and `full_precision` (a VAE known
+    to overflow) decodes in fp32 at once. The VAE is put back in fp16 after: the img2img and
+    inpaint pipelines encode their fp16 inputs with it. Returns (images, redone)."""
     import torch
 
     vae = pipe.vae
@@ -125,14 +129,16 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> tuple[list[Any], bool]:
             return vae.decode(scaled, return_dict=False)[0]
 
     half = vae.dtype == torch.float16
-    upcast_first = half and getattr(vae.config, "force_upcast", False) and _is_sdxl(pipe)
+    upcast_first = half and (
+        full_precision or (getattr(vae.config, "force_upcast", False) and _is_sdxl(pipe))
+    )
     redone = False
     if upcast_first:
         image = _decode_fp32(vae, decode)
     else:
         image = decode(vae.dtype)
         if half and torch.isnan(image).any():
-            log.warning("the VAE overflowed in fp16 (black image); decoding again in fp32")
+            log.warning("the VAE overflowed in fp16 (black image); decoding in fp32 from now on")
             image = _decode_fp32(vae, decode)
             redone = True
     return pipe.image_processor.postprocess(image.float(), output_type="pil"), redone

@@ -18,9 +18,10 @@ import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tools.engine.extra_networks import embeddings_named, vae_label
-from tools.engine.lora_hashes import embedding_hashes, lora_hashes
+from tools.engine.lora_hashes import lora_hashes
 from tools.engine.rendering import RenderJob
 from tools.engine.second_pass import apply_second_passes
+from tools.generation.image_record import finish_record
 from tools.generation.planner import check_count, check_seed, new_seed
 from tools.generation.specs import SEED_LIMIT, ImageSpec, InitImage, OutputRecord, PoseRef
 from tools.quality.gate import Scores
@@ -113,9 +114,7 @@ def plain_metadata(producer: Producer, spec: ImageSpec) -> dict[str, Any]:
         "embeddings": embeddings_named(f"{spec.user_prompt}, {negative}", settings.paths),
         "vae": vae_label(models.vae),
     }
-    meta["ti_hashes"] = embedding_hashes(meta["embeddings"], settings.paths)
-    meta.update(engine.loaded_with())
-    return meta
+    return finish_record(meta, engine, settings.paths)
 
 
 def plain_scores(producer: Producer, image: Image.Image) -> Scores:

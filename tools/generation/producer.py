@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from prompts import load_prompt
 from tools.engine.extra_networks import default_negative_prompt, embeddings_named, vae_label
-from tools.engine.lora_hashes import embedding_hashes, lora_hashes
+from tools.engine.lora_hashes import lora_hashes
 from tools.engine.prompt_syntax import LoraRequest
 from tools.engine.rendering import RenderJob, StepCallback
 from tools.engine.second_pass import apply_second_passes
+from tools.generation.image_record import finish_record
 from tools.generation.plain import produce_plain
 from tools.generation.specs import SEED_LIMIT, ImageSpec, OutputRecord
 from tools.quality.gate import Scores
@@ -145,9 +146,7 @@ class Producer:
             "embeddings": embeddings_named(f"{prompt}, {negative}", self.settings.paths),
             "vae": vae_label(models.vae),
         }
-        meta["ti_hashes"] = embedding_hashes(meta["embeddings"], self.settings.paths)
-        meta.update(engine.loaded_with())
-        return meta
+        return finish_record(meta, engine, self.settings.paths)
 
     def negative_prompt(self) -> str:
         configured = self.settings.output.negative_prompt

@@ -72,23 +72,36 @@ def prefetch_models(settings: Settings) -> None:
             print(f"note: {error.message}; images are not scored for looks", file=sys.stderr)
 
 
-def submit_job(
-    settings: Settings, specs: list[ImageSpec], label: str | None = None
-) -> tuple[JobJournal, str]:
+def ready_to_submit(settings: Settings) -> JobJournal:
+    """The journal to submit to, once what a job needs before it exists is there: both stores
+    readable and the models downloaded (they fail here, in the user's terminal, rather than in
+    every attempt of the job)."""
     from tools.store.gen_index import GenerationIndex
 
-    # Both stores fail here, in the user's terminal, rather than in every attempt of the job.
     GenerationIndex(settings.paths.state / "generations.sqlite").ensure_readable()
     journal = JobJournal.for_state(settings.paths.state)
     journal.ensure_readable()
     prefetch_models(settings)
-    job_id = journal.submit(
+    return journal
+
+
+def queue_job(
+    journal: JobJournal, settings: Settings, specs: list[ImageSpec], label: str | None = None
+) -> str:
+    """Enqueue the specs as one job of the journal `ready_to_submit` gave; returns its id."""
+    return journal.submit(
         [spec.model_dump(mode="json") for spec in specs],
         label=label,
         overrides=settings_overrides(settings),
         settings=settings.model_dump(mode="json"),
     )
-    return journal, job_id
+
+
+def submit_job(
+    settings: Settings, specs: list[ImageSpec], label: str | None = None
+) -> tuple[JobJournal, str]:
+    journal = ready_to_submit(settings)
+    return journal, queue_job(journal, settings, specs, label)
 
 
 def wait_for_job(

@@ -48,6 +48,11 @@ IMAGE_LEASE_COLUMNS = {
     "tries": "INTEGER NOT NULL DEFAULT 0",  # how many times a worker leased it
     "fault_fired": "INTEGER NOT NULL DEFAULT 0",  # an injected once-only fault has fired
     "worker": "TEXT",  # the worker that drew it
+    # Its lease's worker has started it: a Ray task may wait in its actor behind another one
+    # first. Only a started lease is a try when a crashed worker's leases are cleared. 1 for
+    # leases of journals before it, which counted every lease.
+    "lease_started": "INTEGER NOT NULL DEFAULT 1",
+    "fault_lease": "TEXT",  # the lease its once-only fault was marked fired under
 }
 
 

@@ -29,9 +29,12 @@ class ImageLeases(JournalDatabase):
         worker_pid: int,
         limit: int | Callable[[dict[str, Any]], int] = 1,
         job_id: str | None = None,
+        started: bool = True,
     ) -> tuple[Job, list[int]] | None:
         """Lease up to `limit` pending images of the next runnable job (or of `job_id`) for one
         worker; `limit` may be a function of the job's request (its settings' batch size).
+        Not `started`: the worker may not run them at once (a Ray task that can wait in its
+        actor) and says when it does (`lease_started`).
 
         A queued job becomes running (one more attempt); a running one lends its images that no
         worker holds, so one job spreads over every free worker.
@@ -70,9 +73,9 @@ class ImageLeases(JournalDatabase):
                 )
             ]
             db.executemany(
-                "UPDATE job_images SET lease = ?, lease_beat = ?, tries = tries + 1"
-                " WHERE job_id = ? AND idx = ?",
-                [(token, now, row["id"], index) for index in indices],
+                "UPDATE job_images SET lease = ?, lease_beat = ?, tries = tries + 1,"
+                " lease_started = ? WHERE job_id = ? AND idx = ?",
+                [(token, now, int(started), row["id"], index) for index in indices],
             )
             job = self._load(db, row["id"])
         assert job is not None
@@ -183,9 +186,22 @@ class ImageLeases(JournalDatabase):
                     (QUEUED, time.time(), job_id, RUNNING, job_id),
                 )
 
-    def clear_leases(self) -> None:
-        """Drop every lease: called when no worker of this home can be alive."""
+    def lease_started(self, token: str) -> None:
+        """The worker runs the images it leased under `token` (they waited until now)."""
         with self.transaction() as db:
+            db.execute("UPDATE job_images SET lease_started = 1 WHERE lease = ?", (token,))
+
+    def clear_leases(self) -> None:
+        """Drop every lease: called when no worker of this home can be alive. A started lease
+        was a try; one that never started (a Ray task waiting behind the running one when the
+        head was killed) is given back uncounted, a fault marked for it still due (as
+        `RayHead._stop` does for a head that stops or fails)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE job_images SET tries = MAX(tries - 1, 0),"
+                " fault_fired = CASE WHEN fault_lease = lease THEN 0 ELSE fault_fired END"
+                " WHERE lease IS NOT NULL AND NOT lease_started"
+            )
             db.execute("UPDATE job_images SET lease = NULL WHERE lease IS NOT NULL")
 
     def lease_beats(self) -> dict[str, float]:
@@ -203,7 +219,7 @@ class ImageLeases(JournalDatabase):
         with self.transaction() as db:
             return bool(
                 db.execute(
-                    "UPDATE job_images SET fault_fired = 1"
+                    "UPDATE job_images SET fault_fired = 1, fault_lease = lease"
                     " WHERE job_id = ? AND idx = ? AND fault_fired = 0",
                     (job_id, index),
                 ).rowcount

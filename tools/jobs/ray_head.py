@@ -13,6 +13,7 @@ load allowance while it loads) is a hang. One job's error fails its try; the oth
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -168,12 +169,9 @@ class RayHead:
     def _dispatch(self, slot: ActorSlot) -> bool:
         """Lease images for one more task of the slot's actor; False when none are waiting."""
         token = f"{slot.name}:{uuid.uuid4().hex[:12]}"
-        claimed = self.journal.claim_images(
-            slot.name,
-            token,
-            os.getpid(),
-            lambda request: slot.batch_size(request, self.settings.output.batch_size),
-        )
+        limit = functools.partial(slot.batch_size, default=self.settings.output.batch_size)
+        # Not started: the task may wait in the actor behind another (`_judge` says when it runs)
+        claimed = self.journal.claim_images(slot.name, token, os.getpid(), limit, started=False)
         if claimed is None:
             return False
         job, indices = claimed
@@ -308,7 +306,8 @@ class RayHead:
                 with contextlib.suppress(ray.exceptions.RayError):
                     progress = ray.get(slot.probe)
                     for inflight in slot.inflight:
-                        inflight.saw(progress, slot.probe_sent)
+                        if inflight.saw(progress, slot.probe_sent):  # a try from now on
+                            self.journal.lease_started(inflight.token)
                 slot.probe, answered = None, True
         for inflight in slot.inflight:
             if not (inflight.started or inflight is slot.inflight[0]):

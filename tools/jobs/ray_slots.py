@@ -44,22 +44,23 @@ class InFlight:
     def silent_for(self) -> float:
         return time.monotonic() - self.last_progress
 
-    def saw(self, progress: dict[str, Any], probe_sent: float) -> None:
+    def saw(self, progress: dict[str, Any], probe_sent: float) -> bool:
         """The actor's progress as a probe read it: a change of its counter while it runs this
         task is progress. A task waiting behind another one is not silent (the running one is
-        judged): its clock starts when it starts."""
+        judged): its clock starts when it starts. True when this probe saw it start."""
         running = progress.get("running")
         if running != self.token:
             if running is not None and not self.started:
                 self.last_progress = max(self.last_progress, probe_sent)
-            return
-        self.started = True
+            return False
+        starts, self.started = not self.started, True
         if progress["ticks"] != self.ticks:
             self.ticks, self.last_progress = progress["ticks"], time.monotonic()
         if progress["loading"]:
             self.allowance = self.load_allowance
         elif progress["steps"]:
             self.allowance = self.hang_timeout
+        return starts
 
 
 @dataclass

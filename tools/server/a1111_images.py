@@ -8,8 +8,10 @@ img2img init image is written under `<state>/a1111/init/` (named by its content,
 rename) before the job is queued, so the journal's spec points at a file that survives a crash.
 It is removed once no image still to draw of a queued or running job reads it (`sweep_init_images`,
 after each request): the folder holds what the queue needs, not every image a client ever sent.
-Writing a request's files and queueing its job happen under the folder's lock, as the sweep does,
-so a sweep never takes a file whose job is not in the journal yet.
+Writing a request's files and queueing its job (nothing more: a model download waits before it)
+happen under the folder's lock, as the sweep does, so a sweep never takes a file whose job is not
+in the journal yet; and a temp file the sweep finds is no live write's but one a killed write
+left, so it goes too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +35,10 @@ from PIL import Image
 from tools.atomic import write_atomic
 from tools.settings_sections import MAX_SIDE
 
+log = logging.getLogger("anime.server")
 INIT_FOLDER = ("a1111", "init")
+# What `write_atomic` names its temp file beside an init image (`.NAME.png.RANDOM.tmp`).
+TEMP_GLOB = ".*.png.*.tmp"
 # What clients send; PIL's other decoders (EPS runs Ghostscript) stay out of reach.
 FORMATS = ("PNG", "JPEG", "WEBP")
 # An init image larger than this is refused before decoding its pixels (a decompression bomb).
@@ -81,7 +87,8 @@ def init_folder_locked(state: Path) -> Iterator[Path]:
 
 def sweep_init_images(state: Path) -> list[Path]:
     """Remove the init images no queued or running job still needs (done, failed and
-    cancelled jobs' ones, and any a crash left); returns what was removed."""
+    cancelled jobs' ones, and any a crash left) and the temp files of killed writes; returns
+    what was removed."""
     from tools.jobs.journal import JobJournal
 
     if not state.joinpath(*INIT_FOLDER).is_dir():
@@ -89,15 +96,25 @@ def sweep_init_images(state: Path) -> list[Path]:
     with init_folder_locked(state) as folder:
         needed = {Path(path) for path in JobJournal.for_state(state).init_images_needed()}
         removed = [path for path in folder.glob("*.png") if path not in needed]
+        # Writers hold this lock while writing (`save_init_image`): no temp file is in use now.
+        removed += folder.glob(TEMP_GLOB)
         for path in removed:
             path.unlink(missing_ok=True)
     return removed
 
 
-def save_init_image(folder: Path, data: str) -> Path:
-    """Write the init image as PNG into the (locked) init folder; the same image, the same
-    file."""
-    image, raw = decode_image(data, "init_images")
+def sweep_after_request(state: Path) -> None:
+    """The sweep after a request: housekeeping, so a failure of it (the journal locked, a file
+    that would not go) is logged, never the request's; the next request's sweep tries again."""
+    try:
+        sweep_init_images(state)
+    except Exception:
+        log.exception("the init image sweep of %s failed", state.joinpath(*INIT_FOLDER))
+
+
+def save_init_image(folder: Path, image: Image.Image, raw: bytes) -> Path:
+    """Write a decoded init image (`decode_image`) as PNG into the (locked) init folder; the
+    same image, the same file."""
     path = folder / f"{hashlib.sha256(raw).hexdigest()[:24]}.png"
     if not path.exists():
         converted = image.convert("RGB")

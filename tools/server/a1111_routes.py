@@ -26,7 +26,7 @@ from tools.server.a1111_images import (
     init_folder_locked,
     png_info_answer,
     save_init_image,
-    sweep_init_images,
+    sweep_after_request,
 )
 from tools.server.a1111_mapping import (
     A1111Img2ImgRequest,
@@ -125,6 +125,7 @@ def _queue_txt2img(body: A1111Request, request: Request) -> _Queued:
 def _queue_img2img(body: A1111Img2ImgRequest, request: Request) -> _Queued:
     from tools.generation.plain import plan_plain
     from tools.generation.specs import InitImage
+    from tools.jobs.client import queue_job, ready_to_submit
     from tools.server.a1111_plan import PromptPlan, read_prompt
 
     studio = studio_of(request)
@@ -139,19 +140,21 @@ def _queue_img2img(body: A1111Img2ImgRequest, request: Request) -> _Queued:
         )
     # 0 is a denoise as any other (`or 0.75` made it 0.75); a null was the default already.
     denoise = 0.75 if body.denoising_strength is None else body.denoising_strength
-    # Locked from writing the files until the job is in the journal (whose state folder
-    # holds them): no sweep between.
+    starts = [decode_image(data, "init_images") for data in body.init_images or []]
+    plain = plan_plain(settings, named.prompt, body.count, body.fixed_seed)
+    # Unlocked: a cold model download holds up no other request's files nor a sweep.
+    journal = ready_to_submit(settings)
+    # Locked from writing the files until the job is in the journal: no sweep between.
     with init_folder_locked(settings.paths.state) as folder:
-        starts = [save_init_image(folder, data) for data in body.init_images or []]
+        paths = [str(save_init_image(folder, *start)) for start in starts]
         specs = [
             spec.model_copy(
-                update={"init_image": InitImage(path=str(starts[i % len(starts)]), denoise=denoise)}
+                update={"init_image": InitImage(path=paths[i % len(paths)], denoise=denoise)}
             )
-            for i, spec in enumerate(
-                plan_plain(settings, named.prompt, body.count, body.fixed_seed)
-            )
+            for i, spec in enumerate(plain)
         ]
-        return _submit(PromptPlan([], None, named.prompt), specs, settings, mapping.warnings)
+        job_id = queue_job(journal, settings, specs, LABEL)
+    return _Queued(job_id, PromptPlan([], None, named.prompt), specs, settings, mapping.warnings)
 
 
 @dataclass(frozen=True)
@@ -166,10 +169,9 @@ class _Queued:
 
 
 def _submit(plan: Any, specs: list[Any], settings: Settings, warnings: list[str]) -> _Queued:
-    from tools.jobs.client import ensure_worker, submit_job
+    from tools.jobs.client import submit_job
 
     _, job_id = submit_job(settings, specs, LABEL)
-    ensure_worker(settings)
     return _Queued(job_id, plan, specs, settings, warnings)
 
 
@@ -179,11 +181,12 @@ async def _run(body: Any, request: Request, queue: Callable[[Any, Request], _Que
     The wait is async (as `/api/jobs/{id}/wait`): a render can take minutes, and a request
     holding a worker thread that long would starve the server's other routes when several
     clients wait at once. The server keeps a worker on queued jobs (`serve`)."""
-    from tools.jobs.client import raise_unless_done
+    from tools.jobs.client import ensure_worker, raise_unless_done
     from tools.jobs.job import JobState
     from tools.jobs.journal import JobJournal
 
     queued = await asyncio.to_thread(queue, body, request)
+    await asyncio.to_thread(ensure_worker, queued.settings)
     state = queued.settings.paths.state
     journal = JobJournal.for_state(state)
     try:
@@ -194,7 +197,7 @@ async def _run(body: Any, request: Request, queue: Callable[[Any, Request], _Que
     finally:
         # The job ended (or this wait did, and the job goes on): the init images no queued or
         # running job needs any more go, its own among them once it has ended.
-        await asyncio.to_thread(sweep_init_images, state)
+        await asyncio.to_thread(sweep_after_request, state)
     if job.state == JobState.CANCELLED:
         queued.warnings.append("interrupted: the images drawn before it are returned")
     else:

@@ -62,6 +62,9 @@ class ImageMetadata(BaseModel):
     prediction_type: str | None = None
     zero_snr: bool | None = None
     fast_lora: str | None = None
+    # What drawing the image declined, one line each (e.g. A1111's `AND`: tools/engine/
+    # prompt_schedule.py `prompt_warnings`); absent when nothing was.
+    warnings: list[str] = []
     # The second passes' records (tools/engine/second_pass.py), read by tools/store/a1111_fields.
     hires: dict[str, Any] | None = None
     face_detail: dict[str, Any] | None = None

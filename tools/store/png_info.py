@@ -224,4 +224,5 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"face detail: {found} face(s) redrawn" if found else "face detail: no face")
     elif info.get("ADetailer model"):
         lines.append(f"face detail: ADetailer {info['ADetailer model']}")
+    lines += [f"warning: {warning}" for warning in info.get("warnings") or []]
     return "\n".join(lines)

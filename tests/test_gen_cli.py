@@ -278,3 +278,27 @@ def test_all_characters_times_the_count_is_held_to_the_batch_limit(
     over = run("--all-characters", "--batch", "3", "--dry-run", "--json", "--seed", "9")
     assert over.exit_code == 1 and "6 images" in over.stderr and "max_batch (5)" in over.stderr
     assert "Traceback" not in over.output
+
+
+@pytest.mark.slow
+def test_from_png_of_an_edited_prompt_draws_the_same_image(sakura, monkeypatch):
+    # Issue 23: prompt editing and alternation are recorded as written and replayed per step.
+    monkeypatch.setenv("ANIME_OUTPUT_NEGATIVE_PROMPT", "[lowres:blurry:0.5]")
+    edits = "[rain:snow:0.5], [red|blue] umbrella"
+    first = run("sakura", "--pose", "standing", "--seed", "5", "--prompt", edits, "--json")
+    assert first.exit_code == 0, first.output
+    original = json.loads(first.stdout)["outputs"][0]
+    recorded = json.loads(read_png_metadata(Path(original["path"]))["anime-chat"])
+    assert edits in recorded["prompt"] and recorded["negative_prompt"] == "[lowres:blurry:0.5]"
+    monkeypatch.delenv("ANIME_OUTPUT_NEGATIVE_PROMPT")
+    again = run("--from-png", original["path"], "--json")
+    assert again.exit_code == 0, again.output
+    copy = json.loads(again.stdout)["outputs"][0]
+    replayed = json.loads(read_png_metadata(Path(copy["path"]))["anime-chat"])
+    assert (replayed["prompt"], replayed["negative_prompt"]) == (
+        recorded["prompt"],
+        recorded["negative_prompt"],
+    )
+    assert np.array_equal(
+        np.asarray(Image.open(original["path"])), np.asarray(Image.open(copy["path"]))
+    )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.engine.prompt_schedule import AND_DECLINED
+from tools.engine.prompt_schedule import AND_DECLINED, NESTING_IGNORED
 from tools.engine.rendering import Engine, RenderJob
 from tools.settings import CONFIG_FILENAME, load_settings
 
@@ -136,6 +136,19 @@ def test_and_is_declined_in_one_line_and_drawn_as_text(anime_home, caplog):
     with caplog.at_level(logging.WARNING, logger="tools.engine.conditioning"):
         drawn = draw(engine, "a cat AND a dog")
     assert [r.getMessage() for r in caplog.records if "AND" in r.getMessage()] == [AND_DECLINED]
+    assert drawn[0].shape == (192, 128, 3)
+
+
+def test_brackets_nested_1000_deep_draw_with_one_warning_line(anime_home, caplog):
+    # The schedule parser recursed per bracket: a RecursionError traceback (and before that,
+    # 3^depth parse time). Now the prompt is drawn as written, with one line saying so.
+    engine = engine_for(anime_home)
+    deep = "[" * 1000 + "cat:dog:0.5" + "]" * 1000
+    with caplog.at_level(logging.WARNING, logger="tools.engine.conditioning"):
+        drawn = draw(engine, deep, negative="(" * 1000 + "lowres")
+    assert [r.getMessage() for r in caplog.records if "nested" in r.getMessage()] == [
+        NESTING_IGNORED
+    ]
     assert drawn[0].shape == (192, 128, 3)
 
 

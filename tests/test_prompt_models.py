@@ -227,6 +227,62 @@ def test_a_prompt_without_edits_is_handed_to_the_pipeline_as_before(home):
     assert torch.equal(text.first["negative_prompt_embeds"], negative)
 
 
+def test_an_alternation_over_many_steps_encodes_each_text_once_and_holds_it_once(home, monkeypatch):
+    """`[a|...|k][l|...|x]` cycles through 11·13 = 143 texts, more than the prompt cache's 128:
+    each was encoded again when it came round (300 encodes at 300 steps), and every step held a
+    batch tensor of its own. Now each distinct text is encoded once per pass and each step's
+    rows refer to those embeddings (the batch is built when the step comes). A batch repeating
+    the prompt schedules it once (A1111's `promptdict`): it was once per row."""
+    import tools.engine.conditioning as conditioning_module
+
+    scheduled: list[str] = []
+    schedule = conditioning_module.prompt_schedule
+
+    def counted_schedule(text, *args):
+        scheduled.append(text)
+        return schedule(text, *args)
+
+    monkeypatch.setattr(conditioning_module, "prompt_schedule", counted_schedule)
+    conditioning = engine_for(home).ensure_loaded()
+    conditioning.prompt("warm up")  # the encoder exists
+    encoded: list[str] = []
+    encode = conditioning._prompt_encoder.encode
+
+    def counted(text):
+        encoded.append(text)
+        return encode(text)
+
+    conditioning._prompt_encoder.encode = counted
+    first = "[" + "|".join("abcdefghijk") + "]"
+    second = "[" + "|".join("lmnopqrstuvwx") + "]"
+    text = conditioning.text_inputs(jobs_of(first + second, first + second), steps=300)
+    assert sorted(encoded) == sorted(set(encoded)) and len(encoded) == 143 + 1  # + "lowres"
+    held = {id(row[0].embeds) for rows in text.steps.values() for row in rows}
+    assert len(text.steps) == 300 and len(held) == 143
+    assert scheduled == [first + second, "lowres"]
+
+
+def test_break_an_embedding_and_a_lora_inside_edits(home):
+    """A branch with BREAK is two chunks, the other one: the one-chunk text is repeated to two
+    (ComfyUI's repeat, issue 23 #5), step by step. An embedding named only in a branch is
+    loaded for it; a LoRA tag inside an edit is taken out of the text before the schedule, as
+    A1111 parses extra networks out of the prompt first (modules/extra_networks.py)."""
+    import torch
+
+    conditioning = engine_for(home).ensure_loaded()
+    prompt = f"[girl BREAK hat:{EMBEDDING_NAME} cat:0.5]"
+    text = conditioning.text_inputs(jobs_of(prompt), steps=10)
+    assert sorted(text.steps) == [0, 6] and text.chunks == 2
+    assert text.first["prompt_embeds"].shape[1] == 154
+    kwargs: dict = {}
+    text.update(6, kwargs, guided=True)
+    late = conditioning.prompt(f"{EMBEDDING_NAME} cat").embeds
+    assert torch.equal(kwargs["prompt_embeds"][1:], torch.cat([late, late], dim=1))
+    assert EMBEDDING_NAME in conditioning.embeddings.tokens
+    tagged = conditioning.text_inputs(jobs_of("[<lora:tiny:1>girl:cat:0.5]"), steps=10)
+    assert torch.equal(tagged.first["prompt_embeds"], conditioning.prompt("girl").embeds)
+
+
 def test_sdxl_empty_negative_is_zeros_and_an_empty_prompt_is_not(sdxl_config, tmp_path):
     """Issue 23 #7: A1111 modules/sd_models_xl.py get_learned_conditioning zeroes an empty
     negative (embeddings and pooled), as diffusers' force_zeros_for_empty_prompt."""

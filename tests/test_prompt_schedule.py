@@ -69,7 +69,22 @@ EDGE_CASES = [
     ),
     ("x (y [a|b]) z", [(s, f"x (y {'a' if s % 2 else 'b'}) z") for s in range(1, 11)]),
     ("(masterpiece:1.2), 1girl", [(10, "(masterpiece:1.2), 1girl")]),
+    ("[a:b:99999]", [(10, "a")]),
 ]
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        ("1e999", [(10, "a")]),
+        ("9" * 400, [(10, "a")]),
+        ("1.5e400", [(10, "a")]),
+        ("-1e999", [(10, "b")]),
+    ],
+)
+def test_an_infinite_when_is_past_the_last_step_not_an_overflow_error(when, expected):
+    # float() of these is ±inf: int() of it raised OverflowError (a traceback in the worker).
+    assert prompt_schedule(f"[a:b:{when}]", 10) == expected
 
 
 @pytest.mark.parametrize(("prompt", "expected"), EDGE_CASES)
@@ -86,11 +101,80 @@ def test_step_lookup_is_a1111s_reconstruct_cond_batch():
     assert [text_at(alternation, step) for step in range(4)] == ["a", "a", "b", "a"]
 
 
-def test_second_order_samplers_schedule_over_model_steps():
+def test_second_order_samplers_schedule_over_twice_the_steps():
+    # A1111 modules/sd_samplers_common.py `SamplerData.total_steps`: `steps * 2` for a
+    # `second_order` sampler (DPM++ SDE), not the 39 model calls it makes at 20 steps: there
+    # `[a:b:0.5]` switches after step 20, not 19.
     assert model_steps(20, 1) == 20
-    assert model_steps(20, 2) == 39
+    assert model_steps(20, 2) == 40
+    assert prompt_schedule("[a:b:0.5]", model_steps(20, 2)) == [(20, "a"), (40, "b")]
 
 
 def test_and_is_detected_as_a_word_only():
     assert uses_and("a cat AND a dog")
     assert not uses_and("a cat and a dog, ANDROID, sAND")
+
+
+def test_nested_brackets_parse_once_per_position():
+    # Each `[` was tried as an edit, an alternation and an emphasis, re-parsing its inside each
+    # time: 3^depth (14 levels took 10 s, 30 would take days). Counted, not timed: each rule
+    # runs at most once per position.
+    import tools.engine.prompt_schedule as schedule_module
+
+    calls = []
+    original = schedule_module._Parser.item
+
+    def counted(self, at):
+        calls.append(at)
+        return original(self, at)
+
+    depth = 30
+    prompt = "[" * depth + "a:b:0.5" + "]" * depth
+    schedule_module._Parser.item = counted
+    try:
+        schedule = prompt_schedule(prompt, 10)
+    finally:
+        schedule_module._Parser.item = original
+    # As A1111 computes it (checked on lark 1.3.1 at depth 4: `[[[a]]]`, then `[[[b]]]`).
+    inner = depth - 1
+    assert schedule == [(5, "[" * inner + "a" + "]" * inner), (10, "[" * inner + "b" + "]" * inner)]
+    assert len(calls) <= len(prompt)
+
+
+def test_mixed_nesting_alternates_as_a1111():
+    # A1111 (lark 1.3.1): `([([([a|b])])])` at 4 steps alternates inside the emphasis.
+    assert prompt_schedule("([" * 3 + "a|b" + "])" * 3, 4) == [
+        (step, "([([(" + ("a" if step % 2 else "b") + ")])])") for step in range(1, 5)
+    ]
+
+
+def test_brackets_nested_past_the_limit_are_plain_text_not_a_recursion_error():
+    from tools.engine.prompt_schedule import MAX_NESTING, nests_too_deep
+
+    deep = "[" * 1000 + "a:b:0.5" + "]" * 1000
+    assert nests_too_deep(deep)
+    assert prompt_schedule(deep, 10) == [(10, deep)]
+    unclosed = "(" * 1000 + "[a:b:0.5]"
+    assert prompt_schedule(unclosed, 10) == [(10, unclosed)]
+    at_limit = "(" * (MAX_NESTING - 1) + "[a:b:0.5]" + ")" * (MAX_NESTING - 1)
+    assert not nests_too_deep(at_limit)
+    assert [text for _, text in prompt_schedule(at_limit, 10)] == [
+        at_limit.replace("[a:b:0.5]", "a"),
+        at_limit.replace("[a:b:0.5]", "b"),
+    ]
+
+    # At the limit the parser leaves most of the stack to its callers (a worker, a server).
+    def called_from_deep_inside(frames: int):
+        return called_from_deep_inside(frames - 1) if frames else prompt_schedule(at_limit, 10)
+
+    assert len(called_from_deep_inside(400)) == 2
+    # Escaped and stray brackets do not nest.
+    assert not nests_too_deep("\\[" * 1000 + ")]" * 1000 + "[a|b]")
+
+
+def test_a_prompt_nested_too_deep_is_named_in_its_warnings():
+    from tools.engine.prompt_schedule import AND_DECLINED, NESTING_IGNORED, prompt_warnings
+
+    assert prompt_warnings("(" * 1000 + "cat") == [NESTING_IGNORED]
+    assert prompt_warnings("a AND " + "[" * 65) == [AND_DECLINED, NESTING_IGNORED]
+    assert prompt_warnings("[" * 64 + "cat") == []

@@ -24,9 +24,16 @@ from tools.engine.extra_networks import Embeddings, LoraAdapters
 from tools.engine.lora_hashes import file_digest
 from tools.engine.lru import evict
 from tools.engine.prompt_encoding import PromptEmbedding, PromptEncoder
-from tools.engine.prompt_schedule import prompt_schedule, prompt_warnings, text_at
+from tools.engine.prompt_schedule import (
+    NESTING_IGNORED,
+    Schedule,
+    nests_too_deep,
+    prompt_schedule,
+    prompt_warnings,
+    text_at,
+)
 from tools.engine.prompt_syntax import LoraRequest, extract_loras
-from tools.engine.text_schedule import TextSchedule, batch_inputs
+from tools.engine.text_schedule import TextSchedule
 from tools.quality.clip_images import pad_to_square
 
 if TYPE_CHECKING:
@@ -138,16 +145,21 @@ class Conditioning:
         rows = []
         # One line per pass, however many images: A1111 splits the prompt only, not the
         # negative (modules/prompt_parser.py `get_multicond_prompt_list`).
-        for line in sorted({line for job in jobs for line in prompt_warnings(job.prompt)}):
+        lines = {line for job in jobs for line in prompt_warnings(job.prompt)}
+        if any(nests_too_deep(job.negative_prompt) for job in jobs):
+            lines.add(NESTING_IGNORED)
+        for line in sorted(lines):
             log.warning(line)
+        # Each distinct text scheduled once, as A1111's `promptdict` over `set(prompts)`
+        # (modules/prompt_parser.py): a batch repeats its prompt, and a long one costs steps ×
+        # its length to schedule.
+        schedules: dict[str, Schedule] = {}
         for job in jobs:
-            prompt, negative = extract_loras(job.prompt)[0], extract_loras(job.negative_prompt)[0]
-            rows.append(
-                (
-                    prompt_schedule(prompt, steps, hires_steps),
-                    prompt_schedule(negative, steps, hires_steps),
-                )
-            )
+            pair = extract_loras(job.prompt)[0], extract_loras(job.negative_prompt)[0]
+            for text in pair:
+                if text not in schedules:
+                    schedules[text] = prompt_schedule(text, steps, hires_steps)
+            rows.append((schedules[pair[0]], schedules[pair[1]]))
         # A1111 modules/prompt_parser.py `reconstruct_cond_batch`: step s uses the first entry
         # ending at or after s, so a row's text changes at step end + 1.
         starts = sorted(
@@ -159,22 +171,28 @@ class Conditioning:
             ]
             for start in starts
         }
-        encoded = {
-            start: [(self.prompt(positive), self.negative(negative)) for positive, negative in row]
-            for start, row in texts.items()
-        }
-        chunks = math.lcm(
-            *(embedding.chunks for row in encoded.values() for pair in row for embedding in pair)
-        )
-        sdxl = self.sources.family == "sdxl"
-        steps_inputs = {}
+        # Each distinct text once per pass, whatever the LRU keeps: an alternation's texts recur
+        # after more than PROMPT_CACHE_SIZE others.
+        prompts: dict[str, PromptEmbedding] = {}
+        negatives: dict[str, PromptEmbedding] = {}
+
+        def once(encoded: dict[str, PromptEmbedding], encode, text: str) -> PromptEmbedding:
+            if text not in encoded:
+                encoded[text] = encode(text)
+            return encoded[text]
+
+        steps_rows = {}
         previous = None
         for start in starts:
             if texts[start] == previous:
                 continue
             previous = texts[start]
-            steps_inputs[start] = batch_inputs(encoded[start], chunks, sdxl)
-        return TextSchedule(steps_inputs)
+            steps_rows[start] = [
+                (once(prompts, self.prompt, positive), once(negatives, self.negative, negative))
+                for positive, negative in texts[start]
+            ]
+        chunks = math.lcm(*(e.chunks for e in [*prompts.values(), *negatives.values()]))
+        return TextSchedule(steps_rows, chunks, self.sources.family == "sdxl")
 
     def negative(self, text: str) -> PromptEmbedding:
         """The negative prompt's embedding; for SDXL an empty one is zeros (embeddings and

@@ -10,7 +10,10 @@
 Follows A1111 modules/prompt_parser.py `get_learned_conditioning_prompt_schedules` (its lark
 grammar `schedule_parser`, and the visitors `CollectSteps` and `AtStep`) without lark: a
 backtracking parser of the same grammar. A prompt the grammar rejects (a `|` outside brackets,
-`[a:b:c:0.5]`) is plain text, as there. No torch here.
+`[a:b:c:0.5]`) is plain text, as there. Each rule is parsed once per position (memoized), so
+a prompt parses in polynomial time however its brackets nest; brackets nested deeper than
+`MAX_NESTING` make the prompt plain text (`nests_too_deep` lets the engine say so) rather than
+a RecursionError. No torch here.
 
 `AND` (A1111's composable diffusion, modules/prompt_parser.py `get_multicond_prompt_list`) is not
 implemented: `prompt_warnings` names it, for the log and the image's record.
@@ -36,6 +39,10 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 # `!start: (prompt | /[][():]/+)*`: brackets and colons that fit no rule are text at top level.
 _STRAY = "[]():"
 _AND = re.compile(r"\bAND\b")
+# Deeper than any prompt written by hand (A1111 users nest a few levels), shallow enough that
+# the recursive parser stays far below Python's default recursion limit of 1000.
+MAX_NESTING = 64
+_BRACKET = re.compile(r"\\.|[\[\]()]", re.S)
 
 
 @dataclass
@@ -56,9 +63,23 @@ class _Alternate:
 _Nodes = list
 
 
+def _memoized(rule):
+    """Parse `rule` once per (arguments): the alternatives of `item` re-parse the same inner
+    prompt, which without this costs 3^depth for nested brackets."""
+
+    def parse(self, *args):
+        key = (rule.__name__, *args)
+        if key not in self.memo:
+            self.memo[key] = rule(self, *args)
+        return self.memo[key]
+
+    return parse
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.memo: dict[tuple, object] = {}
 
     def start(self) -> _Nodes | None:
         """The whole text, or None where the grammar rejects it (lark raises there)."""
@@ -76,6 +97,7 @@ class _Parser:
                 return None
         return nodes
 
+    @_memoized
     def prompt(self, at: int) -> tuple[_Nodes, int]:
         """`prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*`, greedily."""
         nodes: _Nodes = []
@@ -87,6 +109,7 @@ class _Parser:
             nodes.append(node)
         return nodes, at
 
+    @_memoized
     def item(self, at: int) -> tuple[object, int] | None:
         char = self.text[at]
         if char == "[":
@@ -99,6 +122,7 @@ class _Parser:
     def expect(self, at: int, token: str) -> int | None:
         return at + len(token) if self.text.startswith(token, at) else None
 
+    @_memoized
     def emphasized(self, at: int, opener: str, closer: str) -> tuple[object, int] | None:
         """`"(" prompt ")" | "(" prompt ":" prompt ")" | "[" prompt "]"`, brackets kept."""
         inner, end = self.prompt(at + 1)
@@ -111,6 +135,7 @@ class _Parser:
             return [*nodes, closer], end + 1
         return None
 
+    @_memoized
     def scheduled(self, at: int) -> tuple[object, int] | None:
         """`"[" [prompt ":"] prompt ":" [WHITESPACE] NUMBER [WHITESPACE] "]"`."""
         first, end = self.prompt(at + 1)
@@ -128,6 +153,7 @@ class _Parser:
             return _Scheduled(None, first, parsed[0]), parsed[1]
         return None
 
+    @_memoized
     def when(self, at: int) -> tuple[str, int] | None:
         """`[WHITESPACE] NUMBER [WHITESPACE] "]"` → (the number as written, past the `]`)."""
         space = _WHITESPACE.match(self.text, at)
@@ -141,6 +167,7 @@ class _Parser:
         end = self.expect(at, "]")
         return None if end is None else (number.group(0), end)
 
+    @_memoized
     def alternate(self, at: int) -> tuple[object, int] | None:
         """`"[" prompt ("|" [prompt])+ "]"`; an empty option is None (A1111 makes it "")."""
         first, end = self.prompt(at + 1)
@@ -195,7 +222,7 @@ def prompt_schedule(prompt: str, steps: int, hires_steps: int | None = None) -> 
     int_offset, float_offset, total = 0, 0.0, steps
     if hires_steps is not None:
         int_offset, float_offset, total = steps, 1.0, hires_steps
-    nodes = _Parser(prompt).start()
+    nodes = None if nests_too_deep(prompt) else _Parser(prompt).start()
     edits = list(_walk(nodes or []))
     if not edits:
         return [(total, prompt)]
@@ -207,7 +234,10 @@ def prompt_schedule(prompt: str, steps: int, hires_steps: int | None = None) -> 
         value = float(node.number)
         fraction = "." in node.number
         value = (value - float_offset) * total if fraction else value - int_offset
-        node.when = min(total, int(value))
+        # Clamped before int(): `1e999` or 400 digits are infinite, where A1111's
+        # `min(steps, int(v))` raises OverflowError; any `when` past the last step or below 1
+        # schedules alike.
+        node.when = int(max(-1.0, min(float(total), value)))
         if node.when >= 1:
             ends.add(node.when)
     return [(end, _at_step(nodes, end)) for end in sorted(ends)]
@@ -222,11 +252,26 @@ def text_at(schedule: Schedule, step: int) -> str:
 
 
 def model_steps(steps: int, order: int) -> int:
-    """Model evaluations of a `steps`-step run of a sampler of `order` (diffusers' `order`: 2
-    for DPM++ SDE, whose timesteps interleave), the count A1111 schedules prompts over:
-    modules/sd_samplers_kdiffusion.py `KDiffusionSampler.total_steps` (`second_order`:
-    steps·2 − 1) as used by modules/processing.py `setup_conds`."""
-    return steps * 2 - 1 if order == 2 else steps
+    """The step count A1111 schedules prompts over for a `steps`-step run of a sampler of
+    `order` (diffusers' `order`: 2 for DPM++ SDE, whose timesteps interleave): twice the steps
+    for a second-order sampler, modules/sd_samplers_common.py `SamplerData.total_steps`
+    (`steps * 2`) as used by modules/processing.py `setup_conds` and `calculate_hr_conds`,
+    though the sampler makes one model call fewer (its last step is an Euler step)."""
+    return steps * 2 if order == 2 else steps
+
+
+def nests_too_deep(prompt: str) -> bool:
+    """Whether brackets nest deeper than `MAX_NESTING` (a stray closer is text, as in the
+    attention parser): such a prompt is plain text to the schedule."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(prompt):
+        bracket = match.group(0)
+        if bracket in "[(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "])":
+            depth = max(0, depth - 1)
+    return deepest > MAX_NESTING
 
 
 def uses_and(prompt: str) -> bool:
@@ -241,7 +286,15 @@ AND_DECLINED = (
 )
 
 
+# The line a prompt gets whose brackets nest past `MAX_NESTING`.
+NESTING_IGNORED = (
+    f"brackets nested more than {MAX_NESTING} deep: prompt editing and alternation are off for "
+    "this prompt, its text drawn as written"
+)
+
+
 def prompt_warnings(prompt: str) -> list[str]:
     """What drawing `prompt` (its `<lora:...>` tags still in) declines, one line each: the
     engine logs them and the image's record keeps them (`warnings`)."""
-    return [AND_DECLINED] if uses_and(extract_loras(prompt)[0]) else []
+    lines = [AND_DECLINED] if uses_and(extract_loras(prompt)[0]) else []
+    return lines + ([NESTING_IGNORED] if nests_too_deep(prompt) else [])

@@ -231,7 +231,7 @@ class Engine:
         conditioning = self.ensure_loaded()
         pipe, sampling = self._pipe, self.sampling
         steps = sampling.steps
-        # Prompt edits count model steps, as A1111 (second-order samplers: 2·steps − 1).
+        # Prompt edits count steps as A1111 (second-order samplers: 2·steps).
         text = conditioning.text_inputs(jobs, model_steps(steps, pipe.scheduler.order))
         guided = sampling.guidance_scale > 1.0
         rows, stand_in = conditioning.reference_rows(jobs, guided)

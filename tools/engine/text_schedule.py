@@ -29,26 +29,31 @@ def batch_inputs(
     return text
 
 
+# The (prompt, negative) embeddings of a pass's batch rows at one step.
+Rows = list[tuple[PromptEmbedding, PromptEmbedding]]
+
+
 @dataclass(frozen=True)
 class TextSchedule:
-    """A pass's text inputs: {first step (0-based) → pipeline arguments}, with step 0 always."""
+    """A pass's text: {first step (0-based) → the rows' embeddings}, with step 0 always, each
+    repeated to `chunks` chunks. A step's batch tensors are built when the step comes: held for
+    every step, an alternation (a change each step, 300 at 150 DPM++ SDE steps) kept
+    steps × rows × chunks embeddings on the device, where the rows share a few texts."""
 
-    steps: dict[int, dict[str, Any]]
+    steps: dict[int, Rows]
+    chunks: int
+    sdxl: bool
 
     @property
     def first(self) -> dict[str, Any]:
-        return self.steps[0]
+        return batch_inputs(self.steps[0], self.chunks, self.sdxl)
 
     @property
     def tensor_names(self) -> list[str]:
         """The step-end callback tensors it replaces (none when the text never changes)."""
         if len(self.steps) == 1:
             return []
-        return (
-            ["prompt_embeds", "add_text_embeds"]
-            if "pooled_prompt_embeds" in self.first
-            else ["prompt_embeds"]
-        )
+        return ["prompt_embeds", "add_text_embeds"] if self.sdxl else ["prompt_embeds"]
 
     def update(self, step: int, kwargs: dict[str, Any], guided: bool) -> None:
         """Put step `step`'s embeddings into a diffusers step-end callback's tensors, in the
@@ -56,11 +61,12 @@ class TextSchedule:
         rows alone after the CFG cutoff (SDXL: the pooled embeddings are `add_text_embeds`)."""
         import torch
 
-        inputs = self.steps.get(step)
-        if inputs is None:
+        rows = self.steps.get(step)
+        if rows is None:
             return
+        inputs = batch_inputs(rows, self.chunks, self.sdxl)
         pairs = [("prompt_embeds", "negative_prompt_embeds")]
-        if "pooled_prompt_embeds" in inputs:
+        if self.sdxl:
             pairs.append(("pooled_prompt_embeds", "negative_pooled_prompt_embeds"))
         for name, (positive, negative) in zip(self.tensor_names, pairs, strict=True):
             tensor = torch.cat([inputs[negative], inputs[positive]]) if guided else inputs[positive]

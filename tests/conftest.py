@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,8 +122,34 @@ def studio(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Itera
     home = studio_home(tmp_path_factory.mktemp("studio") / "home", tiny_models)
     library = CharacterLibrary(load_settings(home=home, env={}).paths)
     library.add("sakura", Image.new("RGB", (96, 128), (240, 200, 210)), description="pink hair")
-    with running_studio(home, studio_env(home)) as client:
+    with running_studio(home, studio_env(home)) as client, kept_awake(home):
         yield client
+
+
+@contextlib.contextmanager
+def kept_awake(home: Path, every_s: float = 30.0) -> Iterator[None]:
+    """Ping the home's running server while the session lasts: on a loaded machine the suite's
+    gaps between tests that use the session server can outlast its 10-minute keep-alive (it then
+    exits on its own, and the next test finds no server). A session that dies stops pinging, so
+    a server left behind still exits after the keep-alive."""
+    from tools.server.client import running_client
+
+    stop = threading.Event()
+
+    def ping() -> None:
+        while not stop.wait(every_s):
+            client = running_client(home)
+            if client is not None:
+                with contextlib.suppress(Exception):  # a test may be stopping or killing it
+                    client.call("GET", "/api/status", timeout=10)
+
+    pinger = threading.Thread(target=ping, name="studio-keep-awake", daemon=True)
+    pinger.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        pinger.join(15)
 
 
 @contextlib.contextmanager

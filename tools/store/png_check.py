@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from tools.store.png_chunks import SIGNATURE, chunks
+from tools.store.png_chunks import chunk_spans
 
 MAX_PIXELS = 4096 * 4096  # as the ComfyUI client (tools/comfyui/client.py) refuses bigger
 MAX_EXTRA_BYTES = 64 * 1024 * 1024  # text and other chunks beside the pixels
@@ -47,12 +47,10 @@ def check_png(png: bytes) -> tuple[int, int]:
 
 def _with_crcs(png: bytes) -> list[tuple[bytes, bytes, int]]:
     """Each chunk's (type, data, stored CRC)."""
-    out, offset = [], len(SIGNATURE)
-    for kind, data in chunks(png):
-        end = offset + 12 + len(data)
-        out.append((kind, data, struct.unpack(">I", png[end - 4 : end])[0]))
-        offset = end
-    return out
+    return [
+        (kind, png[start + 8 : end - 4], struct.unpack(">I", png[end - 4 : end])[0])
+        for kind, start, end in chunk_spans(png)
+    ]
 
 
 def _raw_size(width: int, height: int, bits: int, interlace: int) -> int:

@@ -12,7 +12,7 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SOURCE_PNG = "anime-chat:source-png"
 
 
-def _spans(png: bytes) -> list[tuple[bytes, int, int]]:
+def chunk_spans(png: bytes) -> list[tuple[bytes, int, int]]:
     """Each chunk's type and where it lies in `png` (start of its length field, end after its
     CRC), up to IEND; ValueError for a broken file."""
     if not png.startswith(SIGNATURE):
@@ -33,7 +33,7 @@ def _spans(png: bytes) -> list[tuple[bytes, int, int]]:
 
 def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
     """The PNG's chunks as (type, data), up to IEND; ValueError for a broken file."""
-    return [(kind, png[start + 8 : end - 4]) for kind, start, end in _spans(png)]
+    return [(kind, png[start + 8 : end - 4]) for kind, start, end in chunk_spans(png)]
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -52,7 +52,7 @@ def with_text_chunks(png: bytes, texts: dict[str, str]) -> bytes:
     every other chunk, pixels included, copied byte for byte (its CRC too: nothing is
     re-encoded or re-checksummed). The text goes before the first IDAT, where PIL writes a
     `pnginfo` and where readers that stop at the pixels (PIL's `Image.open().info`) find it."""
-    spans = _spans(png)
+    spans = chunk_spans(png)
     first_idat = next((n for n, (kind, _, _) in enumerate(spans) if kind == b"IDAT"), None)
     at = first_idat if first_idat is not None else len(spans) - 1  # IEND: no pixels at all
     out = bytearray(SIGNATURE)

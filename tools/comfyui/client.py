@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tools.text import one_line
@@ -44,14 +44,17 @@ class ComfyUIClient:
     # -- plain HTTP -----------------------------------------------------------------------------
     def _request(
         self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-        limit: int = MAX_JSON_BYTES,
+        read: Callable[[Any], bytes] | None = None,
     ) -> tuple[int, bytes]:  # fmt: skip
+        """(status, body); `read` reads a 200's body (default: JSON-sized, capped)."""
         request = urllib.request.Request(
             self.url + path, data=body, method=method, headers=headers or {}
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                return response.status, _read_capped(response, limit, path)
+                if read is not None:
+                    return response.status, read(response)
+                return response.status, _read_capped(response, MAX_JSON_BYTES, path)
         except urllib.error.HTTPError as error:
             return error.code, _read_capped(error, MAX_JSON_BYTES, path)
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
@@ -125,18 +128,16 @@ class ComfyUIClient:
         one that trickles in (each byte within the socket timeout) stops at `deadline`
         (`time.monotonic()`)."""
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
-        request = urllib.request.Request(f"{self.url}/view?{query}")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                head = response.read(PNG_HEAD_BYTES)
-                cap = png_byte_cap(head, filename)
-                return head + _read_capped(response, cap, "/view", deadline)
-        except urllib.error.HTTPError as error:
-            raise ComfyUIError(f"ComfyUI /view {filename}: HTTP {error.code}") from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
-            raise Unreachable(f"ComfyUI at {self.url} does not answer ({_reason(error)})") from None
-        except http.client.HTTPException as error:
-            raise self._not_http("/view", error) from None
+
+        def read(response: Any) -> bytes:
+            head = response.read(PNG_HEAD_BYTES)
+            cap = png_byte_cap(head, filename)
+            return head + _read_capped(response, cap, "/view", deadline)
+
+        status, data = self._request("GET", f"/view?{query}", read=read)
+        if status != 200:
+            raise ComfyUIError(f"ComfyUI /view {filename}: HTTP {status}")
+        return data
 
     def _not_http(self, path: str, error: http.client.HTTPException) -> ComfyUIError:
         """A chunked answer cut short is a ComfyUI gone mid-answer (retried when it is back);

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from tools.env_names import OTHER_ENV, resolve_home
+from tools.env_names import OTHER_ENV, resolve_home, unlisted_names
 from tools.errors import ConfigError
 from tools.settings_sections import (
     DEFAULT_CONTROLNET,
@@ -161,12 +161,9 @@ def _setting_names() -> dict[str, str]:
 def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:
     """One line for each `ANIME_` variable that names no setting (a typo, or a key of a newer
     version), which `load_settings` ignores: the closest name, else the keys it could mean."""
-    env = os.environ if env is None else env
     settings = _setting_names()
     lines = []
-    for name in sorted(env):
-        if not name.startswith("ANIME_") or name in settings or name in OTHER_ENV:
-            continue
+    for name in unlisted_names(env):
         line = f"{name} is not a setting (ignored); "
         close = difflib.get_close_matches(name, [*settings, *OTHER_ENV], n=1, cutoff=0.8)
         section = next((s for s in _SECTIONS if name.startswith(f"ANIME_{s.upper()}_")), None)
